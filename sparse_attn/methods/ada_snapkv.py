@@ -3,7 +3,11 @@
 Based on Ada-KV (Feng et al. 2024, arXiv:2407.11550) applied to SnapKV (Li et al. 2024, arXiv:2404.14469).
 """
 from dataclasses import dataclass
+from typing import Optional
 
+import torch
+
+from ._kv import KeptTokens, kept_from_mask, pool_and_force, top_positions, window_probs
 from .snapkv import SnapKV
 
 
@@ -14,6 +18,8 @@ class AdaSnapKV(SnapKV):
     Each head first keeps its own top `max(token_capacity * min_head_capacity_ratio, local_window + prefix_tokens)`
     tokens (the floor); the remaining slots go to the globally best remaining scores, so heads keep different
     numbers of tokens. Importance is the max (not mean/sum) over window queries and the group's query heads.
+    Kept tokens are in positional order; prompts of at most `token_capacity` tokens are kept whole (the reference
+    asserted `token_capacity <= T` instead); ties go to the earlier head, then the earlier token.
 
     Parameters
     ----------
@@ -35,3 +41,28 @@ class AdaSnapKV(SnapKV):
     def head_floor(self) -> int:
         """Tokens every KV head keeps at least."""
         return max(int(self.token_capacity * self.min_head_capacity_ratio), self.local_window + self.prefix_tokens)
+
+    def importance(self, q_window: torch.Tensor, k: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
+        """`[Hkv, T]` fp32 token scores: max over window queries and the group's query heads, pooled, with the
+        prefix and local window forced to +inf."""
+        probs = window_probs(q_window, k, scale)  # [Hkv, G, W, T]
+        scores = probs.amax(dim=2).amax(dim=1)
+        return pool_and_force(scores, self.kernel_size, self.local_window, self.prefix_tokens)
+
+    def _allocate(self, scores: torch.Tensor) -> KeptTokens:
+        """Adaptive budget: each KV head keeps its top `head_floor`, then the remaining
+        `token_capacity * Hkv - head_floor * Hkv` slots go to the best remaining scores over all heads."""
+        num_kv_heads, seq_len = scores.shape
+        floor = self.head_floor
+        total = self.token_capacity * num_kv_heads
+        if floor > seq_len or total > seq_len * num_kv_heads:
+            raise ValueError(
+                f"ada_snapkv: a prompt of {seq_len} tokens cannot hold head_floor={floor} / total budget {total}; "
+                f"lower token_capacity or min_head_capacity_ratio"
+            )
+        mask = torch.zeros_like(scores, dtype=torch.bool)
+        mask.scatter_(1, top_positions(scores, floor), True)
+        rest = scores.masked_fill(mask, float("-inf")).flatten()
+        extra = top_positions(rest[None, :], total - floor * num_kv_heads)[0]
+        mask.view(-1)[extra] = True
+        return kept_from_mask(mask)

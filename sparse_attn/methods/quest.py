@@ -2,9 +2,76 @@
 
 Based on Quest (Tang et al. 2024, arXiv:2406.10774).
 """
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
 
 from ..config import ConfigError, MethodConfig
+
+
+@dataclass
+class QuestPages:
+    """Per-layer page metadata an integration holds across decode steps.
+
+    page_min, page_max: `[B, Hkv, P, D]` elementwise min / max of the keys of each page (pages aligned at token 0,
+        `page_size` tokens each); pages without tokens hold (+inf, -inf).
+    page_size: tokens per page.
+    """
+
+    page_min: torch.Tensor
+    page_max: torch.Tensor
+    page_size: int
+
+    @classmethod
+    def from_cache(cls, k: torch.Tensor, lens: torch.Tensor, page_size: int, backend: str = "auto") -> "QuestPages":
+        """Summarise a prompt cache `k [B, Hkv, S, D]` with `lens [B]` valid tokens (right padding)."""
+        from ..kernels.quest import build_page_meta
+
+        page_min, page_max = build_page_meta(k, lens, page_size, backend=backend)
+        return cls(page_min=page_min, page_max=page_max, page_size=page_size)
+
+    @property
+    def num_pages(self) -> int:
+        return self.page_min.shape[2]
+
+    def append(self, k_new: torch.Tensor, positions: torch.Tensor, backend: str = "auto") -> "QuestPages":
+        """Fold the key just written at token `positions [B]` (`k_new [B, Hkv, D]`) into its page, in place.
+
+        The metadata grows by empty pages when a position falls past the last page (the cache grew).
+        """
+        from ..kernels.quest import update_page_meta
+
+        needed = int(positions.max()) // self.page_size + 1
+        if needed > self.num_pages:
+            self._grow(needed)
+        update_page_meta(self.page_min, self.page_max, k_new, positions, self.page_size, backend=backend)
+        return self
+
+    def _grow(self, pages: int) -> None:
+        batch, heads, old, dim = self.page_min.shape
+        extra = (batch, heads, pages - old, dim)
+        fill_min = torch.full(extra, float("inf"), dtype=self.page_min.dtype, device=self.page_min.device)
+        self.page_min = torch.cat([self.page_min, fill_min], dim=2)
+        self.page_max = torch.cat([self.page_max, -fill_min], dim=2)
+
+
+@dataclass
+class PageSelection:
+    """The pages one decode step reads, and what that costs.
+
+    page_index: `[B, Hsel, n]` int32 selected page ids, ascending, -1 padding (Hsel = Hkv with share_pages else Hq).
+    head_tokens_read: `[B, Hsel]` int64 valid tokens in the selected pages, per selection head.
+    tokens_read: `[B]` fp32 mean over selection heads of `head_tokens_read`.
+    sparsity: `[B]` fp32 `1 - tokens_read / lens`, measured from the selection at this step.
+    """
+
+    page_index: torch.Tensor
+    head_tokens_read: torch.Tensor
+    tokens_read: torch.Tensor
+    sparsity: torch.Tensor
 
 
 @dataclass
@@ -12,6 +79,13 @@ class Quest(MethodConfig):
     """At each decode step attend only to the `token_budget / page_size` best pages plus the current page.
 
     A page's score is the upper bound sum_d max(q_d * min_d, q_d * max_d) from the elementwise min/max of its keys.
+
+    Differences from the reference system (documented fixes, section 6.6): sparsity is measured at every decode
+    step from the pages actually read (`1 - tokens_read / context_len`), not the prefill proxy `1 - budget / T`;
+    a context with at most `page_budget` past pages reads all of them (dense step, sparsity 0) instead of failing
+    the reference's assertion; ties between equal page scores go to the lower page id. As in the reference, no
+    sink page is forced and `share_pages` defaults to True (the paper runs used per-query-head pages:
+    `share_pages=False`).
 
     Parameters
     ----------
@@ -45,3 +119,62 @@ class Quest(MethodConfig):
     def page_budget(self) -> int:
         """Past pages selected per step (the current page comes on top)."""
         return self.token_budget // self.page_size
+
+    def select_pages(self, q: torch.Tensor, pages: QuestPages, lens: torch.Tensor,
+                     backend: str = "auto") -> PageSelection:
+        """Pages read at this decode step.
+
+        Args:
+            q: `[B, Hq, D]` the new token's queries (post-RoPE).
+            pages: metadata already updated with the new token's key (`QuestPages.append`).
+            lens: `[B]` int, tokens in the cache including the new one.
+
+        Returns:
+            `PageSelection` with `page_index [B, Hsel, n]`, tokens read and sparsity per sample.
+        """
+        from ..kernels.quest import quest_page_scores, quest_select_pages
+
+        if pages.page_size != self.page_size:
+            raise ValueError(f"QuestPages were built with page_size={pages.page_size}, quest.page_size={self.page_size}")
+        if q.shape[1] % pages.page_min.shape[1]:
+            raise ValueError(f"query heads ({q.shape[1]}) must be a multiple of KV heads ({pages.page_min.shape[1]})")
+        scores = quest_page_scores(q, pages.page_min, pages.page_max, lens, self.page_size, self.share_pages,
+                                   backend=backend)
+        page_index = quest_select_pages(scores, lens, self.page_size, self.page_budget, backend=backend)
+        return self.measure(page_index, lens)
+
+    def measure(self, page_index: torch.Tensor, lens: torch.Tensor) -> PageSelection:
+        """Count the valid tokens a page selection reads (`page_index [B, Hsel, n]`, -1 = unused slot)."""
+        start = page_index.long() * self.page_size
+        per_page = (lens.long()[:, None, None] - start).clamp(0, self.page_size)
+        head_tokens = torch.where(page_index >= 0, per_page, 0).sum(dim=-1)  # [B, Hsel]
+        tokens_read = head_tokens.float().mean(dim=1)
+        sparsity = 1.0 - tokens_read / lens.float()
+        return PageSelection(page_index=page_index, head_tokens_read=head_tokens, tokens_read=tokens_read,
+                             sparsity=sparsity)
+
+    def decode(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        lens: torch.Tensor,
+        pages: QuestPages,
+        scale: Optional[float] = None,
+        backend: str = "auto",
+    ) -> Tuple[torch.Tensor, PageSelection]:
+        """One Quest decode step over the full cache.
+
+        Args:
+            q: `[B, Hq, D]`; k, v: `[B, Hkv, S, D]` with the new token already written at `lens - 1`.
+            lens: `[B]` int, tokens in the cache including the new one.
+            pages: metadata already updated with the new key.
+
+        Returns:
+            `(out [B, Hq, D], PageSelection)`.
+        """
+        from ..kernels.quest import quest_decode
+
+        selection = self.select_pages(q, pages, lens, backend=backend)
+        out = quest_decode(q, k, v, lens, selection.page_index, self.page_size, scale=scale, backend=backend)
+        return out, selection

@@ -3,8 +3,22 @@
 Based on SnapKV (Li et al. 2024, arXiv:2404.14469).
 """
 from dataclasses import dataclass
+from typing import Optional
+
+import torch
 
 from ..config import ConfigError, MethodConfig
+from ._kv import (
+    CompressedKV,
+    KeptTokens,
+    check_window_shapes,
+    keep_all,
+    kept_from_mask,
+    pack,
+    pool_and_force,
+    top_positions,
+    window_probs,
+)
 
 
 @dataclass
@@ -13,7 +27,13 @@ class SnapKV(MethodConfig):
 
     Importance per KV head = softmax scores of the last `approximation_window` prompt queries, averaged over the
     query heads of the group, summed over the window, smoothed by average pooling of width `kernel_size`.
-    The last `local_window` and the first `prefix_tokens` tokens are always kept.
+    The last `local_window` and the first `prefix_tokens` tokens are always kept. Prompts of at most
+    `token_capacity` tokens are kept whole (full budget = dense decoding).
+
+    Differences from the reference system (documented fixes): kept tokens are stored in positional order (the
+    reference kept score order, section 6.13); window probabilities stay in fp32 (the reference cast them to the
+    model dtype); ties in the ranking go to the earlier token (stable sort), so the selection is deterministic;
+    a prompt shorter than `approximation_window` is scored with all its queries instead of failing.
 
     Parameters
     ----------
@@ -48,3 +68,87 @@ class SnapKV(MethodConfig):
                 f"{self.name}.token_capacity={self.token_capacity} must exceed local_window + prefix_tokens = "
                 f"{always_kept} (those tokens are always kept): raise token_capacity or lower the windows"
             )
+
+    # -- selection ---------------------------------------------------------------------------------------------
+    def window_size(self, seq_len: int) -> int:
+        """Prompt queries used to score a prompt of `seq_len` tokens: the last `min(approximation_window, T)`."""
+        return min(self.approximation_window, seq_len)
+
+    def importance(self, q_window: torch.Tensor, k: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
+        """`[Hkv, T]` fp32 token scores: window probabilities averaged over the group's query heads, summed over
+        the window queries, pooled, with the prefix and local window forced to +inf."""
+        probs = window_probs(q_window, k, scale)  # [Hkv, G, W, T]
+        scores = probs.mean(dim=1).sum(dim=1)
+        return pool_and_force(scores, self.kernel_size, self.local_window, self.prefix_tokens)
+
+    def select_kept(self, q_window: torch.Tensor, k: torch.Tensor, scale: Optional[float] = None) -> KeptTokens:
+        """Tokens one sample keeps per KV head.
+
+        Args:
+            q_window: `[Hq, W, D]` the last `W = min(approximation_window, T)` prompt queries (post-RoPE).
+            k: `[Hkv, T, D]` the sample's prompt keys (post-RoPE).
+            scale: softmax scale. Default: `D ** -0.5`.
+
+        Returns:
+            `KeptTokens(index [Hkv, C] positional order, lens [Hkv])`; `C = min(token_capacity, T)` here.
+        """
+        seq_len = k.shape[1]
+        check_window_shapes(q_window, k, self.window_size(seq_len))
+        if seq_len <= self.token_capacity:
+            return keep_all(k.shape[0], seq_len, k.device)
+        return self._allocate(self.importance(q_window, k, scale))
+
+    def _allocate(self, scores: torch.Tensor) -> KeptTokens:
+        """Uniform budget: the `token_capacity` best tokens of every KV head."""
+        keep = top_positions(scores, self.token_capacity)
+        mask = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, keep, True)
+        return kept_from_mask(mask)
+
+    def compress(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        scale: Optional[float] = None,
+    ) -> CompressedKV:
+        """Compress a varlen packed batch of prompts right after prefill.
+
+        Args:
+            q: `[N, Hq, D]` packed prompt queries (post-RoPE); only each sample's last window is read.
+            k, v: `[N, Hkv, D]` packed prompt keys / values.
+            cu_seqlens: `[B + 1]` int, sample b owns rows `cu_seqlens[b] : cu_seqlens[b + 1]`.
+            scale: softmax scale. Default: `D ** -0.5`.
+
+        Returns:
+            `CompressedKV(k, v [B, Hkv, C, D], lens [B, Hkv] int32, index [B, Hkv, C], sparsity [B, Hkv])`.
+        """
+        bounds = [int(x) for x in cu_seqlens.tolist()]
+        if len(bounds) < 2 or any(end <= start for start, end in zip(bounds, bounds[1:])):
+            raise ValueError(f"cu_seqlens must start a non-empty sample per entry, got {bounds}")
+        kept, keys, values, seq_lens = [], [], [], []
+        for start, end in zip(bounds, bounds[1:]):
+            sample_k = k[start:end].transpose(0, 1)  # [Hkv, T, D]
+            window = self.window_size(end - start)
+            q_window = q[end - window:end].transpose(0, 1)  # [Hq, W, D]
+            kept.append(self.select_kept(q_window, sample_k, scale))
+            keys.append(sample_k)
+            values.append(v[start:end].transpose(0, 1))
+            seq_lens.append(end - start)
+        return pack(kept, keys, values, seq_lens)
+
+    # -- decoding ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def decode(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        lens: torch.Tensor,
+        scale: Optional[float] = None,
+        backend: str = "auto",
+    ) -> torch.Tensor:
+        """Dense decode attention over the compressed cache: `q [B, Hq, D]`, `k, v [B, Hkv, C, D]`,
+        `lens [B, Hkv]` (kept tokens plus any appended ones) -> `out [B, Hq, D]`."""
+        from ..kernels.decode import decode
+
+        return decode(q, k, v, lens, scale=scale, backend=backend)
