@@ -54,7 +54,7 @@ def test_method_cost_uses_budgets_and_measured_densities():
     assert quest["prefill_flops"] == dense["prefill_flops"]
     assert quest["decode_density"] == pytest.approx((1632 + 16) / 16384)
     assert 0 < quest["indexing_bytes"] < 0.1 * (dense["decode_bytes_per_token"] - quest["decode_bytes_per_token"])
-    block = method_cost({"method": "block_sparse", "top_chunks": 53}, m, 16384)
+    block = method_cost({"method": "block_sparse", "top_chunks": 53}, m, 16384, output_tokens=10)
     assert block["prefill_density"] == pytest.approx(1 / 10, rel=0.01)
     assert block["prefill_flops"] < dense["prefill_flops"] and block["decode_bytes"] == dense["decode_bytes"]
     with pytest.raises(ConfigError, match="measured prefill_density"):
