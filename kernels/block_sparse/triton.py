@@ -1,0 +1,228 @@
+"""Block-sparse prefill attention in Triton (same signature as `naive.naive_block_sparse_attention`).
+
+Each program owns one tile of query rows of one query head of one sample and visits only the key blocks its
+index lists (online softmax, fp32 accumulation, causal mask on tiles that touch the diagonal). GQA: query head h
+reads KV head h // G straight from the packed tensors; K/V are never repeated.
+
+Two index paths:
+* chunk_size >= 64: the method's index is used as is. A query tile of BLOCK_M rows (<= chunk_size) reads the index
+  row of its chunk; every listed key chunk is swept in key tiles of BLOCK_N.
+* chunk_size 16 or 32 (the method's default is 16): tensor cores want >= 64-row tiles, so the index is first
+  converted (on the device, in torch) into 64x64 tiles: per 64-row query tile the sorted union of the 64-wide key
+  tiles its sub-blocks visit, plus a bit mask saying which (query sub-block, key sub-block) pairs are selected.
+  The kernel masks scores per element from those bits, so the result equals the chunk-level index exactly.
+"""
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from .._triton_tile import LOG2E, check_prefill_inputs, max_seqlen, online_softmax_step
+
+TILE = 64  # tile size used when chunk_size < 64
+
+
+@triton.jit
+def _block_sparse_fwd(
+    Q, K, V, Out, cu_seqlens, Index, Count, Mask,
+    qk_scale, num_q_heads, n_tiles_m,
+    stride_qn, stride_qh, stride_kn, stride_kh, stride_vn, stride_vh, stride_on, stride_oh,
+    stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    ROW_CHUNK: tl.constexpr, KEY_CHUNK: tl.constexpr, HAS_MASK: tl.constexpr, SUB: tl.constexpr,
+):
+    # Heavy (late) query tiles first: causal rows late in the sequence visit the most blocks.
+    tile_m = n_tiles_m - 1 - tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // num_q_heads
+    h = bh % num_q_heads
+    kv_h = h // GROUP
+    seq_start = tl.load(cu_seqlens + b)
+    seq_len = tl.load(cu_seqlens + b + 1) - seq_start
+    q_first = tile_m * BLOCK_M
+    if q_first >= seq_len:
+        return
+    q_last = tl.minimum(q_first + BLOCK_M, seq_len) - 1
+
+    offs_m = q_first + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    offs_n = tl.arange(0, BLOCK_N)
+    row_ok = offs_m < seq_len
+    q = tl.load(Q + (seq_start + offs_m)[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    q = (q * qk_scale).to(q.dtype)
+    k_base = K + seq_start * stride_kn + kv_h * stride_kh
+    v_base = V + seq_start * stride_vn + kv_h * stride_vh
+
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+
+    row = q_first // ROW_CHUNK
+    index_row = Index + b * stride_ib + h * stride_ih + row * stride_ir
+    count = tl.load(Count + b * stride_cb + h * stride_ch + row)
+    for e in range(count):
+        key_chunk = tl.load(index_row + e)
+        if HAS_MASK:
+            bits = tl.load(Mask + b * stride_ib + h * stride_ih + row * stride_ir + e)
+        for sub in tl.static_range(KEY_CHUNK // BLOCK_N):
+            k_first = key_chunk * KEY_CHUNK + sub * BLOCK_N
+            if k_first <= q_last:  # tiles wholly in the future are skipped
+                k_pos = k_first + offs_n
+                key_ok = k_pos < seq_len
+                k_ptrs = k_base + k_pos[:, None] * stride_kn + offs_d[None, :]
+                v_ptrs = v_base + k_pos[:, None] * stride_vn + offs_d[None, :]
+                if HAS_MASK:
+                    # bit (query sub-block i, key sub-block j) = i * (TILE // SUB) + j
+                    nsub: tl.constexpr = BLOCK_M // SUB
+                    bit = (tl.arange(0, BLOCK_M) // SUB)[:, None] * nsub + (offs_n // SUB)[None, :]
+                    sel = ((bits >> bit.to(tl.int64)) & 1) != 0
+                    k = tl.load(k_ptrs, mask=key_ok[:, None], other=0.0)
+                    s = tl.dot(q, tl.trans(k))
+                    keep = sel & key_ok[None, :] & (k_pos[None, :] <= offs_m[:, None])
+                    s = tl.where(keep, s, float("-inf"))
+                    m_new = tl.maximum(m_i, tl.max(s, 1))
+                    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+                    p = tl.math.exp2(s - m_safe[:, None])
+                    alpha = tl.math.exp2(m_i - m_safe)
+                    l_i = l_i * alpha + tl.sum(p, 1)
+                    v = tl.load(v_ptrs, mask=key_ok[:, None], other=0.0)
+                    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+                    m_i = m_new
+                else:
+                    if k_first + BLOCK_N - 1 > q_first:
+                        acc, m_i, l_i = online_softmax_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, offs_m,
+                                                            key_ok, True)
+                    else:
+                        acc, m_i, l_i = online_softmax_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, offs_m,
+                                                            key_ok, False)
+
+    # Rows that saw no key at all (an index without their diagonal) are written as zeros, never NaN.
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    out = acc / l_safe[:, None]
+    tl.store(Out + (seq_start + offs_m)[:, None] * stride_on + h * stride_oh + offs_d[None, :],
+             out.to(Out.dtype.element_ty), mask=row_ok[:, None])
+
+
+def chunk_index_to_tiles(block_index: torch.Tensor, block_count: torch.Tensor, chunk_size: int,
+                         tile: int = TILE) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Convert a chunk-level index (chunk_size < tile) into a tile-level index plus per-tile selection bits.
+
+    Args:
+        block_index: [B, H, n_qblocks, max_k] int32 key-chunk ids, sorted ascending, -1 padded.
+        block_count: [B, H, n_qblocks] int32 valid entries per row.
+    Returns:
+        tile_index [B, H, n_qtiles, R*max_k] int32 (sorted ascending, -1 padded), tile_count [B, H, n_qtiles]
+        int32, tile_bits [B, H, n_qtiles, R*max_k] int64 where R = tile // chunk_size and bit i*R + j says that
+        query sub-block i of the tile attends to key sub-block j of that key tile.
+    """
+    r = tile // chunk_size
+    batch, heads, n_rows, max_k = block_index.shape
+    n_tiles = -(-n_rows // r)
+    pad = n_tiles * r - n_rows
+    device = block_index.device
+    if pad:
+        block_index = torch.nn.functional.pad(block_index, (0, 0, 0, pad), value=-1)
+        block_count = torch.nn.functional.pad(block_count, (0, pad), value=0)
+    idx = block_index.view(batch, heads, n_tiles, r, max_k).long()
+    valid = torch.arange(max_k, device=device) < block_count.view(batch, heads, n_tiles, r, 1)
+    q_sub = torch.arange(r, device=device).view(1, 1, 1, r, 1)
+    bitpos = q_sub * r + idx % r
+    key_tile = idx // r
+    big = n_rows * r * r + r * r  # larger than any valid code
+    code = torch.where(valid, key_tile * (r * r) + bitpos, big).view(batch, heads, n_tiles, r * max_k)
+    code, _ = torch.sort(code, dim=-1)
+    valid = code < big
+    key_tile = code // (r * r)
+    bit = torch.where(valid, torch.ones_like(code) << (code % (r * r)), 0)
+    prev_tile = torch.nn.functional.pad(key_tile, (1, 0), value=-1)[..., :-1]
+    is_new = valid & (key_tile != prev_tile)
+    tile_count = is_new.sum(-1).to(torch.int32)
+    slot = torch.cumsum(is_new, -1) - 1  # slot of this code's key tile in the output row
+    width = r * max_k
+    dump = torch.full_like(slot, width)
+    slot = torch.where(valid, slot, dump)
+    tile_index = torch.full((batch, heads, n_tiles, width + 1), -1, dtype=torch.int64, device=device)
+    tile_index.scatter_(-1, slot, torch.where(valid, key_tile, -1))
+    tile_bits = torch.zeros((batch, heads, n_tiles, width + 1), dtype=torch.int64, device=device)
+    # Distinct (query sub-block, key sub-block) pairs have distinct bits, so a sum is a bitwise or.
+    tile_bits.scatter_add_(-1, slot, bit)
+    return tile_index[..., :width].to(torch.int32).contiguous(), tile_count, tile_bits[..., :width].contiguous()
+
+
+def _launch_config(chunk_size: int, head_dim: int):
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) tuned on H100 (see benchmarks/RESULTS.md, Prefill kernels)."""
+    if chunk_size >= 128:
+        return 128, 64, 8, 3
+    return 64, 64, 4, 3
+
+
+def triton_block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    block_index: torch.Tensor,
+    block_count: torch.Tensor,
+    chunk_size: int,
+    scale: Optional[float] = None,
+    out: Optional[torch.Tensor] = None,
+    launch: Optional[Tuple[int, int, int, int]] = None,
+) -> torch.Tensor:
+    """Block-sparse causal attention over an explicit block index (see naive_block_sparse_attention).
+
+    Args:
+        q: [N, Hq, D]; k, v: [N, Hkv, D] packed varlen; cu_seqlens [B+1] int32.
+        block_index: [B, Hq, n_qblocks, max_k] int32 key-chunk ids sorted ascending (-1 padded).
+        block_count: [B, Hq, n_qblocks] int32.
+        chunk_size: rows and columns per block, a power of two >= 16.
+        launch: optional (BLOCK_M, BLOCK_N, num_warps, num_stages) override (benchmark tuning).
+    Returns:
+        out [N, Hq, D] in q's dtype (written in place when `out` is given).
+    """
+    check_prefill_inputs(q, k, v, cu_seqlens)
+    if chunk_size < 16 or chunk_size & (chunk_size - 1):
+        raise ValueError(f"the Triton block-sparse kernel needs chunk_size a power of two >= 16, got {chunk_size}: "
+                         "use chunk_size=16 or backend='naive'")
+    n_tokens, num_q_heads, head_dim = q.shape
+    batch = cu_seqlens.numel() - 1
+    longest = max_seqlen(cu_seqlens)
+    n_qblocks = -(-longest // chunk_size)
+    if tuple(block_index.shape[:3]) != (batch, num_q_heads, n_qblocks) or \
+            tuple(block_count.shape) != (batch, num_q_heads, n_qblocks):
+        raise ValueError(f"block_index must be [B={batch}, Hq={num_q_heads}, n_qblocks={n_qblocks}, max_k] and "
+                         f"block_count [B, Hq, n_qblocks]; got {tuple(block_index.shape)}, "
+                         f"{tuple(block_count.shape)}")
+    scale = head_dim ** -0.5 if scale is None else scale
+    if out is None:
+        out = torch.empty_like(q)
+    cu_seqlens = cu_seqlens.to(torch.int32)
+
+    if chunk_size < TILE:
+        index, count, bits = chunk_index_to_tiles(block_index, block_count, chunk_size)
+        block_m, block_n, warps, stages = TILE, TILE, 4, 3
+        row_chunk = key_chunk = TILE
+        has_mask = True
+    else:
+        index = block_index.to(torch.int32).contiguous()
+        count = block_count.to(torch.int32).contiguous()
+        bits = index  # unused
+        block_m, block_n, warps, stages = launch or _launch_config(chunk_size, head_dim)
+        block_m, block_n = min(block_m, chunk_size), min(block_n, chunk_size)
+        row_chunk = key_chunk = chunk_size
+        has_mask = False
+    if launch is not None and chunk_size < TILE:
+        warps, stages = launch[2], launch[3]
+    n_tiles_m = -(-longest // block_m)
+    grid = (n_tiles_m, batch * num_q_heads)
+    _block_sparse_fwd[grid](
+        q, k, v, out, cu_seqlens, index, count, bits,
+        scale * LOG2E, num_q_heads, n_tiles_m,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+        index.stride(0), index.stride(1), index.stride(2), count.stride(0), count.stride(1),
+        GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
+        ROW_CHUNK=row_chunk, KEY_CHUNK=key_chunk, HAS_MASK=has_mask, SUB=min(chunk_size, TILE),
+        num_warps=warps, num_stages=stages,
+    )
+    return out
