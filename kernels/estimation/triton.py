@@ -1,0 +1,183 @@
+"""Pattern-estimation kernels on the GPU (same signatures as `naive.py`).
+
+`triton_last_window_sums` never materialises the `[Hq, window, L]` probability matrix (4.3 GB in fp32 for 32 heads
+x 256 queries x 128K keys): three Triton passes recompute the scores tile by tile.
+
+1. row statistics: per window query, the running max and sum of exp2 over its causal keys (split over key ranges
+   for parallelism, merged in torch);
+2. vertical sums: per key tile, the probabilities summed over the window queries (one program owns its keys, no
+   atomics);
+3. slash sums: per tile of diagonal offsets o, the probabilities P[i, pos_i - o] summed over the window queries.
+   A 64-row query block needs, for 64 offsets, the keys of one window of 128 positions: the kernel computes that
+   [64, 128] score tile with one tensor-core dot and pulls the diagonals out with `tl.gather`.
+"""
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from .._triton_tile import LOG2E
+
+BLOCK_M = 64  # window queries per tile
+BLOCK_N = 64  # keys (or offsets) per tile
+
+
+@triton.jit
+def _window_stats(Q, K, cu_seqlens, MaxOut, SumOut, qk_scale, num_q_heads, window, keys_per_split,
+                  stride_qn, stride_qh, stride_kn, stride_kh, stride_sb, stride_sh, stride_ss,
+                  GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    i_block = tl.program_id(0)
+    bh = tl.program_id(1)
+    split = tl.program_id(2)
+    b = bh // num_q_heads
+    h = bh % num_q_heads
+    seq_start = tl.load(cu_seqlens + b)
+    seq_len = tl.load(cu_seqlens + b + 1) - seq_start
+    w = tl.minimum(window, seq_len)
+    offs_i = i_block * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = offs_i < w
+    q_pos = seq_len - w + offs_i
+    offs_d = tl.arange(0, HEAD_DIM)
+    q = tl.load(Q + (seq_start + q_pos)[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    q = (q * qk_scale).to(q.dtype)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    k_lo = split * keys_per_split
+    k_hi = tl.minimum(k_lo + keys_per_split, seq_len)
+    offs_n = tl.arange(0, BLOCK_N)
+    k_base = K + seq_start * stride_kn + (h // GROUP) * stride_kh
+    for k_first in range(k_lo, k_hi, BLOCK_N):
+        k_pos = k_first + offs_n
+        k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :], mask=(k_pos < k_hi)[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k))
+        s = tl.where((k_pos[None, :] < k_hi) & (k_pos[None, :] <= q_pos[:, None]), s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        l_i = l_i * tl.math.exp2(m_i - m_safe) + tl.sum(tl.math.exp2(s - m_safe[:, None]), 1)
+        m_i = m_new
+    out = b * stride_sb + h * stride_sh + split * stride_ss + offs_i
+    tl.store(MaxOut + out, m_i, mask=row_ok)
+    tl.store(SumOut + out, l_i, mask=row_ok)
+
+
+@triton.jit
+def _window_probs(q, offs_i, k_pos, row_ok, q_pos, seq_len, k_base, stride_kn, offs_d, row_max, row_inv_sum):
+    """Probabilities [M, N] of the window queries against the keys at k_pos (0 for invalid / future keys)."""
+    key_ok = (k_pos >= 0) & (k_pos < seq_len)
+    k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :], mask=key_ok[:, None], other=0.0)
+    s = tl.dot(q, tl.trans(k))
+    ok = row_ok[:, None] & key_ok[None, :] & (k_pos[None, :] <= q_pos[:, None])
+    p = tl.math.exp2(s - row_max[:, None]) * row_inv_sum[:, None]
+    return tl.where(ok, p, 0.0)
+
+
+@triton.jit
+def _window_sums(Q, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slash, qk_scale, num_q_heads, window,
+                 stride_qn, stride_qh, stride_kn, stride_kh, stride_rb, stride_rh, stride_ob, stride_oh,
+                 GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 SLASH: tl.constexpr):
+    """SLASH=False: program = key tile, output vertical sums. SLASH=True: program = offset tile, slash sums."""
+    n_block = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // num_q_heads
+    h = bh % num_q_heads
+    seq_start = tl.load(cu_seqlens + b)
+    seq_len = tl.load(cu_seqlens + b + 1) - seq_start
+    first = n_block * BLOCK_N  # first key (vertical) or first offset (slash) of this program
+    offs_n = tl.arange(0, BLOCK_N)
+    out_ptrs = b * stride_ob + h * stride_oh + first + offs_n
+    out_ok = first + offs_n < seq_len
+    if first >= seq_len:
+        return  # the caller zero-fills [B, Hq, max_len]: positions past this sample's end stay 0
+    w = tl.minimum(window, seq_len)
+    offs_d = tl.arange(0, HEAD_DIM)
+    k_base = K + seq_start * stride_kn + (h // GROUP) * stride_kh
+    total = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for i_first in range(0, w, BLOCK_M):
+        offs_i = i_first + tl.arange(0, BLOCK_M)
+        row_ok = offs_i < w
+        q_pos = seq_len - w + offs_i
+        q = tl.load(Q + (seq_start + q_pos)[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
+                    mask=row_ok[:, None], other=0.0)
+        q = (q * qk_scale).to(q.dtype)
+        row_max = tl.load(RowMax + b * stride_rb + h * stride_rh + offs_i, mask=row_ok, other=0.0)
+        row_inv_sum = tl.load(RowInvSum + b * stride_rb + h * stride_rh + offs_i, mask=row_ok, other=0.0)
+        if SLASH:
+            # Row i at offset o needs key q_pos[i] - o: for the 64 rows and 64 offsets these all lie in a window of
+            # 2 * 64 keys starting at q_pos[0] - first - (BLOCK_N - 1).
+            win = tl.arange(0, BLOCK_M + BLOCK_N)
+            k_pos = seq_len - w + i_first - first - (BLOCK_N - 1) + win
+            p = _window_probs(q, offs_i, k_pos, row_ok, q_pos, seq_len, k_base, stride_kn, offs_d, row_max,
+                              row_inv_sum)
+            col = tl.arange(0, BLOCK_M)[:, None] - offs_n[None, :] + (BLOCK_N - 1)
+            total += tl.sum(tl.gather(p, col, 1), 0)
+        else:
+            p = _window_probs(q, offs_i, first + offs_n, row_ok, q_pos, seq_len, k_base, stride_kn, offs_d,
+                              row_max, row_inv_sum)
+            total += tl.sum(p, 0)
+    if SLASH:
+        tl.store(Slash + out_ptrs, total, mask=out_ok)
+    else:
+        tl.store(Vertical + out_ptrs, total, mask=out_ok)
+
+
+def triton_last_window_sums(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    window: int,
+    scale: Optional[float] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Vertical and slash sums of the last-window softmax (see naive_last_window_sums).
+
+    Args:
+        q: [N, Hq, D], k: [N, Hkv, D] packed varlen; cu_seqlens [B+1] int32; window: queries per sample.
+    Returns:
+        vertical [B, Hq, max_len] fp32 (key j), slash [B, Hq, max_len] fp32 (offset o = q_pos - k_pos).
+    """
+    if q.shape[-1] not in (64, 128):
+        raise ValueError(f"triton_last_window_sums supports head dims 64 and 128, got {q.shape[-1]}: pad the head "
+                         "dim or use backend='naive'")
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    num_q_heads, head_dim = q.shape[1], q.shape[2]
+    batch = cu_seqlens.numel() - 1
+    cu_seqlens = cu_seqlens.to(torch.int32)
+    lens = cu_seqlens[1:] - cu_seqlens[:-1]
+    longest = int(lens.max())
+    w_max = min(window, longest)
+    scale = head_dim ** -0.5 if scale is None else scale
+    qk_scale = scale * LOG2E
+    group = num_q_heads // k.shape[1]
+    n_iblocks = triton.cdiv(w_max, BLOCK_M)
+    # Split the keys so the statistics pass fills the GPU (>= ~4 programs per SM on an H100).
+    splits = max(1, min(triton.cdiv(528, n_iblocks * batch * num_q_heads), triton.cdiv(longest, 4 * BLOCK_N)))
+    keys_per_split = triton.cdiv(triton.cdiv(longest, splits), BLOCK_N) * BLOCK_N
+    part_max = torch.full((batch, num_q_heads, splits, w_max), float("-inf"), device=q.device)
+    part_sum = torch.zeros((batch, num_q_heads, splits, w_max), device=q.device)
+    _window_stats[(n_iblocks, batch * num_q_heads, splits)](
+        q, k, cu_seqlens, part_max, part_sum, qk_scale, num_q_heads, window, keys_per_split,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+        part_max.stride(0), part_max.stride(1), part_max.stride(2),
+        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, num_warps=4, num_stages=3,
+    )
+    row_max = part_max.max(dim=2).values
+    row_max = torch.where(row_max == float("-inf"), 0.0, row_max)
+    row_sum = (part_sum * torch.exp2(part_max - row_max[:, :, None, :])).sum(dim=2)
+    row_inv_sum = torch.where(row_sum > 0, 1.0 / row_sum, 0.0).contiguous()
+    row_max = row_max.contiguous()
+
+    vertical = torch.zeros((batch, num_q_heads, longest), device=q.device, dtype=torch.float32)
+    slash = torch.zeros_like(vertical)
+    grid = (triton.cdiv(longest, BLOCK_N), batch * num_q_heads)
+    for is_slash in (False, True):
+        _window_sums[grid](
+            q, k, cu_seqlens, row_max, row_inv_sum, vertical, slash, qk_scale, num_q_heads, window,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), row_max.stride(0), row_max.stride(1),
+            vertical.stride(0), vertical.stride(1),
+            GROUP=group, HEAD_DIM=head_dim, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, SLASH=is_slash,
+            num_warps=4, num_stages=3,
+        )
+    return vertical, slash
