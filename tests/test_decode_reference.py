@@ -128,21 +128,25 @@ def test_naive_decode_keeps_the_input_dtype_and_accumulates_in_fp32():
 
 
 # -- SnapKV / Ada-SnapKV selection ------------------------------------------------------------------------------
-def test_snapkv_importance_matches_the_reference_definition():
-    """Mean over the group's query heads of the last-window softmax, summed over the window, avg-pooled (zero
-    padding counted), prefix and local window forced; computed here the slow way with repeated K and a full mask."""
-    method = snap("snapkv")
+@pytest.mark.parametrize("name", ["snapkv", "ada_snapkv"])
+def test_importance_matches_the_reference_definition(name):
+    """Last-window softmax reduced per KV head (snapkv: mean over the group's query heads, sum over the window;
+    ada: max over both), avg-pooled (zero padding counted), prefix and local window forced; computed here the slow
+    way with repeated K and a full T x T mask. One forced token at each end leaves the zero-padded pooling edges
+    (tokens 1 and T - 2) visible."""
+    method = snap(name, prefix_tokens=1, local_window=1)
     num_q_heads, num_kv_heads, seq_len, head_dim, window = 4, 2, 90, 16, 16
     q = torch.randn(num_q_heads, seq_len, head_dim)
     k = torch.randn(num_kv_heads, seq_len, head_dim)
     logits = q @ k.repeat_interleave(2, 0).transpose(1, 2) / head_dim**0.5
     logits = logits.masked_fill(torch.ones(seq_len, seq_len, dtype=torch.bool).triu(1), float("-inf"))
     probs = torch.softmax(logits, -1)[:, -window:]  # [Hq, W, T]
-    scores = probs.view(num_kv_heads, 2, window, seq_len).mean(1).sum(1)
+    grouped = probs.view(num_kv_heads, 2, window, seq_len)
+    scores = grouped.mean(1).sum(1) if name == "snapkv" else grouped.amax(2).amax(1)
     padded = F.pad(scores, (2, 2))
     pooled = torch.stack([padded[:, i:i + 5].mean(-1) for i in range(seq_len)], -1)
-    pooled[:, :4] = float("inf")
-    pooled[:, -8:] = float("inf")
+    pooled[:, :1] = float("inf")
+    pooled[:, -1:] = float("inf")
     torch.testing.assert_close(method.importance(q[:, -window:], k), pooled)
 
 
