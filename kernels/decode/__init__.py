@@ -1,6 +1,9 @@
 """Decode attention over a compressed cache with per-head lengths (`[B, Hkv, C, D]`, `lens [B, Hkv]`).
 
-`naive_decode` is the PyTorch reference; `decode(..., backend=...)` picks the implementation.
+`naive_decode` is the PyTorch reference (`naive.py`), `triton_decode` the flash-decoding kernel (`triton.py`, same
+signature); `decode(..., backend=...)` picks one: "auto" = Triton for CUDA tensors, the reference otherwise;
+"naive" / "triton" force one ("triton" on CPU tensors needs `TRITON_INTERPRET=1`). Nothing falls back silently:
+a forced backend that cannot run raises.
 """
 from typing import Optional
 
@@ -8,7 +11,16 @@ import torch
 
 from .naive import naive_decode
 
-__all__ = ["decode", "naive_decode"]
+__all__ = ["decode", "naive_decode", "resolve_backend"]
+
+
+def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
+    """"naive" or "triton" for this request and device (shared by the Quest dispatcher)."""
+    if backend not in ("auto", "naive", "triton"):
+        raise ValueError(f"backend must be 'auto', 'naive' or 'triton', got {backend!r}")
+    if backend == "auto":
+        return "triton" if tensor.is_cuda else "naive"
+    return backend
 
 
 def decode(
@@ -21,18 +33,12 @@ def decode(
     return_lse: bool = False,
     backend: str = "auto",
 ):
-    """Dispatch to `naive_decode` or the Triton kernel (same signature). See `naive_decode` for shapes.
+    """One decode step over a per-head variable-length cache. See `naive_decode` for shapes.
 
-    backend: "naive", "triton", or "auto" (Triton for CUDA tensors when the kernel is available, else naive).
+    backend: "auto" (Triton for CUDA tensors, else the PyTorch reference), "naive" or "triton".
     """
-    if backend not in ("auto", "naive", "triton"):
-        raise ValueError(f"backend must be 'auto', 'naive' or 'triton', got {backend!r}")
-    if backend == "naive" or (backend == "auto" and not q.is_cuda):
+    if resolve_backend(backend, q) == "naive":
         return naive_decode(q, k, v, lens, scale=scale, out=out, return_lse=return_lse)
-    try:
-        from .triton import triton_decode
-    except ImportError as error:
-        if backend == "triton":
-            raise ImportError(f"backend='triton' requested but the Triton decode kernel is unavailable: {error}")
-        return naive_decode(q, k, v, lens, scale=scale, out=out, return_lse=return_lse)
+    from .triton import triton_decode  # imports triton only when the kernel is used
+
     return triton_decode(q, k, v, lens, scale=scale, out=out, return_lse=return_lse)

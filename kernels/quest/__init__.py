@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 
+from ..decode import resolve_backend
 from .naive import (
     current_page,
     naive_build_page_meta,
@@ -34,46 +35,48 @@ __all__ = [
 ]
 
 
-def _triton_or_naive(name: str, tensor: torch.Tensor, backend: str):
-    """The `triton_<name>` kernel or `naive_<name>` reference for this backend and device."""
-    if backend not in ("auto", "naive", "triton"):
-        raise ValueError(f"backend must be 'auto', 'naive' or 'triton', got {backend!r}")
-    naive = globals()[f"naive_{name}"]
-    if backend == "naive" or (backend == "auto" and not tensor.is_cuda):
-        return naive
-    try:
-        from . import triton as triton_module
-    except ImportError as error:
-        if backend == "triton":
-            raise ImportError(f"backend='triton' requested but the Triton Quest kernels are unavailable: {error}")
-        return naive
-    kernel = getattr(triton_module, f"triton_{name}", None)
-    if kernel is None:
-        if backend == "triton":
-            raise ImportError(f"backend='triton' requested but kernels/quest/triton.py has no triton_{name}")
-        return naive
-    return kernel
+def _implementation(name: str, tensor: torch.Tensor, backend: str):
+    """`triton_<name>` from `triton.py` or the reference `naive_<name>` for this backend and device.
+
+    "auto": Triton for CUDA tensors, the reference otherwise; "naive" / "triton" force one. Never falls back
+    silently: a forced Triton backend without the kernel raises.
+    """
+    if resolve_backend(backend, tensor) == "naive":
+        return globals()[f"naive_{name}"]
+    from . import triton as triton_module  # imports triton only when a kernel is used
+
+    return getattr(triton_module, f"triton_{name}")
 
 
 def build_page_meta(k, lens, page_size, backend: str = "auto"):
-    return _triton_or_naive("build_page_meta", k, backend)(k, lens, page_size)
+    """Page min / max of a prompt cache (see `naive_build_page_meta`).
+
+    One PyTorch reduction on every backend: it runs once per prefill and is already a single bandwidth-bound pass,
+    so it has no Triton kernel.
+    """
+    resolve_backend(backend, k)  # validates the name
+    return naive_build_page_meta(k, lens, page_size)
 
 
 def update_page_meta(page_min, page_max, k_new, positions, page_size, backend: str = "auto"):
-    return _triton_or_naive("update_page_meta", k_new, backend)(page_min, page_max, k_new, positions, page_size)
+    """Fold the key written at `positions [B]` into its page (in place; see `naive_update_page_meta`)."""
+    return _implementation("update_page_meta", k_new, backend)(page_min, page_max, k_new, positions, page_size)
 
 
 def quest_page_scores(q, page_min, page_max, lens, page_size, share_pages, backend: str = "auto"):
-    return _triton_or_naive("quest_page_scores", q, backend)(q, page_min, page_max, lens, page_size, share_pages)
+    """Upper-bound page scores `[B, Hsel, P]` (see `naive_quest_page_scores`)."""
+    return _implementation("quest_page_scores", q, backend)(q, page_min, page_max, lens, page_size, share_pages)
 
 
 def quest_select_pages(scores, lens, page_size, page_budget, backend: str = "auto"):
-    return _triton_or_naive("quest_select_pages", scores, backend)(scores, lens, page_size, page_budget)
+    """`page_index [B, Hsel, n]`: best past pages + the current one (see `naive_quest_select_pages`)."""
+    return _implementation("quest_select_pages", scores, backend)(scores, lens, page_size, page_budget)
 
 
 def quest_decode(
     q, k, v, lens, page_index, page_size, scale: Optional[float] = None, out=None, return_lse: bool = False,
     backend: str = "auto",
 ):
-    fn = _triton_or_naive("quest_decode", q, backend)
+    """Attention over the selected pages of the full cache (see `naive_quest_decode`)."""
+    fn = _implementation("quest_decode", q, backend)
     return fn(q, k, v, lens, page_index, page_size, scale=scale, out=out, return_lse=return_lse)

@@ -1,0 +1,347 @@
+"""Triton kernels for Quest decoding (Tang et al. 2024, arXiv:2406.10774): page scores, metadata update, attention
+over the selected pages of the full cache.
+
+Pipeline of one decode step (see `kernels/quest/__init__.py`):
+1. `triton_quest_page_scores`: upper bound of q.k per page from the page's elementwise key min/max,
+   `sum_d max(q_d * min_d, q_d * max_d)`; summed over the query heads of a KV group when pages are shared. Reads the
+   metadata once (1 / page_size of the KV bytes).
+2. `triton_quest_select_pages` (torch.topk): the `page_budget` best past pages + the current page, sorted ascending, -1 padded.
+3. `triton_quest_decode`: flash-decoding over the selected pages only (GQA-grouped when pages are shared; split
+   over the selected slots so batch 1 fills the GPU), merged by the shared combine kernel of `kernels/decode`.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from ..decode.triton import (
+    LOG2E,
+    _dot,
+    _store_split,
+    check_decode_shapes,
+    choose_num_splits,
+    group_rows,
+    launch_split_decode,
+)
+
+
+def _check_metadata(page_min: torch.Tensor, page_max: torch.Tensor, batch: int, num_kv_heads: int, head_dim: int):
+    if page_min.shape != page_max.shape or page_min.dim() != 4:
+        raise ValueError(f"page_min / page_max must be [B, Hkv, P, D] of one shape, got {tuple(page_min.shape)} "
+                         f"and {tuple(page_max.shape)}")
+    if page_min.shape[0] != batch or page_min.shape[1] != num_kv_heads or page_min.shape[3] != head_dim:
+        raise ValueError(f"page metadata {tuple(page_min.shape)} does not match B={batch}, Hkv={num_kv_heads}, "
+                         f"D={head_dim}")
+    if page_min.stride(-1) != 1 or page_max.stride(-1) != 1:
+        raise ValueError("page metadata must be contiguous in the head dim")
+
+
+@triton.jit
+def _page_scores_kernel(
+    Q, PMIN, PMAX, LENS, SCORES,
+    stride_qb, stride_qh,
+    stride_mb, stride_mh, stride_mp,
+    stride_sb, stride_sh,
+    num_kv_heads, num_pages, page_size,
+    GROUP: tl.constexpr, SHARED: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """Program (b * Hkv + kv_head, page block): scores of BLOCK_P pages for the GROUP query heads of one KV head.
+
+    Candidate pages are 0 .. cur - 1 with cur = (len - 1) // page_size (the current page is always taken); the
+    others score -inf. SHARED sums the group's scores into one row per KV head, else one row per query head.
+    """
+    pid_bh = tl.program_id(0)
+    pid_p = tl.program_id(1)
+    b = pid_bh // num_kv_heads
+    kv_head = pid_bh % num_kv_heads
+    length = tl.load(LENS + b).to(tl.int32)
+    current_page = (length - 1) // page_size
+
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_d = tl.arange(0, HEAD_DIM)
+    page_ok = offs_p < num_pages
+    meta_off = b * stride_mb + kv_head * stride_mh + offs_p[:, None] * stride_mp + offs_d[None, :]
+    pmin = tl.load(PMIN + meta_off, mask=page_ok[:, None], other=0.0).to(tl.float32)  # [BLOCK_P, D]
+    pmax = tl.load(PMAX + meta_off, mask=page_ok[:, None], other=0.0).to(tl.float32)
+    candidate = offs_p < current_page
+
+    total = tl.zeros([BLOCK_P], dtype=tl.float32)
+    for g in tl.static_range(GROUP):
+        q_head = kv_head * GROUP + g
+        qg = tl.load(Q + b * stride_qb + q_head * stride_qh + offs_d).to(tl.float32)  # [D]
+        bound = tl.sum(tl.maximum(qg[None, :] * pmin, qg[None, :] * pmax), 1)  # [BLOCK_P]
+        if SHARED:
+            total += bound
+        else:
+            tl.store(SCORES + b * stride_sb + q_head * stride_sh + offs_p,
+                     tl.where(candidate, bound, float("-inf")), mask=page_ok)
+    if SHARED:
+        tl.store(SCORES + b * stride_sb + kv_head * stride_sh + offs_p,
+                 tl.where(candidate, total, float("-inf")), mask=page_ok)
+
+
+def triton_quest_page_scores(
+    q: torch.Tensor,
+    page_min: torch.Tensor,
+    page_max: torch.Tensor,
+    lens: torch.Tensor,
+    page_size: int = 16,
+    share_pages: bool = True,
+    block_p: int = 32,
+) -> torch.Tensor:
+    """Quest upper-bound page scores.
+
+    Args:
+        q: `[B, Hq, D]` current query (unscaled; the ranking does not depend on the softmax scale).
+        page_min, page_max: `[B, Hkv, P, D]` elementwise min / max of each page's keys.
+        lens: `[B]` cache lengths including the current token.
+        page_size: tokens per page. Default: 16.
+        share_pages: one score row per KV head (sum over its query heads) instead of per query head.
+
+    Returns:
+        `[B, Hsel, P]` fp32 (Hsel = Hkv if share_pages else Hq); pages >= the current page score -inf.
+    """
+    batch, num_q_heads, head_dim = q.shape
+    num_kv_heads, num_pages = page_min.shape[1], page_min.shape[2]
+    if num_q_heads % num_kv_heads:
+        raise ValueError(f"query heads ({num_q_heads}) must be a multiple of KV heads ({num_kv_heads})")
+    _check_metadata(page_min, page_max, batch, num_kv_heads, head_dim)
+    if q.stride(-1) != 1:
+        raise ValueError("q must be contiguous in the head dim")
+    lens = _batch_lens(lens, batch)
+    group = num_q_heads // num_kv_heads
+    rows = num_kv_heads if share_pages else num_q_heads
+    scores = torch.empty(batch, rows, num_pages, device=q.device, dtype=torch.float32)
+    grid = (batch * num_kv_heads, triton.cdiv(num_pages, block_p))
+    _page_scores_kernel[grid](
+        q, page_min, page_max, lens, scores,
+        q.stride(0), q.stride(1),
+        page_min.stride(0), page_min.stride(1), page_min.stride(2),
+        scores.stride(0), scores.stride(1),
+        num_kv_heads, num_pages, page_size,
+        GROUP=group, SHARED=share_pages, HEAD_DIM=head_dim, BLOCK_P=block_p, num_warps=4,
+    )
+    return scores
+
+
+def triton_quest_select_pages(scores: torch.Tensor, lens: torch.Tensor, page_size: int, page_budget: int):
+    """The `page_budget` highest-scoring past pages plus the current page; same contract as
+    `naive_quest_select_pages` except ties, which torch.topk may break either way (never seen with real scores).
+
+    Args:
+        scores: `[B, Hsel, P]` fp32 from `quest_page_scores` (non-candidates are -inf).
+        lens: `[B]` cache lengths including the current token.
+    Returns:
+        `page_index [B, Hsel, n]` int32, `n = min(page_budget + 1, P)`: valid pages sorted ascending, then -1 for
+        unused slots (contexts with fewer than `page_budget` past pages). No device sync.
+    """
+    batch, rows, num_pages = scores.shape
+    lens = _batch_lens(lens, batch)
+    current = ((lens.long() - 1) // page_size)[:, None, None].expand(batch, rows, 1)
+    n_past = min(page_budget, num_pages - 1)
+    # topk over the (mostly much larger) candidate set; the small result is then sorted by page id
+    values, past = torch.topk(scores, n_past, dim=-1, sorted=False)
+    past = past.masked_fill(values == float("-inf"), num_pages)
+    chosen = torch.sort(torch.cat([past, current], dim=-1), dim=-1).values
+    return chosen.masked_fill(chosen == num_pages, -1).to(torch.int32)
+
+
+@triton.jit
+def _paged_decode_split_kernel(
+    OUT, O_PART, LSE_PART, Q, K, V, LENS, PAGE_INDEX,
+    stride_qb, stride_qh,
+    stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn,
+    stride_ib, stride_ih,
+    stride_ob, stride_oh,
+    num_sel_heads, num_q_heads, num_slots, slots_per_split, num_splits, page_size, scale_log2e,
+    ROWS: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr, SINGLE_SPLIT: tl.constexpr, WRITE_LSE: tl.constexpr, DOT_F32: tl.constexpr,
+):
+    """Program (b * Hsel + sel_head, split): ROWS query heads (a KV group, or one head) over a chunk of the
+    selected page slots. BLOCK_N tokens = BLOCK_N / page_size pages gathered per step."""
+    pid_bh = tl.program_id(0)
+    split = tl.program_id(1)
+    b = pid_bh // num_sel_heads
+    sel_head = pid_bh % num_sel_heads
+    first_q_head = sel_head * ROWS
+    kv_head = first_q_head // GROUP
+    length = tl.load(LENS + b).to(tl.int32)
+
+    slot_start = split * slots_per_split
+    slot_end = tl.minimum(slot_start + slots_per_split, num_slots)
+    token_start = slot_start * page_size
+    token_end = slot_end * page_size
+
+    offs_g = tl.arange(0, BLOCK_G)
+    offs_d = tl.arange(0, HEAD_DIM)
+    offs_n = tl.arange(0, BLOCK_N)
+    row_ok = offs_g < ROWS
+    q_heads = first_q_head + offs_g
+    q = tl.load(Q + b * stride_qb + q_heads[:, None] * stride_qh + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+
+    index_base = PAGE_INDEX + b * stride_ib + sel_head * stride_ih
+    k_base = K + b * stride_kb + kv_head * stride_kh
+    v_base = V + b * stride_vb + kv_head * stride_vh
+    m_i = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_G, HEAD_DIM], dtype=tl.float32)
+    for n0 in range(token_start, token_end, BLOCK_N):
+        flat = n0 + offs_n  # position in the concatenation of the selected pages
+        slot = flat // page_size
+        slot_ok = flat < token_end
+        page = tl.load(index_base + slot, mask=slot_ok, other=-1)
+        tok = page * page_size + flat % page_size
+        tok_ok = slot_ok & (page >= 0) & (tok < length)
+        kt = tl.load(k_base + tok[None, :] * stride_kn + offs_d[:, None], mask=tok_ok[None, :], other=0.0)
+        s = _dot(q, kt, DOT_F32) * scale_log2e
+        s = tl.where(tok_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # a block can be entirely unused (-1 slots): keep the state unchanged instead of producing NaN
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        vt = tl.load(v_base + tok[:, None] * stride_vn + offs_d[None, :], mask=tok_ok[:, None], other=0.0)
+        acc = acc * alpha[:, None] + _dot(p.to(vt.dtype), vt, DOT_F32)
+        m_i = m_new
+
+    part_rows = (b * num_q_heads + q_heads) * num_splits + split
+    _store_split(OUT, O_PART, LSE_PART, acc, m_i, l_i, b, q_heads, part_rows, row_ok,
+                 stride_ob, stride_oh, HEAD_DIM, SINGLE_SPLIT, WRITE_LSE)
+
+
+def triton_quest_decode(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lens: torch.Tensor,
+    page_index: torch.Tensor,
+    page_size: int,
+    scale: Optional[float] = None,
+    out: Optional[torch.Tensor] = None,
+    return_lse: bool = False,
+    num_splits: Optional[int] = None,
+    pages_per_block: int = 4,
+    num_warps: int = 4,
+    num_stages: int = 3,
+):
+    """Attention of the current query over the selected pages of the full cache; same contract as
+    `naive_quest_decode`.
+
+    Args:
+        q: `[B, Hq, D]`.
+        k, v: `[B, Hkv, S, D]` full cache; positions >= lens[b] are never read.
+        lens: `[B]` cache lengths including the current token.
+        page_index: `[B, Hsel, n]` int32 selected pages (Hsel = Hkv: shared by the query heads of a KV group, one
+            program per group reads each page once; Hsel = Hq: per query head); -1 marks an unused slot. The order
+            does not change the result.
+        page_size: tokens per page (`page_size * pages_per_block` must be a power of two >= 16).
+        scale: softmax scale. Default: `D ** -0.5`.
+        out: optional `[B, Hq, D]` output written in place.
+        return_lse: also return the natural-log lse `[B, Hq]` fp32.
+        num_splits, pages_per_block, num_warps, num_stages: launch parameters (default: heuristics; no sync).
+
+    Returns:
+        `out [B, Hq, D]` in q's dtype (and `lse`).
+    """
+    batch, num_q_heads, num_kv_heads, head_dim = check_decode_shapes(q, k, v)
+    lens = _batch_lens(lens, batch)
+    if page_index.dim() != 3 or page_index.shape[0] != batch or page_index.shape[1] not in (num_kv_heads,
+                                                                                              num_q_heads):
+        raise ValueError(f"page_index must be [B, Hkv or Hq, n] = [{batch}, {num_kv_heads} or {num_q_heads}, n], "
+                         f"got {tuple(page_index.shape)}")
+    page_index = page_index.contiguous()
+    group = num_q_heads // num_kv_heads
+    num_sel_heads = page_index.shape[1]
+    rows = group if num_sel_heads == num_kv_heads else 1
+    num_slots = max(page_index.shape[2], 1)
+    scale = head_dim ** -0.5 if scale is None else scale
+    if out is None:
+        out = torch.empty_like(q)
+    block_n = page_size * pages_per_block
+    if block_n & (block_n - 1) or block_n < 16:
+        raise ValueError(f"page_size * pages_per_block = {block_n} must be a power of two >= 16 (Triton tile); "
+                         f"use backend='naive' for page_size={page_size}")
+    if num_splits is None:
+        num_splits = choose_num_splits(batch * num_sel_heads, num_slots * page_size, q.device)
+    slots_per_split = triton.cdiv(triton.cdiv(num_slots, num_splits), pages_per_block) * pages_per_block
+    num_splits = triton.cdiv(num_slots, slots_per_split)
+    args = (
+        q, k, v, lens, page_index,
+        q.stride(0), q.stride(1),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        page_index.stride(0), page_index.stride(1),
+        out.stride(0), out.stride(1),
+        num_sel_heads, num_q_heads, page_index.shape[2], slots_per_split, num_splits, page_size, scale * LOG2E,
+    )
+    return launch_split_decode(
+        _paged_decode_split_kernel, batch * num_sel_heads, num_splits, out, return_lse, args,
+        ROWS=rows, GROUP=group, BLOCK_G=group_rows(rows), HEAD_DIM=head_dim, BLOCK_N=block_n,
+        num_warps=num_warps, num_stages=num_stages,
+    )
+
+
+@triton.jit
+def _update_metadata_kernel(
+    K_NEW, PMIN, PMAX, POSITIONS,
+    stride_kb, stride_kh,
+    stride_mb, stride_mh, stride_mp,
+    num_kv_heads, page_size,
+    HEAD_DIM: tl.constexpr,
+):
+    """Program (b * Hkv + kv_head): fold the key written at positions[b] into its page's min / max (pages start
+    as (+inf, -inf), so a fresh page takes the key itself)."""
+    pid = tl.program_id(0)
+    b = pid // num_kv_heads
+    kv_head = pid % num_kv_heads
+    page = tl.load(POSITIONS + b).to(tl.int64) // page_size
+    offs_d = tl.arange(0, HEAD_DIM)
+    key = tl.load(K_NEW + b * stride_kb + kv_head * stride_kh + offs_d).to(PMIN.dtype.element_ty)
+    meta = b * stride_mb + kv_head * stride_mh + page * stride_mp + offs_d
+    tl.store(PMIN + meta, tl.minimum(tl.load(PMIN + meta), key))
+    tl.store(PMAX + meta, tl.maximum(tl.load(PMAX + meta), key))
+
+
+def triton_update_page_meta(
+    page_min: torch.Tensor, page_max: torch.Tensor, k_new: torch.Tensor, positions: torch.Tensor, page_size: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """In place: fold `k_new [B, Hkv, D]` (the key written at token `positions[b]`) into
+    `page_min / page_max [B, Hkv, P, D]`; one launch instead of torch's gather / min / scatter chain. Positions are
+    not range-checked on the device (that would sync): keep `positions // page_size < P`.
+
+    Returns:
+        `(page_min, page_max)` (the same tensors).
+    """
+    batch, num_kv_heads, head_dim = k_new.shape
+    _check_metadata(page_min, page_max, batch, num_kv_heads, head_dim)
+    if k_new.stride(-1) != 1:
+        raise ValueError("k_new must be contiguous in the head dim")
+    positions = _batch_lens(positions, batch)
+    _update_metadata_kernel[(batch * num_kv_heads,)](
+        k_new, page_min, page_max, positions,
+        k_new.stride(0), k_new.stride(1),
+        page_min.stride(0), page_min.stride(1), page_min.stride(2),
+        num_kv_heads, page_size, HEAD_DIM=head_dim, num_warps=1,
+    )
+    return page_min, page_max
+
+
+def _batch_lens(lens: torch.Tensor, batch: int) -> torch.Tensor:
+    if lens.dim() != 1 or lens.shape[0] != batch:
+        raise ValueError(f"lens / positions must be [B] = [{batch}], got {tuple(lens.shape)}")
+    if lens.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"lens must be int32 or int64, got {lens.dtype}")
+    return lens
+
+
+__all__: Tuple[str, ...] = (
+    "triton_quest_page_scores",
+    "triton_quest_select_pages",
+    "triton_quest_decode",
+    "triton_update_page_meta",
+)

@@ -1,0 +1,164 @@
+"""Triton decode kernels (compressed-cache decode, Quest scores / selection / decode / metadata update) against the
+PyTorch references, on the CPU through the Triton interpreter (TRITON_INTERPRET=1, set in conftest).
+
+Fresh random inputs, odd and per-head different lengths, GQA 4:1 and 1:1, B = 3, head dims 64 and 128; outputs are
+poisoned with NaN before the run and cache entries the kernels must not read hold NaN too.
+"""
+import pytest
+import torch
+
+from sparse_attn.kernels.decode import decode, naive_decode
+from sparse_attn.kernels.decode.triton import triton_decode
+from sparse_attn.kernels.quest import (
+    naive_build_page_meta,
+    naive_quest_decode,
+    naive_quest_page_scores,
+    naive_quest_select_pages,
+    naive_update_page_meta,
+    quest_decode,
+    quest_page_scores,
+    quest_select_pages,
+    update_page_meta,
+)
+from sparse_attn.kernels.quest.triton import (
+    triton_quest_decode,
+    triton_quest_page_scores,
+    triton_quest_select_pages,
+    triton_update_page_meta,
+)
+
+PAGE = 16
+SHAPES = [  # (B, Hq, Hkv, D): GQA 4:1 and 1:1, head dims 64 and 128
+    pytest.param(3, 8, 2, 64, id="gqa4-d64"),
+    pytest.param(3, 2, 2, 128, id="mha-d128"),
+]
+
+
+def assert_close(name, ref, out, ratio):
+    """No NaN / unwritten element, and relative RMSE <= ratio."""
+    assert not torch.isnan(out).any(), f"{name}: NaN in the output (element not written or NaN read)"
+    ref64, out64 = ref.double(), out.double()
+    err = ((out64 - ref64).pow(2).mean().sqrt() / ref64.pow(2).mean().sqrt().clamp_min(1e-12)).item()
+    assert err <= ratio, f"{name}: relative RMSE {err:.3g} > {ratio}"
+
+
+def poisoned_cache(batch, heads, length, dim, valid, dtype, generator):
+    """Random `[B, H, length, D]` cache whose entries past `valid [B, H]` are NaN (must never be read)."""
+    cache = torch.randn(batch, heads, length, dim, generator=generator).to(dtype)
+    beyond = torch.arange(length)[None, None, :] >= valid[..., None]
+    return cache.masked_fill(beyond[..., None], float("nan"))
+
+
+@pytest.mark.parametrize("batch,num_q_heads,num_kv_heads,head_dim", SHAPES)
+@pytest.mark.parametrize("num_splits", [None, 3], ids=["auto-splits", "3-splits"])
+def test_triton_decode_per_head_lengths(batch, num_q_heads, num_kv_heads, head_dim, num_splits):
+    gen = torch.Generator().manual_seed(42)
+    capacity = 77
+    lens = torch.randint(1, capacity + 1, (batch, num_kv_heads), generator=gen, dtype=torch.int32)
+    lens[0, 0] = capacity  # a full head
+    lens[-1, -1] = 1  # a single-token head
+    q = torch.randn(batch, num_q_heads, head_dim, generator=gen)
+    k = poisoned_cache(batch, num_kv_heads, capacity, head_dim, lens, torch.float32, gen)
+    v = poisoned_cache(batch, num_kv_heads, capacity, head_dim, lens, torch.float32, gen)
+
+    ref, ref_lse = naive_decode(q, k, v, lens, return_lse=True)
+    out = torch.full_like(q, float("nan"))
+    got, lse = triton_decode(q, k, v, lens, out=out, return_lse=True, num_splits=num_splits, block_n=16)
+    assert got is out
+    assert_close("decode", ref, out, 1e-5)
+    assert_close("decode lse", ref_lse, lse, 1e-5)
+
+
+def test_triton_decode_bf16_and_dispatch():
+    gen = torch.Generator().manual_seed(7)
+    batch, num_q_heads, num_kv_heads, head_dim, capacity = 3, 8, 2, 64, 45
+    lens = torch.randint(1, capacity + 1, (batch, num_kv_heads), generator=gen, dtype=torch.int32)
+    q = torch.randn(batch, num_q_heads, head_dim, generator=gen).bfloat16()
+    k = poisoned_cache(batch, num_kv_heads, capacity, head_dim, lens, torch.bfloat16, gen)
+    v = poisoned_cache(batch, num_kv_heads, capacity, head_dim, lens, torch.bfloat16, gen)
+    ref = naive_decode(q, k, v, lens)
+    out = torch.full_like(q, float("nan"))
+    decode(q, k, v, lens, out=out, backend="triton")
+    assert out.dtype == torch.bfloat16
+    assert_close("decode bf16", ref.float(), out.float(), 5e-3)
+    # "auto" on CPU tensors is the reference; an unknown backend raises
+    torch.testing.assert_close(decode(q, k, v, lens), ref)
+    with pytest.raises(ValueError, match="backend"):
+        decode(q, k, v, lens, backend="cuda")
+
+
+def test_triton_decode_rejects_unsupported_head_dim():
+    q, k = torch.randn(1, 4, 96), torch.randn(1, 1, 8, 96)
+    with pytest.raises(ValueError, match="head dims"):
+        triton_decode(q, k, k, torch.tensor([[8]], dtype=torch.int32))
+
+
+def quest_inputs(batch, num_q_heads, num_kv_heads, head_dim, gen, seq_len=203):
+    """Full cache with per-sample lengths (odd, one shorter than the page budget), NaN past them."""
+    lens = torch.tensor([seq_len, 150, 37][:batch], dtype=torch.int32)
+    q = torch.randn(batch, num_q_heads, head_dim, generator=gen)
+    head_lens = lens[:, None].expand(batch, num_kv_heads)
+    k = poisoned_cache(batch, num_kv_heads, seq_len, head_dim, head_lens, torch.float32, gen)
+    v = poisoned_cache(batch, num_kv_heads, seq_len, head_dim, head_lens, torch.float32, gen)
+    return q, k, v, lens
+
+
+@pytest.mark.parametrize("batch,num_q_heads,num_kv_heads,head_dim", SHAPES)
+@pytest.mark.parametrize("share_pages", [True, False], ids=["shared", "per-q-head"])
+def test_triton_quest_step(batch, num_q_heads, num_kv_heads, head_dim, share_pages):
+    """Scores, selected pages and the output of one Quest step match the reference."""
+    gen = torch.Generator().manual_seed(42)
+    q, k, v, lens = quest_inputs(batch, num_q_heads, num_kv_heads, head_dim, gen)
+    page_min, page_max = naive_build_page_meta(k, lens, PAGE)
+    page_budget = 4  # sample 0 has 12 past pages, sample 2 only 2 (short context: every page, -1 padding)
+
+    ref_scores = naive_quest_page_scores(q, page_min, page_max, lens, PAGE, share_pages)
+    scores = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, share_pages)
+    torch.testing.assert_close(scores, ref_scores, rtol=1e-5, atol=1e-4)  # -inf at the same places
+
+    ref_index = naive_quest_select_pages(ref_scores, lens, PAGE, page_budget)
+    index = triton_quest_select_pages(scores, lens, PAGE, page_budget)
+    assert torch.equal(index, ref_index), f"selected pages differ:\n{index}\n{ref_index}"
+    assert (index[2] == -1).any() and (index[0] >= 0).all()
+
+    ref_out, ref_lse = naive_quest_decode(q, k, v, lens, ref_index, PAGE, return_lse=True)
+    for num_splits in (None, 2):
+        out = torch.full_like(q, float("nan"))
+        _, lse = triton_quest_decode(q, k, v, lens, index, PAGE, out=out, return_lse=True, num_splits=num_splits,
+                                     pages_per_block=2)
+        assert_close(f"quest decode ({num_splits} splits)", ref_out, out, 1e-5)
+        assert_close("quest lse", ref_lse, lse, 1e-5)
+    # the method really is sparse: it differs from dense decode over the whole cache
+    dense = naive_decode(q, k, v, lens[:, None].expand(batch, num_kv_heads).contiguous())
+    assert (dense[0] - ref_out[0]).abs().max() > 1e-3
+
+
+def test_triton_quest_unsorted_pages_and_dispatch():
+    """The kernel does not rely on the order of the selection; the dispatcher reaches the same kernels."""
+    gen = torch.Generator().manual_seed(3)
+    q, k, v, lens = quest_inputs(3, 8, 2, 64, gen)
+    page_min, page_max = naive_build_page_meta(k, lens, PAGE)
+    scores = quest_page_scores(q, page_min, page_max, lens, PAGE, True, backend="triton")
+    index = quest_select_pages(scores, lens, PAGE, 3, backend="triton")
+    shuffled = index.flip(-1).contiguous()  # -1 slots first, pages descending
+    ref = naive_quest_decode(q, k, v, lens, index, PAGE)
+    out = torch.full_like(q, float("nan"))
+    quest_decode(q, k, v, lens, shuffled, PAGE, out=out, backend="triton")
+    assert_close("quest decode (shuffled)", ref, out, 1e-5)
+
+
+def test_triton_update_page_meta_equals_rebuild():
+    gen = torch.Generator().manual_seed(5)
+    batch, num_kv_heads, head_dim, seq_len = 3, 2, 64, 64
+    k = torch.randn(batch, num_kv_heads, seq_len, head_dim, generator=gen)
+    lens = torch.tensor([33, 16, 47], dtype=torch.int32)  # next tokens open page 2, open page 1, extend page 2
+    page_min, page_max = naive_build_page_meta(k, lens, PAGE)
+    k_new = torch.randn(batch, num_kv_heads, head_dim, generator=gen)
+    ref_min, ref_max = naive_update_page_meta(page_min.clone(), page_max.clone(), k_new, lens, PAGE)
+    got_min, got_max = triton_update_page_meta(page_min.clone(), page_max.clone(), k_new, lens, PAGE)
+    assert torch.equal(got_min, ref_min) and torch.equal(got_max, ref_max)
+    k[torch.arange(batch), :, lens.long()] = k_new
+    rebuilt_min, rebuilt_max = naive_build_page_meta(k, lens + 1, PAGE)
+    assert torch.equal(got_min, rebuilt_min) and torch.equal(got_max, rebuilt_max)
+    via_dispatch = update_page_meta(page_min.clone(), page_max.clone(), k_new, lens, PAGE, backend="triton")
+    assert torch.equal(via_dispatch[0], ref_min)
