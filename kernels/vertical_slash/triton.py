@@ -1,4 +1,4 @@
-"""Vertical-slash prefill on the GPU: the index builder (torch, vectorised) and the mixed attention kernel (Triton).
+"""Vertical-slash prefill on the GPU: the index builder and the mixed block + column attention kernel (Triton).
 
 Same signatures as `naive.naive_build_vertical_slash_index` and `naive.naive_vertical_slash_attention`; the index
 format and the rules are in docs/architecture.md ("Prefill primitives"). Rows are 64 queries; a row visits
@@ -14,49 +14,63 @@ import triton.language as tl
 from .._triton_tile import LOG2E, check_prefill_inputs, max_seqlen, online_softmax_step
 
 BLOCK = 64  # rows per index row and width of a slash block (MInference format)
-# Work on this many (head, row, entry) triples at a time in the index builder, to bound its temporary memory.
-_BUILD_CHUNK_ELEMENTS = 1 << 25
 
 
-def _compact(flags: torch.Tensor, values: torch.Tensor, width: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Pack `values` where `flags` is set to the front of the last dim (order kept), -1 elsewhere; and the counts."""
-    slot = torch.cumsum(flags, -1, dtype=torch.int32) - 1
-    slot = torch.where(flags, slot, width).long()
-    packed = torch.full((*flags.shape[:-1], width + 1), -1, dtype=torch.int32, device=flags.device)
-    packed.scatter_(-1, slot, torch.where(flags, values, -1).to(torch.int32))
-    return packed[..., :width], flags.sum(-1, dtype=torch.int32)
+@triton.jit
+def _build_index(cu_seqlens, Vert, VertCount, Slash, SlashCount, BlockCount, BlockOffset, ColumnCount, ColumnIndex,
+                 num_heads, n_rows, stride_vb, stride_vh, stride_sb, stride_sh,
+                 stride_bob, stride_boh, stride_bor, stride_cib, stride_cih, stride_cir,
+                 BLOCK_R: tl.constexpr):
+    """One lane per query row (MInference's one thread per row): a merge walk over the head's slashes and verticals.
 
+    Each step, every row consumes its next vertical if that vertical lies left of its current span's end (so its
+    fate is known: column, or covered by the span) or if no slash is left; otherwise its next slash, which opens a
+    new span, extends the current one by 64 keys, or falls inside it.
+    """
+    bh = tl.program_id(1)
+    b = bh // num_heads
+    h = bh % num_heads
+    seq_len = tl.load(cu_seqlens + b + 1) - tl.load(cu_seqlens + b)
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = (rows < n_rows) & (rows * 64 < seq_len)
+    end_m = (rows + 1) * 64
+    n_vert = tl.load(VertCount + bh)
+    n_slash = tl.load(SlashCount + bh)
+    vert = Vert + b * stride_vb + h * stride_vh
+    slash = Slash + b * stride_sb + h * stride_sh
+    block_offset = BlockOffset + b * stride_bob + h * stride_boh + rows * stride_bor
+    column_index = ColumnIndex + b * stride_cib + h * stride_cih + rows * stride_cir
 
-def _build_rows(end_m, v_idx, v_ok, s_off, s_ok):
-    """Index rows for a chunk of heads. end_m [R]; v_idx/v_ok [C, NV]; s_off/s_ok [C, NS] -> 4 tensors [C, R, .]."""
-    num_slash = s_off.shape[-1]
-    end = end_m.view(1, -1, 1)
-    # Slash -> key range [e - 64, e). Offsets come sorted descending, so e is ascending along the last dim.
-    ok = s_ok[:, None, :] & (s_off[:, None, :] < end)
-    e = torch.clamp(end - s_off[:, None, :], min=BLOCK)
-    e_prev = torch.nn.functional.pad(e, (1, 0))[..., :-1]
-    ok_prev = torch.nn.functional.pad(ok, (1, 0))[..., :-1]
-    starts_span = ok & (~ok_prev | (e - e_prev > BLOCK))
-    span_start = torch.where(starts_span, e - BLOCK, -1)
-    span_start = torch.cummax(span_start, dim=-1).values
-    # Blocks of a span are 64 wide from its start; a range adds at most one block (ranges step by <= 64).
-    n_blocks = (e - span_start + BLOCK - 1) // BLOCK
-    n_blocks_prev = (e_prev - span_start + BLOCK - 1) // BLOCK
-    adds_block = ok & (starts_span | (n_blocks > n_blocks_prev))
-    block_start = span_start + BLOCK * (n_blocks - 1)
-    block_offset, block_count = _compact(adds_block, block_start, num_slash)
+    v_next = tl.zeros([BLOCK_R], dtype=tl.int32)
+    s_next = tl.zeros([BLOCK_R], dtype=tl.int32)
+    span_start = tl.full([BLOCK_R], -1, dtype=tl.int32)
+    span_end = tl.full([BLOCK_R], -1, dtype=tl.int32)  # -1: no span yet
+    n_blocks = tl.zeros([BLOCK_R], dtype=tl.int32)
+    n_cols = tl.zeros([BLOCK_R], dtype=tl.int32)
+    for _ in range(n_vert + n_slash):
+        v_left = v_next < n_vert
+        s_left = s_next < n_slash
+        v = tl.load(vert + v_next, mask=v_left, other=0)
+        o = tl.load(slash + s_next, mask=s_left, other=0)
+        take_v = v_left & ((v < span_end) | ~s_left)
+        is_col = take_v & (v < end_m) & ~((v >= span_start) & (v < span_end))
+        tl.store(column_index + n_cols, v, mask=is_col & row_ok)
+        n_cols += is_col.to(tl.int32)
+        v_next += take_v.to(tl.int32)
 
-    # Verticals: kept as columns when left of end_m and outside every block.
-    num_vert = v_idx.shape[-1]
-    vert = v_idx[:, None, :].expand(-1, end_m.numel(), -1).contiguous()
-    big = torch.iinfo(torch.int32).max
-    sorted_starts = torch.where(block_offset >= 0, block_offset, big).contiguous()
-    before = torch.searchsorted(sorted_starts, vert, right=True) - 1
-    nearest = torch.gather(sorted_starts, -1, before.clamp(min=0))
-    covered = (before >= 0) & (vert < nearest + BLOCK)
-    is_column = v_ok[:, None, :] & (vert < end) & ~covered
-    column_index, column_count = _compact(is_column, vert, num_vert)
-    return block_count, block_offset, column_count, column_index
+        take_s = s_left & ~take_v
+        valid = take_s & (o < end_m)
+        e = tl.maximum(end_m - o, 64)
+        opens = valid & ((span_end < 0) | (e > span_end + 64))
+        extends = valid & ~opens & (e > span_end)
+        tl.store(block_offset + n_blocks, tl.where(opens, e - 64, span_end), mask=(opens | extends) & row_ok)
+        n_blocks += (opens | extends).to(tl.int32)
+        span_start = tl.where(opens, e - 64, span_start)
+        span_end = tl.where(opens, e, tl.where(extends, span_end + 64, span_end))
+        s_next += take_s.to(tl.int32)
+    row_ptr = bh * n_rows + rows
+    tl.store(BlockCount + row_ptr, tl.where(row_ok, n_blocks, 0), mask=rows < n_rows)
+    tl.store(ColumnCount + row_ptr, tl.where(row_ok, n_cols, 0), mask=rows < n_rows)
 
 
 def triton_build_vertical_slash_index(
@@ -66,7 +80,7 @@ def triton_build_vertical_slash_index(
     slash_offsets: torch.Tensor,
     slash_count: torch.Tensor,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Build the MInference index on the device with whole-tensor torch ops (no per-row Python loop).
+    """Build MInference's per-row index on the device (same rules and outputs as naive_build_vertical_slash_index).
 
     Args:
         cu_seqlens: [B+1] int32.
@@ -79,33 +93,26 @@ def triton_build_vertical_slash_index(
     batch, heads, num_vert = vertical_idx.shape
     num_slash = slash_offsets.shape[-1]
     device = vertical_idx.device
-    lens = (cu_seqlens[1:] - cu_seqlens[:-1]).to(device)
-    n_rows = -(-int(lens.max()) // BLOCK)
-    end_m = BLOCK * torch.arange(1, n_rows + 1, device=device)
-    v_idx = vertical_idx.reshape(batch * heads, num_vert).long()
-    s_off = slash_offsets.reshape(batch * heads, num_slash).long()
-    v_ok = torch.arange(num_vert, device=device) < vertical_count.reshape(-1, 1)
-    s_ok = torch.arange(num_slash, device=device) < slash_count.reshape(-1, 1)
-
-    block_count = torch.empty(batch * heads, n_rows, dtype=torch.int32, device=device)
+    cu_seqlens = cu_seqlens.to(device=device, dtype=torch.int32)
+    n_rows = -(-max_seqlen(cu_seqlens) // BLOCK)
+    vertical_idx = vertical_idx.to(torch.int32).contiguous()
+    slash_offsets = slash_offsets.to(torch.int32).contiguous()
+    vertical_count = vertical_count.to(torch.int32).contiguous()
+    slash_count = slash_count.to(torch.int32).contiguous()
+    block_count = torch.empty(batch, heads, n_rows, dtype=torch.int32, device=device)
     column_count = torch.empty_like(block_count)
-    block_offset = torch.empty(batch * heads, n_rows, num_slash, dtype=torch.int32, device=device)
-    column_index = torch.empty(batch * heads, n_rows, num_vert, dtype=torch.int32, device=device)
-    step = max(1, _BUILD_CHUNK_ELEMENTS // max(1, n_rows * max(num_slash, num_vert)))
-    for lo in range(0, batch * heads, step):
-        hi = min(lo + step, batch * heads)
-        parts = _build_rows(end_m, v_idx[lo:hi], v_ok[lo:hi], s_off[lo:hi], s_ok[lo:hi])
-        block_count[lo:hi], block_offset[lo:hi], column_count[lo:hi], column_index[lo:hi] = parts
-
-    # Rows past the end of a shorter sample do not exist: empty them.
-    row_exists = (BLOCK * torch.arange(n_rows, device=device)) < lens.repeat_interleave(heads).view(-1, 1)
-    block_count = torch.where(row_exists, block_count, 0)
-    column_count = torch.where(row_exists, column_count, 0)
-    block_offset = torch.where(row_exists[..., None], block_offset, -1)
-    column_index = torch.where(row_exists[..., None], column_index, -1)
-    shape = (batch, heads, n_rows)
-    return (block_count.view(shape), block_offset.view(*shape, num_slash),
-            column_count.view(shape), column_index.view(*shape, num_vert))
+    block_offset = torch.full((batch, heads, n_rows, num_slash), -1, dtype=torch.int32, device=device)
+    column_index = torch.full((batch, heads, n_rows, num_vert), -1, dtype=torch.int32, device=device)
+    block_r = 128 if n_rows >= 128 else max(16, triton.next_power_of_2(n_rows))
+    _build_index[(triton.cdiv(n_rows, block_r), batch * heads)](
+        cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count,
+        block_count, block_offset, column_count, column_index, heads, n_rows,
+        vertical_idx.stride(0), vertical_idx.stride(1), slash_offsets.stride(0), slash_offsets.stride(1),
+        block_offset.stride(0), block_offset.stride(1), block_offset.stride(2),
+        column_index.stride(0), column_index.stride(1), column_index.stride(2),
+        BLOCK_R=block_r, num_warps=4,
+    )
+    return block_count, block_offset, column_count, column_index
 
 
 @triton.jit
