@@ -1,0 +1,293 @@
+"""Running jobs: in this process (one device) or one worker process per GPU (group) in parallel.
+
+`run_job` is resumable at sample granularity: it asks the store which (task, document) pairs are finished and
+hands lm-eval only the others (`simple_evaluate(samples=...)`); a job with nothing left loads no model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from .provenance import provenance
+from .spec import Job, Sweep
+from .store import RecordStore
+
+
+class JobFailed(RuntimeError):
+    pass
+
+
+# -- one job ------------------------------------------------------------------------------------------------------
+def task_metadata(job: Job) -> Dict[str, Any]:
+    """What lm-eval hands our tasks' `custom_dataset` (as `simple_evaluate` would: model args | metadata)."""
+    return {"pretrained": job.model.path, "tokenizer": job.model.path, **job.model.model_args,
+            "max_seq_lengths": [job.length], "seed": job.seed, "num_samples": job.samples}
+
+
+def load_tasks(job: Job):
+    """Build the job's lm-eval tasks (this generates their documents). Returns (manager, {leaf: Task},
+    {leaf: requested name})."""
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=job.include_path or None, metadata=task_metadata(job))
+    leaves: Dict[str, Any] = {}
+    groups: Dict[str, str] = {}
+    for name in job.tasks:
+        loaded = manager.load(name)
+        for leaf, task in loaded["tasks"].items():
+            if task.get_config("output_type") != "generate_until":
+                raise JobFailed(f"task {leaf} is {task.get_config('output_type')}; sparse-attn sweeps record "
+                                f"generations (generate_until tasks) only")
+            leaves[leaf] = task
+            groups[leaf] = name
+    return manager, leaves, groups
+
+
+class ModelCache:
+    """Keeps the last loaded model so jobs differing only in method parameters reuse it (HF: `configure`)."""
+
+    def __init__(self):
+        self.key = None
+        self.lm = None
+
+    def get(self, job: Job):
+        composition = job.composition()
+        if job.backend == "hf":
+            impl = hf_attn_implementation(composition.name)
+            key = ("hf", job.model.path, impl, json.dumps(job.model.model_args, sort_keys=True), job.device)
+        else:
+            key = ("vllm", job.model.path, json.dumps(composition.to_dict(), sort_keys=True),
+                   json.dumps(job.model.model_args, sort_keys=True))
+        if key != self.key:
+            self.release()
+            self.lm = _load_hf(job, impl) if job.backend == "hf" else _load_vllm(job, composition)
+            self.key = key
+        if job.backend == "hf" and self.lm.sparse:
+            import sparse_attn
+
+            sparse_attn.configure(self.lm.model, **job.params)
+        return self.lm
+
+    def release(self):
+        if self.lm is not None:
+            del self.lm
+            self.lm, self.key = None, None
+            import gc
+
+            gc.collect()
+
+
+def hf_attn_implementation(name: str) -> str:
+    """The `attn_implementation` for a composition name: 'sdpa' for dense, else the registered sparse name."""
+    if name == "dense":
+        return "sdpa"
+    import sparse_attn  # noqa: F401  (registers the methods with transformers)
+    from transformers import AttentionInterface
+
+    if name not in AttentionInterface._global_mapping:
+        raise JobFailed(f"attn_implementation {name!r} is not registered with transformers: is "
+                        f"sparse_attn.integrations.transformers installed and importable?")
+    return name
+
+
+def _device(job: Job) -> str:
+    if job.device != "auto":
+        return job.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _load_hf(job: Job, impl: str):
+    from .recording import RecordingHFLM
+
+    args = {"dtype": "auto", **job.model.model_args}
+    lm = RecordingHFLM(pretrained=job.model.path, attn_implementation=impl, device=_device(job),
+                       batch_size=1, **args)
+    lm.sparse = impl != "sdpa"
+    return lm
+
+
+def _load_vllm(job: Job, composition):
+    from .recording import make_vllm_lm
+
+    args = {"tensor_parallel_size": job.model.tp, "seed": job.seed, **job.model.model_args}
+    if composition.name != "dense":
+        args["additional_config"] = {"sparse_attn": composition.to_dict()}
+        args.setdefault("enable_prefix_caching", False)
+        args.setdefault("enable_chunked_prefill", False)
+    return make_vllm_lm(pretrained=job.model.path, **args)
+
+
+def pending_samples(job: Job, leaves: Dict[str, Any], store: RecordStore) -> Dict[str, List[int]]:
+    done = store.done(job.id)
+    pending = {}
+    for leaf, task in leaves.items():
+        available = len(task.eval_docs)
+        if available < job.samples:
+            print(f"[sparse-attn] {leaf}: only {available} documents at length {job.length} "
+                  f"(samples: {job.samples})", file=sys.stderr)
+        todo = [i for i in range(min(job.samples, available)) if (leaf, i) not in done]
+        if todo:
+            pending[leaf] = todo
+    return pending
+
+
+def run_job(job: Job, store: RecordStore, cache: Optional[ModelCache] = None,
+            progress: Optional[Callable[[int], None]] = None, on_total: Optional[Callable[[int], None]] = None) -> int:
+    """Run what is left of `job`; returns the number of samples recorded now."""
+    import lm_eval
+
+    from .recording import Recorder
+
+    store.save_job(job.to_dict())
+    manager, leaves, groups = load_tasks(job)
+    if on_total is not None:
+        on_total(sum(min(job.samples, len(t.eval_docs)) for t in leaves.values()))
+    pending = pending_samples(job, leaves, store)
+    if not pending:
+        return 0
+    cache = cache or ModelCache()
+    lm = cache.get(job)
+    before = len(store.done(job.id))
+    with store.writer(job.id) as writer:
+        lm.recorder = Recorder(job, writer, leaves, pending, groups, provenance(job.device), progress)
+        try:
+            results = lm_eval.simple_evaluate(
+                model=lm, tasks=[leaves[name] for name in pending], samples=pending, task_manager=manager,
+                gen_kwargs=dict(job.generation) or None, log_samples=False, random_seed=job.seed,
+                numpy_random_seed=job.seed, torch_random_seed=job.seed, fewshot_random_seed=job.seed,
+                apply_chat_template=job.apply_chat_template, verbosity="WARNING",
+            )
+        finally:
+            lm.recorder = None
+    _save_lm_eval_results(store, job, results)
+    return len(store.done(job.id)) - before
+
+
+def _save_lm_eval_results(store: RecordStore, job: Job, results) -> None:
+    if not results:
+        return
+    folder = store.root / "lm_eval" / job.id
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    keep = {k: results[k] for k in ("results", "configs", "versions", "n-samples", "config") if k in results}
+    (folder / f"results_{stamp}.json").write_text(json.dumps(keep, indent=2, default=str))
+
+
+# -- a whole sweep --------------------------------------------------------------------------------------------------
+def device_slots(sweep: Sweep) -> List[Optional[str]]:
+    """CUDA_VISIBLE_DEVICES value of each parallel slot; [None] means: one slot, in this process."""
+    gpus = sweep.parallel.get("gpus", "auto")
+    if gpus == "auto":
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None:
+            ids = [g for g in visible.split(",") if g.strip()]
+        else:
+            try:
+                import torch
+
+                ids = [str(i) for i in range(torch.cuda.device_count())]
+            except Exception:
+                ids = []
+    elif isinstance(gpus, int):
+        ids = [str(i) for i in range(gpus)]
+    else:
+        ids = [str(g) for g in gpus]
+    tp = max((job.model.tp for job in sweep.jobs), default=1) if sweep.backend == "vllm" else 1
+    groups = [",".join(ids[i:i + tp]) for i in range(0, len(ids) - tp + 1, tp)]
+    if len(ids) and not groups:
+        raise JobFailed(f"tensor-parallel size {tp} needs {tp} GPUs, only {len(ids)} visible")
+    return groups if len(groups) > 1 else [None]
+
+
+def run_sweep(sweep: Sweep, show_progress: bool = True) -> Dict[str, Any]:
+    """Run every job (skipping finished samples). Returns {"recorded": n, "failed": [job ids]}."""
+    store = RecordStore(sweep.output)
+    (sweep.output / "sweep.json").write_text(json.dumps(sweep.raw, indent=2, default=str))
+    for job in sweep.jobs:
+        store.save_job(job.to_dict())
+    slots = device_slots(sweep)
+    expected = sum(len(job.tasks) * job.samples for job in sweep.jobs)
+    bar = _progress_bar(expected, store.count(), show_progress)
+    try:
+        if slots == [None]:
+            return _run_in_process(sweep, store, bar)
+        return _run_parallel(sweep, store, slots, bar)
+    finally:
+        bar.close()
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=max(total, initial), initial=initial, desc="samples", unit="sample", disable=not enabled,
+                dynamic_ncols=True)
+
+
+def _run_in_process(sweep: Sweep, store: RecordStore, bar) -> Dict[str, Any]:
+    cache = ModelCache()
+    recorded, failed = 0, []
+    assumed = {job.id: len(job.tasks) * job.samples for job in sweep.jobs}
+
+    for job in sweep.jobs:
+        bar.set_postfix_str(f"{job.label} {job.ratio or ''} L={job.length}")
+
+        def adjust(total, job_id=job.id):  # groups expand into several leaf tasks: fix the bar's total
+            bar.total += total - assumed[job_id]
+            bar.refresh()
+
+        recorded += run_job(job, store, cache, progress=bar.update, on_total=adjust)
+    cache.release()
+    return {"recorded": recorded, "failed": failed}
+
+
+def _run_parallel(sweep: Sweep, store: RecordStore, slots: List[str], bar) -> Dict[str, Any]:
+    queue = list(sweep.jobs)
+    lock = threading.Lock()
+    failed: List[str] = []
+    logs = sweep.output / "logs"
+    logs.mkdir(exist_ok=True)
+    start_count = store.count()
+
+    def worker(devices: str) -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                job = queue.pop(0)
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": devices}
+            with open(logs / f"{job.id}.log", "a") as log:
+                code = subprocess.call([sys.executable, "-m", "sparse_attn.cli", "worker", str(sweep.output),
+                                        job.id], env=env, stdout=log, stderr=subprocess.STDOUT)
+            if code != 0:
+                with lock:
+                    failed.append(job.id)
+
+    threads = [threading.Thread(target=worker, args=(devices,), daemon=True) for devices in slots]
+    for thread in threads:
+        thread.start()
+    while any(t.is_alive() for t in threads):
+        time.sleep(2)
+        bar.n = store.count()
+        bar.refresh()
+    for thread in threads:
+        thread.join()
+    bar.n = store.count()
+    bar.refresh()
+    return {"recorded": store.count() - start_count, "failed": failed}
+
+
+def run_worker(output: str, job_id: str) -> int:
+    """Entry of a parallel worker process: run one saved job (CUDA_VISIBLE_DEVICES set by the parent)."""
+    store = RecordStore(output)
+    path = Path(output) / "jobs" / f"{job_id}.json"
+    job = Job.from_dict(json.loads(path.read_text()))
+    return run_job(job, store)
