@@ -181,3 +181,39 @@ def triton_last_window_sums(
             num_warps=4, num_stages=3,
         )
     return vertical, slash
+
+
+def triton_pooled_block_scores(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    chunk_size: int,
+) -> torch.Tensor:
+    """Block-Sparse estimation on the device without a per-sample loop (see naive_pooled_block_scores).
+
+    Pooling is one `index_add_` of the packed tokens into their (sample, block) rows; the scores are one batched
+    fp32 matmul per GQA group (cuBLAS), so nothing here needs a custom kernel.
+
+    Args:
+        q: [N, Hq, D], k: [N, Hkv, D] packed varlen; cu_seqlens [B+1] int32; chunk_size: tokens per block.
+    Returns:
+        [B, Hq, nb, nb] fp32, nb = ceil(max_len / chunk_size); blocks past a sample's end score 0.
+    """
+    num_tokens, num_q_heads, head_dim = q.shape
+    num_kv_heads = k.shape[1]
+    group = num_q_heads // num_kv_heads
+    batch = cu_seqlens.numel() - 1
+    cu_seqlens = cu_seqlens.to(device=q.device, dtype=torch.long)
+    lens = cu_seqlens[1:] - cu_seqlens[:-1]
+    num_blocks = -(-int(lens.max()) // chunk_size)
+    sample = torch.repeat_interleave(torch.arange(batch, device=q.device), lens, output_size=num_tokens)
+    position = torch.arange(num_tokens, device=q.device) - cu_seqlens[sample]
+    block = sample * num_blocks + position // chunk_size
+    q_pool = torch.zeros(batch * num_blocks, num_q_heads, head_dim, device=q.device, dtype=torch.float32)
+    k_pool = torch.zeros(batch * num_blocks, num_kv_heads, head_dim, device=q.device, dtype=torch.float32)
+    q_pool.index_add_(0, block, q.float()).div_(chunk_size)
+    k_pool.index_add_(0, block, k.float()).div_(chunk_size)
+    q_pool = q_pool.view(batch, num_blocks, num_kv_heads, group, head_dim).permute(0, 2, 3, 1, 4)
+    k_pool = k_pool.view(batch, num_blocks, num_kv_heads, head_dim).permute(0, 2, 3, 1)[:, :, None]
+    scores = torch.matmul(q_pool, k_pool)  # [B, Hkv, G, nb, nb]
+    return scores.reshape(batch, num_q_heads, num_blocks, num_blocks)

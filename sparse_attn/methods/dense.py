@@ -1,7 +1,15 @@
-"""Dense causal attention: the baseline every sparse method is measured against."""
+"""Dense causal attention: the baseline every sparse method is measured against.
+
+`Dense.prefill` runs causal attention per sample with torch SDPA (GQA through `enable_gqa`, K/V never repeated);
+its selection keeps every causal pair, so the reported sparsity is 0.
+"""
 from dataclasses import dataclass
+from typing import Optional
+
+import torch
 
 from ..config import MethodConfig
+from ._prefill import DenseSelection, PrefillResult, check_inputs, dense_causal_attention
 
 
 @dataclass
@@ -11,3 +19,22 @@ class Dense(MethodConfig):
     name = "dense"
     phase = "dense"
     paper = "Vaswani et al. 2017, Attention Is All You Need (arXiv:1706.03762)"
+
+    def select(self, q: torch.Tensor, k: torch.Tensor, cu_seqlens: torch.Tensor,
+               scale: Optional[float] = None, backend: str = "auto") -> DenseSelection:
+        """Every causal pair of every sample and query head (q `[N, Hq, D]`, k `[N, Hkv, D]`, cu_seqlens `[B+1]`)."""
+        check_inputs(q, k, cu_seqlens)
+        return DenseSelection(cu_seqlens, q.shape[1])
+
+    def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
+                scale: Optional[float] = None, backend: str = "auto") -> PrefillResult:
+        """Causal attention per sample with torch SDPA: `out [N, Hq, D]` in q's dtype, sparsity `[B, Hq]` zeros.
+
+        backend: "naive" computes in fp32 (the reference); "auto" / "triton" run SDPA in the input dtype (its fused
+        kernels accumulate in fp32).
+        """
+        if backend not in ("auto", "naive", "triton"):
+            raise ValueError(f"backend must be 'auto', 'naive' or 'triton', got {backend!r}")
+        selection = self.select(q, k, cu_seqlens)
+        out = dense_causal_attention(q, k, v, cu_seqlens, scale=scale, upcast=backend == "naive")
+        return PrefillResult(out=out, sparsity=selection.sparsity(), selection=selection)

@@ -3,10 +3,56 @@
 Based on FlexPrefill (Lai et al. 2025, arXiv:2502.20766). As in the Sparse Frontier study (its issue #4, paper
 appendix A.1.3) only the vertical-slash branch is kept, so FlexPrefill differs from Vertical-Slash only by
 adaptive budgeting; the query-aware block branch and the Jensen-Shannon pattern choice are omitted on purpose.
+
+Per sample and query head (L = sample length, w = min(approximation_size, L)):
+1. the last `w` queries attend to all keys (causal inside the last `w x w` square, softmax in fp32);
+2. vertical distribution = mean over the `w` queries (sums to 1); budget
+   `kv = min(L, max(min_budget, #{descending cumulative mass <= alpha} + 1))`; the first 4 keys are forced (+inf)
+   after the budget is computed; the top `kv` keys are the verticals;
+3. slash distribution = diagonal sums / w (sums to 1); budget `ks` by the same rule; offsets 0..63 forced;
+   the top `ks` offsets are the slashes;
+4. the same MInference index and mixed block + column attention as Vertical-Slash.
+Budgets differ per sample and head.
+
+Differences from the reference system (deliberate, documented):
+- sparsity is the exact count of causal pairs the index computes (section 6, item 7 of the reference);
+- the slash distribution is divided by the number of window queries actually used (`w`), not by
+  `approximation_size`, so it sums to 1 like the vertical one also for prompts shorter than the window (identical
+  for prompts of at least `approximation_size` tokens);
+- estimation stays in fp32; ties go to the lower key / offset; batches (B >= 1, varlen) and GQA without repeats.
 """
 from dataclasses import dataclass
+from typing import Optional
+
+import torch
 
 from ..config import MethodConfig
+from ..kernels.estimation import last_window_sums
+from ._prefill import (
+    PrefillResult,
+    VerticalSlashSelection,
+    check_inputs,
+    run_vertical_slash,
+    sample_lengths,
+    select_vertical_slash,
+)
+
+
+def coverage_budget(distribution: torch.Tensor, alpha: float, floor: int, lens: torch.Tensor) -> torch.Tensor:
+    """FlexPrefill budget: the fewest entries whose mass reaches `alpha`, at least `floor`, at most `L`.
+
+    Args:
+        distribution: `[B, Hq, n]` non-negative, each row summing to ~1 over its `L_b` valid entries (0 beyond).
+        alpha: mass to cover in [0, 1].
+        floor: minimum budget (`min_budget`).
+        lens: `[B]` sample lengths.
+
+    Returns:
+        `[B, Hq]` int64: `min(L_b, max(floor, #{sorted-descending cumulative mass <= alpha} + 1))`.
+    """
+    cumulative = torch.sort(distribution, dim=-1, descending=True).values.cumsum(dim=-1)
+    covered = (cumulative <= alpha).sum(dim=-1) + 1
+    return torch.minimum(covered.clamp(min=floor), lens[:, None].to(covered.device))
 
 
 @dataclass
@@ -34,3 +80,25 @@ class FlexPrefill(MethodConfig):
         self._require_fraction("alpha")
         self._require_int("approximation_size", 1)
         self._require_int("min_budget", 64, "the 64 nearest diagonals are always kept")
+
+    def select(self, q: torch.Tensor, k: torch.Tensor, cu_seqlens: torch.Tensor, scale: Optional[float] = None,
+               backend: str = "auto") -> VerticalSlashSelection:
+        """Per-head coverage budgets, then verticals, slashes and the kernel index of every sample and query head.
+
+        q `[N, Hq, D]`, k `[N, Hkv, D]` varlen packed, cu_seqlens `[B+1]` int32; scale defaults to `D ** -0.5`.
+        """
+        check_inputs(q, k, cu_seqlens)
+        vertical, slash = last_window_sums(q, k, cu_seqlens, self.approximation_size, scale=scale, backend=backend)
+        lens = sample_lengths(cu_seqlens).to(q.device)
+        window = lens.clamp(max=self.approximation_size).float()[:, None, None]  # w_b queries per sample
+        vertical, slash = vertical / window, slash / window  # [B, Hq, max_len], rows sum to 1
+        vertical_budget = coverage_budget(vertical, self.alpha, self.min_budget, lens)
+        slash_budget = coverage_budget(slash, self.alpha, self.min_budget, lens)
+        return select_vertical_slash(cu_seqlens, vertical, slash, vertical_budget, slash_budget, backend=backend)
+
+    def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
+                scale: Optional[float] = None, backend: str = "auto") -> PrefillResult:
+        """Sparse causal prefill: `select`, then mixed block + column attention. `out [N, Hq, D]` in q's dtype."""
+        check_inputs(q, k, cu_seqlens, v)
+        selection = self.select(q, k, cu_seqlens, scale=scale, backend=backend)
+        return run_vertical_slash(selection, q, k, v, scale, backend)

@@ -2,15 +2,40 @@
 
 Based on MInference 1.0 (Jiang et al. 2024, arXiv:2407.02490), as the Sparse Frontier study runs it
 (uniform budgets for every head, layer and sample; no offline per-head pattern search).
+
+Per sample and query head (L = sample length):
+1. clamp: `v = min(vertical_size, L)`, `s = min(slash_size, L)`, `w = min(approximation_size, L)`;
+2. the last `w` queries attend to all keys (causal inside the last `w x w` square, softmax in fp32);
+3. vertical score of key j = sum of its probabilities over the `w` queries; the first 4 keys are forced (+inf);
+   the top `v` keys are the verticals;
+4. slash score of offset o = q_pos - k_pos = sum of the probabilities on that diagonal; offsets 0..63 are forced;
+   the top `s` offsets are the slashes;
+5. MInference's index (64-query rows; slashes as 64-wide key blocks, verticals as columns) and the mixed
+   block + column attention.
+
+Differences from the reference system (deliberate, documented):
+- sparsity is the exact count of causal pairs the index computes (the reference counted whole 64 x 64 blocks and
+  64-row columns, including causally masked halves; its section 6, item 7);
+- estimation stays in fp32 (the reference cast probabilities back to the model dtype before summing);
+- ties are broken towards the lower key / offset (stable sort), so selections are reproducible across backends;
+- batches (B >= 1, varlen) in one call; GQA without repeating K/V.
 """
 from dataclasses import dataclass
+from typing import Optional
+
+import torch
 
 from ..config import MethodConfig
-
-#: keys always kept as "attention sinks" (the first tokens of the prompt)
-NUM_SINK_KEYS = 4
-#: nearest diagonals always kept (a local window of 64 tokens); also the kernel's block size
-NUM_LOCAL_DIAGONALS = 64
+from ..kernels.estimation import last_window_sums
+from ._prefill import (
+    NUM_LOCAL_DIAGONALS,
+    NUM_SINK_KEYS,
+    PrefillResult,
+    VerticalSlashSelection,
+    check_inputs,
+    run_vertical_slash,
+    select_vertical_slash,
+)
 
 
 @dataclass
@@ -40,3 +65,23 @@ class VerticalSlash(MethodConfig):
         self._require_int("slash_size", NUM_LOCAL_DIAGONALS,
                           f"the {NUM_LOCAL_DIAGONALS} nearest diagonals are always kept")
         self._require_int("approximation_size", 1)
+
+    def select(self, q: torch.Tensor, k: torch.Tensor, cu_seqlens: torch.Tensor, scale: Optional[float] = None,
+               backend: str = "auto") -> VerticalSlashSelection:
+        """The verticals, slashes and kernel index of every sample and query head.
+
+        q `[N, Hq, D]`, k `[N, Hkv, D]` varlen packed, cu_seqlens `[B+1]` int32; scale defaults to `D ** -0.5`.
+        """
+        lens = check_inputs(q, k, cu_seqlens)
+        vertical, slash = last_window_sums(q, k, cu_seqlens, self.approximation_size, scale=scale, backend=backend)
+        shape = (len(lens), q.shape[1])
+        vertical_budget = torch.full(shape, self.vertical_size, dtype=torch.long, device=q.device)
+        slash_budget = torch.full(shape, self.slash_size, dtype=torch.long, device=q.device)
+        return select_vertical_slash(cu_seqlens, vertical, slash, vertical_budget, slash_budget, backend=backend)
+
+    def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
+                scale: Optional[float] = None, backend: str = "auto") -> PrefillResult:
+        """Sparse causal prefill: `select`, then mixed block + column attention. `out [N, Hq, D]` in q's dtype."""
+        check_inputs(q, k, cu_seqlens, v)
+        selection = self.select(q, k, cu_seqlens, scale=scale, backend=backend)
+        return run_vertical_slash(selection, q, k, v, scale, backend)

@@ -1,0 +1,58 @@
+"""Vertical-Slash (MInference) index building and mixed block + column prefill attention.
+
+`naive_*` are the PyTorch references; the dispatchers without prefix take `backend="auto" | "naive" | "triton"`
+("auto": the Triton kernel for CUDA tensors when it exists, the reference otherwise).
+`vertical_slash_pair_counts` counts the computed pairs (sparsity statistic).
+"""
+from typing import Optional, Tuple
+
+import torch
+
+from .naive import (
+    BLOCK,
+    naive_build_vertical_slash_index,
+    naive_vertical_slash_attention,
+    vertical_slash_pair_counts,
+)
+
+__all__ = [
+    "BLOCK", "build_vertical_slash_index", "vertical_slash_attention", "vertical_slash_pair_counts",
+    "naive_build_vertical_slash_index", "naive_vertical_slash_attention",
+]
+
+
+def _triton_module(tensor: torch.Tensor, backend: str):
+    """The Triton module to use, or None for the reference."""
+    if backend not in ("auto", "naive", "triton"):
+        raise ValueError(f"backend must be 'auto', 'naive' or 'triton', got {backend!r}")
+    if backend == "naive" or (backend == "auto" and not tensor.is_cuda):
+        return None
+    try:
+        from . import triton as module
+    except ImportError as error:
+        if backend == "triton":
+            raise ImportError(f"backend='triton' requested but the Triton vertical-slash kernels are unavailable: {error}")
+        return None
+    return module
+
+
+def build_vertical_slash_index(
+    cu_seqlens: torch.Tensor, vertical_idx: torch.Tensor, vertical_count: torch.Tensor,
+    slash_offsets: torch.Tensor, slash_count: torch.Tensor, backend: str = "auto",
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Dispatch `naive_build_vertical_slash_index` / `triton_build_vertical_slash_index` (see the naive docstring)."""
+    module = _triton_module(vertical_idx, backend)
+    if module is None:
+        return naive_build_vertical_slash_index(cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count)
+    return module.triton_build_vertical_slash_index(cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count)
+
+
+def vertical_slash_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
+    block_count: torch.Tensor, block_offset: torch.Tensor, column_count: torch.Tensor, column_index: torch.Tensor,
+    scale: Optional[float] = None, out: Optional[torch.Tensor] = None, backend: str = "auto",
+) -> torch.Tensor:
+    """Dispatch `naive_vertical_slash_attention` / `triton_vertical_slash_attention` (see the naive docstring)."""
+    module = _triton_module(q, backend)
+    fn = naive_vertical_slash_attention if module is None else module.triton_vertical_slash_attention
+    return fn(q, k, v, cu_seqlens, block_count, block_offset, column_count, column_index, scale, out)

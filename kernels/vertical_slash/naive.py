@@ -1,0 +1,211 @@
+"""Vertical-Slash (MInference) index builder and mixed block + column sparse attention: the PyTorch reference.
+
+A head's pattern is a set of vertical key columns (`vertical_idx`, key positions) and slash diagonals
+(`slash_offsets`, offsets `q_pos - k_pos`). The attention kernel does not walk diagonals; like MInference it works
+on rows of BLOCK = 64 queries and, per row, a list of 64-wide key blocks (covering the slashes) plus a list of
+single key columns (the verticals those blocks miss). `naive_build_vertical_slash_index` turns the pattern into that
+index (MInference's `convert_vertical_slash_indexes`, same rules, checked against a brute-force mask in the tests);
+`naive_vertical_slash_attention` consumes it; `vertical_slash_pair_counts` counts exactly the causal (q, k) pairs it
+computes (the sparsity statistic).
+
+Differences from the reference system (deliberate, documented):
+
+- Sparsity counts exactly the causal pairs computed: the masked upper halves of blocks that reach past the diagonal
+  and the query rows past a sample's end are not counted (the reference counted every block as 64 x 64 and every
+  column as 64, an approximation; its section 6, item 7).
+- Verticals `v < end_m` that no block covers are always emitted as columns and columns are causally masked, so the
+  index is correct even without offset 0 (the reference dropped verticals right of its last key range and relied
+  on the forced main diagonal for causality).
+- Variable-length batches (B >= 1, `cu_seqlens`) instead of one sample per call.
+"""
+from bisect import bisect_left, bisect_right
+from typing import List, Optional, Tuple
+
+import torch
+
+from .._varlen import check_varlen
+
+BLOCK = 64
+
+
+def _row_spans(end_m: int, offsets_desc: List[int]) -> List[Tuple[int, int]]:
+    """Key spans `[start, end)` (multiples of 64 wide, disjoint, ascending) covering the slashes of one query row.
+
+    Each offset `o < end_m` needs keys `[end_m - o - 64, end_m - o)` (clamped to start at 0: `e = max(end_m - o, 64)`).
+    With offsets descending the range ends `e` come ascending; a range starting at or before the current span's
+    end (`e <= span_end + 64`) extends the span by one 64-block, otherwise the span is closed and a new one opens.
+    """
+    spans: List[Tuple[int, int]] = []
+    for offset in offsets_desc:
+        if offset >= end_m:  # the whole diagonal lies left of key 0 for these rows
+            continue
+        end = max(end_m - offset, BLOCK)
+        if not spans:
+            spans.append((end - BLOCK, end))
+        elif end <= spans[-1][1]:
+            continue
+        elif end <= spans[-1][1] + BLOCK:
+            spans[-1] = (spans[-1][0], spans[-1][1] + BLOCK)
+        else:
+            spans.append((end - BLOCK, end))
+    return spans
+
+
+def naive_build_vertical_slash_index(
+    cu_seqlens: torch.Tensor,
+    vertical_idx: torch.Tensor,
+    vertical_count: torch.Tensor,
+    slash_offsets: torch.Tensor,
+    slash_count: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Turn verticals and slashes into MInference's per-row block / column index (BLOCK = 64).
+
+    Args:
+        cu_seqlens: `[B+1]` int32 sample boundaries (only the lengths are used).
+        vertical_idx: `[B, Hq, NV]` int key positions, the first `vertical_count [B, Hq]` valid, sorted ascending.
+        slash_offsets: `[B, Hq, NS]` int offsets `q_pos - k_pos >= 0`, the first `slash_count [B, Hq]` valid,
+            sorted DESCENDING (so the key ranges come in ascending order).
+
+    Returns:
+        block_count `[B, Hq, n_rows]` int32, block_offset `[B, Hq, n_rows, NS]` int32 (start key of each 64-wide
+        key block, ascending), column_count `[B, Hq, n_rows]` int32, column_index `[B, Hq, n_rows, NV]` int32
+        (ascending); `n_rows = ceil(max_len / 64)`, unused slots -1. Row r covers queries `64r .. 64r + 63`.
+        Per row (`end_m = 64r + 64`, also for a partial last row): spans from `_row_spans`, emitted as 64-wide blocks
+        at `start, start + 64, ...` (at most one block per valid offset); every valid vertical `v < end_m` outside
+        the spans is a column; verticals `>= end_m` are dropped (all future for this row).
+    """
+    batch, heads = vertical_count.shape
+    if tuple(slash_count.shape) != (batch, heads) or vertical_idx.shape[:2] != (batch, heads) \
+            or slash_offsets.shape[:2] != (batch, heads) or cu_seqlens.numel() != batch + 1:
+        raise ValueError(
+            f"shape mismatch: vertical_idx {tuple(vertical_idx.shape)}, vertical_count {tuple(vertical_count.shape)}, "
+            f"slash_offsets {tuple(slash_offsets.shape)}, slash_count {tuple(slash_count.shape)}, "
+            f"cu_seqlens {tuple(cu_seqlens.shape)} (expected [B, Hq, *] and [B+1])"
+        )
+    lens = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
+    num_rows = -(-max(lens) // BLOCK)
+    max_blocks, max_columns = slash_offsets.shape[-1], vertical_idx.shape[-1]
+    block_count = torch.zeros(batch, heads, num_rows, dtype=torch.int32)
+    block_offset = torch.full((batch, heads, num_rows, max_blocks), -1, dtype=torch.int32)
+    column_count = torch.zeros(batch, heads, num_rows, dtype=torch.int32)
+    column_index = torch.full((batch, heads, num_rows, max_columns), -1, dtype=torch.int32)
+
+    verticals, v_counts = vertical_idx.tolist(), vertical_count.tolist()
+    offsets, s_counts = slash_offsets.tolist(), slash_count.tolist()
+    for b in range(batch):
+        for h in range(heads):
+            head_verticals = verticals[b][h][: v_counts[b][h]]
+            head_offsets = offsets[b][h][: s_counts[b][h]]
+            for row in range(-(-lens[b] // BLOCK)):
+                end_m = (row + 1) * BLOCK
+                spans = _row_spans(end_m, head_offsets)
+                starts = [s for span_start, span_end in spans for s in range(span_start, span_end, BLOCK)]
+                span_starts = [span[0] for span in spans]
+                columns = []
+                for v in head_verticals[: bisect_left(head_verticals, end_m)]:
+                    i = bisect_right(span_starts, v) - 1
+                    if i < 0 or v >= spans[i][1]:
+                        columns.append(v)
+                block_count[b, h, row] = len(starts)
+                block_offset[b, h, row, : len(starts)] = torch.tensor(starts, dtype=torch.int32)
+                column_count[b, h, row] = len(columns)
+                column_index[b, h, row, : len(columns)] = torch.tensor(columns, dtype=torch.int32)
+    device = vertical_idx.device
+    return block_count.to(device), block_offset.to(device), column_count.to(device), column_index.to(device)
+
+
+def naive_vertical_slash_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    block_count: torch.Tensor,
+    block_offset: torch.Tensor,
+    column_count: torch.Tensor,
+    column_index: torch.Tensor,
+    scale: Optional[float] = None,
+    out: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Mixed block + column sparse attention over the index of `naive_build_vertical_slash_index`.
+
+    Args:
+        q: `[N, Hq, D]`; k, v: `[N, Hkv, D]` varlen packed (query head h reads KV head `h // (Hq // Hkv)`).
+        cu_seqlens: `[B+1]` int32.
+        block_count, block_offset, column_count, column_index: the index (shapes in the builder's docstring).
+        scale: softmax scale. Default: `D ** -0.5`.
+        out: optional `[N, Hq, D]` output written in place.
+
+    Returns:
+        `[N, Hq, D]` in q's dtype. Row r of sample b attends to keys `[s, s + 64)` of each of its blocks and to its
+        columns, with the causal mask everywhere (blocks may reach past the diagonal; keys past the sample's end are
+        never read). fp32 math. A query with no selected key gets 0.
+    """
+    lens = check_varlen(q, k, cu_seqlens, v)
+    num_q_heads, num_kv_heads, head_dim = q.shape[1], k.shape[1], q.shape[2]
+    scale = head_dim**-0.5 if scale is None else scale
+    kv_of_head = torch.arange(num_q_heads, device=q.device) // (num_q_heads // num_kv_heads)  # [Hq]
+    if out is None:
+        out = torch.empty_like(q)
+    starts = cu_seqlens.tolist()
+    in_block = torch.arange(BLOCK, device=q.device)
+    for b, length in enumerate(lens):
+        q_s, k_s, v_s = (t[starts[b]: starts[b] + length] for t in (q, k, v))
+        for row in range(-(-length // BLOCK)):
+            n_blocks = int(block_count[b, :, row].max())
+            n_columns = int(column_count[b, :, row].max())
+            block_keys = (block_offset[b, :, row, :n_blocks, None].long() + in_block).flatten(1)  # [Hq, nb*64]
+            block_ok = (torch.arange(n_blocks, device=q.device) < block_count[b, :, row, None])
+            block_ok = block_ok.repeat_interleave(BLOCK, dim=1)
+            column_keys = column_index[b, :, row, :n_columns].long()  # [Hq, nc]
+            column_ok = torch.arange(n_columns, device=q.device) < column_count[b, :, row, None]
+            keys = torch.cat([block_keys, column_keys], dim=1)  # [Hq, K]
+            selected = torch.cat([block_ok, column_ok], dim=1)
+            q_pos = torch.arange(row * BLOCK, min(row * BLOCK + BLOCK, length), device=q.device)  # [M]
+            allowed = selected[:, None, :] & (keys[:, None, :] <= q_pos[None, :, None])  # [Hq, M, K]
+            gather = keys.clamp(0, length - 1)
+            k_sel = k_s[gather, kv_of_head[:, None]].float()  # [Hq, K, D]
+            v_sel = v_s[gather, kv_of_head[:, None]].float()
+            k_sel = torch.where(selected[..., None], k_sel, 0.0)  # unselected slots may point at anything
+            v_sel = torch.where(selected[..., None], v_sel, 0.0)
+            logits = torch.einsum("mhd,hkd->hmk", q_s[q_pos].float(), k_sel) * scale
+            logits = logits.masked_fill(~allowed, float("-inf"))
+            probs = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # all-masked rows -> 0
+            out[starts[b] + q_pos] = torch.einsum("hmk,hkd->mhd", probs, v_sel).to(out.dtype)
+    return out
+
+
+def _triangle_prefix(u: torch.Tensor) -> torch.Tensor:
+    """`sum_{j=1}^{u} min(j, 64)` for integer tensors `u` (0 for `u <= 0`)."""
+    u = u.clamp(min=0)
+    return torch.where(u <= BLOCK, u * (u + 1) // 2, BLOCK * (BLOCK + 1) // 2 + BLOCK * (u - BLOCK))
+
+
+def vertical_slash_pair_counts(
+    cu_seqlens: torch.Tensor,
+    block_count: torch.Tensor,
+    block_offset: torch.Tensor,
+    column_count: torch.Tensor,
+    column_index: torch.Tensor,
+) -> torch.Tensor:
+    """Exact number of causal (query, key) pairs the index computes, per sample and head: `[B, Hq]` int64.
+
+    For a block starting at key `s` and the valid queries `a .. e-1` of its row, the pairs are
+    `sum_q clamp(q - s + 1, 0, 64)`; for a column `c`, `#{q >= c}`. Blocks of one row are disjoint and columns lie
+    outside them (builder invariant), so the counts add up to the size of the union.
+    """
+    lens = (cu_seqlens[1:] - cu_seqlens[:-1]).long().to(block_count.device)  # [B]
+    num_rows = block_count.shape[-1]
+    row_start = torch.arange(num_rows, device=block_count.device) * BLOCK  # [R]
+    row_end = torch.minimum(row_start[None, :] + BLOCK, lens[:, None])  # [B, R] (<= row_start past the end)
+    row_end = torch.maximum(row_end, row_start[None, :])[:, None, :, None]  # [B, 1, R, 1]
+    first = row_start[None, None, :, None]
+
+    n_blocks = int(block_count.max()) if block_count.numel() else 0
+    starts = block_offset[..., :n_blocks].long()
+    block_pairs = _triangle_prefix(row_end - starts) - _triangle_prefix(first - starts)
+    block_ok = torch.arange(n_blocks, device=starts.device) < block_count[..., None]
+    n_columns = int(column_count.max()) if column_count.numel() else 0
+    columns = column_index[..., :n_columns].long()
+    column_pairs = (row_end - torch.maximum(first, columns)).clamp(min=0)
+    column_ok = torch.arange(n_columns, device=columns.device) < column_count[..., None]
+    return (block_pairs * block_ok).sum(dim=(-1, -2)) + (column_pairs * column_ok).sum(dim=(-1, -2))

@@ -1,0 +1,183 @@
+"""What the prefill methods share: result and selection types, dense causal attention, vertical-slash selection.
+
+Every prefill method (Dense, VerticalSlash, BlockSparse, FlexPrefill) offers the same two calls on the varlen packed
+layout (`q [N, Hq, D]`, `k, v [N, Hkv, D]`, `cu_seqlens [B+1]` int32, causal within each sample):
+
+- `select(q, k, cu_seqlens, scale=None)` -> a selection (index tensors of docs/architecture.md) with
+  `sparsity() -> [B, Hq]` measured exactly from the index;
+- `prefill(q, k, v, cu_seqlens, scale=None, backend="auto")` -> `PrefillResult(out [N, Hq, D], sparsity [B, Hq],
+  selection)`.
+
+Decisions are made per query head (Hq), reading the shared KV head `h // (Hq // Hkv)`, as in the reference system.
+"""
+from dataclasses import dataclass
+from typing import Any, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..kernels._varlen import check_varlen
+from ..kernels.estimation import stable_topk
+from ..kernels.vertical_slash import build_vertical_slash_index, vertical_slash_attention, vertical_slash_pair_counts
+
+#: keys always kept by vertical-slash methods as "attention sinks" (the first tokens of the prompt)
+NUM_SINK_KEYS = 4
+#: nearest diagonals always kept by vertical-slash methods (offsets 0..63, a local window of 64 tokens)
+NUM_LOCAL_DIAGONALS = 64
+
+
+def sample_lengths(cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """`[B]` int64 lengths from `cu_seqlens [B+1]`."""
+    return (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+
+
+def causal_pairs(cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """`[B]` int64: causal (q, k) pairs of dense attention per sample, `L (L + 1) / 2`."""
+    lens = sample_lengths(cu_seqlens)
+    return lens * (lens + 1) // 2
+
+
+def sparsity_from_pairs(pairs: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """`1 - pairs / (L (L + 1) / 2)` as `[B, Hq]` float32 from exact pair counts `pairs [B, Hq]`."""
+    total = causal_pairs(cu_seqlens).to(pairs.device)
+    return 1.0 - pairs.double() / total[:, None].double()
+
+
+@dataclass
+class PrefillResult:
+    """What `prefill` returns: `out [N, Hq, D]` in q's dtype, `sparsity [B, Hq]` float32, the selection used."""
+
+    out: torch.Tensor
+    sparsity: torch.Tensor
+    selection: Any
+
+
+@dataclass
+class DenseSelection:
+    """Dense causal attention selects every causal pair: sparsity 0 for each of the `num_heads` query heads."""
+
+    cu_seqlens: torch.Tensor
+    num_heads: int
+
+    def pair_counts(self) -> torch.Tensor:
+        """`[B, Hq]` int64 computed causal pairs (all of them)."""
+        return causal_pairs(self.cu_seqlens)[:, None].expand(-1, self.num_heads).clone()
+
+    def sparsity(self) -> torch.Tensor:
+        return sparsity_from_pairs(self.pair_counts(), self.cu_seqlens).float()
+
+
+@dataclass
+class VerticalSlashSelection:
+    """The pattern of Vertical-Slash / FlexPrefill for every sample and query head, and the kernel index built from it.
+
+    Pattern (index ascending / offsets descending, first `count` entries valid, -1 padded):
+        vertical_idx `[B, Hq, NV]` int32 key positions, vertical_count `[B, Hq]` int32;
+        slash_offsets `[B, Hq, NS]` int32 offsets `q_pos - k_pos`, slash_count `[B, Hq]` int32.
+    Kernel index (MInference format, BLOCK = 64, see `sparse_attn.kernels.vertical_slash`):
+        block_count `[B, Hq, n_rows]`, block_offset `[B, Hq, n_rows, NS]`, column_count `[B, Hq, n_rows]`,
+        column_index `[B, Hq, n_rows, NV]`.
+    """
+
+    cu_seqlens: torch.Tensor
+    vertical_idx: torch.Tensor
+    vertical_count: torch.Tensor
+    slash_offsets: torch.Tensor
+    slash_count: torch.Tensor
+    block_count: torch.Tensor
+    block_offset: torch.Tensor
+    column_count: torch.Tensor
+    column_index: torch.Tensor
+
+    def pair_counts(self) -> torch.Tensor:
+        """`[B, Hq]` int64: causal (q, k) pairs the index computes (exact)."""
+        return vertical_slash_pair_counts(
+            self.cu_seqlens, self.block_count, self.block_offset, self.column_count, self.column_index
+        )
+
+    def sparsity(self) -> torch.Tensor:
+        """`[B, Hq]` float32: `1 - computed causal pairs / (L (L + 1) / 2)`."""
+        return sparsity_from_pairs(self.pair_counts(), self.cu_seqlens).float()
+
+
+def check_inputs(q: torch.Tensor, k: torch.Tensor, cu_seqlens: torch.Tensor, v: Optional[torch.Tensor] = None) -> List[int]:
+    """Validate the varlen layout (raises ValueError naming the problem); returns the sample lengths."""
+    return check_varlen(q, k, cu_seqlens, v)
+
+
+def dense_causal_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    scale: Optional[float] = None,
+    upcast: bool = False,
+) -> torch.Tensor:
+    """Causal attention per sample with torch SDPA (GQA through `enable_gqa`, K/V not repeated): `[N, Hq, D]`.
+
+    `upcast=True` computes in fp32 (the reference); otherwise in the input dtype (SDPA's fused kernels accumulate
+    in fp32). The output is in q's dtype.
+    """
+    lens = check_inputs(q, k, cu_seqlens, v)
+    starts = cu_seqlens.tolist()
+    out = torch.empty_like(q)
+    for b, length in enumerate(lens):
+        rows = slice(starts[b], starts[b] + length)
+        q_s, k_s, v_s = (t[rows].transpose(0, 1)[None] for t in (q, k, v))  # [1, H, L, D]
+        if upcast:
+            q_s, k_s, v_s = q_s.float(), k_s.float(), v_s.float()
+        o = F.scaled_dot_product_attention(q_s, k_s, v_s, is_causal=True, scale=scale, enable_gqa=True)
+        out[rows] = o[0].transpose(0, 1).to(q.dtype)
+    return out
+
+
+def select_vertical_slash(
+    cu_seqlens: torch.Tensor,
+    vertical_scores: torch.Tensor,
+    slash_scores: torch.Tensor,
+    vertical_budget: torch.Tensor,
+    slash_budget: torch.Tensor,
+    backend: str = "auto",
+) -> VerticalSlashSelection:
+    """Top verticals and slashes per sample and query head, with the forced sinks and local diagonals, and the index.
+
+    Args:
+        cu_seqlens: `[B+1]` int32.
+        vertical_scores: `[B, Hq, max_len]` score per key (only `j < L_b` are candidates).
+        slash_scores: `[B, Hq, max_len]` score per offset `o = q_pos - k_pos` (only `o < L_b` are candidates).
+        vertical_budget, slash_budget: `[B, Hq]` int, how many to keep (clamped here to `L_b`).
+        backend: index builder backend.
+
+    The first `NUM_SINK_KEYS` keys and the `NUM_LOCAL_DIAGONALS` nearest diagonals score +inf, so they are kept
+    whenever the budget allows (the configs require budgets >= those numbers). Ties go to the lower index.
+    """
+    lens = sample_lengths(cu_seqlens).to(vertical_scores.device)  # [B]
+    positions = torch.arange(vertical_scores.shape[-1], device=vertical_scores.device)
+    beyond = positions[None, None, :] >= lens[:, None, None]  # [B, 1, max_len]
+    vertical = vertical_scores.float().masked_fill(positions < NUM_SINK_KEYS, float("inf"))
+    vertical = vertical.masked_fill(beyond, float("-inf"))
+    slash = slash_scores.float().masked_fill(positions < NUM_LOCAL_DIAGONALS, float("inf"))
+    slash = slash.masked_fill(beyond, float("-inf"))
+    vertical_count = torch.minimum(vertical_budget.long(), lens[:, None])
+    slash_count = torch.minimum(slash_budget.long(), lens[:, None])
+    vertical_idx = stable_topk(vertical, vertical_count)  # ascending key positions
+    slash_offsets = stable_topk(slash, slash_count, descending=True)  # descending offsets (ascending key ranges)
+    vertical_count, slash_count = vertical_count.int(), slash_count.int()
+    index = build_vertical_slash_index(cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count,
+                                       backend=backend)
+    return VerticalSlashSelection(cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count, *index)
+
+
+def run_vertical_slash(
+    selection: VerticalSlashSelection,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: Optional[float],
+    backend: str,
+) -> PrefillResult:
+    """Mixed block + column attention over a `VerticalSlashSelection`; returns the `PrefillResult`."""
+    s = selection
+    out = vertical_slash_attention(q, k, v, s.cu_seqlens, s.block_count, s.block_offset, s.column_count,
+                                   s.column_index, scale=scale, backend=backend)
+    return PrefillResult(out=out, sparsity=s.sparsity(), selection=s)
