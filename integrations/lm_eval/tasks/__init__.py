@@ -1,0 +1,1 @@
+"""Task YAMLs of the `sf_*` lm-eval tasks (a package only so wheels ship the YAML files)."""
