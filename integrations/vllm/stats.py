@@ -1,0 +1,136 @@
+"""Achieved sparsity inside vLLM processes: recorded by the backend, read back with `get_stats(llm)`.
+
+Each worker process (one per tensor-parallel rank) accumulates, per layer and phase, the sum and count of the
+sparsity values its methods measured from their own selections:
+
+- ``prefill``     : per (request, query head) of every full prefill, `1 - computed pairs / causal pairs`;
+- ``compression`` : per (request, KV head) of every compacted prompt, `1 - kept / prompt length`;
+- ``decode``      : per (request, decode step) of Quest, `1 - tokens read / context length`.
+
+Sums stay on the device (no host sync per step). `snapshot()` reads them; `merge()` combines ranks (heads are
+split evenly across ranks, so a count-weighted mean is the global mean). Optionally each worker also writes its
+snapshot to `<stats_dir>/stats-rank<R>-pid<P>.json` (at most every `FILE_INTERVAL_S` seconds and at exit), which is
+how stats leave worker processes when `collective_rpc` cannot carry a function (multi-process engines without
+VLLM_ALLOW_INSECURE_SERIALIZATION=1, or `lm_eval --model vllm`).
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import time
+from typing import Any, Dict, Iterable, List, Optional
+
+import torch
+
+PHASES = ("prefill", "compression", "decode")
+FILE_INTERVAL_S = 0.25
+
+_sums: Dict[int, Dict[str, torch.Tensor]] = {}
+_counts: Dict[int, Dict[str, int]] = {}
+_info: Dict[str, Any] = {"method": None, "rank": 0}
+_file = {"dir": None, "last": 0.0}
+
+
+def configure(method: str, rank: int, stats_dir: Optional[str]) -> None:
+    _info["method"] = method
+    _info["rank"] = rank
+    if stats_dir and _file["dir"] is None:
+        os.makedirs(stats_dir, exist_ok=True)
+        _file["dir"] = stats_dir
+        atexit.register(write_file)
+
+
+def record(layer: int, phase: str, values: torch.Tensor) -> None:
+    """Add measured sparsity values (any shape) of one layer and phase."""
+    if values.numel() == 0:
+        return
+    total = values.detach().float().sum()
+    layer_sums = _sums.setdefault(layer, {})
+    layer_sums[phase] = layer_sums[phase] + total if phase in layer_sums else total
+    layer_counts = _counts.setdefault(layer, {})
+    layer_counts[phase] = layer_counts.get(phase, 0) + values.numel()
+
+
+def reset() -> None:
+    _sums.clear()
+    _counts.clear()
+
+
+def snapshot() -> Dict[str, Any]:
+    """This process's raw sums and counts: `{"method", "rank", "pid", "layers": {layer: {phase: [sum, n]}}}`."""
+    layers = {}
+    for layer in sorted(_sums):
+        layers[str(layer)] = {phase: [float(_sums[layer][phase]), _counts[layer][phase]] for phase in _sums[layer]}
+    return {"method": _info["method"], "rank": _info["rank"], "pid": os.getpid(), "layers": layers}
+
+
+def merge(snapshots: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
+    """Combine per-process snapshots into the user-facing summary.
+
+    Returns ``{"method", "sparsity", "prefill_sparsity", "compression_sparsity", "decode_sparsity", "counts",
+    "per_layer": [{"layer", "prefill", "compression", "decode"}], "processes": [{"rank", "pid"}]}``. A phase the
+    method does not act on is None; ``sparsity`` is the mean of the phases it acts on (over layers).
+    """
+    snapshots = list(snapshots)
+    totals: Dict[int, Dict[str, List[float]]] = {}
+    for snap in snapshots:
+        for layer, phases in snap["layers"].items():
+            for phase, (total, count) in phases.items():
+                entry = totals.setdefault(int(layer), {}).setdefault(phase, [0.0, 0])
+                entry[0] += total
+                entry[1] += count
+    per_layer = []
+    for layer in sorted(totals):
+        row: Dict[str, Any] = {"layer": layer}
+        for phase in PHASES:
+            total, count = totals[layer].get(phase, (0.0, 0))
+            row[phase] = total / count if count else None
+        per_layer.append(row)
+    summary: Dict[str, Any] = {"method": next((s["method"] for s in snapshots if s["method"]), None)}
+    means = []
+    counts = {}
+    for phase in PHASES:
+        values = [row[phase] for row in per_layer if row[phase] is not None]
+        summary[f"{phase}_sparsity"] = sum(values) / len(values) if values else None
+        counts[phase] = sum(totals[layer].get(phase, (0, 0))[1] for layer in totals)
+        if values:
+            means.append(summary[f"{phase}_sparsity"])
+    summary["sparsity"] = sum(means) / len(means) if means else (0.0 if summary["method"] == "dense" else None)
+    summary["counts"] = counts
+    summary["per_layer"] = per_layer
+    summary["processes"] = [{"rank": s["rank"], "pid": s["pid"]} for s in snapshots]
+    return summary
+
+
+def maybe_write_file(force: bool = False) -> None:
+    directory = _file["dir"]
+    if directory is None:
+        return
+    now = time.monotonic()
+    if not force and now - _file["last"] < FILE_INTERVAL_S:
+        return
+    _file["last"] = now
+    write_file()
+
+
+def write_file() -> None:
+    directory = _file["dir"]
+    if directory is None:
+        return
+    snap = snapshot()
+    path = os.path.join(directory, f"stats-rank{snap['rank']}-pid{snap['pid']}.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump(snap, handle)
+    os.replace(tmp, path)
+
+
+def read_files(directory: str) -> List[Dict[str, Any]]:
+    """The snapshots every worker wrote to `directory` (one file per process)."""
+    snapshots = []
+    for name in sorted(os.listdir(directory)):
+        if name.startswith("stats-") and name.endswith(".json"):
+            with open(os.path.join(directory, name)) as handle:
+                snapshots.append(json.load(handle))
+    return snapshots
