@@ -9,6 +9,7 @@ The same split/combine machinery serves Quest's attention over selected pages (`
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Optional, Tuple
 
@@ -53,6 +54,11 @@ def check_decode_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Tu
     return batch, num_q_heads, num_kv_heads, head_dim
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
 def choose_num_splits(programs_per_split: int, max_tokens: int, device: torch.device) -> int:
     """Splits of the token axis so that `programs_per_split * splits` covers the SMs a few times over.
 
@@ -60,7 +66,7 @@ def choose_num_splits(programs_per_split: int, max_tokens: int, device: torch.de
     so the call can be captured in a CUDA graph.
     """
     if device.type == "cuda":
-        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     else:  # interpreter: a few splits are enough to exercise the combine path
         sms = 2
     wanted = triton.cdiv(PROGRAMS_PER_SM * sms, max(programs_per_split, 1))

@@ -1,0 +1,405 @@
+"""Decode-kernel benchmark: Quest and compressed-cache (snapkv / ada_snapkv) decode against dense decode.
+
+One layer of Llama-3.1-8B attention (32 query heads, 8 KV heads, head dim 128, bf16), contexts 16K-128K, batch 1
+and 8. Prints, in one run:
+
+* ceilings: spec HBM bandwidth and the measured device-to-device copy (bytes read + written);
+* Quest (page 16, budget 10% of the context, pages shared per KV head): one decode step = page scores + top-k
+  selection + attention over the selected pages; ms, GB/s on the bytes actually read (selected pages + page
+  metadata), % of the spec and measured rooflines, and the ratio against dense decode over the full cache with SDPA
+  cuDNN, SDPA flash, FlexAttention and our own split-K kernel; the step's parts on their own;
+* compressed-cache decode (capacity 10%: snapkv = every head keeps C tokens, ada = per-head lengths with the same
+  total): ms, GB/s on the kept tokens, % of roofline, ratio against cuDNN on a uniform cache of C tokens and
+  against dense decode over the full context;
+* snapkv / ada_snapkv compression overhead (the method code's `compress`: window scores + pooling + top-k +
+  gather) as % of dense cuDNN causal prefill of the same prompt.
+
+Every kernel is checked against its PyTorch reference at the benchmark shape (relative RMSE, NaN = unwritten
+output) before it is timed. Timing: `triton.testing.do_bench` medians (it flushes L2 before every repeat) of a CUDA
+graph replay of the step (launch overhead out, as in a serving engine), falling back to eager launches where
+capture fails (the table says which).
+
+    TRITON_INTERPRET=0 python benchmarks/bench_decode.py [--contexts 16384 131072] [--batches 1 8] [--no-flex]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+import triton
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from triton.testing import do_bench
+
+HQ, HKV, D = 32, 8, 128
+PAGE = 16
+DTYPE = torch.bfloat16
+DEVICE = "cuda"
+SPEC_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12}  # bytes/s, datasheet HBM bandwidth
+RATIO = 5e-3
+
+DECODE_CONFIGS = [  # (block_n, num_warps, num_stages)
+    (64, 4, 3), (32, 4, 3), (64, 4, 4), (128, 4, 3), (128, 8, 3), (64, 8, 2),
+]
+QUEST_CONFIGS = [  # (pages_per_block, num_warps, num_stages)
+    (4, 4, 3), (2, 4, 3), (4, 4, 4), (8, 4, 3), (8, 8, 3), (4, 8, 2),
+]
+
+
+# -- timing ------------------------------------------------------------------------------------------------------
+def bench_ms(fn, use_graph: bool = True, rep: int = 100):
+    """Median ms of `fn` and the mode used ("graph" or "eager")."""
+    fn()  # compile / autotune / allocator warm-up outside the timing
+    torch.cuda.synchronize()
+    if use_graph:
+        try:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    fn()
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                fn()
+            torch.cuda.synchronize()
+            return do_bench(graph.replay, warmup=25, rep=rep, return_mode="median"), "graph"
+        except Exception as error:  # noqa: BLE001 - report and time eagerly
+            print(f"  (graph capture failed: {type(error).__name__}: {str(error)[:120]}; timing eagerly)")
+            torch.cuda.synchronize()
+    return do_bench(fn, warmup=25, rep=rep, return_mode="median"), "eager"
+
+
+def rel_rmse(ref: torch.Tensor, out: torch.Tensor) -> float:
+    ref, out = ref.double(), out.double()
+    return ((out - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()).item()
+
+
+def check(name: str, ref: torch.Tensor, out: torch.Tensor) -> float:
+    if torch.isnan(out).any():
+        raise AssertionError(f"{name}: NaN in the output (unwritten elements)")
+    err = rel_rmse(ref.float(), out.float())
+    if err > RATIO:
+        raise AssertionError(f"{name}: relative RMSE {err:.2e} > {RATIO}")
+    return err
+
+
+def measured_copy_bandwidth() -> float:
+    """Bytes/s of a 2 GiB device-to-device copy, counting bytes read + written."""
+    src = torch.empty(2 ** 31, dtype=torch.uint8, device=DEVICE)
+    dst = torch.empty_like(src)
+    ms = do_bench(lambda: dst.copy_(src), warmup=25, rep=200, return_mode="median")
+    return 2 * 2 ** 31 / (ms * 1e-3)
+
+
+# -- dense decode baselines ---------------------------------------------------------------------------------------
+_FLEX = {}
+
+
+def dense_baselines(q, k, v, use_flex: bool):
+    """ms of dense one-token decode over the whole cache: SDPA cuDNN, SDPA flash, FlexAttention (compiled)."""
+    q4 = q[:, :, None, :]  # [B, Hq, 1, D]
+    times = {}
+    for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+        def sdpa(backend=backend):
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(q4, k, v, enable_gqa=True)
+        try:
+            times[name] = bench_ms(sdpa)
+        except Exception as error:  # noqa: BLE001 - a missing backend is reported, not hidden
+            print(f"  SDPA {name} unavailable: {type(error).__name__}: {str(error)[:160]}")
+            times[name] = (float("nan"), "n/a")
+    if use_flex:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        if "fn" not in _FLEX:
+            torch._dynamo.config.cache_size_limit = 64
+            if hasattr(torch._dynamo.config, "recompile_limit"):
+                torch._dynamo.config.recompile_limit = 64
+            _FLEX["fn"] = torch.compile(flex_attention, dynamic=False)
+        try:
+            times["flex"] = bench_ms(lambda: _FLEX["fn"](q4, k, v, enable_gqa=True), use_graph=False, rep=50)
+        except Exception as error:  # noqa: BLE001
+            print(f"  FlexAttention unavailable: {type(error).__name__}: {str(error)[:160]}")
+            times["flex"] = (float("nan"), "n/a")
+    else:
+        times["flex"] = (float("nan"), "skipped")
+    return times
+
+
+# -- Quest ---------------------------------------------------------------------------------------------------------
+def bench_quest(context: int, batch: int, use_flex: bool, bandwidth: dict, results: list):
+    from sparse_attn.kernels.decode.triton import triton_decode
+    from sparse_attn.kernels.quest import build_page_meta, naive_quest_decode, naive_quest_select_pages
+    from sparse_attn.kernels.quest.triton import (
+        triton_quest_decode,
+        triton_quest_page_scores,
+        triton_quest_select_pages,
+    )
+
+    torch.manual_seed(context + batch)
+    page_budget = context // 10 // PAGE
+    q = torch.randn(batch, HQ, D, device=DEVICE, dtype=DTYPE)
+    k = torch.randn(batch, HKV, context, D, device=DEVICE, dtype=DTYPE)
+    v = torch.randn_like(k)
+    lens = torch.full((batch,), context, device=DEVICE, dtype=torch.int32)
+    page_min, page_max = build_page_meta(k, lens, PAGE)
+    num_pages = page_min.shape[2]
+
+    scores = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True)
+    index = triton_quest_select_pages(scores, lens, PAGE, page_budget)
+    ref_index = naive_quest_select_pages(scores, lens, PAGE, page_budget)
+    agree = (index.unsqueeze(-1) == ref_index.unsqueeze(-2)).any(-1).float().mean().item()
+
+    # tune the attention launch at this shape (every candidate is checked against the reference first)
+    ref_out = naive_quest_decode(q, k, v, lens, index, PAGE)
+    out = torch.empty_like(q)
+    best = None
+    for cfg in QUEST_CONFIGS:
+        ppb, warps, stages = cfg
+        out.fill_(float("nan"))
+        triton_quest_decode(q, k, v, lens, index, PAGE, out=out, pages_per_block=ppb, num_warps=warps,
+                            num_stages=stages)
+        err = check(f"quest decode {context}/{batch} {cfg}", ref_out, out)
+        ms, _ = bench_ms(lambda: triton_quest_decode(q, k, v, lens, index, PAGE, out=out, pages_per_block=ppb,
+                                                     num_warps=warps, num_stages=stages), rep=30)
+        if best is None or ms < best[1]:
+            best = (cfg, ms, err)
+    cfg, _, err = best
+    ppb, warps, stages = cfg
+
+    def step():
+        s = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True)
+        i = triton_quest_select_pages(s, lens, PAGE, page_budget)
+        return triton_quest_decode(q, k, v, lens, i, PAGE, out=out, pages_per_block=ppb, num_warps=warps,
+                                   num_stages=stages)
+
+    total_ms, mode = bench_ms(step)
+    scores_ms, _ = bench_ms(lambda: triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True))
+    select_ms, _ = bench_ms(lambda: triton_quest_select_pages(scores, lens, PAGE, page_budget))
+    attn_ms, _ = bench_ms(lambda: triton_quest_decode(q, k, v, lens, index, PAGE, out=out, pages_per_block=ppb,
+                                                      num_warps=warps, num_stages=stages))
+
+    # our dense split-K decode over the full cache (the same kernel family), checked against the reference
+    full_lens = torch.full((batch, HKV), context, device=DEVICE, dtype=torch.int32)
+    dense_out = torch.full_like(q, float("nan"))
+    triton_decode(q, k, v, full_lens, out=dense_out)
+    from sparse_attn.kernels.decode import naive_decode
+    dense_err = check(f"dense decode {context}/{batch}", naive_decode(q, k, v, full_lens), dense_out)
+    ours_dense_ms, _ = bench_ms(lambda: triton_decode(q, k, v, full_lens, out=dense_out))
+    dense = dense_baselines(q, k, v, use_flex)
+
+    element = k.element_size()
+    pages_read = (index >= 0).sum().item()  # selected pages over all (b, kv head): all full pages here
+    kv_bytes = pages_read * PAGE * D * 2 * element
+    meta_bytes = 2 * batch * HKV * num_pages * D * element
+    quest_bytes = kv_bytes + meta_bytes
+    full_bytes = 2 * k.numel() * element
+    row = {
+        "table": "quest", "context": context, "batch": batch, "page_budget": page_budget, "mode": mode,
+        "config": {"pages_per_block": ppb, "num_warps": warps, "num_stages": stages},
+        "rel_rmse": err, "dense_rel_rmse": dense_err, "selection_agreement": agree,
+        "total_ms": total_ms, "scores_ms": scores_ms, "select_ms": select_ms, "attn_ms": attn_ms,
+        "bytes": quest_bytes, "kv_bytes": kv_bytes, "meta_bytes": meta_bytes,
+        "ours_dense_ms": ours_dense_ms, "full_bytes": full_bytes,
+        "cudnn_ms": dense["cudnn"][0], "flash_ms": dense["flash"][0], "flex_ms": dense["flex"][0],
+        "ideal_speedup": full_bytes / quest_bytes,
+    }
+    row["gbps"] = quest_bytes / (total_ms * 1e-3) / 1e9
+    row["attn_gbps"] = kv_bytes / (attn_ms * 1e-3) / 1e9
+    row["ours_dense_gbps"] = full_bytes / (ours_dense_ms * 1e-3) / 1e9
+    row["cudnn_gbps"] = full_bytes / (row["cudnn_ms"] * 1e-3) / 1e9
+    for ceiling, value in bandwidth.items():
+        row[f"pct_{ceiling}"] = 100 * row["gbps"] * 1e9 / value
+        row[f"ours_dense_pct_{ceiling}"] = 100 * row["ours_dense_gbps"] * 1e9 / value
+    results.append(row)
+
+
+# -- compressed cache ----------------------------------------------------------------------------------------------
+def ada_lens(batch: int, capacity: int) -> torch.Tensor:
+    """Per-head lengths like Ada-SnapKV's: floor 20% of C per head, the rest spread unevenly; total C * Hkv."""
+    weights = torch.rand(batch, HKV, device=DEVICE) ** 2 + 0.02
+    extra = capacity * HKV * 0.8 * weights / weights.sum(dim=1, keepdim=True)
+    lens = (int(capacity * 0.2) + extra).floor().to(torch.int32)
+    lens[:, 0] += capacity * HKV - lens.sum(dim=1).to(torch.int32)  # exact total
+    return lens
+
+
+def bench_compressed(context: int, batch: int, dense_ms: dict, bandwidth: dict, results: list):
+    from sparse_attn.kernels.decode import naive_decode
+    from sparse_attn.kernels.decode.triton import triton_decode
+
+    torch.manual_seed(7 * context + batch)
+    capacity = context // 10
+    q = torch.randn(batch, HQ, D, device=DEVICE, dtype=DTYPE)
+    uniform_ms = None
+    for method in ("snapkv", "ada_snapkv"):
+        if method == "snapkv":
+            lens = torch.full((batch, HKV), capacity, device=DEVICE, dtype=torch.int32)
+        else:
+            lens = ada_lens(batch, capacity)
+        width = int(lens.max())
+        k = torch.randn(batch, HKV, width, D, device=DEVICE, dtype=DTYPE)
+        v = torch.randn_like(k)
+        ref = naive_decode(q, k, v, lens)
+        out = torch.empty_like(q)
+        best = None
+        for cfg in DECODE_CONFIGS:
+            block_n, warps, stages = cfg
+            out.fill_(float("nan"))
+            triton_decode(q, k, v, lens, out=out, block_n=block_n, num_warps=warps, num_stages=stages)
+            err = check(f"{method} decode {context}/{batch} {cfg}", ref, out)
+            ms, mode = bench_ms(lambda: triton_decode(q, k, v, lens, out=out, block_n=block_n, num_warps=warps,
+                                                      num_stages=stages), rep=30)
+            if best is None or ms < best[1]:
+                best = (cfg, ms, err)
+        cfg, _, err = best
+        block_n, warps, stages = cfg
+        ms, mode = bench_ms(lambda: triton_decode(q, k, v, lens, out=out, block_n=block_n, num_warps=warps,
+                                                  num_stages=stages))
+        kept_bytes = int(lens.sum()) * D * 2 * k.element_size()
+        row = {
+            "table": "compressed", "method": method, "context": context, "batch": batch, "capacity": capacity,
+            "max_head_len": width, "min_head_len": int(lens.min()), "mode": mode, "rel_rmse": err,
+            "config": {"block_n": block_n, "num_warps": warps, "num_stages": stages},
+            "ms": ms, "bytes": kept_bytes, "gbps": kept_bytes / (ms * 1e-3) / 1e9,
+            "dense_cudnn_full_ms": dense_ms["cudnn"], "dense_flash_full_ms": dense_ms["flash"],
+            "dense_flex_full_ms": dense_ms["flex"],
+        }
+        if method == "snapkv":
+            q4 = q[:, :, None, :]
+
+            def cudnn_uniform():
+                with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                    return F.scaled_dot_product_attention(q4, k, v, enable_gqa=True)
+            try:
+                uniform_ms, _ = bench_ms(cudnn_uniform)
+            except Exception as error:  # noqa: BLE001
+                print(f"  cuDNN on the compressed cache unavailable: {type(error).__name__}: {str(error)[:120]}")
+                uniform_ms = float("nan")
+            row["snapkv_ours_ms"] = ms
+        row["cudnn_same_cache_ms"] = uniform_ms
+        for ceiling, value in bandwidth.items():
+            row[f"pct_{ceiling}"] = 100 * row["gbps"] * 1e9 / value
+        results.append(row)
+
+
+# -- compression overhead -------------------------------------------------------------------------------------------
+def bench_compression(context: int, results: list):
+    from sparse_attn.methods import AdaSnapKV, SnapKV
+
+    torch.manual_seed(context)
+    q = torch.randn(context, HQ, D, device=DEVICE, dtype=DTYPE)
+    k = torch.randn(context, HKV, D, device=DEVICE, dtype=DTYPE)
+    v = torch.randn_like(k)
+    cu_seqlens = torch.tensor([0, context], device=DEVICE, dtype=torch.int32)
+    qp, kp, vp = (x.transpose(0, 1)[None] for x in (q, k, v))  # [1, H, L, D]
+
+    def prefill():
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            return F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, enable_gqa=True)
+    prefill_ms, _ = bench_ms(prefill, use_graph=False, rep=300)
+    for cls in (SnapKV, AdaSnapKV):
+        method = cls(token_capacity=context // 10)
+        compressed = method.compress(q, k, v, cu_seqlens)
+        kept = compressed.lens.sum().item()
+        ms, mode = bench_ms(lambda: method.compress(q, k, v, cu_seqlens), use_graph=False, rep=200)
+        results.append({
+            "table": "compression", "method": method.name, "context": context, "capacity": context // 10,
+            "kept_tokens": kept, "compress_ms": ms, "prefill_cudnn_ms": prefill_ms, "mode": mode,
+            "pct_of_prefill": 100 * ms / prefill_ms,
+        })
+
+
+# -- report ---------------------------------------------------------------------------------------------------------
+def fmt(x, digits=3):
+    return "n/a" if x is None or x != x else f"{x:.{digits}f}"
+
+
+def times(numerator, denominator):
+    """Speed-up `numerator / denominator` as '2.31x' (n/a when a baseline is missing)."""
+    return fmt(numerator / denominator, 2) + "x" if numerator == numerator else "n/a"
+
+
+def print_tables(results: list, header: dict):
+    print("\n" + " | ".join(f"{k}: {v}" for k, v in header.items()))
+    print("\n### Quest (page 16, budget 10%, share_pages) vs dense decode over the full cache")
+    print("| ctx | B | step ms | scores / select / attn ms | GB/s (pages+meta) | % spec | % copy | vs cuDNN | "
+          "vs flash | vs Flex | vs ours-dense | ideal | ours-dense ms (% spec) | cuDNN ms | rel RMSE | config |")
+    print("|" + "---|" * 16)
+    for r in (r for r in results if r["table"] == "quest"):
+        print(f"| {r['context'] // 1024}K | {r['batch']} | {fmt(r['total_ms'])} | {fmt(r['scores_ms'])} / "
+              f"{fmt(r['select_ms'])} / {fmt(r['attn_ms'])} | {fmt(r['gbps'], 0)} | {fmt(r['pct_spec'], 1)} | "
+              f"{fmt(r['pct_copy'], 1)} | {times(r['cudnn_ms'], r['total_ms'])} | "
+              f"{times(r['flash_ms'], r['total_ms'])} | {times(r['flex_ms'], r['total_ms'])} | "
+              f"{times(r['ours_dense_ms'], r['total_ms'])} | {fmt(r['ideal_speedup'], 2)}x | "
+              f"{fmt(r['ours_dense_ms'])} ({fmt(r['ours_dense_pct_spec'], 1)}) | {fmt(r['cudnn_ms'])} | "
+              f"{r['rel_rmse']:.1e} | {r['config']} {r['mode']} |")
+    print("\n### Compressed-cache decode (capacity 10% of the context per KV head)")
+    print("| ctx | B | method | head lens min..max | ms | GB/s (kept) | % spec | % copy | vs cuDNN same cache | "
+          "vs cuDNN full ctx | vs flash full | vs Flex full | rel RMSE | config |")
+    print("|" + "---|" * 14)
+    for r in (r for r in results if r["table"] == "compressed"):
+        print(f"| {r['context'] // 1024}K | {r['batch']} | {r['method']} | {r['min_head_len']}..{r['max_head_len']} "
+              f"| {fmt(r['ms'])} | {fmt(r['gbps'], 0)} | {fmt(r['pct_spec'], 1)} | {fmt(r['pct_copy'], 1)} | "
+              f"{times(r['cudnn_same_cache_ms'], r['ms'])} | {times(r['dense_cudnn_full_ms'], r['ms'])} | "
+              f"{times(r['dense_flash_full_ms'], r['ms'])} | {times(r['dense_flex_full_ms'], r['ms'])} | "
+              f"{r['rel_rmse']:.1e} | {r['config']} {r['mode']} |")
+    print("\n### Compression overhead (method.compress: window scores + pooling + top-k + gather), B = 1")
+    print("| ctx | method | capacity | compress ms | dense cuDNN prefill ms | % of prefill |")
+    print("|---|---|---|---|---|---|")
+    for r in (r for r in results if r["table"] == "compression"):
+        print(f"| {r['context'] // 1024}K | {r['method']} | {r['capacity']} | {fmt(r['compress_ms'])} | "
+              f"{fmt(r['prefill_cudnn_ms'])} | {fmt(r['pct_of_prefill'], 2)} |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--contexts", type=int, nargs="+", default=[16384, 32768, 65536, 131072])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--compression-contexts", type=int, nargs="+", default=[32768, 65536, 131072])
+    parser.add_argument("--no-flex", action="store_true", help="skip the FlexAttention baseline (compiles)")
+    parser.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_decode.json"))
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench_decode.py needs a CUDA GPU")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        sys.exit("unset TRITON_INTERPRET (or set it to 0): the benchmark times compiled kernels")
+
+    name = torch.cuda.get_device_name()
+    spec = next((value for key, value in SPEC_BANDWIDTH.items() if key in name), float("nan"))
+    copy = measured_copy_bandwidth()
+    bandwidth = {"spec": spec, "copy": copy}
+    header = {
+        "device": name, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "torch": torch.__version__, "triton": triton.__version__, "cudnn": torch.backends.cudnn.version(),
+        "spec TB/s": fmt(spec / 1e12, 2), "measured copy TB/s (r+w)": fmt(copy / 1e12, 2),
+    }
+    print(header, flush=True)
+    results = []
+    started = time.time()
+    for context in args.contexts:
+        for batch in args.batches:
+            bench_quest(context, batch, not args.no_flex, bandwidth, results)
+            torch.cuda.empty_cache()
+            quest = results[-1]
+            dense = {"cudnn": quest["cudnn_ms"], "flash": quest["flash_ms"], "flex": quest["flex_ms"]}
+            bench_compressed(context, batch, dense, bandwidth, results)
+            torch.cuda.empty_cache()
+            print(f"  done {context}/{batch} ({time.time() - started:.0f} s): quest {quest['total_ms']:.4f} ms, "
+                  f"cuDNN {quest['cudnn_ms']:.4f} ms", flush=True)
+    for context in args.compression_contexts:
+        bench_compression(context, results)
+        torch.cuda.empty_cache()
+    with open(args.json, "w") as handle:
+        json.dump({"header": header, "results": results}, handle, indent=1, default=str)
+    print_tables(results, header)
+
+
+if __name__ == "__main__":
+    main()
