@@ -84,19 +84,25 @@ class BlockSparse(MethodConfig):
 
         q `[N, Hq, D]`, k `[N, Hkv, D]` varlen packed, cu_seqlens `[B+1]` int32.
         """
-        check_inputs(q, k, cu_seqlens)
-        chunk = self.chunk_size
-        scores = pooled_block_scores(q, k, cu_seqlens, chunk, backend=backend)  # [B, Hq, nq, nq]
-        num_blocks = scores.shape[-1]
-        blocks = torch.arange(num_blocks, device=scores.device)
+        lens = check_inputs(q, k, cu_seqlens)
+        chunk, num_q_heads, num_kv_heads = self.chunk_size, q.shape[1], k.shape[1]
+        group = num_q_heads // num_kv_heads
+        num_blocks = -(-max(lens) // chunk)
+        blocks = torch.arange(num_blocks, device=q.device)
         qblock, kblock = blocks[:, None], blocks[None, :]
         forced = (kblock == qblock) | (kblock == qblock - 1) | (kblock == 0)
-        scores = scores.masked_fill(forced, float("inf")).masked_fill(kblock > qblock, float("-inf"))
-        blocks_per_sample = -(-sample_lengths(cu_seqlens).to(scores.device) // chunk)  # [B]
-        count = torch.minimum(blocks + 1, torch.tensor(self.top_chunks, device=scores.device))  # [nq]
+        blocks_per_sample = -(-sample_lengths(cu_seqlens).to(q.device) // chunk)  # [B]
+        count = torch.minimum(blocks + 1, torch.tensor(self.top_chunks, device=q.device))  # [nq]
         count = torch.where(blocks[None, :] < blocks_per_sample[:, None], count[None, :], 0)  # [B, nq]
-        count = count[:, None, :].expand(-1, q.shape[1], -1)  # [B, Hq, nq]
-        block_index = stable_topk(scores, count)
+        count = count[:, None, :].expand(-1, group, -1)  # [B, G, nq], the same for every head
+        block_index = torch.empty(len(lens), num_q_heads, num_blocks, int(count.max()), dtype=torch.int32,
+                                  device=q.device)
+        for kv in range(num_kv_heads):  # one GQA group at a time bounds memory to [B, G, nb, nb]
+            heads = slice(kv * group, (kv + 1) * group)
+            scores = pooled_block_scores(q[:, heads], k[:, kv: kv + 1], cu_seqlens, chunk, backend=backend)
+            scores = scores.masked_fill_(forced, float("inf")).masked_fill_(kblock > qblock, float("-inf"))
+            block_index[:, heads] = stable_topk(scores, count)
+        count = count[:, :1].expand(-1, num_q_heads, -1)
         return BlockSparseSelection(cu_seqlens, chunk, block_index, count.to(torch.int32).contiguous())
 
     def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,

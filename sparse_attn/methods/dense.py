@@ -9,6 +9,7 @@ from typing import Optional
 import torch
 
 from ..config import MethodConfig
+from ..kernels.dense import dense_attention
 from ._prefill import DenseSelection, PrefillResult, check_inputs, dense_causal_attention
 
 
@@ -30,11 +31,14 @@ class Dense(MethodConfig):
                 scale: Optional[float] = None, backend: str = "auto") -> PrefillResult:
         """Causal attention per sample with torch SDPA: `out [N, Hq, D]` in q's dtype, sparsity `[B, Hq]` zeros.
 
-        backend: "naive" computes in fp32 (the reference); "auto" / "triton" run SDPA in the input dtype (its fused
-        kernels accumulate in fp32).
+        backend: "naive" computes SDPA in fp32 (the reference); "auto" / "triton" use `sparse_attn.kernels.dense`
+        (on CUDA: SDPA with cuDNN first, then FlashAttention, in the input dtype; on CPU: fp32).
         """
         if backend not in ("auto", "naive", "triton"):
             raise ValueError(f"backend must be 'auto', 'naive' or 'triton', got {backend!r}")
         selection = self.select(q, k, cu_seqlens)
-        out = dense_causal_attention(q, k, v, cu_seqlens, scale=scale, upcast=backend == "naive")
+        if backend == "naive":
+            out = dense_causal_attention(q, k, v, cu_seqlens, scale=scale, upcast=True)
+        else:
+            out = dense_attention(q, k, v, cu_seqlens, scale=scale)
         return PrefillResult(out=out, sparsity=selection.sparsity(), selection=selection)
