@@ -28,3 +28,25 @@ __all__ = [
 # The Transformers integration (configure, get_stats and the attn_implementation registration) is added here by
 # sparse_attn.integrations.transformers; it is imported lazily so `import sparse_attn` stays cheap when only
 # configs are needed.
+
+# Transformers integration: registers every method name as an attn_implementation (AttentionInterface + mask) and
+# the generate hook, so `import sparse_attn` is all a script needs. Skipped only when transformers is not installed.
+try:
+    import transformers as _transformers  # noqa: F401
+except ImportError:  # pragma: no cover - transformers is a dependency; vLLM-only or config-only installs may lack it
+    _transformers = None
+if _transformers is not None:
+    from .integrations.transformers import (  # noqa: E402
+        CompressedKVCache,
+        QuestCache,
+        SparseCache,
+        configure,
+        get_stats,
+        make_cache,
+        method_config,
+    )
+    from .integrations.transformers import register as register_transformers  # noqa: E402
+
+    register_transformers()
+    __all__ += ["configure", "get_stats", "method_config", "make_cache", "SparseCache", "CompressedKVCache",
+                "QuestCache", "register_transformers"]
