@@ -1,0 +1,400 @@
+"""Prefill kernel benchmark: one table per method at 16K-128K, Llama-3.1-8B heads (32 q, 8 kv, hd 128, bf16, B=1).
+
+For every method and length it first checks correctness at the benchmark shape (output poisoned with NaN before
+the run, every element must be written; relative RMSE against an fp32 reference on sampled query rows, bf16 bound
+5e-3), then times with `triton.testing.do_bench` (median) and prints:
+  ms, TFLOP/s on the computed blocks, x vs SDPA cuDNN, SDPA flash and FlexAttention (dense causal, and for
+  block_sparse FlexAttention compiled with the SAME block mask), and the estimation / index time on its own.
+
+Methods:
+  dense          our varlen dense path (kernels/dense.py) vs SDPA cuDNN called directly.
+  block_sparse   ~10% and ~3.5% of the causal blocks (diagonal block + ceil(p * i) random earlier blocks per query
+                 block i, per head, like the anchor in performance-anchors.md section 3.1), chunk 128 (and 64).
+                 Estimation = the method's selection (pooled scores, block-causal mask, forced blocks, top-k).
+  vertical_slash reference defaults (vertical 512, slash 512, last 256 queries): last-window sums (Triton) ->
+                 forced sinks / local diagonals -> top-k -> Triton index builder -> Triton VS attention.
+  flexprefill    reference defaults (alpha 0.65, last 512 queries, min_budget 512): same pipeline with coverage
+                 budgets per head.
+Inputs: random bf16 for block_sparse / dense; for vertical_slash / flexprefill "structured" q/k (RoPE'd shared
+direction per KV head + noise, 4 sink keys, 0.2% heavy keys) so that attention is concentrated as in a real model
+(on pure noise the coverage budgets of FlexPrefill select ~65% of all keys); `--vs-inputs random` gives the worst
+case. Usage: python benchmarks/bench_prefill.py [--lengths 16384 ...] [--methods ...] [--json out.json]
+"""
+import argparse
+import json
+import math
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from triton.testing import do_bench
+
+from sparse_attn.kernels.block_sparse.triton import triton_block_sparse_attention
+from sparse_attn.kernels.dense import dense_attention
+from sparse_attn.kernels.estimation.triton import triton_last_window_sums, triton_pooled_block_scores
+from sparse_attn.kernels.vertical_slash.triton import (triton_build_vertical_slash_index,
+                                                       triton_vertical_slash_attention)
+
+HQ, HKV, D = 32, 8, 128
+DTYPE = torch.bfloat16
+DEV = "cuda"
+RMSE_BOUND = 5e-3
+
+
+def bench(fn, rep=100):
+    return do_bench(fn, warmup=25, rep=rep, return_mode="median")
+
+
+# ----------------------------------------------------------------------------------------------------------- inputs
+def random_qkv(length, seed=0):
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    q = torch.randn(length, HQ, D, device=DEV, dtype=DTYPE, generator=g)
+    k = torch.randn(length, HKV, D, device=DEV, dtype=DTYPE, generator=g)
+    v = torch.randn(length, HKV, D, device=DEV, dtype=DTYPE, generator=g)
+    return q, k, v
+
+
+def _rope(x, positions, base=500000.0):
+    half = x.shape[-1] // 2
+    freqs = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    angle = positions[:, None].float() * freqs[None, :]
+    cos, sin = angle.cos()[:, None, :], angle.sin()[:, None, :]
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+def structured_qkv(length, seed=0):
+    """q/k with LLM-like attention: decay with distance (RoPE), sinks, a few heavy keys; v random."""
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    pos = torch.arange(length, device=DEV)
+    u = torch.randn(HKV, D, device=DEV, generator=g)  # shared direction of each KV group
+    w = torch.randn(HKV, D, device=DEV, generator=g)  # position-free "sink" direction
+    q = _rope(u.repeat_interleave(HQ // HKV, 0)[None] + torch.randn(length, HQ, D, device=DEV, generator=g), pos)
+    q = q + 0.8 * w.repeat_interleave(HQ // HKV, 0)[None]
+    k = _rope(u[None] + torch.randn(length, HKV, D, device=DEV, generator=g), pos)
+    heavy = torch.rand(length, device=DEV, generator=g) < 0.002
+    heavy[:4] = True
+    k = k + heavy[:, None, None] * 1.2 * w[None]
+    v = torch.randn(length, HKV, D, device=DEV, generator=g)
+    return q.to(DTYPE), k.to(DTYPE), v.to(DTYPE)
+
+
+# ------------------------------------------------------------------------------------------------------- references
+def reference_rows(q, k, v, rows, allowed_fn, scale):
+    """fp32 attention for the given query rows [R] of a single sample; allowed_fn(h, rows) -> bool [R, L]."""
+    out = torch.empty(len(rows), HQ, D, device=DEV, dtype=torch.float32)
+    group = HQ // HKV
+    for h in range(HQ):
+        s = (q[rows, h].float() @ k[:, h // group].float().T) * scale
+        s = s.masked_fill(~allowed_fn(h, rows), float("-inf"))
+        out[:, h] = torch.softmax(s, -1) @ v[:, h // group].float()
+    return out
+
+
+def sample_rows(length, n=384, seed=1):
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    rows = torch.cat([torch.arange(64, device=DEV), torch.arange(length - 128, length, device=DEV),
+                      torch.randint(0, length, (n - 192,), device=DEV, generator=g)])
+    return rows.unique()
+
+
+def check(name, out, q, k, v, rows, allowed_fn):
+    written = not bool(out.isnan().any())
+    ref = reference_rows(q, k, v, rows, allowed_fn, D ** -0.5)
+    got = out[rows].float()
+    rmse = float((got - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())
+    ok = written and rmse <= RMSE_BOUND
+    print(f"  check {name}: every element written={written} rel-RMSE={rmse:.2e} on {len(rows)} rows "
+          f"-> {'OK' if ok else 'FAIL'}", flush=True)
+    return ok, rmse
+
+
+# ---------------------------------------------------------------------------------------------------------- dense
+def dense_baselines(q, k, v, flex_dense):
+    qb, kb, vb = (t.transpose(0, 1).unsqueeze(0).contiguous() for t in (q, k, v))  # [1, H, L, D] as the anchors
+    res = {}
+    for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+        with sdpa_kernel(backend):
+            res[name] = bench(lambda: F.scaled_dot_product_attention(qb, kb, vb, is_causal=True, enable_gqa=True))
+    res["flex"] = bench(lambda: flex_dense(qb, kb, vb))
+    return res
+
+
+# --------------------------------------------------------------------------------------------------- block sparse
+def random_block_index(length, chunk, p, seed=0):
+    """Per head and query block i: block i (diagonal) + ceil(p * i) random earlier blocks. -> index, count."""
+    n = -(-length // chunk)
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    r = torch.arange(n, device=DEV)
+    n_lower = (r.float() * p).ceil().long().clamp(max=r)
+    score = torch.rand(HQ, n, n, device=DEV, generator=g)
+    score = score.masked_fill(r[None, :] >= r[:, None], -1.0)  # strictly lower only
+    rank = score.argsort(-1, descending=True).argsort(-1)
+    chosen = (rank < n_lower[:, None]) & (score >= 0)
+    chosen |= torch.eye(n, dtype=torch.bool, device=DEV)[None]
+    count = chosen.sum(-1).to(torch.int32)
+    max_k = int(count.max())
+    ids = torch.where(chosen, r[None, None, :], n)
+    index = ids.sort(-1).values[..., :max_k]
+    index = torch.where(index == n, -1, index).to(torch.int32)
+    return index[None].contiguous(), count[None].contiguous(), chosen
+
+
+def flex_block_mask(chosen, chunk, length):
+    from torch.nn.attention.flex_attention import BlockMask
+    n = chosen.shape[-1]
+    r = torch.arange(n, device=DEV)
+    full = chosen & (r[None, :] < r[:, None])  # strictly lower blocks: no mask_mod needed
+    full_num = full.sum(-1).to(torch.int32)
+    full_idx = (~full).int().argsort(-1, stable=True).to(torch.int32)
+    kv_num = torch.ones(HQ, n, device=DEV, dtype=torch.int32)
+    kv_idx = torch.zeros(HQ, n, n, device=DEV, dtype=torch.int32)
+    kv_idx[..., 0] = r.to(torch.int32)
+    return BlockMask.from_kv_blocks(kv_num[None], kv_idx[None], full_num[None], full_idx[None], BLOCK_SIZE=chunk,
+                                    mask_mod=lambda b, h, qi, ki: qi >= ki, seq_lengths=(length, length))
+
+
+def block_sparse_selection(q, k, cu, chunk, top_chunks):
+    """The method's selection on the device: pooled scores, block-causal mask, forced sink/diag/sub-diag, top-k."""
+    scores = triton_pooled_block_scores(q, k, cu, chunk)[0]  # [H, n, n]
+    n = scores.shape[-1]
+    r = torch.arange(n, device=DEV)
+    scores = scores.masked_fill(r[None, :] > r[:, None], float("-inf"))
+    forced = (r[None, :] == r[:, None]) | (r[None, :] == r[:, None] - 1) | (r[None, :] == 0)
+    scores = scores.masked_fill(forced[None], float("inf"))
+    top = torch.topk(scores, min(top_chunks, n), dim=-1).indices
+    return top.sort(-1).values
+
+
+def run_block_sparse(length, q, k, v, cu, dense, flex, results, chunks=(128, 64)):
+    rows = sample_rows(length)
+    for chunk in chunks:
+        for p in (0.10, 0.035):
+            index, count, chosen = random_block_index(length, chunk, p)
+            n = chosen.shape[-1]
+            n_causal = n * (n + 1) // 2
+            density = float(count.sum()) / (HQ * n_causal)
+            out = torch.full_like(q, float("nan"))
+            triton_block_sparse_attention(q, k, v, cu, index, count, chunk, out=out)
+
+            def allowed(h, rr, chosen=chosen, chunk=chunk):
+                kpos = torch.arange(length, device=DEV)
+                return chosen[h][rr // chunk][:, kpos // chunk] & (kpos[None, :] <= rr[:, None])
+            ok, rmse = check(f"block_sparse chunk={chunk} p={p}", out, q, k, v, rows, allowed)
+            ms = bench(lambda: triton_block_sparse_attention(q, k, v, cu, index, count, chunk, out=out))
+            flops = float(count.sum()) * 4 * chunk * chunk * D
+            row = dict(method="block_sparse", L=length, chunk=chunk, p=p, density=density, ms=ms,
+                       tflops=flops / ms / 1e9, x_cudnn=dense["cudnn"] / ms, x_flash=dense["flash"] / ms,
+                       x_flex_dense=dense["flex"] / ms, ok=ok, rmse=rmse)
+            if chunk == 128:
+                mask = flex_block_mask(chosen, chunk, length)
+                qb, kb, vb = (t.transpose(0, 1).unsqueeze(0).contiguous() for t in (q, k, v))
+                row["flex_same_mask_ms"] = bench(lambda: flex(qb, kb, vb, block_mask=mask))
+                row["x_flex_same_mask"] = row["flex_same_mask_ms"] / ms
+            top = max(3, round(density * n / 2))
+            row["est_ms"] = bench(lambda: block_sparse_selection(q, k, cu, chunk, top), rep=50)
+            results.append(row)
+            print("  " + json.dumps({a: (round(b, 4) if isinstance(b, float) else b) for a, b in row.items()}),
+                  flush=True)
+
+
+# ------------------------------------------------------------------------------------------ vertical-slash family
+def select_vertical_slash(q, k, cu, length, method):
+    """Estimation -> forced sinks / local window -> budgets -> sorted indices (all on the device). Returns dict."""
+    timings = {}
+    window = 256 if method == "vertical_slash" else 512
+    vert, slash = triton_last_window_sums(q, k, cu, window)
+    vert, slash = vert[0], slash[0]  # [H, L]
+    if method == "vertical_slash":
+        nv = torch.full((HQ,), min(512, length), device=DEV, dtype=torch.int64)
+        ns = torch.full((HQ,), min(512, length), device=DEV, dtype=torch.int64)
+    else:
+        alpha, floor = 0.65, 512
+        def budget(scores):
+            mass = scores / window
+            cum = mass.sort(-1, descending=True).values.cumsum(-1)
+            return ((cum <= alpha).sum(-1) + 1).clamp(min=floor, max=length)
+        nv, ns = budget(vert), budget(slash)
+    vert[:, :4] = float("inf")
+    slash[:, :64] = float("inf")
+    kv, ks = int(nv.max()), int(ns.max())
+    v_idx = torch.topk(vert, kv, dim=-1).indices
+    s_idx = torch.topk(slash, ks, dim=-1).indices
+    # keep each head's own budget: drop the slots past its count, then sort (verticals up, offsets down)
+    slot_v = torch.arange(kv, device=DEV)[None] < nv[:, None]
+    slot_s = torch.arange(ks, device=DEV)[None] < ns[:, None]
+    v_idx = torch.where(slot_v, v_idx, length).sort(-1).values
+    s_idx = torch.where(slot_s, s_idx, -1).sort(-1, descending=True).values
+    v_idx = torch.where(v_idx == length, -1, v_idx).to(torch.int32)[None].contiguous()
+    s_idx = s_idx.to(torch.int32)[None].contiguous()
+    return v_idx, nv.to(torch.int32)[None].contiguous(), s_idx, ns.to(torch.int32)[None].contiguous()
+
+
+def run_vertical_slash(method, length, q, k, v, cu, dense, results):
+    rows = sample_rows(length)
+    sel = select_vertical_slash(q, k, cu, length, method)
+    index = triton_build_vertical_slash_index(cu, *sel)
+    bc, bo, cc, ci = index
+    out = torch.full_like(q, float("nan"))
+    triton_vertical_slash_attention(q, k, v, cu, *index, out=out)
+
+    def allowed(h, rr):
+        r = rr // 64
+        nb, ncol = int(bc[0, h, r].max()), int(cc[0, h, r].max())
+        block_keys = bo[0, h, r, :nb].long()[..., None] + torch.arange(64, device=DEV)  # [R, nb, 64]
+        block_ok = (torch.arange(nb, device=DEV)[None] < bc[0, h, r][:, None].long())[..., None] & \
+            (block_keys >= 0) & (block_keys < length)
+        keys = torch.cat([block_keys.flatten(1), ci[0, h, r, :ncol].long()], 1)
+        keys_ok = torch.cat([block_ok.flatten(1), torch.arange(ncol, device=DEV)[None] < cc[0, h, r][:, None]], 1)
+        m = torch.zeros(len(rr), length + 1, dtype=torch.bool, device=DEV)
+        m.scatter_(1, torch.where(keys_ok, keys, length), True)
+        return m[:, :length] & (torch.arange(length, device=DEV)[None, :] <= rr[:, None])
+    ok, rmse = check(f"{method} L={length}", out, q, k, v, rows, allowed)
+
+    est_ms = bench(lambda: triton_last_window_sums(q, k, cu, 256 if method == "vertical_slash" else 512), rep=50)
+    sel_ms = bench(lambda: select_vertical_slash(q, k, cu, length, method), rep=50)
+    idx_ms = bench(lambda: triton_build_vertical_slash_index(cu, *sel), rep=50)
+    ms = bench(lambda: triton_vertical_slash_attention(q, k, v, cu, *index, out=out))
+    n_rows = bc.shape[-1]
+    blocks, cols = float(bc.sum()), float(cc.sum())
+    flops = (blocks * 64 * 64 + cols * 64) * 4 * D
+    from sparse_attn.kernels.vertical_slash.naive import vertical_slash_pair_counts
+    pairs = float(vertical_slash_pair_counts(cu, *index).sum())
+    density = pairs / (HQ * length * (length + 1) / 2)
+    total = sel_ms + idx_ms + ms
+    row = dict(method=method, L=length, density=density, nv_mean=float(sel[1].float().mean()),
+               ns_mean=float(sel[3].float().mean()), ms=ms, tflops=flops / ms / 1e9, est_sums_ms=est_ms,
+               est_select_ms=sel_ms, index_ms=idx_ms, overhead_pct=100 * (sel_ms + idx_ms) / ms, total_ms=total,
+               x_cudnn_total=dense["cudnn"] / total, x_flash_total=dense["flash"] / total,
+               x_flex_dense_total=dense["flex"] / total, ok=ok, rmse=rmse, n_rows=n_rows)
+    results.append(row)
+    print("  " + json.dumps({a: (round(b, 4) if isinstance(b, float) else b) for a, b in row.items()}), flush=True)
+
+
+def run_dense(length, q, k, v, cu, dense, results):
+    rows = sample_rows(length, n=256)
+    out = torch.full_like(q, float("nan"))
+    dense_attention(q, k, v, cu, out=out)
+    ok, rmse = check(f"dense L={length}", out, q, k, v, rows,
+                     lambda h, rr: torch.arange(length, device=DEV)[None, :] <= rr[:, None])
+    ms = bench(lambda: dense_attention(q, k, v, cu, out=out))
+    flops = 2 * HQ * length * length * D
+    row = dict(method="dense", L=length, ms=ms, tflops=flops / ms / 1e9, cudnn_ms=dense["cudnn"],
+               flash_ms=dense["flash"], flex_ms=dense["flex"], x_cudnn=dense["cudnn"] / ms, ok=ok, rmse=rmse)
+    results.append(row)
+    print("  " + json.dumps({a: (round(b, 4) if isinstance(b, float) else b) for a, b in row.items()}), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------- tables
+def print_tables(results):
+    def table(title, header, rows):
+        print(f"\n### {title}\n")
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+    f = lambda x, n=2: "-" if x is None else f"{x:.{n}f}"
+    dense_rows = [r for r in results if r["method"] == "dense"]
+    table("dense (ours = SDPA per sample, cuDNN first)",
+          ["L", "ours ms", "TFLOP/s", "SDPA cuDNN ms", "SDPA flash ms", "Flex dense ms", "ours / cuDNN speed", "ok"],
+          [[str(r["L"]), f(r["ms"]), f(r["tflops"], 0), f(r["cudnn_ms"]), f(r["flash_ms"]), f(r["flex_ms"]),
+            f(r["x_cudnn"], 3), str(r["ok"])] for r in dense_rows])
+    for chunk in (128, 64):
+        for p in (0.10, 0.035):
+            rows = [r for r in results if r["method"] == "block_sparse" and r["chunk"] == chunk and r["p"] == p]
+            if rows:
+                table(f"block_sparse chunk {chunk}, p={p}",
+                      ["L", "density", "ms", "TFLOP/s (computed blocks)", "x cuDNN", "x flash", "x Flex dense",
+                       "Flex same mask ms", "x Flex same mask", "selection ms", "rel-RMSE", "ok"],
+                      [[str(r["L"]), f(r["density"], 4), f(r["ms"], 3), f(r["tflops"], 0), f(r["x_cudnn"]),
+                        f(r["x_flash"]), f(r["x_flex_dense"]), f(r.get("flex_same_mask_ms"), 3),
+                        f(r.get("x_flex_same_mask")), f(r["est_ms"], 3), f"{r['rmse']:.1e}", str(r["ok"])]
+                       for r in rows])
+    for method in ("vertical_slash", "flexprefill"):
+        rows = [r for r in results if r["method"] == method]
+        if rows:
+            table(f"{method} (reference defaults)",
+                  ["L", "density", "mean NV / NS", "attn ms", "TFLOP/s (computed)", "sums ms", "select ms (incl. sums)",
+                   "index ms", "overhead % of attn", "total ms", "x cuDNN", "x flash", "x Flex dense", "rel-RMSE",
+                   "ok"],
+                  [[str(r["L"]), f(r["density"], 4), f"{r['nv_mean']:.0f} / {r['ns_mean']:.0f}", f(r["ms"]),
+                    f(r["tflops"], 0), f(r["est_sums_ms"], 3), f(r["est_select_ms"], 3), f(r["index_ms"], 3),
+                    f(r["overhead_pct"], 1), f(r["total_ms"]), f(r["x_cudnn_total"]), f(r["x_flash_total"]),
+                    f(r["x_flex_dense_total"]), f"{r['rmse']:.1e}", str(r["ok"])] for r in rows])
+
+
+def tune(lengths):
+    """Time launch configurations of the two attention kernels (BLOCK_M, BLOCK_N, warps, stages)."""
+    for length in lengths:
+        cu = torch.tensor([0, length], device=DEV, dtype=torch.int32)
+        q, k, v = random_qkv(length)
+        out = torch.empty_like(q)
+        for chunk, configs in ((128, [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3),
+                                      (128, 128, 8, 2), (128, 64, 8, 4), (64, 128, 4, 3)]),
+                               (64, [(64, 64, 4, 3), (64, 64, 4, 2), (64, 64, 8, 3), (64, 64, 4, 4)])):
+            index, count, _ = random_block_index(length, chunk, 0.1)
+            flops = float(count.sum()) * 4 * chunk * chunk * D
+            for cfg in configs:
+                try:
+                    ms = bench(lambda: triton_block_sparse_attention(q, k, v, cu, index, count, chunk, out=out,
+                                                                     launch=cfg))
+                    print(f"  tune block_sparse L={length} chunk={chunk} cfg={cfg}: {ms:.3f} ms "
+                          f"{flops / ms / 1e9:.0f} TFLOP/s", flush=True)
+                except Exception as error:  # a config that does not fit shared memory
+                    print(f"  tune block_sparse cfg={cfg}: {type(error).__name__}", flush=True)
+        qs, ks, vs = structured_qkv(length)
+        sel = select_vertical_slash(qs, ks, cu, length, "vertical_slash")
+        index = triton_build_vertical_slash_index(cu, *sel)
+        for cfg in ((4, 2), (4, 3), (8, 3), (4, 4)):
+            ms = bench(lambda: triton_vertical_slash_attention(qs, ks, vs, cu, *index, out=out, launch=cfg))
+            print(f"  tune vertical_slash L={length} cfg={cfg}: {ms:.3f} ms", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[16384, 32768, 65536, 131072])
+    parser.add_argument("--methods", nargs="+", default=["dense", "block_sparse", "vertical_slash", "flexprefill"])
+    parser.add_argument("--chunks", type=int, nargs="+", default=[128, 64])
+    parser.add_argument("--vs-inputs", choices=["structured", "random"], default="structured")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--tune", action="store_true", help="only time kernel launch configurations")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench_prefill.py needs a CUDA GPU (it times Triton kernels against cuDNN / flash / FlexAttention)")
+    import triton
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    print(f"device={torch.cuda.get_device_name()} torch={torch.__version__} triton={triton.__version__} "
+          f"cudnn={torch.backends.cudnn.version()} date={time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"command: python benchmarks/bench_prefill.py {' '.join(sys.argv[1:])}", flush=True)
+    if args.tune:
+        return tune(args.lengths)
+    flex = torch.compile(flex_attention, dynamic=False)
+    results = []
+    for length in args.lengths:
+        print(f"== L={length}", flush=True)
+        cu = torch.tensor([0, length], device=DEV, dtype=torch.int32)
+        q, k, v = random_qkv(length)
+        causal = create_block_mask(lambda b, h, qi, ki: qi >= ki, None, None, length, length, device=DEV)
+        dense = dense_baselines(q, k, v, lambda a, b, c: flex(a, b, c, block_mask=causal, enable_gqa=True))
+        print("  dense baselines ms: " + json.dumps({a: round(b, 3) for a, b in dense.items()}), flush=True)
+        flex_gqa = lambda a, b, c, block_mask: flex(a, b, c, block_mask=block_mask, enable_gqa=True)
+        if "dense" in args.methods:
+            run_dense(length, q, k, v, cu, dense, results)
+        if "block_sparse" in args.methods:
+            run_block_sparse(length, q, k, v, cu, dense, flex_gqa, results, chunks=args.chunks)
+        vs_methods = [m for m in ("vertical_slash", "flexprefill") if m in args.methods]
+        if vs_methods:
+            qs, ks, vs = structured_qkv(length) if args.vs_inputs == "structured" else (q, k, v)
+            for method in vs_methods:
+                run_vertical_slash(method, length, qs, ks, vs, cu, dense, results)
+        torch.cuda.empty_cache()
+    print_tables(results)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
