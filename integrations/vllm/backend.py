@@ -201,6 +201,8 @@ class SparseAttentionMixin:
                                None, None, attn_metadata, record=False)
             return output
         key_cache, value_cache = self._state(layer, kv_cache)
+        if self._layer == self._first_layer():
+            stats.record_batch(bool(plan.prefill), bool(plan.extend), bool(plan.decode))
         if plan.prefill:
             self._full_prefill(layer, plan, plan.prefill, query, key, value, out, key_cache, value_cache,
                                attn_metadata)
@@ -210,6 +212,14 @@ class SparseAttentionMixin:
             self._decode(plan, query, out, key_cache, value_cache, attn_metadata)
         stats.maybe_write_file()
         return output
+
+    _first_layer_seen: Optional[int] = None
+
+    def _first_layer(self) -> int:
+        cls = SparseAttentionMixin
+        if cls._first_layer_seen is None or self._layer < cls._first_layer_seen:
+            cls._first_layer_seen = self._layer
+        return cls._first_layer_seen
 
     # -- row groups ---------------------------------------------------------------------------------------------
     def _full_prefill(self, layer, plan, rows, query, key, value, out, key_cache, value_cache, attn_metadata,

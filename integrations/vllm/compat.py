@@ -165,3 +165,34 @@ def kv_views(kv_cache: torch.Tensor, head_size: int) -> Tuple[torch.Tensor, torc
         f"unknown KV cache layout {tuple(kv_cache.shape)} for head size {head_size} in vLLM {vllm_version()[2]}; "
         f"sparse_attn supports {SUPPORTED_TEXT}"
     )
+
+
+def _clear_selector_cache() -> None:
+    from vllm.v1.attention import selector
+
+    for name in ("_cached_get_attn_backend", "get_attn_backend"):
+        cached = getattr(selector, name, None)
+        if hasattr(cached, "cache_clear"):
+            cached.cache_clear()
+
+
+class use_stock_backend:
+    """Context manager: engines created inside it use vLLM's stock backend in `slot_name` (our override is
+    removed, vLLM's backend-selection cache cleared) and the override is restored on exit. For A/B comparisons
+    in one process (in-process engines: VLLM_ENABLE_V1_MULTIPROCESSING=0)."""
+
+    def __init__(self, slot_name: str):
+        self.slot_name = slot_name
+        self.saved = None
+
+    def __enter__(self):
+        self.saved = backend_override(self.slot_name)
+        clear_backend_override(self.slot_name)
+        _clear_selector_cache()
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            register_backend(self.slot_name, self.saved)
+        _clear_selector_cache()
+        return False

@@ -29,6 +29,8 @@ FILE_INTERVAL_S = 0.25
 _sums: Dict[int, Dict[str, torch.Tensor]] = {}
 _counts: Dict[int, Dict[str, int]] = {}
 _info: Dict[str, Any] = {"method": None, "rank": 0}
+# Batches seen by the first sparse layer, by the kinds of rows they held (proves mixed batches / chunks happened).
+_batches: Dict[str, int] = {}
 _file = {"dir": None, "last": 0.0}
 
 
@@ -52,9 +54,19 @@ def record(layer: int, phase: str, values: torch.Tensor) -> None:
     layer_counts[phase] = layer_counts.get(phase, 0) + values.numel()
 
 
+def record_batch(has_prefill: bool, has_extend: bool, has_decode: bool) -> None:
+    """Count one engine step by row kinds: "prefill", "extend" (prompt chunk after a context), "decode", "mixed"."""
+    for kind, present in (("prefill", has_prefill), ("extend", has_extend), ("decode", has_decode)):
+        if present:
+            _batches[kind] = _batches.get(kind, 0) + 1
+    if has_decode and (has_prefill or has_extend):
+        _batches["mixed"] = _batches.get("mixed", 0) + 1
+
+
 def reset() -> None:
     _sums.clear()
     _counts.clear()
+    _batches.clear()
 
 
 def snapshot() -> Dict[str, Any]:
@@ -62,14 +74,16 @@ def snapshot() -> Dict[str, Any]:
     layers = {}
     for layer in sorted(_sums):
         layers[str(layer)] = {phase: [float(_sums[layer][phase]), _counts[layer][phase]] for phase in _sums[layer]}
-    return {"method": _info["method"], "rank": _info["rank"], "pid": os.getpid(), "layers": layers}
+    return {"method": _info["method"], "rank": _info["rank"], "pid": os.getpid(), "layers": layers,
+            "batches": dict(_batches)}
 
 
 def merge(snapshots: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
     """Combine per-process snapshots into the user-facing summary.
 
     Returns ``{"method", "sparsity", "prefill_sparsity", "compression_sparsity", "decode_sparsity", "counts",
-    "per_layer": [{"layer", "prefill", "compression", "decode"}], "processes": [{"rank", "pid"}]}``. A phase the
+    "per_layer": [{"layer", "prefill", "compression", "decode"}], "batches": {"prefill", "extend", "decode",
+    "mixed"}, "processes": [{"rank", "pid"}]}``. A phase the
     method does not act on is None; ``sparsity`` is the mean of the phases it acts on (over layers).
     """
     snapshots = list(snapshots)
@@ -99,6 +113,12 @@ def merge(snapshots: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
     summary["sparsity"] = sum(means) / len(means) if means else (0.0 if summary["method"] == "dense" else None)
     summary["counts"] = counts
     summary["per_layer"] = per_layer
+    batches: Dict[str, int] = {}
+    for snap in snapshots:  # every rank sees every step: report rank 0's view
+        if snap["rank"] == 0:
+            for kind, count in snap.get("batches", {}).items():
+                batches[kind] = batches.get(kind, 0) + count
+    summary["batches"] = batches
     summary["processes"] = [{"rank": s["rank"], "pid": s["pid"]} for s in snapshots]
     return summary
 
