@@ -242,7 +242,7 @@ def test_build_vertical_slash_index_covers_pattern(force_main_diagonal):
                 starts = block_offset[b, h, row, : block_count[b, h, row]].tolist()
                 cols = column_index[b, h, row, : column_count[b, h, row]].tolist()
                 assert starts == sorted(starts) and all(s2 - s1 >= 64 for s1, s2 in zip(starts, starts[1:]))
-                assert all(s >= 0 for s in starts) and len(starts) <= s_count[b, h]
+                assert all(0 <= s < (row + 1) * 64 for s in starts) and len(starts) <= s_count[b, h]
                 assert cols == sorted(cols) and all(c < (row + 1) * 64 for c in cols)
                 assert not any(s <= c < s + 64 for c in cols for s in starts)  # columns outside blocks
                 if force_main_diagonal:  # columns are then strictly past keys of the whole row: no causal mask needed
@@ -269,6 +269,27 @@ def test_naive_vertical_slash_attention_matches_masked_dense():
         expected = masked_attention(q[rows], k[rows], v[rows], mask | empty[..., None]).masked_fill(
             empty.transpose(0, 1)[..., None], 0.0)
         torch.testing.assert_close(out[rows], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", PREFILL_METHODS)
+def test_prefill_never_reads_future_keys(name):
+    # change every key and value from position 150 on: outputs of the queries before 150 must not move
+    length, cut = 301, 150
+    q, k, v, cu = packed((length,), 4, 2, 64, seed=17)
+    method = prefill_method(name, "small")
+    selection = method.select(q, k, cu)
+    k2, v2 = k.clone(), v.clone()
+    k2[cut:], v2[cut:] = 3.0 * torch.randn_like(k2[cut:]), 3.0 * torch.randn_like(v2[cut:])
+    if name == "block_sparse":
+        args = (selection.block_index, selection.block_count, selection.chunk_size)
+        before = naive_block_sparse_attention(q, k, v, cu, *args)
+        after = naive_block_sparse_attention(q, k2, v2, cu, *args)
+    else:
+        args = (selection.block_count, selection.block_offset, selection.column_count, selection.column_index)
+        before = naive_vertical_slash_attention(q, k, v, cu, *args)
+        after = naive_vertical_slash_attention(q, k2, v2, cu, *args)
+    assert torch.equal(before[:cut], after[:cut])
+    assert not torch.allclose(before[cut:], after[cut:])
 
 
 # ---------------------------------------------------------------------------------------------------------------
