@@ -83,6 +83,7 @@ def block_sparse_pair_counts(
     n_sel = int(block_count.max()) if block_count.numel() else 0
     key_block = block_index[..., :n_sel].long()
     qblock = m[None, None, :, None]
-    pairs = torch.where(key_block < qblock, rows * chunk_size, torch.where(key_block == qblock, rows * (rows + 1) // 2, 0))
+    diagonal_pairs = torch.where(key_block == qblock, rows * (rows + 1) // 2, 0)
+    pairs = torch.where(key_block < qblock, rows * chunk_size, diagonal_pairs)
     ok = (torch.arange(n_sel, device=key_block.device) < block_count[..., None]) & (key_block >= 0)
     return (pairs * ok).sum(dim=(-1, -2))

@@ -31,7 +31,9 @@ def _triton_module(tensor: torch.Tensor, backend: str):
         from . import triton as module
     except ImportError as error:
         if backend == "triton":
-            raise ImportError(f"backend='triton' requested but the Triton vertical-slash kernels are unavailable: {error}")
+            raise ImportError(
+                f"backend='triton' requested but the Triton vertical-slash kernels are unavailable: {error}"
+            )
         return None
     return module
 
@@ -44,7 +46,8 @@ def build_vertical_slash_index(
     module = _triton_module(vertical_idx, backend)
     if module is None:
         return naive_build_vertical_slash_index(cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count)
-    return module.triton_build_vertical_slash_index(cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count)
+    return module.triton_build_vertical_slash_index(cu_seqlens, vertical_idx, vertical_count, slash_offsets,
+                                                    slash_count)
 
 
 def vertical_slash_attention(

@@ -100,7 +100,9 @@ class VerticalSlashSelection:
         return sparsity_from_pairs(self.pair_counts(), self.cu_seqlens).float()
 
 
-def check_inputs(q: torch.Tensor, k: torch.Tensor, cu_seqlens: torch.Tensor, v: Optional[torch.Tensor] = None) -> List[int]:
+def check_inputs(
+    q: torch.Tensor, k: torch.Tensor, cu_seqlens: torch.Tensor, v: Optional[torch.Tensor] = None
+) -> List[int]:
     """Validate the varlen layout (raises ValueError naming the problem); returns the sample lengths."""
     return check_varlen(q, k, cu_seqlens, v)
 
