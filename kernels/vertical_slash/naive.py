@@ -197,15 +197,19 @@ def vertical_slash_pair_counts(
     num_rows = block_count.shape[-1]
     row_start = torch.arange(num_rows, device=block_count.device) * BLOCK  # [R]
     row_end = torch.minimum(row_start[None, :] + BLOCK, lens[:, None])  # [B, R] (<= row_start past the end)
-    row_end = torch.maximum(row_end, row_start[None, :])[:, None, :, None]  # [B, 1, R, 1]
-    first = row_start[None, None, :, None]
-
+    row_end = torch.maximum(row_end, row_start[None, :])[..., None]  # [B, R, 1]
+    first = row_start[None, :, None]  # [1, R, 1]
     n_blocks = int(block_count.max()) if block_count.numel() else 0
-    starts = block_offset[..., :n_blocks].long()
-    block_pairs = _triangle_prefix(row_end - starts) - _triangle_prefix(first - starts)
-    block_ok = torch.arange(n_blocks, device=starts.device) < block_count[..., None]
     n_columns = int(column_count.max()) if column_count.numel() else 0
-    columns = column_index[..., :n_columns].long()
-    column_pairs = (row_end - torch.maximum(first, columns)).clamp(min=0)
-    column_ok = torch.arange(n_columns, device=columns.device) < column_count[..., None]
-    return (block_pairs * block_ok).sum(dim=(-1, -2)) + (column_pairs * column_ok).sum(dim=(-1, -2))
+    slots_b = torch.arange(n_blocks, device=block_count.device)
+    slots_c = torch.arange(n_columns, device=block_count.device)
+    pairs = torch.zeros(block_count.shape[:2], dtype=torch.int64, device=block_count.device)
+    for h in range(block_count.shape[1]):  # one head at a time: [B, R, n] temporaries, not [B, Hq, R, n]
+        starts = block_offset[:, h, :, :n_blocks].long()
+        block_pairs = _triangle_prefix(row_end - starts) - _triangle_prefix(first - starts)
+        block_ok = slots_b < block_count[:, h, :, None]
+        columns = column_index[:, h, :, :n_columns].long()
+        column_pairs = (row_end - torch.maximum(first, columns)).clamp(min=0)
+        column_ok = slots_c < column_count[:, h, :, None]
+        pairs[:, h] = (block_pairs * block_ok).sum(dim=(-1, -2)) + (column_pairs * column_ok).sum(dim=(-1, -2))
+    return pairs
