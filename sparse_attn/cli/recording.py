@@ -134,11 +134,13 @@ def make_vllm_lm(**model_args):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.recorder: Optional[Recorder] = None
+            self.sparse = "additional_config" in kwargs
 
         def generate_until(self, requests, disable_tqdm: bool = False):
             outputs = []
             for start in range(0, len(requests), self.chunk_size):
                 chunk = requests[start:start + self.chunk_size]
+                self._reset_stats()
                 texts = super().generate_until(chunk, disable_tqdm=True)
                 outputs += texts
                 if self.recorder is None:
@@ -150,18 +152,25 @@ def make_vllm_lm(**model_args):
                                   input_tokens=len(self.tok_encode(context)) if isinstance(context, str) else None)
             return outputs
 
-        def _stats(self) -> Dict[str, Any]:
-            """Chunk-level stats from the vLLM plugin (a chunk mean); unmeasured (None) when it exposes none."""
+        def _plugin(self):
             try:
                 from sparse_attn.integrations import vllm as plugin
             except ImportError:
-                return {"sparsity": None}
-            getter = getattr(plugin, "get_stats", None)
-            if getter is None:
-                return {"sparsity": None}
-            stats = _jsonable(getter(self.model))
-            if hasattr(plugin, "reset_stats"):
+                return None
+            return plugin if hasattr(plugin, "get_stats") and hasattr(plugin, "reset_stats") else None
+
+        def _reset_stats(self) -> None:
+            plugin = self._plugin()
+            if plugin is not None and self.sparse:
                 plugin.reset_stats(self.model)
-            return {**stats, "scope": "chunk"}
+
+        def _stats(self) -> Dict[str, Any]:
+            """Stats of the last chunk from the vLLM plugin (a chunk mean: `scope` says so); dense: 0."""
+            if not self.sparse:
+                return {"sparsity": 0.0}
+            plugin = self._plugin()
+            if plugin is None:
+                return {"sparsity": None, "scope": "unmeasured"}
+            return {**_jsonable(plugin.get_stats(self.model)), "scope": "chunk"}
 
     return RecordingVLLM(**model_args)

@@ -95,8 +95,8 @@ def _costs(job: Dict[str, Any], records: List[Dict[str, Any]], row: Dict[str, An
         return empty
     composition = build_config(job["method"], **job["params"])
     measured = _mean(r.get("sparsity") for r in records)
-    prefill_stats = _mean((r.get("stats") or {}).get("prefill_sparsity") for r in records)
-    decode_stats = _mean((r.get("stats") or {}).get("decode_sparsity") for r in records)
+    prefill_stats = _mean(phase_sparsity(r.get("stats"), "prefill") for r in records)
+    decode_stats = _mean(phase_sparsity(r.get("stats"), "decode") for r in records)
     prefill_density = decode_density = None
     if composition.prefill is not None:
         source = prefill_stats if prefill_stats is not None else (measured if composition.decode is None else None)
@@ -111,6 +111,20 @@ def _costs(job: Dict[str, Any], records: List[Dict[str, Any]], row: Dict[str, An
     except ConfigError:
         return empty
     return {"prefill_flops": cost["prefill_flops"], "decode_bytes_per_token": cost["decode_bytes_per_token"]}
+
+
+def phase_sparsity(stats: Optional[Dict[str, Any]], phase: str) -> Optional[float]:
+    """A phase's measured sparsity from a record's stats: Transformers' nested {"prefill": {"sparsity"}},
+    {"decode"|"compression": {...}} or vLLM's flat "prefill_sparsity" / "decode_sparsity"."""
+    stats = stats or {}
+    names = ("prefill",) if phase == "prefill" else ("decode", "compression")
+    for name in names:
+        part = stats.get(name)
+        if isinstance(part, dict) and part.get("sparsity") is not None:
+            return part["sparsity"]
+        if stats.get(f"{name}_sparsity") is not None:
+            return stats[f"{name}_sparsity"]
+    return None
 
 
 # -- tables -------------------------------------------------------------------------------------------------------
@@ -185,10 +199,21 @@ def _draw_compression(ax, rows: List[Dict[str, Any]], title: str) -> None:
         ax.axhline(dense["score"], color="black", linestyle="--", linewidth=1, label="dense")
         ax.plot([1.0], [dense["score"]], marker="s", color="black")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("compression ratio (x)")
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
+    ax.set_xlabel("compression ratio (1 / density)")
     ax.set_ylabel("score")
+    _score_limits(ax, rows)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
+
+
+def _score_limits(ax, rows: List[Dict[str, Any]]) -> None:
+    """Scores in [0, 1] (every sf_* metric) get the full [0, 1] axis, so flat lines are not blown up."""
+    scores = [r["score"] for r in rows if r["score"] is not None]
+    if scores and 0.0 <= min(scores) and max(scores) <= 1.0:
+        ax.set_ylim(-0.03, 1.03)
 
 
 def _average_rows(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -215,8 +240,9 @@ def write_plots(rows: List[Dict[str, Any]], out: Path) -> List[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written: List[Path] = []
 
-    def save(fig, stem: str) -> None:
-        fig.tight_layout()
+    def save(fig, stem: str, layout: bool = True) -> None:
+        if layout:
+            fig.tight_layout()
         for ext in ("png", "svg"):
             path = out / f"{stem}.{ext}"
             fig.savefig(path, dpi=120)
@@ -243,9 +269,10 @@ def write_plots(rows: List[Dict[str, Any]], out: Path) -> List[Path]:
         for ax in list(axes.flat)[len(panels):]:
             ax.axis("off")
         handles, labels = axes.flat[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower right", fontsize=8)
+        fig.legend(handles, labels, loc="center right", fontsize=8)
         fig.suptitle(f"{model}, {length} tokens: score vs compression")
-        save(fig, f"{prefix}_compression_all_tasks")
+        fig.tight_layout(rect=(0, 0, 0.88, 1))
+        save(fig, f"{prefix}_compression_all_tasks", layout=False)
 
         if any(r["prefill_flops"] is not None for r in average):
             fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
@@ -278,7 +305,12 @@ def _draw_cost(ax, rows: List[Dict[str, Any]], column: str, phases: tuple) -> No
         style = dict(marker="s", color="black", linestyle="none") if phase == "dense" else dict(marker="o")
         ax.plot(xs, ys, label=label[0] if isinstance(label, tuple) else label, **style)
     ax.set_xscale("log")
-    ax.set_xlabel("prefill FLOPs" if column == "prefill_flops" else "decode bytes per token")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    _score_limits(ax, rows)
+    ax.set_xlabel("prefill FLOPs (paper's model)" if column == "prefill_flops" else
+                  "decode bytes per token (paper's model)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
 

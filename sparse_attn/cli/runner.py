@@ -28,12 +28,24 @@ class JobFailed(RuntimeError):
 def task_metadata(job: Job) -> Dict[str, Any]:
     """What lm-eval hands our tasks' `custom_dataset` (as `simple_evaluate` would: model args | metadata)."""
     return {"pretrained": job.model.path, "tokenizer": job.model.path, **job.model.model_args,
-            "max_seq_lengths": [job.length], "seed": job.seed, "num_samples": job.samples}
+            "max_seq_lengths": [job.length], "task_seed": job.seed, "num_samples": job.samples}
+
+
+_TASK_CACHE: Dict[str, Any] = {}
 
 
 def load_tasks(job: Job):
     """Build the job's lm-eval tasks (this generates their documents). Returns (manager, {leaf: Task},
-    {leaf: requested name})."""
+    {leaf: requested name}). Jobs that differ only in the method share them (the documents depend on the
+    tokenizer, length, seed and sample count only), so a sweep generates each task's data once per process."""
+    key = json.dumps([task_metadata(job), job.tasks, job.include_path], sort_keys=True, default=str)
+    if key not in _TASK_CACHE:
+        _TASK_CACHE.clear()  # keep one set: documents at long lengths are large
+        _TASK_CACHE[key] = _build_tasks(job)
+    return _TASK_CACHE[key]
+
+
+def _build_tasks(job: Job):
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(include_path=job.include_path or None, metadata=task_metadata(job))
@@ -121,6 +133,8 @@ def _load_vllm(job: Job, composition):
     args = {"tensor_parallel_size": job.model.tp, "seed": job.seed, **job.model.model_args}
     if composition.name != "dense":
         args["additional_config"] = {"sparse_attn": composition.to_dict()}
+        # per-chunk statistics are read from the engine's workers through collective_rpc (our own engine)
+        os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
         args.setdefault("enable_prefix_caching", False)
         args.setdefault("enable_chunked_prefill", False)
     return make_vllm_lm(pretrained=job.model.path, **args)
@@ -148,7 +162,10 @@ def run_job(job: Job, store: RecordStore, cache: Optional[ModelCache] = None,
     from .recording import Recorder
 
     store.save_job(job.to_dict())
+    if _finished_by_manifest(job, store, on_total):
+        return 0  # nothing left: neither the tasks' documents nor the model are built
     manager, leaves, groups = load_tasks(job)
+    _save_manifest(job, store, leaves, groups)
     if on_total is not None:
         on_total(sum(min(job.samples, len(t.eval_docs)) for t in leaves.values()))
     pending = pending_samples(job, leaves, store)
@@ -170,6 +187,37 @@ def run_job(job: Job, store: RecordStore, cache: Optional[ModelCache] = None,
             lm.recorder = None
     _save_lm_eval_results(store, job, results)
     return len(store.done(job.id)) - before
+
+
+def _manifest_path(job: Job, store: RecordStore) -> Path:
+    folder = store.root / "task_manifests"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{job.id}.json"
+
+
+def _save_manifest(job: Job, store: RecordStore, leaves: Dict[str, Any], groups: Dict[str, str]) -> None:
+    """{requested task: {leaf task: documents available}}, so a rerun can tell "all done" without building data."""
+    path = _manifest_path(job, store)
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    for leaf, task in leaves.items():
+        manifest.setdefault(groups[leaf], {})[leaf] = len(task.eval_docs)
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def _finished_by_manifest(job: Job, store: RecordStore, on_total) -> bool:
+    path = _manifest_path(job, store)
+    if not path.exists():
+        return False
+    manifest = json.loads(path.read_text())
+    if not all(name in manifest for name in job.tasks):
+        return False
+    wanted = {(leaf, i) for name in job.tasks for leaf, available in manifest[name].items()
+              for i in range(min(job.samples, available))}
+    if not wanted <= store.done(job.id):
+        return False
+    if on_total is not None:
+        on_total(len(wanted))
+    return True
 
 
 def _save_lm_eval_results(store: RecordStore, job: Job, results) -> None:
