@@ -42,7 +42,8 @@ def dense_attention(
         out [N, Hq, D] in q's dtype.
     """
     lens = check_varlen(q, k, cu_seqlens, v)
-    if out is None:
+    single = out is None and len(lens) == 1
+    if out is None and not single:
         out = torch.empty_like(q)
     starts = [0]
     for length in lens:
@@ -56,5 +57,8 @@ def dense_attention(
         else:
             o = F.scaled_dot_product_attention(q_b.float(), k_b.float(), v_b.float(), is_causal=True, scale=scale,
                                                enable_gqa=True)
+        if single:
+            # One sample and no `out`: hand back SDPA's own buffer (already [L, H, D]-contiguous on the GPU).
+            return o[0].transpose(0, 1).to(q.dtype).contiguous()
         out[start:end].copy_(o[0].transpose(0, 1))
     return out

@@ -25,7 +25,7 @@ TILE = 64  # tile size used when chunk_size < 64
 
 @triton.jit
 def _block_sparse_fwd(
-    Q, K, V, Out, cu_seqlens, Index, Count, Mask,
+    Q, K, V, Out, cu_seqlens, Index, Count, FullCount, Mask,
     qk_scale, num_q_heads, n_tiles_m,
     stride_qn, stride_qh, stride_kn, stride_kh, stride_vn, stride_vh, stride_on, stride_oh,
     stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
@@ -43,7 +43,6 @@ def _block_sparse_fwd(
     q_first = tile_m * BLOCK_M
     if q_first >= seq_len:
         return
-    q_last = tl.minimum(q_first + BLOCK_M, seq_len) - 1
 
     offs_m = q_first + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -62,41 +61,49 @@ def _block_sparse_fwd(
     row = q_first // ROW_CHUNK
     index_row = Index + b * stride_ib + h * stride_ih + row * stride_ir
     count = tl.load(Count + b * stride_cb + h * stride_ch + row)
-    for e in range(count):
-        key_chunk = tl.load(index_row + e)
-        if HAS_MASK:
-            bits = tl.load(Mask + b * stride_ib + h * stride_ih + row * stride_ir + e)
-        for sub in tl.static_range(KEY_CHUNK // BLOCK_N):
-            k_first = key_chunk * KEY_CHUNK + sub * BLOCK_N
-            if k_first <= q_last:  # tiles wholly in the future are skipped
-                k_pos = k_first + offs_n
-                key_ok = k_pos < seq_len
-                k_ptrs = k_base + k_pos[:, None] * stride_kn + offs_d[None, :]
-                v_ptrs = v_base + k_pos[:, None] * stride_vn + offs_d[None, :]
-                if HAS_MASK:
-                    # bit (query sub-block i, key sub-block j) = i * (TILE // SUB) + j
-                    nsub: tl.constexpr = BLOCK_M // SUB
-                    bit = (tl.arange(0, BLOCK_M) // SUB)[:, None] * nsub + (offs_n // SUB)[None, :]
-                    sel = ((bits >> bit.to(tl.int64)) & 1) != 0
-                    k = tl.load(k_ptrs, mask=key_ok[:, None], other=0.0)
-                    s = tl.dot(q, tl.trans(k))
-                    keep = sel & key_ok[None, :] & (k_pos[None, :] <= offs_m[:, None])
-                    s = tl.where(keep, s, float("-inf"))
-                    m_new = tl.maximum(m_i, tl.max(s, 1))
-                    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-                    p = tl.math.exp2(s - m_safe[:, None])
-                    alpha = tl.math.exp2(m_i - m_safe)
-                    l_i = l_i * alpha + tl.sum(p, 1)
-                    v = tl.load(v_ptrs, mask=key_ok[:, None], other=0.0)
-                    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-                    m_i = m_new
-                else:
-                    if k_first + BLOCK_N - 1 > q_first:
-                        acc, m_i, l_i = online_softmax_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, offs_m,
-                                                            key_ok, True)
-                    else:
-                        acc, m_i, l_i = online_softmax_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, offs_m,
-                                                            key_ok, False)
+    SUBS: tl.constexpr = KEY_CHUNK // BLOCK_N
+    if HAS_MASK:
+        mask_row = Mask + b * stride_ib + h * stride_ih + row * stride_ir
+        nsub: tl.constexpr = BLOCK_M // SUB
+        bit = (tl.arange(0, BLOCK_M) // SUB)[:, None] * nsub + (offs_n // SUB)[None, :]
+        for e in range(count):
+            bits = tl.load(mask_row + e)
+            k_pos = tl.load(index_row + e) * KEY_CHUNK + offs_n
+            key_ok = k_pos < seq_len
+            k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :], mask=key_ok[:, None], other=0.0)
+            s = tl.dot(q, tl.trans(k))
+            sel = ((bits >> bit.to(tl.int64)) & 1) != 0
+            s = tl.where(sel & key_ok[None, :] & (k_pos[None, :] <= offs_m[:, None]), s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            p = tl.math.exp2(s - m_safe[:, None])
+            alpha = tl.math.exp2(m_i - m_safe)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v = tl.load(v_base + k_pos[:, None] * stride_vn + offs_d[None, :], mask=key_ok[:, None], other=0.0)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m_i = m_new
+    else:
+        # 1) entries wholly left of this query tile (a sorted prefix, counted on the host): no mask at all, and
+        #    every key exists, so the loop is branch-free and software-pipelined.
+        n_full = tl.load(FullCount + b * stride_cb + h * stride_ch + row)
+        for j in range(n_full * SUBS):
+            k_pos = tl.load(index_row + j // SUBS) * KEY_CHUNK + (j % SUBS) * BLOCK_N + offs_n
+            k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :])
+            s = tl.dot(q, tl.trans(k))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            p = tl.math.exp2(s - m_new[:, None])
+            alpha = tl.math.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v = tl.load(v_base + k_pos[:, None] * stride_vn + offs_d[None, :])
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m_i = m_new
+        # 2) the rest (the diagonal chunk, and any block right of it): causal mask.
+        for j in range(n_full * SUBS, count * SUBS):
+            k_pos = tl.load(index_row + j // SUBS) * KEY_CHUNK + (j % SUBS) * BLOCK_N + offs_n
+            key_ok = k_pos < seq_len
+            k_ptrs = k_base + k_pos[:, None] * stride_kn + offs_d[None, :]
+            v_ptrs = v_base + k_pos[:, None] * stride_vn + offs_d[None, :]
+            acc, m_i, l_i = online_softmax_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, offs_m, key_ok, True)
 
     # Rows that saw no key at all (an index without their diagonal) are written as zeros, never NaN.
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
@@ -154,7 +161,7 @@ def chunk_index_to_tiles(block_index: torch.Tensor, block_count: torch.Tensor, c
 def _launch_config(chunk_size: int, head_dim: int):
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) tuned on H100 (see benchmarks/RESULTS.md, Prefill kernels)."""
     if chunk_size >= 128:
-        return 128, 64, 8, 3
+        return 128, 64, 4, 3
     return 64, 64, 4, 3
 
 
@@ -204,10 +211,15 @@ def triton_block_sparse_attention(
         block_m, block_n, warps, stages = TILE, TILE, 4, 3
         row_chunk = key_chunk = TILE
         has_mask = True
+        full_count = count  # unused
     else:
         index = block_index.to(torch.int32).contiguous()
         count = block_count.to(torch.int32).contiguous()
         bits = index  # unused
+        # Entries strictly left of their query chunk need no causal mask (the kernel's fast loop).
+        rows = torch.arange(n_qblocks, device=index.device).view(1, 1, -1, 1)
+        in_count = torch.arange(index.shape[-1], device=index.device) < count[..., None]
+        full_count = ((index < rows) & in_count).sum(-1, dtype=torch.int32)
         block_m, block_n, warps, stages = launch or _launch_config(chunk_size, head_dim)
         block_m, block_n = min(block_m, chunk_size), min(block_n, chunk_size)
         row_chunk = key_chunk = chunk_size
@@ -217,7 +229,7 @@ def triton_block_sparse_attention(
     n_tiles_m = -(-longest // block_m)
     grid = (n_tiles_m, batch * num_q_heads)
     _block_sparse_fwd[grid](
-        q, k, v, out, cu_seqlens, index, count, bits,
+        q, k, v, out, cu_seqlens, index, count, full_count, bits,
         scale * LOG2E, num_q_heads, n_tiles_m,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
         index.stride(0), index.stride(1), index.stride(2), count.stride(0), count.stride(1),

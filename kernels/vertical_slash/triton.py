@@ -117,7 +117,7 @@ def triton_build_vertical_slash_index(
 
 @triton.jit
 def _vertical_slash_fwd(
-    Q, K, V, Out, cu_seqlens, BlockCount, BlockOffset, ColumnCount, ColumnIndex,
+    Q, K, V, Out, cu_seqlens, BlockCount, FullCount, BlockOffset, ColumnCount, ColumnIndex,
     qk_scale, num_q_heads, n_rows,
     stride_qn, stride_qh, stride_kn, stride_kh, stride_vn, stride_vh, stride_on, stride_oh,
     stride_bcb, stride_bch, stride_bob, stride_boh, stride_bor, stride_ccb, stride_cch,
@@ -148,19 +148,28 @@ def _vertical_slash_fwd(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
 
-    # 1) slash blocks: 64 consecutive keys from each listed start (starts need not be 64-aligned).
+    # 1) slash blocks: 64 consecutive keys from each listed start (starts need not be 64-aligned). Blocks ending
+    #    left of this row (a sorted prefix, counted on the host) need no mask: a branch-free, pipelined loop.
     n_blocks = tl.load(BlockCount + b * stride_bcb + h * stride_bch + row)
+    n_full = tl.load(FullCount + b * stride_bcb + h * stride_bch + row)
     offsets = BlockOffset + b * stride_bob + h * stride_boh + row * stride_bor
-    for e in range(n_blocks):
-        k_first = tl.load(offsets + e)
-        k_pos = k_first + offs_n
+    for e in range(n_full):
+        k_pos = tl.load(offsets + e) + offs_n
+        k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :])
+        s = tl.dot(q, tl.trans(k))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.math.exp2(s - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + k_pos[:, None] * stride_vn + offs_d[None, :])
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    for e in range(n_full, n_blocks):
+        k_pos = tl.load(offsets + e) + offs_n
         key_ok = (k_pos >= 0) & (k_pos < seq_len)
         k_ptrs = k_base + k_pos[:, None] * stride_kn + offs_d[None, :]
         v_ptrs = v_base + k_pos[:, None] * stride_vn + offs_d[None, :]
-        if k_first + BLOCK_N - 1 > q_first:
-            acc, m_i, l_i = online_softmax_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, offs_m, key_ok, True)
-        else:
-            acc, m_i, l_i = online_softmax_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, offs_m, key_ok, False)
+        acc, m_i, l_i = online_softmax_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, offs_m, key_ok, True)
 
     # 2) vertical columns, gathered BLOCK_N at a time.
     n_cols = tl.load(ColumnCount + b * stride_ccb + h * stride_cch + row)
@@ -216,9 +225,15 @@ def triton_vertical_slash_attention(
     if out is None:
         out = torch.empty_like(q)
     warps, stages = launch or (4, 3)
+    # Blocks ending at or before their row's first query (a prefix: starts ascend) run without a mask.
+    row_first = BLOCK * torch.arange(n_rows, device=q.device, dtype=torch.int32).view(1, 1, -1, 1)
+    in_count = torch.arange(block_offset.shape[-1], device=q.device) < block_count[..., None]
+    full_count = ((block_offset + BLOCK <= row_first) & in_count).sum(-1, dtype=torch.int32)
+    block_count = block_count.contiguous()
     grid = (n_rows, batch * num_q_heads)
     _vertical_slash_fwd[grid](
-        q, k, v, out, cu_seqlens.to(torch.int32), block_count, block_offset, column_count, column_index,
+        q, k, v, out, cu_seqlens.to(torch.int32), block_count, full_count, block_offset, column_count,
+        column_index,
         scale * LOG2E, num_q_heads, n_rows,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
         block_count.stride(0), block_count.stride(1), block_offset.stride(0), block_offset.stride(1),
