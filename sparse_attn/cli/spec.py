@@ -7,6 +7,7 @@ Every error names the offending field, e.g. ``methods[1].ratios[0]``.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -149,18 +150,20 @@ def build_sweep(raw: Dict[str, Any], base_dir: Path = Path("."), check_tasks: bo
     methods = _list(raw["methods"], "methods")
     if not methods:
         raise SweepConfigError("methods", "needs at least one method")
-    if raw.get("baseline", True) and not any(isinstance(m, dict) and m.get("method") == "dense" for m in methods):
-        methods = [{"method": "dense"}] + list(methods)
+    entries = [(f"methods[{i}]", entry) for i, entry in enumerate(methods)]
+    has_dense = any(m == "dense" or (isinstance(m, dict) and m.get("method") == "dense") for m in methods)
+    if raw.get("baseline", True) and not has_dense:
+        entries.insert(0, ("baseline", {"method": "dense"}))  # the dense line on every plot
 
     if check_tasks:
         check_task_names(tasks, include_path)
 
     jobs: List[Job] = []
     seen = set()
-    for model in models:
-        for i, entry in enumerate(methods):
-            for length in lengths:
-                for method, params, ratio, label in _method_points(entry, f"methods[{i}]", length):
+    for model in models:  # model, then length, then method: jobs sharing a model and length share task data
+        for length in lengths:
+            for where, entry in entries:
+                for method, params, ratio, label in _method_points(entry, where, length):
                     job = Job(model=model, backend=backend, method=method, params=params, ratio=ratio, label=label,
                               length=length, tasks=tasks, samples=samples, seed=seed, generation=generation,
                               batch_size=batch_size, device=device, include_path=include_path,
@@ -351,11 +354,15 @@ def check_budget_fits(composition, length: int, where: str) -> None:
 
 def check_task_names(tasks: List[str], include_path: List[str]) -> None:
     """Every task must be known to lm-eval (its index only: nothing is generated or loaded here)."""
-    from lm_eval.tasks import TaskManager
-
-    manager = TaskManager(include_path=include_path or None)
-    known = set(manager.all_tasks)
+    known = _known_tasks(tuple(include_path))
     for j, task in enumerate(tasks):
         if task not in known:
             ours = sorted(t for t in known if t.startswith("sf_"))
             raise SweepConfigError(f"tasks[{j}]", f"unknown lm-eval task {task!r}; sparse-attn tasks: {ours}")
+
+
+@functools.lru_cache(maxsize=8)
+def _known_tasks(include_path: tuple) -> frozenset:
+    from lm_eval.tasks import TaskManager
+
+    return frozenset(TaskManager(include_path=list(include_path) or None).all_tasks)

@@ -1,0 +1,42 @@
+"""The append-only record store: durable lines, no duplicates, a killed writer's partial line is dropped."""
+import json
+
+from sparse_attn.cli.store import RecordStore
+
+
+def _record(task, doc_id, **extra):
+    return {"task": task, "doc_id": doc_id, "prediction": f"p{doc_id}", "score": 1.0, **extra}
+
+
+def test_append_read_and_refuse_duplicates(tmp_path):
+    store = RecordStore(tmp_path)
+    with store.writer("job") as writer:
+        assert writer.append(_record("a", 0)) and writer.append(_record("a", 1)) and writer.append(_record("b", 0))
+        assert not writer.append(_record("a", 1, prediction="again"))
+    with store.writer("job") as writer:  # a later run sees what is stored
+        assert not writer.append(_record("b", 0))
+        assert writer.append(_record("b", 1))
+    assert store.done("job") == {("a", 0), ("a", 1), ("b", 0), ("b", 1)}
+    assert [r["prediction"] for r in store.read("job")] == ["p0", "p1", "p0", "p1"]
+    assert store.count() == 4
+
+
+def test_partial_line_of_a_killed_writer_is_dropped_and_cut(tmp_path):
+    store = RecordStore(tmp_path)
+    with store.writer("job") as writer:
+        writer.append(_record("a", 0))
+    path = store.record_path("job")
+    with open(path, "ab") as handle:  # what a SIGKILL in the middle of a write leaves
+        handle.write(json.dumps(_record("a", 1))[:17].encode())
+    assert store.done("job") == {("a", 0)}  # the half line is not a finished record
+    with store.writer("job") as writer:
+        assert writer.append(_record("a", 1))
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(line)["task"] == "a" for line in lines)
+
+
+def test_jobs_are_saved_atomically(tmp_path):
+    store = RecordStore(tmp_path)
+    store.save_job({"id": "j1", "method": "quest"})
+    store.save_job({"id": "j1", "method": "quest", "length": 8})
+    assert store.jobs() == [{"id": "j1", "method": "quest", "length": 8}]
