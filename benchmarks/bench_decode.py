@@ -46,9 +46,10 @@ RATIO = 5e-3
 DECODE_CONFIGS = [  # (block_n, num_warps, num_stages)
     (64, 4, 3), (32, 4, 3), (64, 4, 4), (128, 4, 3), (128, 8, 3), (64, 8, 2),
 ]
-QUEST_CONFIGS = [  # (pages_per_block, num_warps, num_stages)
-    (4, 4, 3), (2, 4, 3), (4, 4, 4), (8, 4, 3), (8, 8, 3), (4, 8, 2),
+QUEST_CONFIGS = [  # (pages_per_block, num_warps, num_stages, split factor over the default heuristic)
+    (4, 4, 3, 1), (2, 4, 3, 1), (8, 4, 3, 1), (8, 4, 4, 1), (8, 8, 3, 1), (4, 8, 2, 1), (8, 4, 3, 2), (4, 4, 3, 2),
 ]
+SCORE_BLOCKS = [16, 32, 64]  # pages per program of the page-score kernel
 
 
 # -- timing ------------------------------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ def dense_baselines(q, k, v, use_flex: bool):
 
 # -- Quest ---------------------------------------------------------------------------------------------------------
 def bench_quest(context: int, batch: int, use_flex: bool, bandwidth: dict, results: list):
-    from sparse_attn.kernels.decode.triton import triton_decode
+    from sparse_attn.kernels.decode.triton import choose_num_splits, triton_decode
     from sparse_attn.kernels.quest import build_page_meta, naive_quest_decode, naive_quest_select_pages
     from sparse_attn.kernels.quest.triton import (
         triton_quest_decode,
@@ -151,39 +152,60 @@ def bench_quest(context: int, batch: int, use_flex: bool, bandwidth: dict, resul
     page_min, page_max = build_page_meta(k, lens, PAGE)
     num_pages = page_min.shape[2]
 
-    scores = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True)
+    from sparse_attn.kernels.quest import naive_quest_page_scores
+
+    ref_scores = naive_quest_page_scores(q, page_min, page_max, lens, PAGE, True)
+    block_p, best_scores_ms = None, None
+    for candidate in SCORE_BLOCKS:
+        scores = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True, block_p=candidate)
+        finite = torch.isfinite(ref_scores)
+        if not torch.equal(finite, torch.isfinite(scores)) or rel_rmse(ref_scores[finite], scores[finite]) > 1e-5:
+            raise AssertionError(f"page scores {context}/{batch} block_p={candidate} differ from the reference")
+        ms, _ = bench_ms(lambda: triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True,
+                                                          block_p=candidate), rep=30)
+        if best_scores_ms is None or ms < best_scores_ms:
+            block_p, best_scores_ms = candidate, ms
+    scores = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True, block_p=block_p)
     index = triton_quest_select_pages(scores, lens, PAGE, page_budget)
     ref_index = naive_quest_select_pages(scores, lens, PAGE, page_budget)
-    agree = (index.unsqueeze(-1) == ref_index.unsqueeze(-2)).any(-1).float().mean().item()
+    if not torch.equal(index, ref_index):
+        raise AssertionError(f"page selection {context}/{batch} differs from the reference")
+    agree = 1.0
+    default_splits = choose_num_splits(batch * HKV, index.shape[-1] * PAGE, q.device)
 
     # tune the attention launch at this shape (every candidate is checked against the reference first)
     ref_out = naive_quest_decode(q, k, v, lens, index, PAGE)
     out = torch.empty_like(q)
     best = None
     for cfg in QUEST_CONFIGS:
-        ppb, warps, stages = cfg
+        ppb, warps, stages, factor = cfg
+        splits = default_splits * factor
         out.fill_(float("nan"))
         triton_quest_decode(q, k, v, lens, index, PAGE, out=out, pages_per_block=ppb, num_warps=warps,
-                            num_stages=stages)
+                            num_stages=stages, num_splits=splits)
         err = check(f"quest decode {context}/{batch} {cfg}", ref_out, out)
         ms, _ = bench_ms(lambda: triton_quest_decode(q, k, v, lens, index, PAGE, out=out, pages_per_block=ppb,
-                                                     num_warps=warps, num_stages=stages), rep=30)
+                                                     num_warps=warps, num_stages=stages, num_splits=splits), rep=30)
         if best is None or ms < best[1]:
             best = (cfg, ms, err)
     cfg, _, err = best
-    ppb, warps, stages = cfg
+    ppb, warps, stages, factor = cfg
+    splits = default_splits * factor
 
     def step():
-        s = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True)
+        s = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True, block_p=block_p)
         i = triton_quest_select_pages(s, lens, PAGE, page_budget)
         return triton_quest_decode(q, k, v, lens, i, PAGE, out=out, pages_per_block=ppb, num_warps=warps,
-                                   num_stages=stages)
+                                   num_stages=stages, num_splits=splits)
 
     total_ms, mode = bench_ms(step)
-    scores_ms, _ = bench_ms(lambda: triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True))
+    scores_ms, _ = bench_ms(lambda: triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True,
+                                                             block_p=block_p))
     select_ms, _ = bench_ms(lambda: triton_quest_select_pages(scores, lens, PAGE, page_budget))
+    from sparse_attn.kernels.quest.triton import _topk_select_pages
+    topk_select_ms, _ = bench_ms(lambda: _topk_select_pages(scores, lens, PAGE, page_budget))
     attn_ms, _ = bench_ms(lambda: triton_quest_decode(q, k, v, lens, index, PAGE, out=out, pages_per_block=ppb,
-                                                      num_warps=warps, num_stages=stages))
+                                                      num_warps=warps, num_stages=stages, num_splits=splits))
 
     # our dense split-K decode over the full cache (the same kernel family), checked against the reference
     full_lens = torch.full((batch, HKV), context, device=DEVICE, dtype=torch.int32)
@@ -202,7 +224,9 @@ def bench_quest(context: int, batch: int, use_flex: bool, bandwidth: dict, resul
     full_bytes = 2 * k.numel() * element
     row = {
         "table": "quest", "context": context, "batch": batch, "page_budget": page_budget, "mode": mode,
-        "config": {"pages_per_block": ppb, "num_warps": warps, "num_stages": stages},
+        "config": {"pages_per_block": ppb, "num_warps": warps, "num_stages": stages, "num_splits": splits,
+                   "default_splits": default_splits, "score_block_p": block_p},
+        "topk_select_ms": topk_select_ms,
         "rel_rmse": err, "dense_rel_rmse": dense_err, "selection_agreement": agree,
         "total_ms": total_ms, "scores_ms": scores_ms, "select_ms": select_ms, "attn_ms": attn_ms,
         "bytes": quest_bytes, "kv_bytes": kv_bytes, "meta_bytes": meta_bytes,
@@ -304,16 +328,53 @@ def bench_compression(context: int, results: list):
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
             return F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, enable_gqa=True)
     prefill_ms, _ = bench_ms(prefill, use_graph=False, rep=300)
+    from sparse_attn.kernels.decode.window_triton import triton_window_importance
+    from sparse_attn.methods._kv import pool_and_force, window_probs
+
+    window = 256
+    q_window = q[context - window:].transpose(0, 1)  # [Hq, W, D]
+    k_heads = k.transpose(0, 1)  # [Hkv, T, D]
     for cls in (SnapKV, AdaSnapKV):
         method = cls(token_capacity=context // 10)
+        reduce = "max" if method.name == "ada_snapkv" else "mean_sum"
         compressed = method.compress(q, k, v, cu_seqlens)
         kept = compressed.lens.sum().item()
         ms, mode = bench_ms(lambda: method.compress(q, k, v, cu_seqlens), use_graph=False, rep=200)
+        # the scoring step alone: the method's torch path vs the Triton window kernel (checked against it)
+        torch_scores_ms, _ = bench_ms(lambda: method.importance(q_window, k_heads), use_graph=False, rep=100)
+        probs = window_probs(q_window, k_heads)
+        ref = probs.mean(1).sum(1) if reduce == "mean_sum" else probs.amax(2).amax(1)
+        del probs
+        fast = triton_window_importance(q_window, k_heads, reduce=reduce)
+        err = check(f"window importance {method.name} {context}", ref, fast)
+        triton_scores_ms, _ = bench_ms(lambda: triton_window_importance(q_window, k_heads, reduce=reduce))
+
+        # the same compress with the Triton scoring plugged into this instance (benchmark-only wiring)
+        def fast_importance(q_window, k, scale=None, method=method, reduce=reduce):
+            raw = triton_window_importance(q_window, k, scale, reduce=reduce)
+            return pool_and_force(raw, method.kernel_size, method.local_window, method.prefix_tokens)
+        fast_method = cls(token_capacity=context // 10)
+        object.__setattr__(fast_method, "importance", fast_importance)
+        fast_compressed = fast_method.compress(q, k, v, cu_seqlens)
+        same = _kept_overlap(compressed.index, compressed.lens, fast_compressed.index, fast_compressed.lens)
+        fast_ms, _ = bench_ms(lambda: fast_method.compress(q, k, v, cu_seqlens), use_graph=False, rep=200)
         results.append({
             "table": "compression", "method": method.name, "context": context, "capacity": context // 10,
             "kept_tokens": kept, "compress_ms": ms, "prefill_cudnn_ms": prefill_ms, "mode": mode,
-            "pct_of_prefill": 100 * ms / prefill_ms,
+            "pct_of_prefill": 100 * ms / prefill_ms, "torch_scores_ms": torch_scores_ms,
+            "triton_scores_ms": triton_scores_ms, "triton_scores_rel_rmse": err, "fast_compress_ms": fast_ms,
+            "fast_pct_of_prefill": 100 * fast_ms / prefill_ms, "kept_overlap": same,
         })
+
+
+def _kept_overlap(index_a, lens_a, index_b, lens_b) -> float:
+    """Fraction of kept (head, position) pairs two compressions share."""
+    def pairs(index, lens):
+        valid = torch.arange(index.shape[-1], device=index.device) < lens[..., None]
+        heads = torch.arange(index.shape[1], device=index.device)[None, :, None].expand_as(index)
+        return set(zip(heads[valid].tolist(), index[valid].tolist()))
+    a, b = pairs(index_a, lens_a), pairs(index_b, lens_b)
+    return len(a & b) / max(len(a), 1)
 
 
 # -- report ---------------------------------------------------------------------------------------------------------
@@ -329,12 +390,12 @@ def times(numerator, denominator):
 def print_tables(results: list, header: dict):
     print("\n" + " | ".join(f"{k}: {v}" for k, v in header.items()))
     print("\n### Quest (page 16, budget 10%, share_pages) vs dense decode over the full cache")
-    print("| ctx | B | step ms | scores / select / attn ms | GB/s (pages+meta) | % spec | % copy | vs cuDNN | "
+    print("| ctx | B | step ms | scores / select (torch.topk) / attn ms | GB/s (pages+meta) | % spec | % copy | vs cuDNN | "
           "vs flash | vs Flex | vs ours-dense | ideal | ours-dense ms (% spec) | cuDNN ms | rel RMSE | config |")
     print("|" + "---|" * 16)
     for r in (r for r in results if r["table"] == "quest"):
         print(f"| {r['context'] // 1024}K | {r['batch']} | {fmt(r['total_ms'])} | {fmt(r['scores_ms'])} / "
-              f"{fmt(r['select_ms'])} / {fmt(r['attn_ms'])} | {fmt(r['gbps'], 0)} | {fmt(r['pct_spec'], 1)} | "
+              f"{fmt(r['select_ms'])} ({fmt(r['topk_select_ms'])}) / {fmt(r['attn_ms'])} | {fmt(r['gbps'], 0)} | {fmt(r['pct_spec'], 1)} | "
               f"{fmt(r['pct_copy'], 1)} | {times(r['cudnn_ms'], r['total_ms'])} | "
               f"{times(r['flash_ms'], r['total_ms'])} | {times(r['flex_ms'], r['total_ms'])} | "
               f"{times(r['ours_dense_ms'], r['total_ms'])} | {fmt(r['ideal_speedup'], 2)}x | "
@@ -351,11 +412,14 @@ def print_tables(results: list, header: dict):
               f"{times(r['dense_flash_full_ms'], r['ms'])} | {times(r['dense_flex_full_ms'], r['ms'])} | "
               f"{r['rel_rmse']:.1e} | {r['config']} {r['mode']} |")
     print("\n### Compression overhead (method.compress: window scores + pooling + top-k + gather), B = 1")
-    print("| ctx | method | capacity | compress ms | dense cuDNN prefill ms | % of prefill |")
-    print("|---|---|---|---|---|---|")
+    print("| ctx | method | capacity | compress ms (method code) | % of prefill | scoring ms torch / Triton | "
+          "compress ms with Triton scoring | % of prefill | kept overlap | dense cuDNN prefill ms |")
+    print("|" + "---|" * 10)
     for r in (r for r in results if r["table"] == "compression"):
         print(f"| {r['context'] // 1024}K | {r['method']} | {r['capacity']} | {fmt(r['compress_ms'])} | "
-              f"{fmt(r['prefill_cudnn_ms'])} | {fmt(r['pct_of_prefill'], 2)} |")
+              f"{fmt(r['pct_of_prefill'], 2)} | {fmt(r['torch_scores_ms'])} / {fmt(r['triton_scores_ms'])} | "
+              f"{fmt(r['fast_compress_ms'])} | {fmt(r['fast_pct_of_prefill'], 2)} | {fmt(r['kept_overlap'], 4)} | "
+              f"{fmt(r['prefill_cudnn_ms'])} |")
 
 
 def main():

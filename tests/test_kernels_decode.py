@@ -21,6 +21,7 @@ from sparse_attn.kernels.quest import (
     update_page_meta,
 )
 from sparse_attn.kernels.quest.triton import (
+    _topk_select_pages,
     triton_quest_decode,
     triton_quest_page_scores,
     triton_quest_select_pages,
@@ -162,3 +163,37 @@ def test_triton_update_page_meta_equals_rebuild():
     assert torch.equal(got_min, rebuilt_min) and torch.equal(got_max, rebuilt_max)
     via_dispatch = update_page_meta(page_min.clone(), page_max.clone(), k_new, lens, PAGE, backend="triton")
     assert torch.equal(via_dispatch[0], ref_min)
+
+
+def test_triton_select_pages_ties_short_rows_and_long_row_path():
+    """Exact top-k: ties at the threshold go to the lower page id (as in the reference), negative scores, rows with
+    fewer past pages than the budget; the torch.topk path for very long rows agrees on tie-free scores."""
+    gen = torch.Generator().manual_seed(11)
+    batch, rows, pages = 3, 2, 45
+    lens = torch.tensor([pages * PAGE, 20 * PAGE + 3, 3 * PAGE], dtype=torch.int32)  # cur = 44, 20, 2
+    scores = torch.randint(-3, 4, (batch, rows, pages), generator=gen).float()  # many ties, negatives
+    current = (lens.long() - 1) // PAGE
+    scores = scores.masked_fill(torch.arange(pages)[None, None] >= current[:, None, None], float("-inf"))
+    for budget in (1, 7, 60):
+        ref = naive_quest_select_pages(scores, lens, PAGE, budget)
+        got = triton_quest_select_pages(scores, lens, PAGE, budget)
+        assert torch.equal(got, ref), f"budget {budget}:\n{got}\n{ref}"
+    distinct = torch.randn(batch, rows, pages, generator=gen).masked_fill(scores == float("-inf"), float("-inf"))
+    assert torch.equal(_topk_select_pages(distinct, lens, PAGE, 7), naive_quest_select_pages(distinct, lens, PAGE, 7))
+
+
+@pytest.mark.parametrize("reduce", ["mean_sum", "max"])
+def test_triton_window_importance(reduce):
+    """SnapKV (mean over the group, sum over the window) and Ada-SnapKV (max) scores without the probability
+    tensor, against the method code's window_probs; GQA 4:1, odd prompt length, several key splits."""
+    from sparse_attn.kernels.decode.window_triton import triton_window_importance
+    from sparse_attn.methods._kv import window_probs
+
+    gen = torch.Generator().manual_seed(42)
+    q_window = torch.randn(8, 16, 64, generator=gen)
+    k = torch.randn(2, 77, 64, generator=gen)
+    probs = window_probs(q_window, k)
+    ref = probs.mean(dim=1).sum(dim=1) if reduce == "mean_sum" else probs.amax(dim=2).amax(dim=1)
+    out = triton_window_importance(q_window, k, reduce=reduce, block_m=16, block_n=16)
+    assert_close(f"window importance {reduce}", ref, out, 1e-5)
+    assert torch.equal(torch.topk(out, 20).indices.sort().values, torch.topk(ref, 20).indices.sort().values)

@@ -5,7 +5,8 @@ Pipeline of one decode step (see `kernels/quest/__init__.py`):
 1. `triton_quest_page_scores`: upper bound of q.k per page from the page's elementwise key min/max,
    `sum_d max(q_d * min_d, q_d * max_d)`; summed over the query heads of a KV group when pages are shared. Reads the
    metadata once (1 / page_size of the KV bytes).
-2. `triton_quest_select_pages` (torch.topk): the `page_budget` best past pages + the current page, sorted ascending, -1 padded.
+2. `triton_quest_select_pages`: exact top-k by a bitwise threshold search in registers (one launch; torch.topk +
+   sort cost ~100 us per step at 128K), the current page appended, ascending, -1 padded.
 3. `triton_quest_decode`: flash-decoding over the selected pages only (GQA-grouped when pages are shared; split
    over the selected slots so batch 1 fills the GPU), merged by the shared combine kernel of `kernels/decode`.
 """
@@ -127,22 +128,91 @@ def triton_quest_page_scores(
     return scores
 
 
+@triton.jit
+def _select_pages_kernel(
+    SCORES, LENS, OUT,
+    stride_sb, stride_sh, stride_ob, stride_oh,
+    num_sel_heads, num_pages, page_size, page_budget, num_out,
+    BLOCK_P: tl.constexpr, BLOCK_OUT: tl.constexpr,
+):
+    """Program (b * Hsel + head): exact top-k of one score row, written in ascending page order.
+
+    The k-th largest score is found by a 32-step bitwise search on the scores' order-preserving integer keys
+    (each step one count over the row held in registers) instead of a sort; ties at the threshold go to the
+    lower page ids, like the reference's stable sort. Then the current page, then -1 padding.
+    """
+    row = tl.program_id(0)
+    b = row // num_sel_heads
+    head = row % num_sel_heads
+    length = tl.load(LENS + b).to(tl.int32)
+    current = (length - 1) // page_size
+    take = tl.minimum(tl.minimum(page_budget, current), num_pages - 1)  # past pages this row selects
+
+    offs = tl.arange(0, BLOCK_P)
+    candidate = (offs < current) & (offs < num_pages)
+    x = tl.load(SCORES + b * stride_sb + head * stride_sh + offs, mask=candidate, other=0.0)
+    bits = x.to(tl.int32, bitcast=True)
+    key = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(tl.int64)  # signed integer order == float order
+    key = tl.where(candidate, key, -2147483648)
+
+    threshold = take.to(tl.int64) * 0 - 2147483648  # invariant: count(key >= threshold) >= take
+    for step in tl.static_range(32):
+        trial = threshold + (1 << (31 - step))
+        count = tl.sum((key >= trial).to(tl.int32), 0)
+        threshold = tl.where(count >= take, trial, threshold)
+
+    above = key > threshold
+    ties_needed = take - tl.sum(above.to(tl.int32), 0)
+    tie = key == threshold
+    tie_rank = tl.cumsum(tie.to(tl.int32), 0)
+    selected = above | (tie & (tie_rank <= ties_needed))
+    slot = tl.cumsum(selected.to(tl.int32), 0) - 1
+    out_row = OUT + b * stride_ob + head * stride_oh
+    tl.store(out_row + slot, offs, mask=selected)
+
+    tail = tl.arange(0, BLOCK_OUT)
+    tail_value = tl.where(tail == take, current, -1)
+    tl.store(out_row + tail, tail_value, mask=(tail >= take) & (tail < num_out))
+
+
+# one score row must fit in registers; longer rows (contexts past 512K at page 16) use torch.topk
+MAX_PAGES_IN_REGISTERS = 32768
+
+
 def triton_quest_select_pages(scores: torch.Tensor, lens: torch.Tensor, page_size: int, page_budget: int):
     """The `page_budget` highest-scoring past pages plus the current page; same contract as
-    `naive_quest_select_pages` except ties, which torch.topk may break either way (never seen with real scores).
+    `naive_quest_select_pages` (ties to the lower page id; sorted ascending; -1 padding at the end).
 
     Args:
         scores: `[B, Hsel, P]` fp32 from `quest_page_scores` (non-candidates are -inf).
         lens: `[B]` cache lengths including the current token.
     Returns:
-        `page_index [B, Hsel, n]` int32, `n = min(page_budget + 1, P)`: valid pages sorted ascending, then -1 for
-        unused slots (contexts with fewer than `page_budget` past pages). No device sync.
+        `page_index [B, Hsel, n]` int32, `n = min(page_budget + 1, P)`. One launch, no device sync.
     """
     batch, rows, num_pages = scores.shape
     lens = _batch_lens(lens, batch)
+    if scores.dtype != torch.float32:
+        raise ValueError(f"scores must be fp32, got {scores.dtype}")
+    num_out = min(page_budget + 1, num_pages)
+    if num_pages > MAX_PAGES_IN_REGISTERS:
+        return _topk_select_pages(scores, lens, page_size, page_budget)
+    scores = scores.contiguous()
+    out = torch.empty(batch, rows, num_out, device=scores.device, dtype=torch.int32)
+    block_p = triton.next_power_of_2(num_pages)
+    _select_pages_kernel[(batch * rows,)](
+        scores, lens, out,
+        scores.stride(0), scores.stride(1), out.stride(0), out.stride(1),
+        rows, num_pages, page_size, page_budget, num_out,
+        BLOCK_P=block_p, BLOCK_OUT=triton.next_power_of_2(num_out), num_warps=16 if block_p >= 8192 else 8,
+    )
+    return out
+
+
+def _topk_select_pages(scores: torch.Tensor, lens: torch.Tensor, page_size: int, page_budget: int):
+    """torch.topk + sort version for rows too long for registers (ties may go either way)."""
+    batch, rows, num_pages = scores.shape
     current = ((lens.long() - 1) // page_size)[:, None, None].expand(batch, rows, 1)
     n_past = min(page_budget, num_pages - 1)
-    # topk over the (mostly much larger) candidate set; the small result is then sorted by page id
     values, past = torch.topk(scores, n_past, dim=-1, sorted=False)
     past = past.masked_fill(values == float("-inf"), num_pages)
     chosen = torch.sort(torch.cat([past, current], dim=-1), dim=-1).values

@@ -107,3 +107,18 @@ def test_quest_step_gpu(context, batch, share_pages):
     out = torch.full_like(q, float("nan"))
     quest_decode(q, k, v, lens, index, page_size, out=out)
     check("quest decode", naive_quest_decode(q, k, v, lens, index, page_size).float(), out.float())
+
+
+@pytest.mark.parametrize("reduce", ["mean_sum", "max"])
+@pytest.mark.parametrize("context", [32 * 1024, 128 * 1024], ids=lambda c: f"{c // 1024}K")
+def test_window_importance_gpu(context, reduce):
+    from sparse_attn.kernels.decode.window_triton import triton_window_importance
+    from sparse_attn.methods._kv import window_probs
+
+    gen = torch.Generator(device="cuda").manual_seed(context)
+    q_window = torch.randn(HQ, 256, D, device="cuda", generator=gen, dtype=torch.bfloat16)
+    k = torch.randn(HKV, context, D, device="cuda", generator=gen, dtype=torch.bfloat16)
+    probs = window_probs(q_window, k)
+    ref = probs.mean(dim=1).sum(dim=1) if reduce == "mean_sum" else probs.amax(dim=2).amax(dim=1)
+    del probs
+    check(f"window importance {reduce}", ref, triton_window_importance(q_window, k, reduce=reduce))
