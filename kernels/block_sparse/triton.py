@@ -160,9 +160,11 @@ def chunk_index_to_tiles(block_index: torch.Tensor, block_count: torch.Tensor, c
 
 def _launch_config(chunk_size: int, head_dim: int):
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) tuned on H100 (see benchmarks/RESULTS.md, Prefill kernels)."""
+    # H100, 128K, ~10% of blocks: (128, 128, 8, 3) 32.6 ms; (128, 64, 4, 2) 35.8; (64, 128, 4, 3) 45.0;
+    # (128, 64, 4, 3) 60.9 (spills). chunk 64: (64, 64, 4, 2) 35.9 ms, (64, 64, 4, 3) 36.1.
     if chunk_size >= 128:
-        return 128, 64, 4, 3
-    return 64, 64, 4, 3
+        return 128, 128, 8, 3
+    return 64, 64, 4, 2
 
 
 def triton_block_sparse_attention(

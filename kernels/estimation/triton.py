@@ -5,11 +5,10 @@ x 256 queries x 128K keys): three Triton passes recompute the scores tile by til
 
 1. row statistics: per window query, the running max and sum of exp2 over its causal keys (split over key ranges
    for parallelism, merged in torch);
-2. vertical sums: per key tile, the probabilities summed over the window queries (one program owns its keys, no
-   atomics);
-3. slash sums: per tile of diagonal offsets o, the probabilities P[i, pos_i - o] summed over the window queries.
-   A 64-row query block needs, for 64 offsets, the keys of one window of 128 positions: the kernel computes that
-   [64, 128] score tile with one tensor-core dot and pulls the diagonals out with `tl.gather`.
+2. one pass per key tile for both sums: the probabilities summed over the window queries (vertical; the program
+   owns its keys) and along each diagonal the tile crosses (slash; pulled out of the [64, 64] probability tile with
+   `tl.gather`, then atomically added, since neighbouring key tiles share diagonals). fp32 atomics make the slash
+   sums' last bits depend on the order of the adds.
 """
 from typing import Optional, Tuple
 
@@ -76,51 +75,55 @@ def _window_probs(q, offs_i, k_pos, row_ok, q_pos, seq_len, k_base, stride_kn, o
 @triton.jit
 def _window_sums(Q, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slash, qk_scale, num_q_heads, window,
                  stride_qn, stride_qh, stride_kn, stride_kh, stride_rb, stride_rh, stride_ob, stride_oh,
-                 GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 SLASH: tl.constexpr):
-    """SLASH=False: program = key tile, output vertical sums. SLASH=True: program = offset tile, slash sums."""
+                 GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """One program per key tile: vertical sums of its keys (owned, plain store) and the slash sums of the
+    BLOCK_M + BLOCK_N - 1 diagonals each [query block, key tile] pair crosses (atomic adds: neighbouring key tiles
+    share diagonals). The diagonals are pulled out of the probability tile with `tl.gather`:
+    R[i, t] = P[i, i - t + BLOCK_N - 1], so sum_i R[i, t] is the sum along offset (q_first - k_first) + t - (BLOCK_N - 1).
+    """
     n_block = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // num_q_heads
     h = bh % num_q_heads
     seq_start = tl.load(cu_seqlens + b)
     seq_len = tl.load(cu_seqlens + b + 1) - seq_start
-    first = n_block * BLOCK_N  # first key (vertical) or first offset (slash) of this program
-    offs_n = tl.arange(0, BLOCK_N)
-    out_ptrs = b * stride_ob + h * stride_oh + first + offs_n
-    out_ok = first + offs_n < seq_len
-    if first >= seq_len:
+    k_first = n_block * BLOCK_N
+    if k_first >= seq_len:
         return  # the caller zero-fills [B, Hq, max_len]: positions past this sample's end stay 0
     w = tl.minimum(window, seq_len)
+    offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
+    k_pos = k_first + offs_n
+    key_ok = k_pos < seq_len
     k_base = K + seq_start * stride_kn + (h // GROUP) * stride_kh
-    total = tl.zeros([BLOCK_N], dtype=tl.float32)
+    k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :], mask=key_ok[:, None], other=0.0)
+    out_base = b * stride_ob + h * stride_oh
+    n_diag: tl.constexpr = BLOCK_M + BLOCK_N
+    t = tl.arange(0, n_diag)
+    src = tl.arange(0, BLOCK_M)[:, None] - t[None, :] + (BLOCK_N - 1)  # column of P on diagonal t, row i
+    src_ok = (src >= 0) & (src < BLOCK_N)
+    src = tl.where(src_ok, src, 0)
+    vertical = tl.zeros([BLOCK_N], dtype=tl.float32)
     for i_first in range(0, w, BLOCK_M):
         offs_i = i_first + tl.arange(0, BLOCK_M)
         row_ok = offs_i < w
         q_pos = seq_len - w + offs_i
-        q = tl.load(Q + (seq_start + q_pos)[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
-                    mask=row_ok[:, None], other=0.0)
-        q = (q * qk_scale).to(q.dtype)
-        row_max = tl.load(RowMax + b * stride_rb + h * stride_rh + offs_i, mask=row_ok, other=0.0)
-        row_inv_sum = tl.load(RowInvSum + b * stride_rb + h * stride_rh + offs_i, mask=row_ok, other=0.0)
-        if SLASH:
-            # Row i at offset o needs key q_pos[i] - o: for the 64 rows and 64 offsets these all lie in a window of
-            # 2 * 64 keys starting at q_pos[0] - first - (BLOCK_N - 1).
-            win = tl.arange(0, BLOCK_M + BLOCK_N)
-            k_pos = seq_len - w + i_first - first - (BLOCK_N - 1) + win
-            p = _window_probs(q, offs_i, k_pos, row_ok, q_pos, seq_len, k_base, stride_kn, offs_d, row_max,
-                              row_inv_sum)
-            col = tl.arange(0, BLOCK_M)[:, None] - offs_n[None, :] + (BLOCK_N - 1)
-            total += tl.sum(tl.gather(p, col, 1), 0)
-        else:
-            p = _window_probs(q, offs_i, first + offs_n, row_ok, q_pos, seq_len, k_base, stride_kn, offs_d,
-                              row_max, row_inv_sum)
-            total += tl.sum(p, 0)
-    if SLASH:
-        tl.store(Slash + out_ptrs, total, mask=out_ok)
-    else:
-        tl.store(Vertical + out_ptrs, total, mask=out_ok)
+        q_first = seq_len - w + i_first
+        if q_first + BLOCK_M - 1 >= k_first:  # some query of this block sees some key of the tile
+            q = tl.load(Q + (seq_start + q_pos)[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
+                        mask=row_ok[:, None], other=0.0)
+            q = (q * qk_scale).to(q.dtype)
+            row_max = tl.load(RowMax + b * stride_rb + h * stride_rh + offs_i, mask=row_ok, other=0.0)
+            row_inv_sum = tl.load(RowInvSum + b * stride_rb + h * stride_rh + offs_i, mask=row_ok, other=0.0)
+            s = tl.dot(q, tl.trans(k))
+            ok = row_ok[:, None] & key_ok[None, :] & (k_pos[None, :] <= q_pos[:, None])
+            p = tl.where(ok, tl.math.exp2(s - row_max[:, None]) * row_inv_sum[:, None], 0.0)
+            vertical += tl.sum(p, 0)
+            diag = tl.sum(tl.where(src_ok, tl.gather(p, src, 1), 0.0), 0)  # [n_diag]
+            offset = q_first - k_first + t - (BLOCK_N - 1)
+            diag_ok = (t < n_diag - 1) & (offset >= 0) & (offset < seq_len)
+            tl.atomic_add(Slash + out_base + offset, diag, mask=diag_ok, sem="relaxed")
+    tl.store(Vertical + out_base + k_pos, vertical, mask=key_ok)
 
 
 def triton_last_window_sums(
@@ -172,14 +175,12 @@ def triton_last_window_sums(
     vertical = torch.zeros((batch, num_q_heads, longest), device=q.device, dtype=torch.float32)
     slash = torch.zeros_like(vertical)
     grid = (triton.cdiv(longest, BLOCK_N), batch * num_q_heads)
-    for is_slash in (False, True):
-        _window_sums[grid](
-            q, k, cu_seqlens, row_max, row_inv_sum, vertical, slash, qk_scale, num_q_heads, window,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), row_max.stride(0), row_max.stride(1),
-            vertical.stride(0), vertical.stride(1),
-            GROUP=group, HEAD_DIM=head_dim, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, SLASH=is_slash,
-            num_warps=4, num_stages=3,
-        )
+    _window_sums[grid](
+        q, k, cu_seqlens, row_max, row_inv_sum, vertical, slash, qk_scale, num_q_heads, window,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), row_max.stride(0), row_max.stride(1),
+        vertical.stride(0), vertical.stride(1),
+        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, num_warps=4, num_stages=2,
+    )
     return vertical, slash
 
 
