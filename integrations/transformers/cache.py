@@ -247,12 +247,14 @@ class SparseCache(Cache):
                               f"Use sparse_attn.make_cache(model) to get the right cache, or none for prefill methods")
         self.method_name = name
         layer_types, layer_kwargs = get_layer_types_and_kwargs(text_config)
+        if isinstance(layer_kwargs, dict):  # transformers < 5.19 returns one dict for every layer
+            layer_kwargs = [layer_kwargs] * len(layer_types)
         layers = []
         for layer_type, kwargs in zip(layer_types, layer_kwargs):
             if layer_type == "full_attention":
                 layers.append(self.layer_class())
             elif layer_type in ("sliding_attention", "chunked_attention"):
-                layers.append(DYNAMIC_LAYER_TYPE_MAPPING[layer_type](**kwargs))
+                layers.append(DYNAMIC_LAYER_TYPE_MAPPING[layer_type](sliding_window=kwargs["sliding_window"]))
             else:
                 raise NotImplementedError(f"{type(self).__name__}: layer type {layer_type!r} is not supported "
                                           f"(full_attention and sliding_attention layers are)")
