@@ -1,0 +1,207 @@
+"""vLLM end-to-end benchmark of the sparse_attn backend (GPU, vLLM 0.25 / 0.33).
+
+Model: random weights (`load_format="dummy"`) with Llama-3.1-8B shapes (hidden 4096, 32 query / 8 KV heads,
+head_dim 128, MLP 14336) and `--layers` layers, bf16, no tokenizer (token-id prompts). Each configuration runs in
+its own process (clean GPU memory; the backend comes in through the installed `vllm.general_plugins` entry point),
+and each sparse run checks from its statistics that the method acted.
+
+- prefill: one prompt of 32K / 128K tokens, `max_tokens=1`; median wall time of `--repeats` `generate` calls
+  after one warm-up. Dense = vLLM's stock backend (FLASH_ATTN) and our CUSTOM backend with `{"method": "dense"}`
+  (= stock Triton path); then each prefill method with its reference defaults.
+- decode: `--batch` prompts of `--decode-context` tokens; decode time = t(1 + N new tokens) - t(1 new token);
+  throughput = batch * N / decode time. Dense (stock FLASH_ATTN) vs Quest (`--token-budget`).
+
+On the GPU machine (vLLM 0.25 through ../shared/scripts/build-vllm-device-bundle.sh, two calls; see
+ENVIRONMENT.md), second call:
+
+    cp .vb1/* /tmp/parts/ && cat /tmp/parts/vllm-site.tar.xz.part* > /tmp/v.tar.xz && sha256sum -c .vb1/SHA256 &&
+    mkdir -p /tmp/site && tar -C /tmp/site -xJf /tmp/v.tar.xz && export PYTHONPATH=/tmp/site
+    VLLM_USE_FLASHINFER_SAMPLER=0 && pip install -q --no-deps --no-build-isolation --no-index -e . &&
+    python benchmarks/bench_vllm.py --out $OUT/bench_vllm.json
+
+Prints a Markdown table for benchmarks/RESULTS.md and writes the raw numbers as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+LLAMA_8B = dict(
+    architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=4096, intermediate_size=14336,
+    num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=128256, rms_norm_eps=1e-5,
+    rope_theta=500000.0, hidden_act="silu", tie_word_embeddings=False, torch_dtype="bfloat16",
+    bos_token_id=128000, eos_token_id=128001,
+)
+PREFILL_METHODS = ["vertical_slash", "block_sparse", "flexprefill"]
+
+
+def write_model(folder: str, layers: int, max_len: int) -> str:
+    os.makedirs(folder, exist_ok=True)
+    config = dict(LLAMA_8B, num_hidden_layers=layers, max_position_embeddings=max_len)
+    with open(os.path.join(folder, "config.json"), "w") as handle:
+        json.dump(config, handle)
+    return folder
+
+
+def run_one(spec: dict) -> dict:
+    """One configuration in this process: build the engine, time, read stats."""
+    from vllm import LLM, SamplingParams
+
+    from sparse_attn.integrations.vllm import engine_kwargs, get_stats, reset_stats
+
+    max_len = spec["max_model_len"]
+    kwargs = dict(model=spec["model"], load_format="dummy", dtype="bfloat16", skip_tokenizer_init=True,
+                  enforce_eager=True, seed=0, gpu_memory_utilization=0.8, max_model_len=max_len,
+                  max_num_seqs=max(8, spec.get("batch", 1)), enable_prefix_caching=False,
+                  enable_chunked_prefill=False, max_num_batched_tokens=max_len)
+    method = spec["method"]
+    stats_dir = None
+    if method != "stock":
+        stats_dir = tempfile.mkdtemp(prefix="sparse_attn_stats_")
+        extra = engine_kwargs(method, max_model_len=max_len, stats_dir=stats_dir, **spec.get("params", {}))
+        extra.pop("max_model_len", None)
+        kwargs.update(extra)
+        kwargs["enable_prefix_caching"] = False
+        kwargs["enable_chunked_prefill"] = False
+        kwargs["max_num_batched_tokens"] = max_len
+    started = time.perf_counter()
+    llm = LLM(**kwargs)
+    result = {"method": method, "params": spec.get("params", {}), "engine_start_s": time.perf_counter() - started}
+
+    def timed(prompts, new_tokens):
+        params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True, detokenize=False)
+        t0 = time.perf_counter()
+        llm.generate(prompts, params, use_tqdm=False)
+        return time.perf_counter() - t0
+
+    with open(os.path.join(spec["model"], "config.json")) as handle:
+        vocab = json.load(handle)["vocab_size"]
+
+    def prompt(length, seed):
+        import random
+
+        rng = random.Random(seed)
+        return {"prompt_token_ids": [rng.randrange(10, vocab - 10) for _ in range(length)]}
+
+    if stats_dir is not None:
+        try:
+            reset_stats(llm)
+        except Exception:
+            pass
+    if spec["kind"] == "prefill":
+        times = {}
+        for length in spec["lengths"]:
+            timed([prompt(length, 0)], 1)  # warm-up at this length
+            samples = [timed([prompt(length, r + 1)], 1) for r in range(spec["repeats"])]
+            times[str(length)] = statistics.median(samples)
+        result["prefill_s"] = times
+    else:
+        batch, context, new = spec["batch"], spec["context"], spec["new_tokens"]
+        prompts = [prompt(context, 100 + b) for b in range(batch)]
+        timed(prompts, 2)  # warm-up
+        first = statistics.median(timed(prompts, 1) for _ in range(spec["repeats"]))
+        full = statistics.median(timed(prompts, new + 1) for _ in range(spec["repeats"]))
+        result.update(decode_s=full - first, decode_tok_per_s=batch * new / (full - first), prefill_batch_s=first)
+    if stats_dir is not None:
+        try:
+            stats = get_stats(llm)
+        except Exception:
+            time.sleep(0.5)
+            stats = get_stats(stats_dir=stats_dir)
+        result["stats"] = {k: stats[k] for k in ("method", "sparsity", "prefill_sparsity", "decode_sparsity",
+                                                 "compression_sparsity", "counts")}
+        if method != "dense" and not stats["sparsity"]:
+            raise RuntimeError(f"{method}: no sparsity recorded; the sparse backend did not act: {stats}")
+    import torch
+    import vllm
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    result.update(vllm=vllm.__version__, torch=torch.__version__, device=device)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[32768, 131072])
+    parser.add_argument("--methods", nargs="+", default=PREFILL_METHODS)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--decode-context", type=int, default=16384)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--token-budget", type=int, default=1024)
+    parser.add_argument("--skip-decode", action="store_true")
+    parser.add_argument("--out", default="bench_vllm.json")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one JSON spec, print the result
+    args = parser.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(run_one(json.loads(args.one))), flush=True)
+        return
+
+    model = write_model(tempfile.mkdtemp(prefix="llama8b_shapes_"), args.layers, max(args.lengths) + 1024)
+    prefill_len = max(args.lengths) + 64
+    decode_len = args.decode_context + args.new_tokens + 64
+    specs = [dict(kind="prefill", method="stock", lengths=args.lengths)]
+    specs += [dict(kind="prefill", method="dense", lengths=args.lengths)]
+    specs += [dict(kind="prefill", method=m, lengths=args.lengths) for m in args.methods]
+    if not args.skip_decode:
+        specs += [dict(kind="decode", method="stock"),
+                  dict(kind="decode", method="quest", params={"token_budget": args.token_budget})]
+    results = []
+    for spec in specs:
+        spec.update(model=model, repeats=args.repeats, batch=args.batch, context=args.decode_context,
+                    new_tokens=args.new_tokens,
+                    max_model_len=prefill_len if spec["kind"] == "prefill" else decode_len)
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        if proc.returncode or not lines:
+            result = {"method": spec["method"], "kind": spec["kind"], "error": proc.stderr[-3000:]}
+        else:
+            result = json.loads(lines[-1][len("RESULT "):])
+            result["kind"] = spec["kind"]
+        result["wall_s"] = time.perf_counter() - started
+        results.append(result)
+        print(json.dumps(result)[:600], flush=True)
+        with open(args.out, "w") as handle:
+            json.dump(results, handle, indent=1)
+    print_table(results, args)
+
+
+def print_table(results, args) -> None:
+    prefill = [r for r in results if r.get("kind") == "prefill" and "prefill_s" in r]
+    stock = next((r for r in prefill if r["method"] == "stock"), None)
+    print(f"\n| method ({args.layers} layers, Llama-3.1-8B shapes) | " +
+          " | ".join(f"prefill {L // 1024}K (s)" for L in args.lengths) + " | speed-up vs stock | sparsity |")
+    print("|---|" + "---|" * (len(args.lengths) + 2))
+    for r in prefill:
+        times = [r["prefill_s"][str(L)] for L in args.lengths]
+        ratio = ", ".join(f"{stock['prefill_s'][str(L)] / r['prefill_s'][str(L)]:.2f}x" for L in args.lengths) \
+            if stock else "-"
+        sparsity = r.get("stats", {}).get("prefill_sparsity")
+        name = "stock FLASH_ATTN" if r["method"] == "stock" else r["method"]
+        print(f"| {name} | " + " | ".join(f"{t:.3f}" for t in times) + f" | {ratio} | "
+              f"{'-' if sparsity is None else f'{sparsity:.3f}'} |")
+    decode = [r for r in results if r.get("kind") == "decode" and "decode_s" in r]
+    if decode:
+        print(f"\n| decode, batch {args.batch} x {args.decode_context} context, {args.new_tokens} new tokens | "
+              "decode time (s) | tokens/s | Quest sparsity |")
+        print("|---|---|---|---|")
+        for r in decode:
+            sparsity = r.get("stats", {}).get("decode_sparsity")
+            name = "stock FLASH_ATTN" if r["method"] == "stock" else f"quest (token_budget={args.token_budget})"
+            print(f"| {name} | {r['decode_s']:.3f} | {r['decode_tok_per_s']:.0f} | "
+                  f"{'-' if sparsity is None else f'{sparsity:.3f}'} |")
+    for r in results:
+        if "error" in r:
+            print(f"\nFAILED {r['kind']} {r['method']}:\n{r['error']}")
+
+
+if __name__ == "__main__":
+    main()
