@@ -59,9 +59,16 @@ def get_stats(model) -> Dict[str, Any]:
         over decode steps); per_layer: that value per layer (sliding-window layers, which stay dense, count 0.0);
         sparse_layers / dense_layers: layer indices; prefill: {"sparsity", "per_layer"} or None;
         compression: {"sparsity", "kept_ratio", "per_layer", "cache_bytes", "dense_cache_bytes", "memory_saved"}
-        or None; decode: {"sparsity", "per_layer", "steps"} or None; notes: why something did not act.
+        or None; decode: {"sparsity", "per_layer", "steps", "per_step"} or None (quest: measured at every decode
+        step from the pages read); cache: {"layer_type", "cache_bytes", "dense_cache_bytes", "memory_saved"} of
+        sparse_attn's cache (quest keeps the full cache plus page metadata: memory_saved is False by design), None
+        when transformers' own cache was used; notes: why something did not act.
     Raises RuntimeError when the model has not run a sparse_attn forward yet.
     """
+    if type(model).__module__.startswith("vllm."):  # a vllm.LLM: its statistics live in vLLM's worker processes
+        from ..vllm import get_stats as vllm_get_stats
+
+        return vllm_get_stats(model)
     records = sorted((m._sparse_attn_stats for m in model.modules() if hasattr(m, "_sparse_attn_stats")),
                      key=lambda s: s.layer_idx)
     if not records:
@@ -73,7 +80,9 @@ def get_stats(model) -> Dict[str, Any]:
     compression = _compression(records)
     decode = _phase(records, lambda r: torch.stack(r.decode_steps).float().mean().item() if r.decode_steps else None)
     if decode is not None:
+        steps = [torch.stack(r.decode_steps).float().mean(dim=1) for r in sparse if r.decode_steps]  # [steps] each
         decode["steps"] = max(len(r.decode_steps) for r in records)
+        decode["per_step"] = torch.stack(steps).mean(dim=0).tolist() if len({len(s) for s in steps}) == 1 else None
     primary = prefill or compression or decode
     notes = sorted({note for r in records for note in r.notes})
     return {
@@ -85,6 +94,7 @@ def get_stats(model) -> Dict[str, Any]:
         "prefill": prefill,
         "compression": compression,
         "decode": decode,
+        "cache": _cache(records),
         "notes": notes,
     }
 
@@ -98,14 +108,23 @@ def _phase(records: List[LayerStats], value_of) -> Optional[Dict[str, Any]]:
     return {"sparsity": sum(measured) / len(measured), "per_layer": per_layer}
 
 
+def _cache(records: List[LayerStats]) -> Optional[Dict[str, Any]]:
+    """Memory of sparse_attn's cache layers now (None when the forward ran over transformers' own cache)."""
+    layers = [r.cache_layer() for r in records if r.cache_layer is not None]
+    layers = [layer for layer in layers if layer is not None]
+    if not layers:
+        return None
+    stored = sum(layer.stored_bytes() for layer in layers)
+    dense = sum(layer.dense_bytes() for layer in layers)
+    return {"layer_type": type(layers[0]).__name__, "cache_bytes": stored, "dense_cache_bytes": dense,
+            "memory_saved": stored < dense}
+
+
 def _compression(records: List[LayerStats]) -> Optional[Dict[str, Any]]:
     phase = _phase(records, lambda r: r.kv.float().mean().item() if r.kv is not None else None)
     if phase is None:
         return None
-    layers = [r.cache_layer() for r in records if r.cache_layer is not None]
-    layers = [layer for layer in layers if layer is not None]
-    stored = sum(layer.stored_bytes() for layer in layers)
-    dense = sum(layer.dense_bytes() for layer in layers)
-    phase.update(kept_ratio=1.0 - phase["sparsity"], cache_bytes=stored, dense_cache_bytes=dense,
-                 memory_saved=bool(layers) and stored < dense)
+    cache = _cache(records) or {"cache_bytes": 0, "dense_cache_bytes": 0, "memory_saved": False}
+    phase.update(kept_ratio=1.0 - phase["sparsity"], cache_bytes=cache["cache_bytes"],
+                 dense_cache_bytes=cache["dense_cache_bytes"], memory_saved=cache["memory_saved"])
     return phase
