@@ -1,0 +1,198 @@
+"""Triton prefill kernels vs the PyTorch references, on the CPU through the Triton interpreter (TRITON_INTERPRET=1,
+set in conftest.py). Tiny shapes, odd lengths, varlen batches of 2-3, GQA 4:1, head dims 64 and 128, fresh random
+inputs, outputs poisoned with NaN so unwritten rows show. The selections are compared too: the GPU index builder
+must equal the reference builder entry for entry, and the tile conversion of a 16-token block index must keep
+exactly the same (query, key) pairs.
+"""
+import pytest
+import torch
+
+from sparse_attn.kernels.block_sparse import block_sparse_attention, naive_block_sparse_attention
+from sparse_attn.kernels.block_sparse.triton import chunk_index_to_tiles
+from sparse_attn.kernels.dense import dense_attention
+from sparse_attn.kernels.estimation import last_window_sums, pooled_block_scores
+from sparse_attn.kernels.vertical_slash import (build_vertical_slash_index, naive_build_vertical_slash_index,
+                                                naive_vertical_slash_attention, vertical_slash_attention)
+
+
+def packed(lengths, hq, hkv, head_dim, seed):
+    gen = torch.Generator().manual_seed(seed)
+    n = sum(lengths)
+    q, k, v = (torch.randn(n, h, head_dim, generator=gen) for h in (hq, hkv, hkv))
+    cu = torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(), dtype=torch.int32)
+    return q, k, v, cu
+
+
+def rel_err(got, want):
+    return float((got.float() - want.float()).norm() / want.float().norm())
+
+
+def random_block_index(lengths, hq, chunk, max_k, gen, drop_diagonal=False):
+    """Per sample, head and query block: up to max_k earlier blocks at random plus the diagonal block."""
+    n = -(-max(lengths) // chunk)
+    index = torch.full((len(lengths), hq, n, max_k + 1), -1, dtype=torch.int32)
+    count = torch.zeros(len(lengths), hq, n, dtype=torch.int32)
+    for b, length in enumerate(lengths):
+        for h in range(hq):
+            for m in range(-(-length // chunk)):
+                picks = torch.randperm(m, generator=gen)[: int(torch.randint(0, max_k + 1, (1,), generator=gen))]
+                keep = picks.tolist() + ([] if drop_diagonal and m == 1 else [m])
+                keep = sorted(set(keep))
+                index[b, h, m, : len(keep)] = torch.tensor(keep, dtype=torch.int32)
+                count[b, h, m] = len(keep)
+    return index, count
+
+
+@pytest.mark.parametrize("chunk,head_dim,lengths", [
+    (16, 64, (37, 100, 5)),   # tiles of 64 with sub-block bits
+    (32, 128, (91, 64)),
+    (64, 64, (150, 71)),      # chunk >= 64: the index as is, unmasked prefix loop
+    (128, 64, (300,)),
+])
+def test_block_sparse_matches_reference(chunk, head_dim, lengths):
+    gen = torch.Generator().manual_seed(chunk)
+    q, k, v, cu = packed(lengths, 4, 1, head_dim, seed=chunk + head_dim)
+    index, count = random_block_index(lengths, 4, chunk, 3, gen, drop_diagonal=True)
+    want = naive_block_sparse_attention(q, k, v, cu, index, count, chunk)
+    out = torch.full_like(q, float("nan"))
+    got = block_sparse_attention(q, k, v, cu, index, count, chunk, out=out, backend="triton")
+    assert got.data_ptr() == out.data_ptr()
+    assert not got.isnan().any(), "rows left unwritten"
+    assert rel_err(got, want) < 1e-5
+
+
+def test_block_sparse_full_index_equals_dense():
+    lengths, chunk = (77, 130), 32
+    q, k, v, cu = packed(lengths, 8, 2, 64, seed=3)
+    n = -(-max(lengths) // chunk)
+    index = torch.arange(n, dtype=torch.int32).expand(2, 8, n, n).contiguous()
+    count = (torch.arange(n, dtype=torch.int32) + 1).expand(2, 8, n).contiguous()
+    got = block_sparse_attention(q, k, v, cu, index, count, chunk, backend="triton")
+    assert rel_err(got, dense_attention(q, k, v, cu)) < 1e-5
+
+
+def pairs_of_chunk_index(index, count, chunk, n_keys):
+    """Dense [B, H, rows*chunk, n_keys] boolean of the (query, key) block pairs a chunk-level index selects."""
+    b, h, n, _ = index.shape
+    mask = torch.zeros(b, h, n * chunk, n_keys, dtype=torch.bool)
+    for i in range(b):
+        for j in range(h):
+            for m in range(n):
+                for e in range(int(count[i, j, m])):
+                    kb = int(index[i, j, m, e])
+                    mask[i, j, m * chunk:(m + 1) * chunk, kb * chunk:(kb + 1) * chunk] = True
+    return mask
+
+
+def test_tile_conversion_keeps_exactly_the_selected_pairs():
+    gen = torch.Generator().manual_seed(0)
+    lengths, chunk = (200, 130), 16
+    index, count = random_block_index(lengths, 3, chunk, 5, gen)
+    tiles, tile_count, bits = chunk_index_to_tiles(index, count, chunk)
+    n_keys = -(-max(lengths) // 64) * 64
+    want = pairs_of_chunk_index(index, count, chunk, n_keys)
+    got = torch.zeros(2, 3, tiles.shape[2] * 64, n_keys, dtype=torch.bool)
+    for i in range(2):
+        for j in range(3):
+            for t in range(tiles.shape[2]):
+                row_tiles = tiles[i, j, t, : tile_count[i, j, t]].tolist()
+                assert row_tiles == sorted(set(row_tiles)), "tile list must be sorted and unique"
+                for e, kt in enumerate(row_tiles):
+                    for qs in range(4):
+                        for ks in range(4):
+                            if (int(bits[i, j, t, e]) >> (qs * 4 + ks)) & 1:
+                                got[i, j, t * 64 + qs * 16: t * 64 + qs * 16 + 16,
+                                    kt * 64 + ks * 16: kt * 64 + ks * 16 + 16] = True
+    assert torch.equal(got[:, :, : want.shape[2]], want)
+    assert not got[:, :, want.shape[2]:].any()
+
+
+def random_vs_pattern(lengths, hq, n_vert, n_slash, gen, force_local=True):
+    b = len(lengths)
+    vi = torch.full((b, hq, n_vert), -1, dtype=torch.int32)
+    so = torch.full((b, hq, n_slash), -1, dtype=torch.int32)
+    vc = torch.zeros(b, hq, dtype=torch.int32)
+    sc = torch.zeros(b, hq, dtype=torch.int32)
+    for i, length in enumerate(lengths):
+        for h in range(hq):
+            nv = int(torch.randint(1, min(n_vert, length) + 1, (1,), generator=gen))
+            cols = torch.randperm(length, generator=gen)[:nv].sort().values
+            ns = int(torch.randint(1, min(n_slash, length) + 1, (1,), generator=gen))
+            offs = torch.randperm(length, generator=gen)[:ns]
+            if force_local:
+                offs[0] = 0
+            offs = offs.unique().sort(descending=True).values
+            vi[i, h, :nv], vc[i, h] = cols.to(torch.int32), nv
+            so[i, h, : offs.numel()], sc[i, h] = offs.to(torch.int32), offs.numel()
+    return vi, vc, so, sc
+
+
+@pytest.mark.parametrize("force_local", [True, False])
+def test_vertical_slash_index_builder_equals_reference(force_local):
+    gen = torch.Generator().manual_seed(int(force_local))
+    lengths = (300, 77, 129)
+    pattern = random_vs_pattern(lengths, 4, 12, 20, gen, force_local)
+    cu = torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(), dtype=torch.int32)
+    got = build_vertical_slash_index(cu, *pattern, backend="triton")
+    want = naive_build_vertical_slash_index(cu, *pattern)
+    for name, a, b in zip(("block_count", "block_offset", "column_count", "column_index"), got, want):
+        assert torch.equal(a, b), f"{name} differs from the reference builder"
+    assert int(got[0].sum()) > 0 and int(got[2].sum()) > 0, "the pattern must produce blocks and columns"
+
+
+@pytest.mark.parametrize("head_dim,lengths", [(64, (200, 77, 5)), (128, (130, 64))])
+def test_vertical_slash_attention_matches_reference(head_dim, lengths):
+    gen = torch.Generator().manual_seed(head_dim)
+    q, k, v, cu = packed(lengths, 4, 1, head_dim, seed=head_dim)
+    index = naive_build_vertical_slash_index(cu, *random_vs_pattern(lengths, 4, 10, 6, gen, force_local=False))
+    want = naive_vertical_slash_attention(q, k, v, cu, *index)
+    out = torch.full_like(q, float("nan"))
+    got = vertical_slash_attention(q, k, v, cu, *index, out=out, backend="triton")
+    assert not got.isnan().any(), "rows left unwritten"
+    assert rel_err(got, want) < 1e-5
+
+
+@pytest.mark.parametrize("window", [16, 64, 100])
+def test_last_window_sums_match_reference(window):
+    q, k, _, cu = packed((150, 40, 77), 4, 1, 64, seed=window)
+    got_v, got_s = last_window_sums(q, k, cu, window, backend="triton")
+    want_v, want_s = last_window_sums(q, k, cu, window, backend="naive")
+    assert rel_err(got_v, want_v) < 1e-5 and rel_err(got_s, want_s) < 1e-5
+    # every window query's probabilities sum to 1, so both sums total the window size per head
+    sizes = torch.tensor([min(window, n) for n in (150, 40, 77)], dtype=torch.float32)
+    torch.testing.assert_close(got_s.sum(-1), sizes[:, None].expand(3, 4), rtol=1e-5, atol=1e-4)
+
+
+def test_pooled_block_scores_match_reference():
+    q, k, _, cu = packed((37, 100), 8, 2, 64, seed=5)
+    got = pooled_block_scores(q, k, cu, 16, backend="triton")
+    want = pooled_block_scores(q, k, cu, 16, backend="naive")
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_dense_path_matches_reference_and_errors_name_the_fix():
+    q, k, v, cu = packed((33, 70), 4, 1, 64, seed=9)
+    want = naive_block_sparse_attention(  # every block of the causal triangle = dense
+        q, k, v, cu, torch.arange(5, dtype=torch.int32).expand(2, 4, 5, 5).contiguous(),
+        (torch.arange(5, dtype=torch.int32) + 1).expand(2, 4, 5).contiguous(), 16)
+    assert rel_err(dense_attention(q, k, v, cu), want) < 1e-5
+    odd_q, odd_k, odd_v, cu = packed((40,), 4, 1, 80, seed=1)
+    with pytest.raises(ValueError, match="pad q/k/v"):
+        vertical_slash_attention(odd_q, odd_k, odd_v, cu, *naive_build_vertical_slash_index(
+            cu, torch.zeros(1, 4, 1, dtype=torch.int32), torch.ones(1, 4, dtype=torch.int32),
+            torch.zeros(1, 4, 1, dtype=torch.int32), torch.ones(1, 4, dtype=torch.int32)), backend="triton")
+
+
+@pytest.mark.parametrize("name", ["vertical_slash", "block_sparse", "flexprefill"])
+def test_method_prefill_same_on_both_backends(name):
+    """The methods' whole prefill (estimation, selection, index, attention) through backend='triton' equals 'naive'."""
+    from sparse_attn import build_method
+
+    from .method_matrix import METHODS
+    q, k, v, cu = packed((301, 90), 4, 1, 64, seed=11)
+    method = build_method(name, **METHODS[name]["small"])
+    got = method.prefill(q, k, v, cu, backend="triton")
+    want = method.prefill(q, k, v, cu, backend="naive")
+    assert rel_err(got.out, want.out) < 1e-5
+    assert torch.equal(got.sparsity, want.sparsity)
+    assert float(want.sparsity[0].min()) > 0.2, "the small budget must drop much of the 301-token prompt"
