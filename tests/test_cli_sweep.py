@@ -121,3 +121,21 @@ def test_sweep_survives_sigkill_resumes_and_reports(model_dir, tmp_path, monkeyp
     assert main(["sweep", str(config), "--no-progress", "--no-report"]) == 0
     assert "recorded 0 new samples" in capsys.readouterr().out
     assert _records(out) == records
+
+
+def test_parallel_workers_one_job_per_device_slot(model_dir, tmp_path):
+    """`parallel: {gpus: 2}` runs jobs in two worker processes, each with its own CUDA_VISIBLE_DEVICES (the
+    jobs run on the CPU here; on a GPU machine each worker sees one GPU)."""
+    out = tmp_path / "out"
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({
+        "output": str(out), "models": [{"path": model_dir, "name": "tiny", "model_args": {"dtype": "float32"}}],
+        "methods": [{"method": "quest", "ratios": [2]}], "tasks": ["sf_ruler_vt"], "lengths": [2048],
+        "samples": 1, "generation": {"max_gen_toks": 2}, "device": "cpu", "parallel": {"gpus": 2},
+    }))
+    assert main(["sweep", str(config), "--no-progress", "--no-report"]) == 0
+    records = _records(out)
+    assert sorted(r["method"] for r in records) == ["dense", "quest"]
+    assert {r["provenance"]["cuda_visible_devices"] for r in records} == {"0", "1"}
+    assert len({r["provenance"]["pid"] for r in records}) == 2
+    assert len(list((out / "logs").glob("*.log"))) == 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
 from datetime import datetime, timezone
@@ -56,6 +57,8 @@ def provenance(device: str = "auto") -> Dict[str, Any]:
         "git_commit": git_commit(),
         "device": device_name(device),
         "host": platform.node(),
+        "pid": os.getpid(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "python": platform.python_version(),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -292,7 +293,15 @@ def _run_in_process(sweep: Sweep, store: RecordStore, bar) -> Dict[str, Any]:
             bar.total += total - assumed[job_id]
             bar.refresh()
 
-        recorded += run_job(job, store, cache, progress=bar.update, on_total=adjust)
+        try:
+            recorded += run_job(job, store, cache, progress=bar.update, on_total=adjust)
+        except Exception:  # one broken job (e.g. a task that cannot fit the length) must not stop the others
+            failed.append(job.id)
+            logs = sweep.output / "logs"
+            logs.mkdir(exist_ok=True)
+            message = traceback.format_exc()
+            (logs / f"{job.id}.log").write_text(message)
+            print(f"[sparse-attn] job {job.id} failed:\n{message}", file=sys.stderr)
     cache.release()
     return {"recorded": recorded, "failed": failed}
 
