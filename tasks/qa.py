@@ -130,7 +130,10 @@ class QATask(Task):
         return " ".join(words[:low])
 
     def too_short_hint(self, length: int) -> str:
-        return "use a larger target length"
+        _, pool = self.pool(length)
+        context_cost, _ = self._question_costs()
+        return (f"the distractor pool of {self.source.origin} ({len(pool)} documents, "
+                f"{sum(context_cost[c] for c in pool)} tokens) cannot fill this length; use the full source")
 
     @classmethod
     def score(cls, prediction: str, sample: Dict[str, Any]) -> float:
