@@ -349,9 +349,8 @@ def tune(lengths):
         cu = torch.tensor([0, length], device=DEV, dtype=torch.int32)
         q, k, v = random_qkv(length)
         out = torch.empty_like(q)
-        for chunk, configs in ((128, [(128, 64, 4, 3), (128, 128, 8, 3), (64, 128, 4, 3), (128, 64, 4, 2),
-                                      (128, 128, 4, 3)]),
-                               (64, [(64, 64, 4, 3), (64, 64, 4, 2)])):
+        for chunk, configs in ((128, [(128, 128, 8, 3), (128, 128, 8, 2), (128, 128, 8, 4), (128, 64, 4, 2)]),
+                               (64, [(64, 64, 4, 2), (64, 64, 4, 3)])):
             index, count, _ = random_block_index(length, chunk, 0.1)
             flops = float(count.sum()) * 4 * chunk * chunk * D
             for cfg in configs:

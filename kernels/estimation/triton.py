@@ -190,10 +190,10 @@ def triton_pooled_block_scores(
     cu_seqlens: torch.Tensor,
     chunk_size: int,
 ) -> torch.Tensor:
-    """Block-Sparse estimation on the device without a per-sample loop (see naive_pooled_block_scores).
+    """Block-Sparse estimation on the device (see naive_pooled_block_scores).
 
-    Pooling is one `index_add_` of the packed tokens into their (sample, block) rows; the scores are one batched
-    fp32 matmul per GQA group (cuBLAS), so nothing here needs a custom kernel.
+    Pooling sums each sample's whole blocks through a `[nb, chunk, H, D]` view (fp32 accumulation, no fp32 copy of
+    q or k); the scores are one batched fp32 matmul per GQA group (cuBLAS), so nothing here needs a custom kernel.
 
     Args:
         q: [N, Hq, D], k: [N, Hkv, D] packed varlen; cu_seqlens [B+1] int32; chunk_size: tokens per block.
@@ -203,18 +203,21 @@ def triton_pooled_block_scores(
     num_tokens, num_q_heads, head_dim = q.shape
     num_kv_heads = k.shape[1]
     group = num_q_heads // num_kv_heads
-    batch = cu_seqlens.numel() - 1
-    cu_seqlens = cu_seqlens.to(device=q.device, dtype=torch.long)
-    lens = cu_seqlens[1:] - cu_seqlens[:-1]
-    num_blocks = -(-int(lens.max()) // chunk_size)
-    sample = torch.repeat_interleave(torch.arange(batch, device=q.device), lens, output_size=num_tokens)
-    position = torch.arange(num_tokens, device=q.device) - cu_seqlens[sample]
-    block = sample * num_blocks + position // chunk_size
-    q_pool = torch.zeros(batch * num_blocks, num_q_heads, head_dim, device=q.device, dtype=torch.float32)
-    k_pool = torch.zeros(batch * num_blocks, num_kv_heads, head_dim, device=q.device, dtype=torch.float32)
-    q_pool.index_add_(0, block, q.float()).div_(chunk_size)
-    k_pool.index_add_(0, block, k.float()).div_(chunk_size)
-    q_pool = q_pool.view(batch, num_blocks, num_kv_heads, group, head_dim).permute(0, 2, 3, 1, 4)
-    k_pool = k_pool.view(batch, num_blocks, num_kv_heads, head_dim).permute(0, 2, 3, 1)[:, :, None]
+    bounds = cu_seqlens.tolist()
+    batch = len(bounds) - 1
+    num_blocks = -(-max(b - a for a, b in zip(bounds[:-1], bounds[1:])) // chunk_size)
+    pooled = []
+    for x in (q, k):
+        sums = torch.zeros(batch, num_blocks, x.shape[1], head_dim, device=x.device, dtype=torch.float32)
+        for b, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+            whole = (end - start) // chunk_size
+            if whole:
+                sums[b, :whole] = x[start: start + whole * chunk_size].view(whole, chunk_size, x.shape[1],
+                                                                            head_dim).sum(1, dtype=torch.float32)
+            if start + whole * chunk_size < end:  # partial last block: padding counts as zeros
+                sums[b, whole] = x[start + whole * chunk_size: end].sum(0, dtype=torch.float32)
+        pooled.append(sums.div_(chunk_size))
+    q_pool = pooled[0].view(batch, num_blocks, num_kv_heads, group, head_dim).permute(0, 2, 3, 1, 4)
+    k_pool = pooled[1].permute(0, 2, 3, 1)[:, :, None]  # [B, Hkv, 1, D, nb]
     scores = torch.matmul(q_pool, k_pool)  # [B, Hkv, G, nb, nb]
     return scores.reshape(batch, num_q_heads, num_blocks, num_blocks)
