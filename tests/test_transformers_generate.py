@@ -106,7 +106,9 @@ def test_small_budget_acts_and_batch_equals_samples(families, family, method):
         assert 0.0 < stats["decode"]["sparsity"] < 1.0
         assert stats["cache"]["memory_saved"] is False  # quest keeps the full cache (+ pages) by design
 
-    # The batch equals each sample run alone (no padding), tokens exactly, logits to 1e-4.
+    # The batch equals each sample run alone (no padding): tokens exactly, logits to 1e-4, and the selections
+    # measured per sample (prefill index sparsity, kept tokens, Quest pages read at every step) are the same.
+    batch_selections = _per_sample_selections(setup.model)
     width = setup.inputs["input_ids"].shape[1]
     for row, prompt in enumerate(setup.prompts):
         single_inputs = setup.tokenizer([prompt], return_tensors="pt")
@@ -115,6 +117,25 @@ def test_small_budget_acts_and_batch_equals_samples(families, family, method):
         assert torch.equal(single.sequences[0], batch.sequences[row, pad:])
         for logits, expected in zip(single.logits, batch.logits):
             torch.testing.assert_close(logits[0], expected[row], **TOL)
+        for (layer, kind), value in _per_sample_selections(setup.model).items():
+            torch.testing.assert_close(value[0], batch_selections[layer, kind][row], msg=f"layer {layer} {kind}")
+
+
+def _per_sample_selections(model) -> dict:
+    """{(layer, kind): tensor with the batch first} of what each sparse layer recorded in the last generate."""
+    found = {}
+    for module in model.modules():
+        stats = getattr(module, "_sparse_attn_stats", None)
+        if stats is None or stats.kind != "sparse":
+            continue
+        if stats.prefill is not None:
+            found[stats.layer_idx, "prefill"] = stats.prefill  # [B, Hq]
+        if stats.kv is not None:
+            found[stats.layer_idx, "kept"] = stats.kv  # [B, Hkv]
+        if stats.decode_steps:
+            found[stats.layer_idx, "quest"] = torch.stack(stats.decode_steps, dim=1)  # [B, steps]
+    assert found, "no selection recorded"
+    return found
 
 
 def _check_compressed_cache(cache, method, setup, stats):
