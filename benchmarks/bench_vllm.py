@@ -114,8 +114,9 @@ def run_one(spec: dict) -> dict:
         except Exception:
             time.sleep(0.5)
             stats = get_stats(stats_dir=stats_dir)
-        result["stats"] = {k: stats[k] for k in ("method", "sparsity", "prefill_sparsity", "decode_sparsity",
-                                                 "compression_sparsity", "counts")}
+        result["stats"] = {k: stats[k] for k in ("method", "sparsity", "per_layer", "counts")}
+        for phase in ("prefill", "compression", "decode"):
+            result["stats"][f"{phase}_sparsity"] = stats[phase]["sparsity"] if stats[phase] else None
         if method != "dense" and not stats["sparsity"]:
             raise RuntimeError(f"{method}: no sparsity recorded; the sparse backend did not act: {stats}")
     import torch

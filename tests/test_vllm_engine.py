@@ -62,7 +62,12 @@ def _generate(path, prompts, repeat=1, **kwargs):
         tokens = []
         for _ in range(repeat):
             tokens = [list(o.outputs[0].token_ids) for o in llm.generate(prompts, params, use_tqdm=False)]
-        return tokens, get_stats(llm)
+        stats = get_stats(llm)
+        if stats["method"] is not None:  # the package-level helper reads the same numbers from a vllm.LLM
+            import sparse_attn
+
+            assert sparse_attn.get_stats(llm) == stats
+        return tokens, stats
     finally:
         del llm
         gc.collect()
@@ -101,18 +106,21 @@ def test_full_budget_equals_stock(model, stock, method):
     if method != "dense":
         assert stats["batches"].get("mixed", 0) >= 1, stats["batches"]  # prefill + decode rows in one step
         phase = {"quest": "decode", "snapkv": "compression", "ada_snapkv": "compression"}.get(method, "prefill")
-        assert stats["counts"][phase] > 0 and stats[f"{phase}_sparsity"] == pytest.approx(0.0, abs=1e-6)
+        assert stats["counts"][phase] > 0 and stats[phase]["sparsity"] == pytest.approx(0.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "dense"])
 def test_small_budget_acts(model, stock, method):
     tokens, stats = _generate(*model, **_kwargs(method, "small"))
     phase = {"quest": "decode", "snapkv": "compression", "ada_snapkv": "compression"}.get(method, "prefill")
-    assert stats[f"{phase}_sparsity"] > 0.2, stats
-    assert all(row[phase] > 0 for row in stats["per_layer"])
+    assert stats[phase]["sparsity"] > 0.2, stats
+    assert stats["sparsity"] == stats[phase]["sparsity"]
+    assert all(value > 0 for value in stats[phase]["per_layer"])
     per_step = len(PROMPT_LENGTHS) * len(stats["per_layer"])
     if phase == "decode":  # one Quest selection per request, layer and generated token after the first
         assert stats["counts"]["decode"] == per_step * (NEW_TOKENS - 1)
+        assert stats["decode"]["steps"] == len(PROMPT_LENGTHS) * (NEW_TOKENS - 1)
+
     if phase == "compression":  # one per request and KV head and layer
         assert stats["counts"]["compression"] == per_step * 2
     assert tokens != stock  # dropping most of the context changes greedy output of this random model
@@ -139,3 +147,14 @@ def test_whole_prompt_methods_refuse_chunked_prefill(model, method):
             additional_config={"sparse_attn": {"method": method}})
     gc.collect()
     assert method in str(info.value)
+
+
+def test_composition_acts_in_both_phases(model):
+    """A prefill method composed with Quest: both parts act, each in its own phase, in one engine."""
+    from sparse_attn.integrations.vllm import engine_kwargs
+
+    params = {**METHODS["vertical_slash"]["small"], **METHODS["quest"]["small"]}
+    _, stats = _generate(*model, **engine_kwargs("vertical_slash+quest", max_model_len=MAX_LEN, **params))
+    assert stats["method"] == "vertical_slash+quest"
+    assert stats["prefill"]["sparsity"] > 0.2 and stats["decode"]["sparsity"] > 0.2
+    assert stats["sparsity"] == stats["prefill"]["sparsity"] and stats["compression"] is None

@@ -44,5 +44,5 @@ def test_lm_eval_vllm_sf_ruler_niah_with_quest(tmp_path):
 
     stats = get_stats(stats_dir=str(stats_dir))
     assert stats["method"] == "quest"
-    assert len(stats["per_layer"]) == 2 and stats["decode_sparsity"] > 0.5  # ~2048-token prompts, 64-token budget
+    assert len(stats["per_layer"]) == 2 and stats["decode"]["sparsity"] > 0.5  # ~2048-token prompts, 64-token budget
     assert stats["counts"]["decode"] == 2 * 2 * 7  # layers x requests x (8 new tokens - 1)

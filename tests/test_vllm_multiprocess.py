@@ -54,4 +54,4 @@ def test_plugin_runs_in_worker_process(tmp_path):
     assert worker["method"] == "quest"
     stats = result["stats"]
     assert stats["method"] == "quest" and stats["processes"][0]["pid"] == worker["pid"]
-    assert stats["decode_sparsity"] > 0.5  # 300-token prompt, 32-token budget + current page
+    assert stats["decode"]["sparsity"] > 0.5  # 300-token prompt, 32-token budget + current page

@@ -5,7 +5,7 @@
 
     llm = LLM(model, **engine_kwargs("quest", token_budget=1024))   # = additional_config={"sparse_attn": {...}}
     llm.generate(prompts, params)
-    get_stats(llm)   # {"method": "quest", "sparsity": 0.83, "decode_sparsity": 0.83, "per_layer": [...], ...}
+    get_stats(llm)   # {"method": "quest", "sparsity": 0.83, "decode": {"sparsity": 0.83, ...}, ...}
 
 `register()` is the plugin (declared in pyproject.toml); vLLM calls it in every process (API server, engine
 core, workers). It only points one existing backend slot at our class path (no CUDA init, no heavy imports):

@@ -203,6 +203,11 @@ class SparseAttentionMixin:
         key_cache, value_cache = self._state(layer, kv_cache)
         if self._layer == self._first_layer():
             stats.record_batch(bool(plan.prefill), bool(plan.extend), bool(plan.decode))
+        if not self.cpu_layout and not plan.prefill and self.quest is None and self.compression is None:
+            # A step of decodes / prompt chunks under a prefill-only method is dense attention over the stock
+            # cache layout: the stock kernel does it (GPU; on CPU the cache holds our plain layout instead).
+            return super().forward(layer, query, key, value, kv_cache, attn_metadata, output, output_scale,
+                                   output_block_scale, *args, **kwargs)
         if plan.prefill:
             self._full_prefill(layer, plan, plan.prefill, query, key, value, out, key_cache, value_cache,
                                attn_metadata)

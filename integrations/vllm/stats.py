@@ -79,12 +79,14 @@ def snapshot() -> Dict[str, Any]:
 
 
 def merge(snapshots: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
-    """Combine per-process snapshots into the user-facing summary.
+    """Combine per-process snapshots into the user-facing summary (same keys as the Transformers `get_stats`).
 
-    Returns ``{"method", "sparsity", "prefill_sparsity", "compression_sparsity", "decode_sparsity", "counts",
-    "per_layer": [{"layer", "prefill", "compression", "decode"}], "batches": {"prefill", "extend", "decode",
-    "mixed"}, "processes": [{"rank", "pid"}]}``. A phase the
-    method does not act on is None; ``sparsity`` is the mean of the phases it acts on (over layers).
+    Returns ``{"method", "sparsity", "per_layer", "prefill", "compression", "decode", "counts", "batches",
+    "processes"}``: ``prefill`` / ``compression`` / ``decode`` are ``{"sparsity", "per_layer"}`` (mean over
+    layers; ``decode`` adds ``"steps"``, selections per layer) or None when the method does not act on that
+    phase; ``sparsity`` / ``per_layer`` repeat the first phase present in that order (0.0 for dense);
+    ``counts`` the values averaged per phase; ``batches`` engine steps by row kinds ("prefill", "extend" = prompt
+    chunk after a context, "decode", "mixed" = decodes with prompt rows); ``processes`` rank and pid of each worker.
     """
     snapshots = list(snapshots)
     totals: Dict[int, Dict[str, List[float]]] = {}
@@ -94,25 +96,20 @@ def merge(snapshots: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
                 entry = totals.setdefault(int(layer), {}).setdefault(phase, [0.0, 0])
                 entry[0] += total
                 entry[1] += count
-    per_layer = []
-    for layer in sorted(totals):
-        row: Dict[str, Any] = {"layer": layer}
-        for phase in PHASES:
-            total, count = totals[layer].get(phase, (0.0, 0))
-            row[phase] = total / count if count else None
-        per_layer.append(row)
+    layers = sorted(totals)
     summary: Dict[str, Any] = {"method": next((s["method"] for s in snapshots if s["method"]), None)}
-    means = []
     counts = {}
     for phase in PHASES:
-        values = [row[phase] for row in per_layer if row[phase] is not None]
-        summary[f"{phase}_sparsity"] = sum(values) / len(values) if values else None
-        counts[phase] = sum(totals[layer].get(phase, (0, 0))[1] for layer in totals)
-        if values:
-            means.append(summary[f"{phase}_sparsity"])
-    summary["sparsity"] = sum(means) / len(means) if means else (0.0 if summary["method"] == "dense" else None)
+        per_layer = [totals[l][phase][0] / totals[l][phase][1] if phase in totals[l] else None for l in layers]
+        counts[phase] = sum(totals[l][phase][1] for l in layers if phase in totals[l])
+        present = [v for v in per_layer if v is not None]
+        summary[phase] = {"sparsity": sum(present) / len(present), "per_layer": per_layer} if present else None
+    if summary["decode"] is not None:
+        summary["decode"]["steps"] = counts["decode"] // max(1, len(layers))
+    primary = summary["prefill"] or summary["compression"] or summary["decode"]
+    summary["sparsity"] = primary["sparsity"] if primary else (0.0 if summary["method"] == "dense" else None)
+    summary["per_layer"] = primary["per_layer"] if primary else []
     summary["counts"] = counts
-    summary["per_layer"] = per_layer
     batches: Dict[str, int] = {}
     for snap in snapshots:  # every rank sees every step: report rank 0's view
         if snap["rank"] == 0:
