@@ -16,8 +16,7 @@ ENVIRONMENT.md), second call:
 
     cp .vb1/* /tmp/parts/ && cat /tmp/parts/vllm-site.tar.xz.part* > /tmp/v.tar.xz && sha256sum -c .vb1/SHA256 &&
     mkdir -p /tmp/site && tar -C /tmp/site -xJf /tmp/v.tar.xz && export PYTHONPATH=/tmp/site
-    VLLM_USE_FLASHINFER_SAMPLER=0 && pip install -q --no-deps --no-build-isolation --no-index -e . &&
-    python benchmarks/bench_vllm.py --out $OUT/bench_vllm.json
+    VLLM_USE_FLASHINFER_SAMPLER=0 && python benchmarks/bench_vllm.py --stage --out $OUT/bench_vllm.json
 
 Prints a Markdown table for benchmarks/RESULTS.md and writes the raw numbers as JSON.
 """
@@ -39,6 +38,29 @@ LLAMA_8B = dict(
     bos_token_id=128000, eos_token_id=128001,
 )
 PREFILL_METHODS = ["vertical_slash", "block_sparse", "flexprefill"]
+
+
+def stage_package(repo: str, folder: str = "/tmp/sparse_attn_overlay") -> str:
+    """Make `sparse_attn` (with its vLLM plugin entry point) importable without `pip install` (offline GPU image).
+
+    Builds `folder/sparse_attn` (the package with kernels/, integrations/, tasks/ linked in, as setup.py maps them)
+    and a `sparse_attn-0+bench.dist-info` declaring the `vllm.general_plugins` entry point; returns `folder`, to be
+    put on PYTHONPATH of every process (vLLM's workers inherit it).
+    """
+    import shutil
+
+    package = os.path.join(folder, "sparse_attn")
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(os.path.join(repo, "sparse_attn"), package, symlinks=True)
+    for sub in ("kernels", "integrations", "tasks"):
+        os.symlink(os.path.join(repo, sub), os.path.join(package, sub))
+    info = os.path.join(folder, "sparse_attn-0+bench.dist-info")
+    os.makedirs(info)
+    with open(os.path.join(info, "METADATA"), "w") as handle:
+        handle.write("Metadata-Version: 2.1\nName: sparse-attn\nVersion: 0+bench\n")
+    with open(os.path.join(info, "entry_points.txt"), "w") as handle:
+        handle.write("[vllm.general_plugins]\nsparse_attn = sparse_attn.integrations.vllm:register\n")
+    return folder
 
 
 def write_model(folder: str, layers: int, max_len: int) -> str:
@@ -138,6 +160,9 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--token-budget", type=int, default=1024)
     parser.add_argument("--skip-decode", action="store_true")
+    parser.add_argument("--skip-prefill", action="store_true")
+    parser.add_argument("--stage", action="store_true",
+                        help="make the repository importable (and its plugin discoverable) without pip install")
     parser.add_argument("--out", default="bench_vllm.json")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one JSON spec, print the result
     args = parser.parse_args()
@@ -145,12 +170,17 @@ def main() -> None:
         print("RESULT " + json.dumps(run_one(json.loads(args.one))), flush=True)
         return
 
+    if args.stage:
+        overlay = stage_package(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        os.environ["PYTHONPATH"] = overlay + os.pathsep + os.environ.get("PYTHONPATH", "")
     model = write_model(tempfile.mkdtemp(prefix="llama8b_shapes_"), args.layers, max(args.lengths) + 1024)
     prefill_len = max(args.lengths) + 64
     decode_len = args.decode_context + args.new_tokens + 64
-    specs = [dict(kind="prefill", method="stock", lengths=args.lengths)]
-    specs += [dict(kind="prefill", method="dense", lengths=args.lengths)]
-    specs += [dict(kind="prefill", method=m, lengths=args.lengths) for m in args.methods]
+    specs = []
+    if not args.skip_prefill:
+        specs += [dict(kind="prefill", method="stock", lengths=args.lengths)]
+        specs += [dict(kind="prefill", method="dense", lengths=args.lengths)]
+        specs += [dict(kind="prefill", method=m, lengths=args.lengths) for m in args.methods]
     if not args.skip_decode:
         specs += [dict(kind="decode", method="stock"),
                   dict(kind="decode", method="quest", params={"token_budget": args.token_budget})]
