@@ -87,3 +87,24 @@ def test_dry_run_lists_jobs(model_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "11 jobs x 2 tasks x 2 samples" in out and '"token_budget": 816' in out  # the paper's 20x at 16K
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_is_a_one_job_sweep_per_ratio_and_length(model_dir, tmp_path, capsys):
+    args = ["eval", "--model", model_dir, "--method", "vertical_slash+quest", "--ratio", "10", "--ratio", "5",
+            "--param", "page_size=32", "--tasks", "sf_ruler_niah", "--lengths", "16384,32768",
+            "--output", str(tmp_path / "out"), "--dry-run"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "4 jobs x 1 tasks x 100 samples" in out and "dense" not in out  # no baseline for eval
+    assert '"page_size": 32' in out and '"vertical_size": 315' in out and '"token_budget": 1632' in out
+    assert main(args[:-1] + ["--param", "bogus=1", "--dry-run"]) == 2
+    assert "methods[0].params" in capsys.readouterr().err
+
+
+def test_ratio_and_methods_commands(capsys):
+    assert main(["ratio", "block_sparse", "20", "16384"]) == 0
+    assert '"top_chunks": 26' in capsys.readouterr().out
+    assert main(["ratio", "quest", "0.5", "16384"]) == 2
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("vertical_slash", "flexprefill", "ada_snapkv", "quest"))

@@ -40,3 +40,17 @@ def test_jobs_are_saved_atomically(tmp_path):
     store.save_job({"id": "j1", "method": "quest"})
     store.save_job({"id": "j1", "method": "quest", "length": 8})
     assert store.jobs() == [{"id": "j1", "method": "quest", "length": 8}]
+
+
+def test_primary_score_and_phase_sparsity():
+    from sparse_attn.cli.recording import primary_score
+    from sparse_attn.cli.report import phase_sparsity
+
+    # lm-eval RULER style: the metric keyed by the sample's length wins; -1 marks other lengths
+    assert primary_score({"2048": 1.0, "4096": -1, "accuracy": 0.5}, 2048) == 1.0
+    assert primary_score({"accuracy": 0.25, "4096": -1}, 2048) == 0.25
+    assert primary_score({"note": "text"}, 2048) is None
+    hf = {"sparsity": 0.8, "prefill": {"sparsity": 0.8}, "decode": {"sparsity": 0.7}, "compression": None}
+    assert phase_sparsity(hf, "prefill") == 0.8 and phase_sparsity(hf, "decode") == 0.7
+    assert phase_sparsity({"compression": {"sparsity": 0.6}}, "decode") == 0.6
+    assert phase_sparsity({"decode_sparsity": 0.5}, "decode") == 0.5 and phase_sparsity({}, "prefill") is None

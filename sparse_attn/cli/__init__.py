@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--include-path", action="append", help="extra lm-eval task folder")
     ev.add_argument("--apply-chat-template", action="store_true")
     ev.add_argument("--output", required=True, help="results folder (rerun to resume)")
+    ev.add_argument("--dry-run", action="store_true", help="validate and list the jobs; run nothing")
     ev.add_argument("--no-progress", action="store_true")
 
     sw = sub.add_parser("sweep", help="run a sweep file (resumes; one job per GPU in parallel)")
@@ -140,6 +141,8 @@ def cmd_eval(args) -> int:
     from .spec import build_sweep
 
     sweep = build_sweep(raw, base_dir=Path.cwd())
+    if args.dry_run:
+        return _list_jobs(sweep)
     return _run(sweep, progress=not args.no_progress, report=True)
 
 
@@ -149,12 +152,16 @@ def cmd_sweep(args) -> int:
     overrides = {"output": args.output} if args.output else None
     sweep = load_sweep(args.config, overrides=overrides)
     if args.dry_run:
-        for job in sweep.jobs:
-            print(f"{job.id}\t{job.method}\t{json.dumps(job.params, sort_keys=True)}\tL={job.length}")
-        print(f"{len(sweep.jobs)} jobs x {len(sweep.jobs[0].tasks)} tasks x {sweep.jobs[0].samples} samples "
-              f"-> {sweep.output}")
-        return 0
+        return _list_jobs(sweep)
     return _run(sweep, progress=not args.no_progress, report=not args.no_report)
+
+
+def _list_jobs(sweep) -> int:
+    for job in sweep.jobs:
+        print(f"{job.id}\t{job.method}\t{json.dumps(job.params, sort_keys=True)}\tL={job.length}")
+    print(f"{len(sweep.jobs)} jobs x {len(sweep.jobs[0].tasks)} tasks x {sweep.jobs[0].samples} samples "
+          f"-> {sweep.output}")
+    return 0
 
 
 def _run(sweep, progress: bool, report: bool) -> int:

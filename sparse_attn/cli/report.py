@@ -312,7 +312,10 @@ def _draw_cost(ax, rows: List[Dict[str, Any]], column: str, phases: tuple) -> No
     ax.set_xlabel("prefill FLOPs (paper's model)" if column == "prefill_flops" else
                   "decode bytes per token (paper's model)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no method of this phase", ha="center", va="center", transform=ax.transAxes)
 
 
 def write_report(results_dir: str | Path, out: Optional[str | Path] = None) -> Dict[str, Any]:
