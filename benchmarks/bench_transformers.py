@@ -24,7 +24,9 @@ Usage: python benchmarks/bench_transformers.py [--lengths 32768 131072] [--layer
 import argparse
 import json
 import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 import transformers
@@ -79,8 +81,11 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def run_one(model, name: str, ids: torch.Tensor, weights_bytes: int) -> dict:
+def run_one(model, name: str, ids: torch.Tensor, weights_bytes: int, params: dict = None,
+            decode: bool = True) -> dict:
     use_method(model, name)
+    if params:
+        sparse_attn.configure(model, **params)
 
     def prefill():
         cache = fresh_cache(model, name)
@@ -93,24 +98,45 @@ def run_one(model, name: str, ids: torch.Tensor, weights_bytes: int) -> dict:
         assert torch.isfinite(out.logits).all(), f"{name}: non-finite logits"
         last_logits = out.logits[0, -1].float()
         del out, cache
+        stats = sparse_attn.get_stats(model) if name != "sdpa" else {"sparsity": 0.0}
+        row = {"method": name, "sparsity": stats["sparsity"], "last_logits": last_logits}
         if DEVICE != "cuda":  # --smoke: the plumbing only
-            return {"method": name, "ms": float("nan"), "peak_gib": 0.0, "cache_gib": 0.0,
-                    "sparsity": sparse_attn.get_stats(model)["sparsity"] if name != "sdpa" else 0.0,
-                    "last_logits": last_logits}
+            return row
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         out, cache = prefill()
         _sync()
-        peak = torch.cuda.max_memory_allocated() - weights_bytes
-        stored = cache_bytes(cache)
-        stats = sparse_attn.get_stats(model) if name != "sdpa" else {"sparsity": 0.0}
+        row["peak_gib"] = (torch.cuda.max_memory_allocated() - weights_bytes) / GIB
+        row["cache_gib"] = cache_bytes(cache) / GIB
+        if decode:  # one new token per call over the prompt's cache (it grows by one token per call, as in generate)
+            next_ids = out.logits[:, -1:].argmax(-1)
+            step = lambda: model(input_ids=next_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            row["decode_ms"] = do_bench(step, warmup=5, rep=40, return_mode="median")
+            if name != "sdpa":
+                decode_stats = sparse_attn.get_stats(model)["decode"]
+                row["decode_sparsity"] = decode_stats["sparsity"] if decode_stats else 0.0
         del out, cache
         torch.cuda.empty_cache()
         # warm-up 1 ms / rep 1 ms: do_bench's own estimate (5 runs) + 1 warm-up + 1 timed run; the forward takes
         # 0.1-2 s, so its noise is far below the differences reported
-        ms = do_bench(lambda: prefill(), warmup=1, rep=1, return_mode="median")
-    return {"method": name, "ms": ms, "peak_gib": peak / GIB, "cache_gib": stored / GIB,
-            "sparsity": stats["sparsity"], "last_logits": last_logits}
+        row["ms"] = do_bench(lambda: prefill(), warmup=1, rep=1, return_mode="median")
+    return row
+
+
+def full_budget_check(model, weights_bytes: int, length: int = 4096) -> None:
+    """Before timing: every method at full budget (tests/method_matrix.py "full") reproduces sdpa's last logits
+    at `length` tokens with the GPU kernels (bf16: cosine similarity, not equality)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests/method_matrix.py
+    from tests.method_matrix import METHODS as MATRIX
+
+    ids = torch.randint(0, model.config.vocab_size, (1, length), device=DEVICE,
+                        generator=torch.Generator(device=DEVICE).manual_seed(1))
+    reference = run_one(model, "sdpa", ids, weights_bytes, decode=False)["last_logits"]
+    for name in METHODS[1:]:
+        row = run_one(model, name, ids, weights_bytes, params=MATRIX[name]["full"], decode=False)
+        cos = torch.nn.functional.cosine_similarity(row["last_logits"], reference, dim=0).item()
+        print(f"# full-budget check {name:15s} L={length}: sparsity {row['sparsity']:.3f}, cos(last logits) vs "
+              f"sdpa {cos:.5f}", flush=True)
 
 
 def main():
@@ -120,6 +146,7 @@ def main():
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--json", default=None)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, no timing")
+    parser.add_argument("--no-check", action="store_true", help="skip the full-budget check before timing")
     args = parser.parse_args()
     global DEVICE
     if args.smoke:
@@ -132,6 +159,8 @@ def main():
     print(f"# Llama-3.1-8B attention shapes, {args.layers} layers, bf16, B=1, random weights")
     model = build_model(args.layers, max(args.lengths) + 16, smoke=args.smoke)
     weights_bytes = torch.cuda.memory_allocated() if DEVICE == "cuda" else 0
+    if not args.no_check:
+        full_budget_check(model, weights_bytes, length=256 if args.smoke else 4096)
     rows = []
     for length in args.lengths:
         ids = torch.randint(0, model.config.vocab_size, (1, length), device=DEVICE,
@@ -147,26 +176,30 @@ def main():
                 torch.cuda.empty_cache()
                 row = {"method": name, "error": f"{type(error).__name__}: {str(error)[:300]}"}
             row["length"] = length
-            if "ms" in row:
+            if "last_logits" in row:
                 logits = row.pop("last_logits")
                 if name == "sdpa":
                     reference, ref_logits = row, logits
                 if reference is not None:
                     row["cos_vs_sdpa"] = torch.nn.functional.cosine_similarity(logits, ref_logits, dim=0).item()
-                    row["x_sdpa"] = reference["ms"] / row["ms"]
+                    if "ms" in row:
+                        row["x_sdpa"] = reference["ms"] / row["ms"]
             rows.append(row)
             print(json.dumps(row), flush=True)
 
     print()
-    print(f"| length | method | ms | x sdpa | peak GiB (over weights) | KV cache GiB | sparsity | cos(last logits) vs sdpa |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| length | method | prefill ms | x sdpa | peak GiB over weights | KV cache GiB | sparsity | "
+          "decode ms/token | decode sparsity | cos(last logits) vs sdpa |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    nan = float("nan")
     for row in rows:
         if "error" in row:
-            print(f"| {row['length']} | {row['method']} | {row['error']} | | | | | |")
+            print(f"| {row['length']} | {row['method']} | {row['error']} | | | | | | | |")
             continue
-        print(f"| {row['length']} | {row['method']} | {row['ms']:.1f} | {row.get('x_sdpa', float('nan')):.2f} | "
-              f"{row['peak_gib']:.2f} | {row['cache_gib']:.3f} | {row['sparsity']:.3f} | "
-              f"{row.get('cos_vs_sdpa', float('nan')):.4f} |")
+        print(f"| {row['length']} | {row['method']} | {row.get('ms', nan):.1f} | {row.get('x_sdpa', nan):.2f} | "
+              f"{row.get('peak_gib', nan):.2f} | {row.get('cache_gib', nan):.3f} | {row['sparsity']:.3f} | "
+              f"{row.get('decode_ms', nan):.2f} | {row.get('decode_sparsity', nan):.3f} | "
+              f"{row.get('cos_vs_sdpa', nan):.4f} |")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=1)
