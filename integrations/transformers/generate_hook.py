@@ -6,8 +6,8 @@ see ../shared/spec/integration.md section 2.2), so we wrap the private
 `DynamicCache` for a model whose sparse_attn method needs our cache, the fresh cache is swapped for
 `sparse_attn.make_cache(model)`. A cache the user passed is never touched.
 
-The private signature is checked before wrapping (`EXPECTED_PARAMETERS`); if transformers changes it, the hook is
-not installed, decoding without an explicit cache raises an error naming `past_key_values=make_cache(model)`, and
+The transformers version (`SUPPORTED`) and the private signature (`EXPECTED_PARAMETERS`) are checked before
+wrapping; if either does not match, the hook is not installed, decoding without an explicit cache raises an error naming `past_key_values=make_cache(model)`, and
 `tests/test_transformers_cache.py::test_generate_hook_installed` fails.
 """
 from __future__ import annotations
@@ -15,8 +15,11 @@ from __future__ import annotations
 import functools
 import inspect
 
+from packaging.version import Version
+
 EXPECTED_PARAMETERS = ["self", "generation_config", "model_kwargs", "generation_mode", "batch_size",
                        "max_cache_length"]
+SUPPORTED = (Version("5.16"), Version("6"))  # checked on 5.17 (GPU image) and 5.19 (CPU CI); 5.23 per the notes
 _STATUS = {"installed": False, "reason": "not installed yet"}
 
 
@@ -38,6 +41,12 @@ def install() -> bool:
     original = GenerationMixin._prepare_cache_for_generation
     if getattr(original, "_sparse_attn_hook", False):
         return True
+    version = Version(transformers.__version__)
+    if not SUPPORTED[0] <= version < SUPPORTED[1]:
+        _STATUS.update(installed=False, reason=(
+            f"transformers {transformers.__version__} is outside the range the hook was checked on "
+            f"[{SUPPORTED[0]}, {SUPPORTED[1]})"))
+        return False
     parameters = list(inspect.signature(original).parameters)
     if parameters != EXPECTED_PARAMETERS:
         _STATUS.update(installed=False, reason=(
