@@ -243,7 +243,9 @@ class SparseAttentionMixin:
             result = self.prefill_method.prefill(q, k, v, cu_seqlens, self.scale)
             attn, sparsity = result.out, result.sparsity
         else:
-            attn = paged.varlen_causal_attention(q, k, v, bounds, self.scale)
+            from ...kernels.dense import dense_attention  # the same dense path as Transformers (cuDNN / Flash)
+
+            attn = dense_attention(q, k, v, cu_seqlens, self.scale)
             sparsity = None
         out[index] = attn.to(out.dtype)
         if record and sparsity is not None:

@@ -83,16 +83,6 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
     return out[0].transpose(0, 1)
 
 
-def varlen_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: list[int],
-                            scale: float, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Dense causal attention per sample of a packed batch (`q [N, Hq, D]`, `k, v [N, Hkv, D]`)."""
-    if out is None:
-        out = torch.empty_like(q)
-    for start, end in zip(cu_seqlens[:-1], cu_seqlens[1:]):
-        out[start:end] = causal_attention(q[start:end], k[start:end], v[start:end], scale)
-    return out
-
-
 # -- Quest page metadata per physical block ------------------------------------------------------------------------
 class PageMeta:
     """Elementwise min / max of the keys of every page, for every physical block of one layer.
