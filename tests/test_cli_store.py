@@ -54,3 +54,18 @@ def test_primary_score_and_phase_sparsity():
     assert phase_sparsity(hf, "prefill") == 0.8 and phase_sparsity(hf, "decode") == 0.7
     assert phase_sparsity({"compression": {"sparsity": 0.6}}, "decode") == 0.6
     assert phase_sparsity({"decode_sparsity": 0.5}, "decode") == 0.5 and phase_sparsity({}, "prefill") is None
+
+
+def test_paired_test_against_dense():
+    from sparse_attn.cli.report import paired_test
+
+    dense = [1.0] * 30
+    worse = [1.0] * 10 + [0.0] * 20
+    mean, low, high, p = paired_test(worse, dense)
+    assert mean == -20 / 30 and low <= mean <= high < 0 and p < 0.001
+    mean, low, high, p = paired_test(dense, dense)  # identical: nothing to reject
+    assert mean == 0 and low == high == 0 and p == 1.0
+    mixed = [1.0, 0.0] * 10
+    _, low, high, p = paired_test(mixed, [0.0, 1.0] * 10)  # as many wins as losses
+    assert low < 0 < high and p > 0.4
+    assert paired_test([1.0], [0.0]) == (1.0, None, None, None)

@@ -27,7 +27,10 @@ from ..config import ConfigError
 from .store import RecordStore
 
 COLUMNS = ["model", "length", "task", "method", "label", "ratio", "compression", "params", "samples", "score",
-           "stderr", "sparsity", "output_tokens", "input_tokens", "prefill_flops", "decode_bytes_per_token"]
+           "stderr", "sparsity", "output_tokens", "input_tokens", "prefill_flops", "decode_bytes_per_token",
+           "delta_vs_dense", "delta_ci_low", "delta_ci_high", "p_worse", "retained"]
+#: one-sided significance level of "worse than dense" (paired sign-flip test over the same documents)
+ALPHA = 0.05
 
 
 # -- aggregation --------------------------------------------------------------------------------------------------
@@ -42,10 +45,70 @@ def summarize(results_dir: str | Path) -> List[Dict[str, Any]]:
     rows = []
     for (job_id, task), records in buckets.items():
         job = jobs.get(job_id) or records[0]["config"]
-        rows.append(_row(job, task, records, shapes))
+        row = _row(job, task, records, shapes)
+        row["_docs"] = {(r["task"], r["doc_id"]): r["score"] for r in records if r["score"] is not None}
+        rows.append(row)
+    _compare_with_dense(rows)
     rows.sort(key=lambda r: (r["model"], r["length"], r["task"], r["method"] != "dense", r["label"],
                              r["compression"] or 0))
     return rows
+
+
+def paired_test(sparse: List[float], dense: List[float], iterations: int = 10000, seed: int = 0):
+    """Paired comparison of per-document scores (same documents, same order).
+
+    Returns (mean difference sparse - dense, bootstrap 95% CI low, high, one-sided p-value that sparse is worse),
+    the p-value from a sign-flip permutation test of the mean difference (exact under the null of exchangeable
+    signs; fine for 0/1 and fractional scores). CI and p are None with fewer than 2 documents.
+    """
+    import numpy as np
+
+    diff = np.asarray(sparse, dtype=float) - np.asarray(dense, dtype=float)
+    mean = float(diff.mean()) if diff.size else None
+    if diff.size < 2:
+        return mean, None, None, None
+    rng = np.random.default_rng(seed)
+    boots = diff[rng.integers(0, diff.size, size=(iterations, diff.size))].mean(axis=1)
+    low, high = np.percentile(boots, [2.5, 97.5])
+    flips = rng.choice([-1.0, 1.0], size=(iterations, diff.size)) * np.abs(diff)
+    p_worse = (np.sum(flips.mean(axis=1) <= mean + 1e-12) + 1) / (iterations + 1)
+    return mean, float(low), float(high), float(p_worse)
+
+
+def _compare_with_dense(rows: List[Dict[str, Any]]) -> None:
+    """Fill delta_vs_dense / CI / p_worse / retained for each sparse row from the dense row of its (model,
+    length, task), paired over the documents both have."""
+    dense = {(r["model"], r["length"], r["task"]): r for r in rows if r["method"] == "dense"}
+    for row in rows:
+        row.update(delta_vs_dense=None, delta_ci_low=None, delta_ci_high=None, p_worse=None, retained=None)
+        base = dense.get((row["model"], row["length"], row["task"]))
+        if row["method"] == "dense" or base is None:
+            continue
+        shared = sorted(set(row["_docs"]) & set(base["_docs"]))
+        if not shared:
+            continue
+        mean, low, high, p = paired_test([row["_docs"][k] for k in shared], [base["_docs"][k] for k in shared])
+        row.update(delta_vs_dense=mean, delta_ci_low=low, delta_ci_high=high, p_worse=p,
+                   retained=None if p is None else bool(p >= ALPHA))
+
+
+def tolerable_compression(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The paper's "maximum compression with performance retention": per (model, length, task, method line) the
+    largest ratio r such that every tested ratio <= r is not significantly worse than dense (p_worse >= ALPHA)."""
+    out = []
+    for (model, length, task, label), cells in _by([r for r in rows if r["method"] != "dense"],
+                                                    "model", "length", "task", "label").items():
+        cells = sorted((c for c in cells if c["compression"] is not None and c["retained"] is not None),
+                       key=lambda c: c["compression"])
+        best = None
+        for cell in cells:
+            if not cell["retained"]:
+                break
+            best = cell["compression"]
+        if cells:
+            out.append({"model": model, "length": length, "task": task, "label": label,
+                        "max_retained_compression": best, "tested": [c["compression"] for c in cells]})
+    return out
 
 
 def _mean(values) -> Optional[float]:
@@ -147,8 +210,8 @@ def write_tables(rows: List[Dict[str, Any]], out: Path) -> List[Path]:
     lines = ["# sparse-attn results", ""]
     for (model, length), group in _by(rows, "model", "length").items():
         tasks = sorted({r["task"] for r in group})
-        lines += [f"## {model}, {length} tokens", "", "Mean score (standard error) per task; sparsity is the "
-                  "achieved mean.", ""]
+        lines += [f"## {model}, {length} tokens", "", "Mean score (standard error) per task; * = significantly worse "
+                  f"than dense (paired, one-sided p < {ALPHA}); sparsity is the achieved mean.", ""]
         header = ["method", "compression", "sparsity"] + tasks + ["average"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for (label, compression), cells in _by(group, "label", "compression").items():
@@ -157,10 +220,21 @@ def write_tables(rows: List[Dict[str, Any]], out: Path) -> List[Path]:
             entries = []
             for t in tasks:
                 cell = by_task.get(t)
-                entries.append("-" if cell is None else f"{_fmt(cell['score'])} ({_fmt(cell['stderr'])})")
+                mark = "*" if cell is not None and cell.get("retained") is False else ""
+                entries.append("-" if cell is None else f"{_fmt(cell['score'])}{mark} ({_fmt(cell['stderr'])})")
             sparsity = _mean(c["sparsity"] for c in cells)
             lines.append("| " + " | ".join([label, _fmt(compression) + ("x" if compression else ""),
                                              _fmt(sparsity)] + entries + [_fmt(_mean(scores))]) + " |")
+        lines.append("")
+    tolerance = tolerable_compression(rows)
+    if tolerance:
+        lines += ["## Tolerable compression", "", f"Largest tested ratio up to which the method is not significantly "
+                  f"worse than dense (paired sign-flip test over the same documents, one-sided p < {ALPHA}); "
+                  "'-' = already worse at the lowest ratio.", "",
+                  "| model | length | task | method | max retained compression | tested |", "|---|---|---|---|---|---|"]
+        lines += [f"| {t['model']} | {t['length']} | {t['task']} | {t['label']} | "
+                  f"{_fmt(t['max_retained_compression'])} | {', '.join(_fmt(x) for x in t['tested'])} |"
+                  for t in tolerance]
         lines.append("")
     lines += ["## All rows", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_fmt(row.get(k)) for k in COLUMNS) + " |" for row in rows]
