@@ -349,8 +349,9 @@ def tune(lengths):
         cu = torch.tensor([0, length], device=DEV, dtype=torch.int32)
         q, k, v = random_qkv(length)
         out = torch.empty_like(q)
-        for chunk, configs in ((128, [(128, 128, 8, 3), (128, 128, 8, 2), (128, 128, 8, 4), (128, 64, 4, 2)]),
-                               (64, [(64, 64, 4, 2), (64, 64, 4, 3)])):
+        for chunk, configs in ((128, [(128, 128, 8, 3), (128, 128, 8, 3, True), (128, 128, 8, 2, True),
+                                      (128, 64, 4, 3, True)]),
+                               (64, [(64, 64, 4, 2), (64, 64, 4, 3, True)])):
             index, count, _ = random_block_index(length, chunk, 0.1)
             flops = float(count.sum()) * 4 * chunk * chunk * D
             for cfg in configs:
@@ -364,9 +365,15 @@ def tune(lengths):
         qs, ks, vs = structured_qkv(length)
         sel = select_vertical_slash(qs, ks, cu, length, "vertical_slash")
         index = triton_build_vertical_slash_index(cu, *sel)
-        for cfg in ((4, 2), (4, 3)):
-            ms = bench(lambda: triton_vertical_slash_attention(qs, ks, vs, cu, *index, out=out, launch=cfg))
-            print(f"  tune vertical_slash L={length} cfg={cfg}: {ms:.3f} ms", flush=True)
+        for blocks in ((64, 64, 64, 64), (128, 64, 64, 64), (64, 128, 64, 128), (128, 128, 128, 64),
+                       (64, 64, 128, 64)):
+            for window in (256, 512):
+                try:
+                    ms = bench(lambda: triton_last_window_sums(qs, ks, cu, window, blocks=blocks), rep=50)
+                    print(f"  tune last_window_sums L={length} window={window} blocks={blocks}: {ms:.3f} ms",
+                          flush=True)
+                except Exception as error:
+                    print(f"  tune last_window_sums blocks={blocks}: {type(error).__name__} {error}"[:200], flush=True)
 
 
 def main():

@@ -24,6 +24,20 @@ TILE = 64  # tile size used when chunk_size < 64
 
 
 @triton.jit
+def _unmasked_step(acc, m_i, l_i, q, k_base, v_base, k_pos, stride_kn, stride_vn, offs_d):
+    """Online-softmax step over a key tile that lies wholly in the past of every query row (no mask)."""
+    k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :])
+    s = tl.dot(q, tl.trans(k))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    p = tl.math.exp2(s - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = tl.load(v_base + k_pos[:, None] * stride_vn + offs_d[None, :])
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
+
+
+@triton.jit
 def _block_sparse_fwd(
     Q, K, V, Out, cu_seqlens, Index, Count, FullCount, Mask,
     qk_scale, num_q_heads, n_tiles_m,
@@ -31,6 +45,7 @@ def _block_sparse_fwd(
     stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     ROW_CHUNK: tl.constexpr, KEY_CHUNK: tl.constexpr, HAS_MASK: tl.constexpr, SUB: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
 ):
     # Heavy (late) query tiles first: causal rows late in the sequence visit the most blocks.
     tile_m = n_tiles_m - 1 - tl.program_id(0)
@@ -86,17 +101,14 @@ def _block_sparse_fwd(
         # 1) entries wholly left of this query tile (a sorted prefix, counted on the host): no mask at all, and
         #    every key exists, so the loop is branch-free and software-pipelined.
         n_full = tl.load(FullCount + b * stride_cb + h * stride_ch + row)
-        for j in range(n_full * SUBS):
-            k_pos = tl.load(index_row + j // SUBS) * KEY_CHUNK + (j % SUBS) * BLOCK_N + offs_n
-            k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :])
-            s = tl.dot(q, tl.trans(k))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            p = tl.math.exp2(s - m_new[:, None])
-            alpha = tl.math.exp2(m_i - m_new)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(v_base + k_pos[:, None] * stride_vn + offs_d[None, :])
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-            m_i = m_new
+        if WARP_SPECIALIZE:  # Hopper producer/consumer warps (Triton >= 3.4); a tuning option
+            for j in tl.range(0, n_full * SUBS, warp_specialize=True):
+                k_pos = tl.load(index_row + j // SUBS) * KEY_CHUNK + (j % SUBS) * BLOCK_N + offs_n
+                acc, m_i, l_i = _unmasked_step(acc, m_i, l_i, q, k_base, v_base, k_pos, stride_kn, stride_vn, offs_d)
+        else:
+            for j in range(n_full * SUBS):
+                k_pos = tl.load(index_row + j // SUBS) * KEY_CHUNK + (j % SUBS) * BLOCK_N + offs_n
+                acc, m_i, l_i = _unmasked_step(acc, m_i, l_i, q, k_base, v_base, k_pos, stride_kn, stride_vn, offs_d)
         # 2) the rest (the diagonal chunk, and any block right of it): causal mask.
         for j in range(n_full * SUBS, count * SUBS):
             k_pos = tl.load(index_row + j // SUBS) * KEY_CHUNK + (j % SUBS) * BLOCK_N + offs_n
@@ -186,7 +198,7 @@ def triton_block_sparse_attention(
         block_index: [B, Hq, n_qblocks, max_k] int32 key-chunk ids sorted ascending (-1 padded).
         block_count: [B, Hq, n_qblocks] int32.
         chunk_size: rows and columns per block, a power of two >= 16.
-        launch: optional (BLOCK_M, BLOCK_N, num_warps, num_stages) override (benchmark tuning).
+        launch: optional (BLOCK_M, BLOCK_N, num_warps, num_stages[, warp_specialize]) override (tuning).
     Returns:
         out [N, Hq, D] in q's dtype (written in place when `out` is given).
     """
@@ -222,7 +234,7 @@ def triton_block_sparse_attention(
         rows = torch.arange(n_qblocks, device=index.device).view(1, 1, -1, 1)
         in_count = torch.arange(index.shape[-1], device=index.device) < count[..., None]
         full_count = ((index < rows) & in_count).sum(-1, dtype=torch.int32)
-        block_m, block_n, warps, stages = launch or _launch_config(chunk_size, head_dim)
+        block_m, block_n, warps, stages = (launch or _launch_config(chunk_size, head_dim))[:4]
         block_m, block_n = min(block_m, chunk_size), min(block_n, chunk_size)
         row_chunk = key_chunk = chunk_size
         has_mask = False
@@ -237,6 +249,7 @@ def triton_block_sparse_attention(
         index.stride(0), index.stride(1), index.stride(2), count.stride(0), count.stride(1),
         GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
         ROW_CHUNK=row_chunk, KEY_CHUNK=key_chunk, HAS_MASK=has_mask, SUB=min(chunk_size, TILE),
+        WARP_SPECIALIZE=bool(launch is not None and len(launch) > 4 and launch[4]),
         num_warps=warps, num_stages=stages,
     )
     return out

@@ -18,8 +18,8 @@ import triton.language as tl
 
 from .._triton_tile import LOG2E
 
-BLOCK_M = 64  # window queries per tile
-BLOCK_N = 64  # keys (or offsets) per tile
+# (stats: window queries, keys per tile; sums: window queries, keys per tile)
+DEFAULT_BLOCKS = (64, 64, 64, 64)
 
 
 @triton.jit
@@ -75,7 +75,8 @@ def _window_probs(q, offs_i, k_pos, row_ok, q_pos, seq_len, k_base, stride_kn, o
 @triton.jit
 def _window_sums(Q, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slash, qk_scale, num_q_heads, window,
                  stride_qn, stride_qh, stride_kn, stride_kh, stride_rb, stride_rh, stride_ob, stride_oh,
-                 GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                 GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 N_DIAG: tl.constexpr):
     """One program per key tile: vertical sums of its keys (owned, plain store) and the slash sums of the
     BLOCK_M + BLOCK_N - 1 diagonals each [query block, key tile] pair crosses (atomic adds: neighbouring key tiles
     share diagonals). The diagonals are pulled out of the probability tile with `tl.gather`:
@@ -98,8 +99,7 @@ def _window_sums(Q, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slash, qk_scale,
     k_base = K + seq_start * stride_kn + (h // GROUP) * stride_kh
     k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :], mask=key_ok[:, None], other=0.0)
     out_base = b * stride_ob + h * stride_oh
-    n_diag: tl.constexpr = BLOCK_M + BLOCK_N
-    t = tl.arange(0, n_diag)
+    t = tl.arange(0, N_DIAG)  # N_DIAG = next power of two >= BLOCK_M + BLOCK_N - 1 diagonals
     src = tl.arange(0, BLOCK_M)[:, None] - t[None, :] + (BLOCK_N - 1)  # column of P on diagonal t, row i
     src_ok = (src >= 0) & (src < BLOCK_N)
     src = tl.where(src_ok, src, 0)
@@ -119,9 +119,9 @@ def _window_sums(Q, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slash, qk_scale,
             ok = row_ok[:, None] & key_ok[None, :] & (k_pos[None, :] <= q_pos[:, None])
             p = tl.where(ok, tl.math.exp2(s - row_max[:, None]) * row_inv_sum[:, None], 0.0)
             vertical += tl.sum(p, 0)
-            diag = tl.sum(tl.where(src_ok, tl.gather(p, src, 1), 0.0), 0)  # [n_diag]
+            diag = tl.sum(tl.where(src_ok, tl.gather(p, src, 1), 0.0), 0)  # [N_DIAG]
             offset = q_first - k_first + t - (BLOCK_N - 1)
-            diag_ok = (t < n_diag - 1) & (offset >= 0) & (offset < seq_len)
+            diag_ok = (t < BLOCK_M + BLOCK_N - 1) & (offset >= 0) & (offset < seq_len)
             tl.atomic_add(Slash + out_base + offset, diag, mask=diag_ok, sem="relaxed")
     tl.store(Vertical + out_base + k_pos, vertical, mask=key_ok)
 
@@ -132,8 +132,11 @@ def triton_last_window_sums(
     cu_seqlens: torch.Tensor,
     window: int,
     scale: Optional[float] = None,
+    blocks: Optional[Tuple[int, int, int, int]] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Vertical and slash sums of the last-window softmax (see naive_last_window_sums).
+
+    blocks: optional (stats BLOCK_M, stats BLOCK_N, sums BLOCK_M, sums BLOCK_N) override (benchmark tuning).
 
     Args:
         q: [N, Hq, D], k: [N, Hkv, D] packed varlen; cu_seqlens [B+1] int32; window: queries per sample.
@@ -154,17 +157,18 @@ def triton_last_window_sums(
     scale = head_dim ** -0.5 if scale is None else scale
     qk_scale = scale * LOG2E
     group = num_q_heads // k.shape[1]
-    n_iblocks = triton.cdiv(w_max, BLOCK_M)
+    stats_m, stats_n, sums_m, sums_n = blocks or DEFAULT_BLOCKS
+    n_iblocks = triton.cdiv(w_max, stats_m)
     # Split the keys so the statistics pass fills the GPU (>= ~4 programs per SM on an H100).
-    splits = max(1, min(triton.cdiv(528, n_iblocks * batch * num_q_heads), triton.cdiv(longest, 4 * BLOCK_N)))
-    keys_per_split = triton.cdiv(triton.cdiv(longest, splits), BLOCK_N) * BLOCK_N
+    splits = max(1, min(triton.cdiv(528, n_iblocks * batch * num_q_heads), triton.cdiv(longest, 4 * stats_n)))
+    keys_per_split = triton.cdiv(triton.cdiv(longest, splits), stats_n) * stats_n
     part_max = torch.full((batch, num_q_heads, splits, w_max), float("-inf"), device=q.device)
     part_sum = torch.zeros((batch, num_q_heads, splits, w_max), device=q.device)
     _window_stats[(n_iblocks, batch * num_q_heads, splits)](
         q, k, cu_seqlens, part_max, part_sum, qk_scale, num_q_heads, window, keys_per_split,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1),
         part_max.stride(0), part_max.stride(1), part_max.stride(2),
-        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, num_warps=4, num_stages=3,
+        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=stats_m, BLOCK_N=stats_n, num_warps=4, num_stages=3,
     )
     row_max = part_max.max(dim=2).values
     row_max = torch.where(row_max == float("-inf"), 0.0, row_max)
@@ -174,12 +178,13 @@ def triton_last_window_sums(
 
     vertical = torch.zeros((batch, num_q_heads, longest), device=q.device, dtype=torch.float32)
     slash = torch.zeros_like(vertical)
-    grid = (triton.cdiv(longest, BLOCK_N), batch * num_q_heads)
+    grid = (triton.cdiv(longest, sums_n), batch * num_q_heads)
     _window_sums[grid](
         q, k, cu_seqlens, row_max, row_inv_sum, vertical, slash, qk_scale, num_q_heads, window,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), row_max.stride(0), row_max.stride(1),
         vertical.stride(0), vertical.stride(1),
-        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, num_warps=4, num_stages=2,
+        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=sums_m, BLOCK_N=sums_n,
+        N_DIAG=triton.next_power_of_2(sums_m + sums_n - 1), num_warps=4, num_stages=2,
     )
     return vertical, slash
 
