@@ -1,8 +1,8 @@
 """lm-eval model wrappers that append one record per finished sample, as soon as it is finished.
 
 lm-eval scores a task only after *all* its generations are done; resume at sample granularity needs more: each
-wrapper below generates request by request (HF: one `generate` per request, so `get_stats` is that sample's;
-vLLM: chunks of `chunk_size` requests), scores the output at once with the task's own filters and
+wrapper below generates in small chunks (HF: `batch_size` requests per `generate`, 1 by default, so
+`get_stats` is that sample's; vLLM: chunks of `chunk_size` requests), scores the output at once with the task's own filters and
 `process_results` (exactly what lm-eval does afterwards), reads the achieved sparsity, and hands a record to the
 `Recorder`, which writes it durably. lm-eval then aggregates as usual (its results JSON is kept next to ours).
 """
@@ -105,23 +105,33 @@ class RecordingHFLM(HFLM):
         self.sparse = False
 
     def generate_until(self, requests, disable_tqdm: bool = False):
+        """Generate `batch_size` requests at a time (one `generate` call each chunk) and record each sample.
+
+        With batch_size 1 (the default) a record's stats are its own; with more they are the batch mean
+        (`stats.scope == "batch"`), since `get_stats` describes the last generate call.
+        """
         outputs = []
-        for request in requests:
-            [text] = super().generate_until([request], disable_tqdm=True)
-            outputs.append(text)
-            if self.recorder is not None:
-                stats = self._stats()
+        size = max(1, int(self.batch_size))
+        for start in range(0, len(requests), size):
+            chunk = requests[start:start + size]
+            texts = super().generate_until(chunk, disable_tqdm=True)
+            outputs += texts
+            if self.recorder is None:
+                continue
+            stats = self._stats(len(chunk))
+            for request, text in zip(chunk, texts):
                 context = request.args[0]
                 self.recorder(request, text, stats, output_tokens=len(self.tok_encode(text)),
                               input_tokens=len(self.tok_encode(context)) if isinstance(context, str) else None)
         return outputs
 
-    def _stats(self) -> Dict[str, Any]:
+    def _stats(self, batch: int = 1) -> Dict[str, Any]:
         if not self.sparse:
             return {"sparsity": 0.0}
         import sparse_attn
 
-        return _jsonable(sparse_attn.get_stats(self.model))
+        stats = _jsonable(sparse_attn.get_stats(self.model))
+        return {**stats, "scope": "batch"} if batch > 1 else stats
 
 
 def make_vllm_lm(**model_args):

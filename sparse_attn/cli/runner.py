@@ -74,7 +74,8 @@ class ModelCache:
         composition = job.composition()
         if job.backend == "hf":
             impl = hf_attn_implementation(composition.name)
-            key = ("hf", job.model.path, impl, json.dumps(job.model.model_args, sort_keys=True), job.device)
+            key = ("hf", job.model.path, impl, json.dumps(job.model.model_args, sort_keys=True), job.device,
+                   job.batch_size)
         else:
             key = ("vllm", job.model.path, json.dumps(composition.to_dict(), sort_keys=True),
                    json.dumps(job.model.model_args, sort_keys=True))
@@ -123,7 +124,7 @@ def _load_hf(job: Job, impl: str):
 
     args = {"dtype": "auto", **job.model.model_args}
     lm = RecordingHFLM(pretrained=job.model.path, attn_implementation=impl, device=_device(job),
-                       batch_size=1, **args)
+                       batch_size=job.batch_size, **args)
     lm.sparse = impl != "sdpa"
     return lm
 
