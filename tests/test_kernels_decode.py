@@ -186,6 +186,7 @@ def test_triton_select_pages_ties_short_rows_and_long_row_path():
 def test_triton_window_importance(reduce):
     """SnapKV (mean over the group, sum over the window) and Ada-SnapKV (max) scores without the probability
     tensor, against the method code's window_probs; GQA 4:1, odd prompt length, several key splits."""
+    from sparse_attn.kernels.decode import naive_window_importance, window_importance
     from sparse_attn.kernels.decode.window_triton import triton_window_importance
     from sparse_attn.methods._kv import window_probs
 
@@ -194,6 +195,8 @@ def test_triton_window_importance(reduce):
     k = torch.randn(2, 77, 64, generator=gen)
     probs = window_probs(q_window, k)
     ref = probs.mean(dim=1).sum(dim=1) if reduce == "mean_sum" else probs.amax(dim=2).amax(dim=1)
+    torch.testing.assert_close(naive_window_importance(q_window, k, reduce=reduce), ref)
+    torch.testing.assert_close(window_importance(q_window, k, reduce=reduce), ref)  # auto on CPU = reference
     out = triton_window_importance(q_window, k, reduce=reduce, block_m=16, block_n=16)
     assert_close(f"window importance {reduce}", ref, out, 1e-5)
     assert torch.equal(torch.topk(out, 20).indices.sort().values, torch.topk(ref, 20).indices.sort().values)

@@ -152,11 +152,14 @@ def _select_pages_kernel(
     candidate = (offs < current) & (offs < num_pages)
     x = tl.load(SCORES + b * stride_sb + head * stride_sh + offs, mask=candidate, other=0.0)
     bits = x.to(tl.int32, bitcast=True)
-    key = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(tl.int64)  # signed integer order == float order
+    key = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # signed integer order == float order
     key = tl.where(candidate, key, -2147483648)
 
-    threshold = take.to(tl.int64) * 0 - 2147483648  # invariant: count(key >= threshold) >= take
-    for step in tl.static_range(32):
+    # invariant: count(key >= threshold) >= take. The sign bit first (its trial value 0 is the only one that
+    # would overflow int32 as threshold + 2^31), then bits 30..0.
+    count = tl.sum((key >= 0).to(tl.int32), 0)
+    threshold = tl.where(count >= take, 0, -2147483648)
+    for step in tl.static_range(1, 32):
         trial = threshold + (1 << (31 - step))
         count = tl.sum((key >= trial).to(tl.int32), 0)
         threshold = tl.where(count >= take, trial, threshold)
@@ -179,7 +182,8 @@ def _select_pages_kernel(
 MAX_PAGES_IN_REGISTERS = 32768
 
 
-def triton_quest_select_pages(scores: torch.Tensor, lens: torch.Tensor, page_size: int, page_budget: int):
+def triton_quest_select_pages(scores: torch.Tensor, lens: torch.Tensor, page_size: int, page_budget: int,
+                              num_warps: Optional[int] = None):
     """The `page_budget` highest-scoring past pages plus the current page; same contract as
     `naive_quest_select_pages` (ties to the lower page id; sorted ascending; -1 padding at the end).
 
@@ -203,7 +207,8 @@ def triton_quest_select_pages(scores: torch.Tensor, lens: torch.Tensor, page_siz
         scores, lens, out,
         scores.stride(0), scores.stride(1), out.stride(0), out.stride(1),
         rows, num_pages, page_size, page_budget, num_out,
-        BLOCK_P=block_p, BLOCK_OUT=triton.next_power_of_2(num_out), num_warps=16 if block_p >= 8192 else 8,
+        BLOCK_P=block_p, BLOCK_OUT=triton.next_power_of_2(num_out),
+        num_warps=num_warps or (16 if block_p >= 8192 else 8),
     )
     return out
 
@@ -295,7 +300,7 @@ def triton_quest_decode(
     out: Optional[torch.Tensor] = None,
     return_lse: bool = False,
     num_splits: Optional[int] = None,
-    pages_per_block: int = 4,
+    pages_per_block: int = 8,
     num_warps: int = 4,
     num_stages: int = 3,
 ):
