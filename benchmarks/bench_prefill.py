@@ -41,6 +41,16 @@ HQ, HKV, D = 32, 8, 128
 DTYPE = torch.bfloat16
 DEV = "cuda"
 RMSE_BOUND = 5e-3
+TUNED = {}  # filled from --tuned: {"bs_launch_128": [cfg, ms], "bs_launch_64": [...], "est_blocks": [...]}
+
+
+def bs_launch(chunk):
+    return tuple(TUNED[f"bs_launch_{chunk}"][0]) if f"bs_launch_{chunk}" in TUNED else None
+
+
+def window_sums(q, k, cu, window):
+    blocks = tuple(TUNED["est_blocks"]) if "est_blocks" in TUNED else None
+    return triton_last_window_sums(q, k, cu, window, blocks=blocks)
 
 
 def bench(fn, rep=100):
@@ -184,13 +194,14 @@ def run_block_sparse(length, q, k, v, cu, dense, flex, results, chunks=(128, 64)
             n_causal = n * (n + 1) // 2
             density = float(count.sum()) / (HQ * n_causal)
             out = torch.full_like(q, float("nan"))
-            triton_block_sparse_attention(q, k, v, cu, index, count, chunk, out=out)
+            triton_block_sparse_attention(q, k, v, cu, index, count, chunk, out=out, launch=bs_launch(chunk))
 
             def allowed(h, rr, chosen=chosen, chunk=chunk):
                 kpos = torch.arange(length, device=DEV)
                 return chosen[h][rr // chunk][:, kpos // chunk] & (kpos[None, :] <= rr[:, None])
             ok, rmse = check(f"block_sparse chunk={chunk} p={p}", out, q, k, v, rows, allowed)
-            ms = bench(lambda: triton_block_sparse_attention(q, k, v, cu, index, count, chunk, out=out))
+            ms = bench(lambda: triton_block_sparse_attention(q, k, v, cu, index, count, chunk, out=out,
+                                                             launch=bs_launch(chunk)))
             flops = float(count.sum()) * 4 * chunk * chunk * D
             row = dict(method="block_sparse", L=length, chunk=chunk, p=p, density=density, ms=ms,
                        tflops=flops / ms / 1e9, x_cudnn=dense["cudnn"] / ms, x_flash=dense["flash"] / ms,
@@ -212,7 +223,7 @@ def select_vertical_slash(q, k, cu, length, method):
     """Estimation -> forced sinks / local window -> budgets -> sorted indices (all on the device). Returns dict."""
     timings = {}
     window = 256 if method == "vertical_slash" else 512
-    vert, slash = triton_last_window_sums(q, k, cu, window)
+    vert, slash = window_sums(q, k, cu, window)
     vert, slash = vert[0], slash[0]  # [H, L]
     if method == "vertical_slash":
         nv = torch.full((HQ,), min(512, length), device=DEV, dtype=torch.int64)
@@ -260,7 +271,7 @@ def run_vertical_slash(method, length, q, k, v, cu, dense, results):
         return m[:, :length] & (torch.arange(length, device=DEV)[None, :] <= rr[:, None])
     ok, rmse = check(f"{method} L={length}", out, q, k, v, rows, allowed)
 
-    est_ms = bench(lambda: triton_last_window_sums(q, k, cu, 256 if method == "vertical_slash" else 512), rep=50)
+    est_ms = bench(lambda: window_sums(q, k, cu, 256 if method == "vertical_slash" else 512), rep=50)
     sel_ms = bench(lambda: select_vertical_slash(q, k, cu, length, method), rep=50)
     idx_ms = bench(lambda: triton_build_vertical_slash_index(cu, *sel), rep=50)
     ms = bench(lambda: triton_vertical_slash_attention(q, k, v, cu, *index, out=out))
@@ -344,7 +355,8 @@ def print_tables(results):
 
 
 def tune(lengths):
-    """Time launch configurations of the two attention kernels (BLOCK_M, BLOCK_N, warps, stages)."""
+    """Time launch configurations (block-sparse kernel, estimation block sizes); return the best as a dict."""
+    best = {}
     for length in lengths:
         cu = torch.tensor([0, length], device=DEV, dtype=torch.int32)
         q, k, v = random_qkv(length)
@@ -360,6 +372,9 @@ def tune(lengths):
                                                                      launch=cfg))
                     print(f"  tune block_sparse L={length} chunk={chunk} cfg={cfg}: {ms:.3f} ms "
                           f"{flops / ms / 1e9:.0f} TFLOP/s", flush=True)
+                    key = f"bs_launch_{chunk}"
+                    if key not in best or ms < best[key][1]:
+                        best[key] = (list(cfg), ms)
                 except Exception as error:  # a config that does not fit shared memory
                     print(f"  tune block_sparse cfg={cfg}: {type(error).__name__}", flush=True)
         qs, ks, vs = structured_qkv(length)
@@ -372,8 +387,15 @@ def tune(lengths):
                     ms = bench(lambda: triton_last_window_sums(qs, ks, cu, window, blocks=blocks), rep=50)
                     print(f"  tune last_window_sums L={length} window={window} blocks={blocks}: {ms:.3f} ms",
                           flush=True)
+                    total = best.setdefault("est_total", {})
+                    total[str(blocks)] = total.get(str(blocks), 0.0) + ms
                 except Exception as error:
                     print(f"  tune last_window_sums blocks={blocks}: {type(error).__name__} {error}"[:200], flush=True)
+                    best.setdefault("est_total", {})[str(blocks)] = float("inf")
+    if "est_total" in best:
+        best["est_blocks"] = list(eval(min(best["est_total"], key=best["est_total"].get)))
+    print("  tuned: " + json.dumps(best), flush=True)
+    return best
 
 
 def main():
@@ -384,6 +406,8 @@ def main():
     parser.add_argument("--vs-inputs", choices=["structured", "random"], default="structured")
     parser.add_argument("--json", default=None)
     parser.add_argument("--tune", action="store_true", help="only time kernel launch configurations")
+    parser.add_argument("--tune-out", default=None, help="with --tune: write the best configurations here")
+    parser.add_argument("--tuned", default=None, help="use the configurations a --tune run wrote")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_prefill.py needs a CUDA GPU (it times Triton kernels against cuDNN / flash / FlexAttention)")
@@ -393,7 +417,15 @@ def main():
           f"cudnn={torch.backends.cudnn.version()} date={time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"command: python benchmarks/bench_prefill.py {' '.join(sys.argv[1:])}", flush=True)
     if args.tune:
-        return tune(args.lengths)
+        best = tune(args.lengths)
+        if args.tune_out:
+            with open(args.tune_out, "w") as fh:
+                json.dump(best, fh)
+        return
+    if args.tuned:
+        with open(args.tuned) as fh:
+            TUNED.update(json.load(fh))
+        print(f"tuned launch configurations: {json.dumps({k: v for k, v in TUNED.items() if k != 'est_total'})}")
     flex = torch.compile(flex_attention, dynamic=False)
     results = []
     for length in args.lengths:
