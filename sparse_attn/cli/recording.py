@@ -1,10 +1,10 @@
 """lm-eval model wrappers that append one record per finished sample, as soon as it is finished.
 
 lm-eval scores a task only after *all* its generations are done; resume at sample granularity needs more: each
-wrapper below generates in small chunks (HF: `batch_size` requests per `generate`, 1 by default, so
-`get_stats` is that sample's; vLLM: chunks of `chunk_size` requests), scores the output at once with the task's own filters and
-`process_results` (exactly what lm-eval does afterwards), reads the achieved sparsity, and hands a record to the
-`Recorder`, which writes it durably. lm-eval then aggregates as usual (its results JSON is kept next to ours).
+wrapper below generates in small chunks (HF: `batch_size` requests per `generate`, 1 by default, so `get_stats`
+is that sample's; vLLM: chunks of `chunk_size` requests), scores each output at once with the task's own
+filters and `process_results` (exactly what lm-eval does afterwards), reads the achieved sparsity, and hands a
+record to the `Recorder`, which writes it durably. lm-eval then aggregates as usual (its results JSON is kept next to ours).
 """
 from __future__ import annotations
 
