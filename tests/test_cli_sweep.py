@@ -138,3 +138,16 @@ def test_parallel_workers_one_job_per_device_slot(model_dir, tmp_path):
     assert {r["provenance"]["cuda_visible_devices"] for r in records} == {"0", "1"}
     assert len({r["provenance"]["pid"] for r in records}) == 2
     assert len(list((out / "logs").glob("*.log"))) == 2
+
+
+def test_prompt_that_lm_eval_would_truncate_fails_the_job(model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({
+        "output": str(out), "models": [{"path": model_dir, "model_args": {"dtype": "float32", "max_length": 2100}}],
+        "methods": ["dense"], "tasks": ["sf_ruler_vt"], "lengths": [2048], "samples": 1, "device": "cpu",
+    }))
+    assert main(["sweep", str(config), "--no-progress", "--no-report"]) == 1  # the failed job is reported
+    err = capsys.readouterr().err
+    assert "prompts would be truncated" in err and "models[].model_args.max_length: 3072" in err
+    assert _records(out) == []

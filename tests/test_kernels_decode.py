@@ -116,6 +116,8 @@ def test_triton_quest_step(batch, num_q_heads, num_kv_heads, head_dim, share_pag
     ref_scores = naive_quest_page_scores(q, page_min, page_max, lens, PAGE, share_pages)
     scores = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, share_pages)
     torch.testing.assert_close(scores, ref_scores, rtol=1e-5, atol=1e-4)  # -inf at the same places
+    looped = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, share_pages, block_p=4, blocks_per_program=2)
+    torch.testing.assert_close(looped, ref_scores, rtol=1e-5, atol=1e-4)
 
     ref_index = naive_quest_select_pages(ref_scores, lens, PAGE, page_budget)
     index = triton_quest_select_pages(scores, lens, PAGE, page_budget)
@@ -123,10 +125,10 @@ def test_triton_quest_step(batch, num_q_heads, num_kv_heads, head_dim, share_pag
     assert (index[2] == -1).any() and (index[0] >= 0).all()
 
     ref_out, ref_lse = naive_quest_decode(q, k, v, lens, ref_index, PAGE, return_lse=True)
-    for num_splits in (None, 2):
+    for num_splits, prefetch in ((None, True), (2, True), (2, False)):
         out = torch.full_like(q, float("nan"))
         _, lse = triton_quest_decode(q, k, v, lens, index, PAGE, out=out, return_lse=True, num_splits=num_splits,
-                                     pages_per_block=2)
+                                     pages_per_block=2, prefetch_index=prefetch)
         assert_close(f"quest decode ({num_splits} splits)", ref_out, out, 1e-5)
         assert_close("quest lse", ref_lse, lse, 1e-5)
     # the method really is sparse: it differs from dense decode over the whole cache

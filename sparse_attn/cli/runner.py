@@ -83,6 +83,7 @@ class ModelCache:
             self.release()
             self.lm = _load_hf(job, impl) if job.backend == "hf" else _load_vllm(job, composition)
             self.key = key
+
         if job.backend == "hf" and self.lm.sparse:
             import sparse_attn
 
@@ -96,6 +97,18 @@ class ModelCache:
             import gc
 
             gc.collect()
+
+
+def _check_context_fits(lm, job: Job, tasks: Dict[str, Any]) -> None:
+    """lm-eval silently left-truncates prompts to max_length - max_gen_toks: refuse instead."""
+    generate = max((int(job.generation.get("max_gen_toks") or (task.get_config("generation_kwargs") or {}).get(
+        "max_gen_toks") or getattr(lm, "max_gen_toks", 256)) for task in tasks.values()), default=0)
+    needed = job.length + generate
+    if lm.max_length < needed:
+        arg = "max_length" if job.backend == "hf" else "max_model_len"
+        raise JobFailed(f"{job.model.name}: lm-eval's context limit is {lm.max_length} tokens but length "
+                        f"{job.length} (+ max_gen_toks) needs {needed}; prompts would be truncated. Set "
+                        f"models[].model_args.{arg}: {needed} (or more) if the model supports it")
 
 
 def hf_attn_implementation(name: str) -> str:
@@ -175,6 +188,7 @@ def run_job(job: Job, store: RecordStore, cache: Optional[ModelCache] = None,
         return 0
     cache = cache or ModelCache()
     lm = cache.get(job)
+    _check_context_fits(lm, job, leaves)
     before = len(store.done(job.id))
     with store.writer(job.id) as writer:
         lm.recorder = Recorder(job, writer, leaves, pending, groups, provenance(job.device), progress)
