@@ -99,6 +99,7 @@ def test_sweep_survives_sigkill_resumes_and_reports(model_dir, tmp_path, monkeyp
     for method, ratio in (("dense", 1), ("block_sparse", 2), ("block_sparse", 4), ("quest", 2), ("quest", 4)):
         assert f"| {method} | {ratio}x |" in markdown
     assert all(task in markdown for task in TASKS)
+    assert "## Tolerable compression" in markdown and f"- {EXPECTED} records: cpu" in markdown  # provenance
     import matplotlib.image
 
     stems = [f"tiny_L2048_compression_{t}" for t in TASKS] + ["tiny_L2048_compression_all_tasks", "tiny_L2048_cost"]

@@ -116,7 +116,8 @@ def test_triton_quest_step(batch, num_q_heads, num_kv_heads, head_dim, share_pag
     ref_scores = naive_quest_page_scores(q, page_min, page_max, lens, PAGE, share_pages)
     scores = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, share_pages)
     torch.testing.assert_close(scores, ref_scores, rtol=1e-5, atol=1e-4)  # -inf at the same places
-    looped = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, share_pages, block_p=4, blocks_per_program=2)
+    looped = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, share_pages, block_p=4,
+                                      blocks_per_program=2)
     torch.testing.assert_close(looped, ref_scores, rtol=1e-5, atol=1e-4)
 
     ref_index = naive_quest_select_pages(ref_scores, lens, PAGE, page_budget)

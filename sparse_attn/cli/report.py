@@ -392,6 +392,19 @@ def _draw_cost(ax, rows: List[Dict[str, Any]], column: str, phases: tuple) -> No
         ax.text(0.5, 0.5, "no method of this phase", ha="center", va="center", transform=ax.transAxes)
 
 
+def provenance_section(results_dir: str | Path) -> str:
+    """Markdown list of the distinct environments the records were produced in (versions, commit, device)."""
+    seen: Dict[str, int] = {}
+    for record in RecordStore(results_dir).all_records():
+        prov = record.get("provenance") or {}
+        versions = ", ".join(f"{k} {v}" for k, v in sorted((prov.get("versions") or {}).items()))
+        key = f"{prov.get('device')}; sparse-attn commit {prov.get('git_commit')}; {versions}"
+        seen[key] = seen.get(key, 0) + 1
+    lines = ["", "## Provenance", "", "Records per environment (every record also stores its full job config):", ""]
+    lines += [f"- {count} records: {key}" for key, count in sorted(seen.items())]
+    return "\n".join(lines) + "\n"
+
+
 def write_report(results_dir: str | Path, out: Optional[str | Path] = None) -> Dict[str, Any]:
     """Summaries, tables and plots of a results folder; returns {"rows": [...], "files": [...]}."""
     results_dir = Path(results_dir)
@@ -402,4 +415,6 @@ def write_report(results_dir: str | Path, out: Optional[str | Path] = None) -> D
     if not rows:
         raise ConfigError(f"{results_dir} has no finished records yet")
     files = write_tables(rows, out) + write_plots(rows, out)
+    with open(out / "summary.md", "a") as handle:
+        handle.write(provenance_section(results_dir))
     return {"rows": rows, "files": files}
