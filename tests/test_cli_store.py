@@ -69,3 +69,17 @@ def test_paired_test_against_dense():
     _, low, high, p = paired_test(mixed, [0.0, 1.0] * 10)  # as many wins as losses
     assert low < 0 < high and p > 0.4
     assert paired_test([1.0], [0.0]) == (1.0, None, None, None)
+
+
+def test_a_job_has_one_writer_at_a_time(tmp_path):
+    import pytest
+
+    from sparse_attn.cli.store import JobBusy
+
+    store = RecordStore(tmp_path)
+    with store.writer("job") as first:
+        first.append(_record("a", 0))
+        with pytest.raises(JobBusy, match="another process"):
+            store.writer("job")  # a second sweep on the same folder would skip this job
+    with store.writer("job") as again:  # released on close
+        assert again.append(_record("a", 1))

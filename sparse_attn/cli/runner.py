@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .provenance import provenance
 from .spec import Job, Sweep
-from .store import RecordStore
+from .store import JobBusy, RecordStore
 
 
 class JobFailed(RuntimeError):
@@ -172,13 +172,23 @@ def pending_samples(job: Job, leaves: Dict[str, Any], store: RecordStore) -> Dic
 def run_job(job: Job, store: RecordStore, cache: Optional[ModelCache] = None,
             progress: Optional[Callable[[int], None]] = None, on_total: Optional[Callable[[int], None]] = None) -> int:
     """Run what is left of `job`; returns the number of samples recorded now."""
+    store.save_job(job.to_dict())
+    if _finished_by_manifest(job, store, on_total):
+        return 0  # nothing left: neither the tasks' documents nor the model are built
+    try:
+        writer = store.writer(job.id)  # locks the job's record file for this process
+    except JobBusy as busy:
+        print(f"[sparse-attn] skipping job {job.id}: {busy}", file=sys.stderr)
+        return 0
+    with writer:
+        return _run_locked(job, store, writer, cache, progress, on_total)
+
+
+def _run_locked(job: Job, store: RecordStore, writer, cache, progress, on_total) -> int:
     import lm_eval
 
     from .recording import Recorder
 
-    store.save_job(job.to_dict())
-    if _finished_by_manifest(job, store, on_total):
-        return 0  # nothing left: neither the tasks' documents nor the model are built
     manager, leaves, groups = load_tasks(job)
     _save_manifest(job, store, leaves, groups)
     if on_total is not None:
@@ -190,17 +200,16 @@ def run_job(job: Job, store: RecordStore, cache: Optional[ModelCache] = None,
     lm = cache.get(job)
     _check_context_fits(lm, job, leaves)
     before = len(store.done(job.id))
-    with store.writer(job.id) as writer:
-        lm.recorder = Recorder(job, writer, leaves, pending, groups, provenance(job.device), progress)
-        try:
-            results = lm_eval.simple_evaluate(
-                model=lm, tasks=[leaves[name] for name in pending], samples=pending, task_manager=manager,
-                gen_kwargs=dict(job.generation) or None, log_samples=False, random_seed=job.seed,
-                numpy_random_seed=job.seed, torch_random_seed=job.seed, fewshot_random_seed=job.seed,
-                apply_chat_template=job.apply_chat_template, verbosity="WARNING",
-            )
-        finally:
-            lm.recorder = None
+    lm.recorder = Recorder(job, writer, leaves, pending, groups, provenance(job.device), progress)
+    try:
+        results = lm_eval.simple_evaluate(
+            model=lm, tasks=[leaves[name] for name in pending], samples=pending, task_manager=manager,
+            gen_kwargs=dict(job.generation) or None, log_samples=False, random_seed=job.seed,
+            numpy_random_seed=job.seed, torch_random_seed=job.seed, fewshot_random_seed=job.seed,
+            apply_chat_template=job.apply_chat_template, verbosity="WARNING",
+        )
+    finally:
+        lm.recorder = None
     _save_lm_eval_results(store, job, results)
     return len(store.done(job.id)) - before
 

@@ -14,6 +14,7 @@ finished record is lost and none is duplicated.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -61,14 +62,28 @@ class RecordStore:
         return RecordWriter(self.record_path(job_id))
 
 
+class JobBusy(RuntimeError):
+    """Another process holds the job's record file (e.g. a second sweep on the same folder)."""
+
+
 class RecordWriter:
-    """Appends records of one job; refuses a (task, doc_id) that is already stored."""
+    """Appends records of one job; refuses a (task, doc_id) that is already stored.
+
+    Holds an exclusive lock on the file while open, so two processes can never write the same job (which could
+    duplicate records); the second gets `JobBusy`.
+    """
 
     def __init__(self, path: Path):
         self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            self._fd = -1
+            raise JobBusy(f"{path.name} is being written by another process") from None
         _cut_partial_tail(path)
         self.done = {(r["task"], r["doc_id"]) for r in _read_lines(path)}
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def append(self, record: Dict[str, Any]) -> bool:
         """Write one record durably; returns False (and writes nothing) if its sample is already stored."""
