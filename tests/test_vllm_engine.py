@@ -158,3 +158,12 @@ def test_composition_acts_in_both_phases(model):
     assert stats["method"] == "vertical_slash+quest"
     assert stats["prefill"]["sparsity"] > 0.2 and stats["decode"]["sparsity"] > 0.2
     assert stats["sparsity"] == stats["prefill"]["sparsity"] and stats["compression"] is None
+
+
+def test_quest_page_size_must_fit_vllm_blocks(model):
+    from vllm import LLM
+
+    with pytest.raises(Exception, match="must divide vLLM's block_size=128"):
+        LLM(model[0], dtype="float32", max_model_len=MAX_LEN, enforce_eager=True,
+            additional_config={"sparse_attn": {"method": "quest", "page_size": 48, "token_budget": 96}})
+    gc.collect()

@@ -89,7 +89,7 @@ class PageMeta:
 
     `page_min, page_max [num_blocks, pages_per_block, Hkv, D]`; a page is `page_size` tokens, `page_size` divides the
     block size (vLLM blocks hold whole pages). Kept up to date at every cache write: the first token of a page
-    resets it (a freed block being reused), later tokens fold in with `index_reduce_(amin / amax)`. Because it is
+    resets it (a freed block being reused), later tokens fold in with `scatter_reduce_(amin / amax)`. Because it is
     keyed by physical block, prefix-cache hits and preempted-then-resumed requests find valid metadata.
     Memory: 2 / page_size of the K cache (vLLM's profiler does not see it; leave headroom).
     """
@@ -119,8 +119,9 @@ class PageMeta:
         fresh = page[first]
         self.page_min[fresh] = float("inf")
         self.page_max[fresh] = float("-inf")
-        self.page_min.index_reduce_(0, page, key, "amin", include_self=True)
-        self.page_max.index_reduce_(0, page, key, "amax", include_self=True)
+        index = page.view(-1, 1, 1).expand_as(key)
+        self.page_min.scatter_reduce_(0, index, key, "amin", include_self=True)
+        self.page_max.scatter_reduce_(0, index, key, "amax", include_self=True)
 
     def gather(self, block_tables: torch.Tensor, num_pages: int):
         """Metadata of pages `0 .. num_pages-1` of each request: `page_min, page_max [B, Hkv, num_pages, D]`."""
