@@ -55,6 +55,7 @@ def _block_sparse_fwd(
     kv_h = h // GROUP
     seq_start = tl.load(cu_seqlens + b)
     seq_len = tl.load(cu_seqlens + b + 1) - seq_start
+    start = seq_start.to(tl.int64)  # 64-bit row offsets: packed batches may exceed 2**31 elements
     q_first = tile_m * BLOCK_M
     if q_first >= seq_len:
         return
@@ -63,11 +64,11 @@ def _block_sparse_fwd(
     offs_d = tl.arange(0, HEAD_DIM)
     offs_n = tl.arange(0, BLOCK_N)
     row_ok = offs_m < seq_len
-    q = tl.load(Q + (seq_start + offs_m)[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
+    q = tl.load(Q + start * stride_qn + offs_m[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
                 mask=row_ok[:, None], other=0.0)
     q = (q * qk_scale).to(q.dtype)
-    k_base = K + seq_start * stride_kn + kv_h * stride_kh
-    v_base = V + seq_start * stride_vn + kv_h * stride_vh
+    k_base = K + start * stride_kn + kv_h * stride_kh
+    v_base = V + start * stride_vn + kv_h * stride_vh
 
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -120,7 +121,7 @@ def _block_sparse_fwd(
     # Rows that saw no key at all (an index without their diagonal) are written as zeros, never NaN.
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
-    tl.store(Out + (seq_start + offs_m)[:, None] * stride_on + h * stride_oh + offs_d[None, :],
+    tl.store(Out + start * stride_on + offs_m[:, None] * stride_on + h * stride_oh + offs_d[None, :],
              out.to(Out.dtype.element_ty), mask=row_ok[:, None])
 
 

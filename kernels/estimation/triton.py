@@ -33,12 +33,13 @@ def _window_stats(Q, K, cu_seqlens, MaxOut, SumOut, qk_scale, num_q_heads, windo
     h = bh % num_q_heads
     seq_start = tl.load(cu_seqlens + b)
     seq_len = tl.load(cu_seqlens + b + 1) - seq_start
+    start = seq_start.to(tl.int64)  # 64-bit row offsets: packed batches may exceed 2**31 elements
     w = tl.minimum(window, seq_len)
     offs_i = i_block * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = offs_i < w
     q_pos = seq_len - w + offs_i
     offs_d = tl.arange(0, HEAD_DIM)
-    q = tl.load(Q + (seq_start + q_pos)[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
+    q = tl.load(Q + start * stride_qn + q_pos[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
                 mask=row_ok[:, None], other=0.0)
     q = (q * qk_scale).to(q.dtype)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -46,7 +47,7 @@ def _window_stats(Q, K, cu_seqlens, MaxOut, SumOut, qk_scale, num_q_heads, windo
     k_lo = split * keys_per_split
     k_hi = tl.minimum(k_lo + keys_per_split, seq_len)
     offs_n = tl.arange(0, BLOCK_N)
-    k_base = K + seq_start * stride_kn + (h // GROUP) * stride_kh
+    k_base = K + start * stride_kn + (h // GROUP) * stride_kh
     for k_first in range(k_lo, k_hi, BLOCK_N):
         k_pos = k_first + offs_n
         k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :], mask=(k_pos < k_hi)[:, None], other=0.0)
@@ -88,6 +89,7 @@ def _window_sums(Q, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slash, qk_scale,
     h = bh % num_q_heads
     seq_start = tl.load(cu_seqlens + b)
     seq_len = tl.load(cu_seqlens + b + 1) - seq_start
+    start = seq_start.to(tl.int64)  # 64-bit row offsets: packed batches may exceed 2**31 elements
     k_first = n_block * BLOCK_N
     if k_first >= seq_len:
         return  # the caller zero-fills [B, Hq, max_len]: positions past this sample's end stay 0
@@ -96,7 +98,7 @@ def _window_sums(Q, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slash, qk_scale,
     offs_d = tl.arange(0, HEAD_DIM)
     k_pos = k_first + offs_n
     key_ok = k_pos < seq_len
-    k_base = K + seq_start * stride_kn + (h // GROUP) * stride_kh
+    k_base = K + start * stride_kn + (h // GROUP) * stride_kh
     k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :], mask=key_ok[:, None], other=0.0)
     out_base = b * stride_ob + h * stride_oh
     t = tl.arange(0, N_DIAG)  # N_DIAG = next power of two >= BLOCK_M + BLOCK_N - 1 diagonals
@@ -110,7 +112,7 @@ def _window_sums(Q, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slash, qk_scale,
         q_pos = seq_len - w + offs_i
         q_first = seq_len - w + i_first
         if q_first + BLOCK_M - 1 >= k_first:  # some query of this block sees some key of the tile
-            q = tl.load(Q + (seq_start + q_pos)[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
+            q = tl.load(Q + start * stride_qn + q_pos[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
                         mask=row_ok[:, None], other=0.0)
             q = (q * qk_scale).to(q.dtype)
             row_max = tl.load(RowMax + b * stride_rb + h * stride_rh + offs_i, mask=row_ok, other=0.0)

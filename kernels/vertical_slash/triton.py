@@ -131,6 +131,7 @@ def _vertical_slash_fwd(
     kv_h = h // GROUP
     seq_start = tl.load(cu_seqlens + b)
     seq_len = tl.load(cu_seqlens + b + 1) - seq_start
+    start = seq_start.to(tl.int64)  # 64-bit row offsets: packed batches may exceed 2**31 elements
     q_first = row * BLOCK_M
     if q_first >= seq_len:
         return
@@ -139,11 +140,11 @@ def _vertical_slash_fwd(
     offs_d = tl.arange(0, HEAD_DIM)
     offs_n = tl.arange(0, BLOCK_N)
     row_ok = offs_m < seq_len
-    q = tl.load(Q + (seq_start + offs_m)[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
+    q = tl.load(Q + start * stride_qn + offs_m[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
                 mask=row_ok[:, None], other=0.0)
     q = (q * qk_scale).to(q.dtype)
-    k_base = K + seq_start * stride_kn + kv_h * stride_kh
-    v_base = V + seq_start * stride_vn + kv_h * stride_vh
+    k_base = K + start * stride_kn + kv_h * stride_kh
+    v_base = V + start * stride_vn + kv_h * stride_vh
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -184,7 +185,7 @@ def _vertical_slash_fwd(
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
-    tl.store(Out + (seq_start + offs_m)[:, None] * stride_on + h * stride_oh + offs_d[None, :],
+    tl.store(Out + start * stride_on + offs_m[:, None] * stride_on + h * stride_oh + offs_d[None, :],
              out.to(Out.dtype.element_ty), mask=row_ok[:, None])
 
 
@@ -229,7 +230,7 @@ def triton_vertical_slash_attention(
     row_first = BLOCK * torch.arange(n_rows, device=q.device, dtype=torch.int32).view(1, 1, -1, 1)
     in_count = torch.arange(block_offset.shape[-1], device=q.device) < block_count[..., None]
     full_count = ((block_offset + BLOCK <= row_first) & in_count).sum(-1, dtype=torch.int32)
-    block_count = block_count.contiguous()
+    block_count, column_count = block_count.contiguous(), column_count.contiguous()
     grid = (n_rows, batch * num_q_heads)
     _vertical_slash_fwd[grid](
         q, k, v, out, cu_seqlens.to(torch.int32), block_count, full_count, block_offset, column_count,
