@@ -46,10 +46,12 @@ RATIO = 5e-3
 DECODE_CONFIGS = [  # (block_n, num_warps, num_stages)
     (64, 4, 3), (32, 4, 3), (64, 4, 4), (128, 4, 3), (128, 8, 3), (64, 8, 2),
 ]
-QUEST_CONFIGS = [  # (pages_per_block, num_warps, num_stages, split factor over the default heuristic)
-    (4, 4, 3, 1), (2, 4, 3, 1), (8, 4, 3, 1), (8, 4, 4, 1), (8, 8, 3, 1), (4, 8, 2, 1), (8, 4, 3, 2), (4, 4, 3, 2),
+QUEST_CONFIGS = [  # (pages_per_block, num_warps, num_stages, split factor over the default heuristic, prefetch ids)
+    (8, 4, 3, 1, True), (8, 4, 3, 1, False), (4, 4, 3, 1, True), (2, 4, 3, 1, True), (8, 4, 4, 1, True),
+    (8, 8, 3, 1, True), (4, 8, 2, 1, True), (8, 4, 3, 2, True), (16, 4, 3, 1, True),
 ]
-SCORE_BLOCKS = [16, 32, 64]  # pages per program of the page-score kernel
+SCORE_CONFIGS = [(32, 1, 2), (16, 1, 2), (64, 1, 2), (32, 4, 2), (32, 4, 3), (64, 2, 3), (16, 8, 3)]
+# (pages per block, blocks per program, num_stages) of the page-score kernel
 SELECT_WARPS = [4, 8, 16]  # warps of the top-k page selection kernel (one program per row)
 
 
@@ -156,17 +158,19 @@ def bench_quest(context: int, batch: int, use_flex: bool, bandwidth: dict, resul
     from sparse_attn.kernels.quest import naive_quest_page_scores
 
     ref_scores = naive_quest_page_scores(q, page_min, page_max, lens, PAGE, True)
-    block_p, best_scores_ms = None, None
-    for candidate in SCORE_BLOCKS:
-        scores = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True, block_p=candidate)
+    score_cfg, best_scores_ms = None, None
+    for candidate in SCORE_CONFIGS:
+        score_kw = dict(block_p=candidate[0], blocks_per_program=candidate[1], num_stages=candidate[2])
+        scores = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True, **score_kw)
         finite = torch.isfinite(ref_scores)
         if not torch.equal(finite, torch.isfinite(scores)) or rel_rmse(ref_scores[finite], scores[finite]) > 1e-5:
-            raise AssertionError(f"page scores {context}/{batch} block_p={candidate} differ from the reference")
-        ms, _ = bench_ms(lambda: triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True,
-                                                          block_p=candidate), rep=30)
+            raise AssertionError(f"page scores {context}/{batch} {candidate} differ from the reference")
+        ms, _ = bench_ms(lambda: triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True, **score_kw),
+                         rep=30)
         if best_scores_ms is None or ms < best_scores_ms:
-            block_p, best_scores_ms = candidate, ms
-    scores = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True, block_p=block_p)
+            score_cfg, best_scores_ms = candidate, ms
+    score_kw = dict(block_p=score_cfg[0], blocks_per_program=score_cfg[1], num_stages=score_cfg[2])
+    scores = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True, **score_kw)
     ref_index = naive_quest_select_pages(scores, lens, PAGE, page_budget)
     select_warps, best_select_ms = None, None
     for warps in SELECT_WARPS:
@@ -183,36 +187,40 @@ def bench_quest(context: int, batch: int, use_flex: bool, bandwidth: dict, resul
     ref_out = naive_quest_decode(q, k, v, lens, index, PAGE)
     out = torch.empty_like(q)
     best = None
+    prefetch_gain = {}
     for cfg in QUEST_CONFIGS:
-        ppb, warps, stages, factor = cfg
+        ppb, warps, stages, factor, prefetch = cfg
         splits = default_splits * factor
         out.fill_(float("nan"))
         triton_quest_decode(q, k, v, lens, index, PAGE, out=out, pages_per_block=ppb, num_warps=warps,
-                            num_stages=stages, num_splits=splits)
+                            num_stages=stages, num_splits=splits, prefetch_index=prefetch)
         err = check(f"quest decode {context}/{batch} {cfg}", ref_out, out)
         ms, _ = bench_ms(lambda: triton_quest_decode(q, k, v, lens, index, PAGE, out=out, pages_per_block=ppb,
-                                                     num_warps=warps, num_stages=stages, num_splits=splits), rep=30)
+                                                     num_warps=warps, num_stages=stages, num_splits=splits,
+                                                     prefetch_index=prefetch), rep=30)
+        if cfg[:4] == (8, 4, 3, 1):
+            prefetch_gain[prefetch] = ms
         if best is None or ms < best[1]:
             best = (cfg, ms, err)
     cfg, _, err = best
-    ppb, warps, stages, factor = cfg
+    ppb, warps, stages, factor, prefetch = cfg
     splits = default_splits * factor
 
     def step():
-        s = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True, block_p=block_p)
+        s = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True, **score_kw)
         i = triton_quest_select_pages(s, lens, PAGE, page_budget, num_warps=select_warps)
         return triton_quest_decode(q, k, v, lens, i, PAGE, out=out, pages_per_block=ppb, num_warps=warps,
-                                   num_stages=stages, num_splits=splits)
+                                   num_stages=stages, num_splits=splits, prefetch_index=prefetch)
 
     total_ms, mode = bench_ms(step)
-    scores_ms, _ = bench_ms(lambda: triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True,
-                                                             block_p=block_p))
+    scores_ms, _ = bench_ms(lambda: triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True, **score_kw))
     select_ms, _ = bench_ms(lambda: triton_quest_select_pages(scores, lens, PAGE, page_budget,
                                                               num_warps=select_warps))
     from sparse_attn.kernels.quest.triton import _topk_select_pages
     topk_select_ms, _ = bench_ms(lambda: _topk_select_pages(scores, lens, PAGE, page_budget))
     attn_ms, _ = bench_ms(lambda: triton_quest_decode(q, k, v, lens, index, PAGE, out=out, pages_per_block=ppb,
-                                                      num_warps=warps, num_stages=stages, num_splits=splits))
+                                                      num_warps=warps, num_stages=stages, num_splits=splits,
+                                                      prefetch_index=prefetch))
 
     # our dense split-K decode over the full cache (the same kernel family), checked against the reference
     full_lens = torch.full((batch, HKV), context, device=DEVICE, dtype=torch.int32)
@@ -232,8 +240,9 @@ def bench_quest(context: int, batch: int, use_flex: bool, bandwidth: dict, resul
     row = {
         "table": "quest", "context": context, "batch": batch, "page_budget": page_budget, "mode": mode,
         "config": {"pages_per_block": ppb, "num_warps": warps, "num_stages": stages, "num_splits": splits,
-                   "default_splits": default_splits, "score_block_p": block_p,
-                   "select_warps": select_warps},
+                   "default_splits": default_splits, "prefetch_index": prefetch,
+                   "scores": score_cfg, "select_warps": select_warps},
+        "attn_ms_prefetch_vs_not": [prefetch_gain.get(True), prefetch_gain.get(False)],
         "topk_select_ms": topk_select_ms,
         "rel_rmse": err, "dense_rel_rmse": dense_err, "selection_agreement": agree,
         "total_ms": total_ms, "scores_ms": scores_ms, "select_ms": select_ms, "attn_ms": attn_ms,

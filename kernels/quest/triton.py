@@ -48,8 +48,10 @@ def _page_scores_kernel(
     stride_sb, stride_sh,
     num_kv_heads, num_pages, page_size,
     GROUP: tl.constexpr, SHARED: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCKS: tl.constexpr,
 ):
-    """Program (b * Hkv + kv_head, page block): scores of BLOCK_P pages for the GROUP query heads of one KV head.
+    """Program (b * Hkv + kv_head, page chunk): scores of BLOCKS x BLOCK_P pages for the GROUP query heads of one
+    KV head (a loop, so the loads of the next block are in flight while one is reduced).
 
     Candidate pages are 0 .. cur - 1 with cur = (len - 1) // page_size (the current page is always taken); the
     others score -inf. SHARED sums the group's scores into one row per KV head, else one row per query head.
@@ -60,28 +62,29 @@ def _page_scores_kernel(
     kv_head = pid_bh % num_kv_heads
     length = tl.load(LENS + b).to(tl.int32)
     current_page = (length - 1) // page_size
-
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_d = tl.arange(0, HEAD_DIM)
-    page_ok = offs_p < num_pages
-    meta_off = b * stride_mb + kv_head * stride_mh + offs_p[:, None] * stride_mp + offs_d[None, :]
-    pmin = tl.load(PMIN + meta_off, mask=page_ok[:, None], other=0.0).to(tl.float32)  # [BLOCK_P, D]
-    pmax = tl.load(PMAX + meta_off, mask=page_ok[:, None], other=0.0).to(tl.float32)
-    candidate = offs_p < current_page
 
-    total = tl.zeros([BLOCK_P], dtype=tl.float32)
-    for g in tl.static_range(GROUP):
-        q_head = kv_head * GROUP + g
-        qg = tl.load(Q + b * stride_qb + q_head * stride_qh + offs_d).to(tl.float32)  # [D]
-        bound = tl.sum(tl.maximum(qg[None, :] * pmin, qg[None, :] * pmax), 1)  # [BLOCK_P]
+    for block in range(BLOCKS):
+        offs_p = (pid_p * BLOCKS + block) * BLOCK_P + tl.arange(0, BLOCK_P)
+        page_ok = offs_p < num_pages
+        meta_off = b * stride_mb + kv_head * stride_mh + offs_p[:, None] * stride_mp + offs_d[None, :]
+        pmin = tl.load(PMIN + meta_off, mask=page_ok[:, None], other=0.0).to(tl.float32)  # [BLOCK_P, D]
+        pmax = tl.load(PMAX + meta_off, mask=page_ok[:, None], other=0.0).to(tl.float32)
+        candidate = offs_p < current_page
+
+        total = tl.zeros([BLOCK_P], dtype=tl.float32)
+        for g in tl.static_range(GROUP):
+            q_head = kv_head * GROUP + g
+            qg = tl.load(Q + b * stride_qb + q_head * stride_qh + offs_d).to(tl.float32)  # [D]
+            bound = tl.sum(tl.maximum(qg[None, :] * pmin, qg[None, :] * pmax), 1)  # [BLOCK_P]
+            if SHARED:
+                total += bound
+            else:
+                tl.store(SCORES + b * stride_sb + q_head * stride_sh + offs_p,
+                         tl.where(candidate, bound, float("-inf")), mask=page_ok)
         if SHARED:
-            total += bound
-        else:
-            tl.store(SCORES + b * stride_sb + q_head * stride_sh + offs_p,
-                     tl.where(candidate, bound, float("-inf")), mask=page_ok)
-    if SHARED:
-        tl.store(SCORES + b * stride_sb + kv_head * stride_sh + offs_p,
-                 tl.where(candidate, total, float("-inf")), mask=page_ok)
+            tl.store(SCORES + b * stride_sb + kv_head * stride_sh + offs_p,
+                     tl.where(candidate, total, float("-inf")), mask=page_ok)
 
 
 def triton_quest_page_scores(
@@ -92,6 +95,8 @@ def triton_quest_page_scores(
     page_size: int = 16,
     share_pages: bool = True,
     block_p: int = 32,
+    blocks_per_program: int = 1,
+    num_stages: int = 2,
 ) -> torch.Tensor:
     """Quest upper-bound page scores.
 
@@ -116,14 +121,15 @@ def triton_quest_page_scores(
     group = num_q_heads // num_kv_heads
     rows = num_kv_heads if share_pages else num_q_heads
     scores = torch.empty(batch, rows, num_pages, device=q.device, dtype=torch.float32)
-    grid = (batch * num_kv_heads, triton.cdiv(num_pages, block_p))
+    grid = (batch * num_kv_heads, triton.cdiv(num_pages, block_p * blocks_per_program))
     _page_scores_kernel[grid](
         q, page_min, page_max, lens, scores,
         q.stride(0), q.stride(1),
         page_min.stride(0), page_min.stride(1), page_min.stride(2),
         scores.stride(0), scores.stride(1),
         num_kv_heads, num_pages, page_size,
-        GROUP=group, SHARED=share_pages, HEAD_DIM=head_dim, BLOCK_P=block_p, num_warps=4,
+        GROUP=group, SHARED=share_pages, HEAD_DIM=head_dim, BLOCK_P=block_p, BLOCKS=blocks_per_program,
+        num_warps=4, num_stages=num_stages,
     )
     return scores
 
@@ -234,7 +240,8 @@ def _paged_decode_split_kernel(
     stride_ob, stride_oh,
     num_sel_heads, num_q_heads, num_slots, slots_per_split, num_splits, page_size, scale_log2e,
     ROWS: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
-    BLOCK_N: tl.constexpr, SINGLE_SPLIT: tl.constexpr, WRITE_LSE: tl.constexpr, DOT_F32: tl.constexpr,
+    BLOCK_N: tl.constexpr, PREFETCH_INDEX: tl.constexpr, SINGLE_SPLIT: tl.constexpr, WRITE_LSE: tl.constexpr,
+    DOT_F32: tl.constexpr,
 ):
     """Program (b * Hsel + sel_head, split): ROWS query heads (a KV group, or one head) over a chunk of the
     selected page slots. BLOCK_N tokens = BLOCK_N / page_size pages gathered per step."""
@@ -264,11 +271,17 @@ def _paged_decode_split_kernel(
     m_i = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
     acc = tl.zeros([BLOCK_G, HEAD_DIM], dtype=tl.float32)
+    flat = token_start + offs_n  # position in the concatenation of the selected pages
+    page_ahead = tl.load(index_base + flat // page_size, mask=flat < token_end, other=-1)
     for n0 in range(token_start, token_end, BLOCK_N):
-        flat = n0 + offs_n  # position in the concatenation of the selected pages
-        slot = flat // page_size
+        flat = n0 + offs_n
         slot_ok = flat < token_end
-        page = tl.load(index_base + slot, mask=slot_ok, other=-1)
+        if PREFETCH_INDEX:  # page ids loaded one iteration ahead: K/V addresses need not wait on an index load
+            page = page_ahead
+            page_ahead = tl.load(index_base + (flat + BLOCK_N) // page_size, mask=flat + BLOCK_N < token_end,
+                                 other=-1)
+        else:
+            page = tl.load(index_base + flat // page_size, mask=slot_ok, other=-1)
         tok = page * page_size + flat % page_size
         tok_ok = slot_ok & (page >= 0) & (tok < length)
         kt = tl.load(k_base + tok[None, :] * stride_kn + offs_d[:, None], mask=tok_ok[None, :], other=0.0)
@@ -303,6 +316,7 @@ def triton_quest_decode(
     pages_per_block: int = 8,
     num_warps: int = 4,
     num_stages: int = 3,
+    prefetch_index: bool = True,
 ):
     """Attention of the current query over the selected pages of the full cache; same contract as
     `naive_quest_decode`.
@@ -319,6 +333,7 @@ def triton_quest_decode(
         out: optional `[B, Hq, D]` output written in place.
         return_lse: also return the natural-log lse `[B, Hq]` fp32.
         num_splits, pages_per_block, num_warps, num_stages: launch parameters (default: heuristics; no sync).
+        prefetch_index: load the next block's page ids one iteration ahead (default True).
 
     Returns:
         `out [B, Hq, D]` in q's dtype (and `lse`).
@@ -357,7 +372,7 @@ def triton_quest_decode(
     return launch_split_decode(
         _paged_decode_split_kernel, batch * num_sel_heads, num_splits, out, return_lse, args,
         ROWS=rows, GROUP=group, BLOCK_G=group_rows(rows), HEAD_DIM=head_dim, BLOCK_N=block_n,
-        num_warps=num_warps, num_stages=num_stages,
+        PREFETCH_INDEX=prefetch_index, num_warps=num_warps, num_stages=num_stages,
     )
 
 
