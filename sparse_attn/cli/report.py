@@ -8,7 +8,9 @@ at the measured densities. Plots, per (model, length):
   the 1x point);
 - ``compression_all_tasks``: the same as small multiples, one panel per task plus their average;
 - ``cost``: average accuracy vs prefill FLOPs (prefill methods) and vs decode bytes per token (decode methods),
-  dense on both panels.
+  dense on both panels;
+- ``<model>_lengths`` (sweeps over several lengths): score vs length per task and on average, one line per method
+  configuration, dense dashed.
 
 The compression ratio of a point is the sweep's target ratio when the budget came from one, else the achieved
 1 / (1 - sparsity).
@@ -356,7 +358,46 @@ def write_plots(rows: List[Dict[str, Any]], out: Path) -> List[Path]:
             axes[0].set_ylabel("average score")
             fig.suptitle(f"{model}, {length} tokens: score vs cost (paper's cost model)")
             save(fig, f"{prefix}_cost")
+    for (model,), group in _by(rows, "model").items():
+        lengths = sorted({r["length"] for r in group})
+        if len(lengths) < 2:
+            continue
+        tasks = sorted({r["task"] for r in group})
+        panels = tasks + ["average"]
+        cols = min(3, len(panels))
+        nrows = math.ceil(len(panels) / cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.4 * nrows), squeeze=False, sharey=True)
+        averages = [a for length in lengths for a in _average_rows([r for r in group if r["length"] == length])]
+        for ax, panel in zip(axes.flat, panels):
+            _draw_lengths(ax, averages if panel == "average" else [r for r in group if r["task"] == panel], panel)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.axis("off")
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="center right", fontsize=8)
+        fig.suptitle(f"{model}: score vs length")
+        fig.tight_layout(rect=(0, 0, 0.85, 1))
+        save(fig, f"{_slug(model)}_lengths", layout=False)
     return written
+
+
+def _draw_lengths(ax, rows: List[Dict[str, Any]], title: str) -> None:
+    """Score vs prompt length, one line per method configuration (label at a ratio), dense in black."""
+    from matplotlib.ticker import FuncFormatter
+
+    for (label, ratio), cells in _by([r for r in rows if r["score"] is not None], "label", "ratio").items():
+        points = sorted((c["length"], c["score"]) for c in cells)
+        xs, ys = zip(*points)
+        dense = cells[0]["method"] == "dense"
+        name = label if ratio is None else f"{label} {ratio:g}x"
+        style = dict(color="black", linestyle="--", marker="s") if dense else dict(marker="o")
+        ax.plot(xs, ys, label=name, **style)
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1024:g}K" if x >= 1024 else f"{x:g}"))
+    ax.set_xlabel("prompt length (tokens)")
+    ax.set_ylabel("score")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    _score_limits(ax, rows)
 
 
 def _draw_cost(ax, rows: List[Dict[str, Any]], column: str, phases: tuple) -> None:
