@@ -189,6 +189,9 @@ def main():
                         row["x_sdpa"] = reference["ms"] / row["ms"]
             rows.append(row)
             print(json.dumps(row), flush=True)
+            if args.json:  # after every row: a later crash (e.g. a CUDA fault) keeps what was measured
+                with open(args.json, "w") as handle:
+                    json.dump(rows, handle, indent=1)
 
     print()
     print("| length | method | prefill ms | x sdpa | peak GiB over weights | KV cache GiB | sparsity | "
