@@ -231,10 +231,13 @@ class SparseAttentionMixin:
                       record: bool = True):
         """Whole prompts (context 0), all rows in one varlen call."""
         device = query.device
-        pieces = [torch.arange(plan.starts[r], plan.starts[r + 1], device=device) for r in rows]
         lengths = [plan.starts[r + 1] - plan.starts[r] for r in rows]
-        index = torch.cat(pieces)
-        q, k, v = query[index], key[index], value[index]
+        if rows == list(range(rows[0], rows[-1] + 1)):  # consecutive rows (the usual case): views, no copies
+            index = slice(plan.starts[rows[0]], plan.starts[rows[-1] + 1])
+        else:
+            index = torch.cat([torch.arange(plan.starts[r], plan.starts[r + 1], device=device) for r in rows])
+        # contiguous: vLLM's q/k/v are strided views of the fused qkv projection; kernels expect packed rows
+        q, k, v = query[index].contiguous(), key[index].contiguous(), value[index].contiguous()
         bounds = [0]
         for length in lengths:
             bounds.append(bounds[-1] + length)
