@@ -108,3 +108,18 @@ def test_ratio_and_methods_commands(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ("vertical_slash", "flexprefill", "ada_snapkv", "quest"))
+
+
+def test_cost_command(model_dir, capsys):
+    import json
+
+    assert main(["cost", "--model", "qwen2.5-7b", "--method", "block_sparse", "--ratio", "5", "--length",
+                 "65536"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["method"]["top_chunks"] == 432 and out["prefill_density"] == pytest.approx(0.2, abs=0.001)
+    assert 1.9 < out["prefill_speedup"] < 2.3 and out["decode_speedup"] == 1.0  # paper: ~2.2x at 64K, 5x
+    assert main(["cost", "--model", model_dir, "--method", "vertical_slash", "--length", "4096"]) == 2
+    assert "prefill_density" in capsys.readouterr().err
+    assert main(["cost", "--model", model_dir, "--method", "vertical_slash", "--length", "4096",
+                 "--prefill-density", "0.1"]) == 0
+    assert json.loads(capsys.readouterr().out)["indexing_flops"] > 0

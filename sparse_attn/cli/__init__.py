@@ -2,6 +2,7 @@
 
     sparse-attn methods                                   # methods, phases, parameters and defaults
     sparse-attn ratio quest 10 16384                      # a compression ratio -> the method's parameters
+    sparse-attn cost --model qwen2.5-7b --method quest --ratio 10 --length 131072 --output-tokens 256
     sparse-attn eval --model DIR --method quest --ratio 10 --tasks sf_ruler_niah --lengths 16384 --output runs/q
     sparse-attn sweep examples/sweep_paper_16k.yaml       # the grid; rerun to resume
     sparse-attn report runs/paper16k                      # tables (md, csv) and plots (png, svg)
@@ -53,6 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     ratio.add_argument("ratio", type=float)
     ratio.add_argument("length", type=int)
     ratio.add_argument("--param", action="append", metavar="NAME=VALUE", help="fixed non-budget parameter")
+
+    co = sub.add_parser("cost", help="the paper's cost model for one method configuration and length")
+    co.add_argument("--model", required=True, help="local model folder (reads config.json) or one of "
+                                                   "qwen2.5-7b, qwen2.5-14b, qwen2.5-32b, qwen2.5-72b")
+    co.add_argument("--method", default="dense")
+    co.add_argument("--param", action="append", metavar="NAME=VALUE")
+    co.add_argument("--ratio", type=float, help="target compression ratio instead of budget parameters")
+    co.add_argument("--length", type=int, required=True)
+    co.add_argument("--output-tokens", type=int, default=1)
+    co.add_argument("--batch", type=int, default=1)
+    co.add_argument("--prefill-density", type=float, help="measured 1 - sparsity (vertical_slash, flexprefill)")
+    co.add_argument("--decode-density", type=float)
 
     ev = sub.add_parser("eval", help="evaluate one model with one method configuration through lm-eval")
     ev.add_argument("--model", required=True, help="local model folder (or a Hub id in the local cache)")
@@ -119,6 +132,33 @@ def cmd_ratio(args) -> int:
     from ..compression import params_for_ratio
 
     print(json.dumps(params_for_ratio(args.method, args.ratio, args.length, **_pairs(args.param, "--param"))))
+    return 0
+
+
+def cmd_cost(args) -> int:
+    from ..compression import config_for_ratio
+    from ..cost import PAPER_MODELS, ModelShape, attention_share, method_cost
+    from ..registry import build_config
+
+    if args.model in PAPER_MODELS:
+        shape = PAPER_MODELS[args.model]
+    else:
+        from .spec import resolve_model_path
+
+        shape = ModelShape.from_pretrained(resolve_model_path(args.model, "--model"))
+    params = _pairs(args.param, "--param")
+    if args.ratio is not None:
+        composition = config_for_ratio(args.method, args.ratio, args.length, **params)
+    else:
+        composition = build_config(args.method, **params)
+    cost = method_cost(composition, shape, args.length, output_tokens=args.output_tokens, batch=args.batch,
+                       prefill_density=args.prefill_density, decode_density=args.decode_density)
+    dense = method_cost("dense", shape, args.length, output_tokens=args.output_tokens, batch=args.batch)
+    cost.update(method=composition.to_dict(), model=shape.to_dict(),
+                prefill_speedup=dense["prefill_flops"] / cost["prefill_flops"],
+                decode_speedup=dense["decode_bytes_per_token"] / cost["decode_bytes_per_token"],
+                dense_attention_share=attention_share(shape, args.length))
+    print(json.dumps(cost, indent=2))
     return 0
 
 
@@ -195,5 +235,5 @@ def cmd_worker(args) -> int:
     return 0
 
 
-COMMANDS = {"methods": cmd_methods, "ratio": cmd_ratio, "eval": cmd_eval, "sweep": cmd_sweep,
+COMMANDS = {"methods": cmd_methods, "ratio": cmd_ratio, "cost": cmd_cost, "eval": cmd_eval, "sweep": cmd_sweep,
             "report": cmd_report, "worker": cmd_worker}
