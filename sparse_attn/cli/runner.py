@@ -97,6 +97,13 @@ class ModelCache:
             import gc
 
             gc.collect()
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()  # the next job's model gets the memory back
+            except ImportError:
+                pass
 
 
 def _check_context_fits(lm, job: Job, tasks: Dict[str, Any]) -> None:
