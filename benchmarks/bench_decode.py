@@ -48,7 +48,7 @@ DECODE_CONFIGS = [  # (block_n, num_warps, num_stages)
 ]
 QUEST_CONFIGS = [  # (pages_per_block, num_warps, num_stages, split factor over the default heuristic, prefetch ids)
     (8, 4, 3, 1, True), (8, 4, 3, 1, False), (4, 4, 3, 1, True), (2, 4, 3, 1, True), (8, 4, 4, 1, True),
-    (8, 8, 3, 1, True), (4, 8, 2, 1, True), (8, 4, 3, 2, True), (16, 4, 3, 1, True),
+    (8, 8, 3, 1, True), (4, 8, 2, 1, True), (8, 4, 3, 2, True), (8, 4, 2, 1, True),
 ]
 SCORE_CONFIGS = [(32, 1, 2), (16, 1, 2), (64, 1, 2), (32, 4, 2), (32, 4, 3), (64, 2, 3), (16, 8, 3)]
 # (pages per block, blocks per program, num_stages) of the page-score kernel
