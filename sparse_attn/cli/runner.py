@@ -152,13 +152,15 @@ def _load_hf(job: Job, impl: str):
 def _load_vllm(job: Job, composition):
     from .recording import make_vllm_lm
 
-    args = {"tensor_parallel_size": job.model.tp, "seed": job.seed, **job.model.model_args}
+    args = {"tensor_parallel_size": job.model.tp, "seed": job.seed}
     if composition.name != "dense":
-        args["additional_config"] = {"sparse_attn": composition.to_dict()}
+        from sparse_attn.integrations.vllm import engine_kwargs
+
+        # the plugin's own recipe: additional_config, CUSTOM backend on GPU, whole-prompt prefill when needed
+        args.update(engine_kwargs(composition, max_model_len=job.model.model_args.get("max_model_len")))
         # per-chunk statistics are read from the engine's workers through collective_rpc (our own engine)
         os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
-        args.setdefault("enable_prefix_caching", False)
-        args.setdefault("enable_chunked_prefill", False)
+    args.update(job.model.model_args)
     return make_vllm_lm(pretrained=job.model.path, **args)
 
 
