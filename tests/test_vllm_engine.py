@@ -167,3 +167,16 @@ def test_quest_page_size_must_fit_vllm_blocks(model):
         LLM(model[0], dtype="float32", max_model_len=MAX_LEN, enforce_eager=True,
             additional_config={"sparse_attn": {"method": "quest", "page_size": 48, "token_budget": 96}})
     gc.collect()
+
+
+def test_sliding_window_layers_stay_dense(env, tmp_path):
+    """Gemma 3 (local sliding-window layer 0, global layer 1): the method acts on the global layer only, the
+    local one runs the stock path and is reported as dense."""
+    from sparse_attn.integrations.vllm import engine_kwargs
+    from sparse_attn.testing import build_tiny_model
+
+    path = build_tiny_model(tmp_path / "gemma3", family="gemma3")
+    _, stats = _generate(str(path), [{"prompt_token_ids": list(range(5, 305))}],
+                         **engine_kwargs("quest", **METHODS["quest"]["small"]))
+    assert stats["sparse_layers"] == [1] and stats["dense_layers"] == [0]
+    assert stats["decode"]["sparsity"] > 0.5 and stats["decode"]["steps"] == NEW_TOKENS - 1

@@ -17,6 +17,8 @@ implementation unchanged. With a method, `SparseAttnImpl.forward` splits each (m
 | extend | `query_len > 1`, `context_len > 0` (chunked prefill, prefix-cache hit) | dense causal over the request's pages; refused at start-up for methods that need the whole prompt |
 | decode | `query_len == 1`, `context_len > 0` | Quest: page selection from per-block min/max + attention over the gathered pages; snapkv / ada: attention over the kept tokens and the generated ones; otherwise dense over the request's pages |
 
+Sliding-window layers stay on the stock path (dense), as the reference applies the methods to global layers only.
+
 Tensor parallelism: vLLM gives each rank its own heads (`num_heads = Hq / tp`, `num_kv_heads = Hkv / tp`); every
 decision here is per local head (Ada-SnapKV's global budget spans the rank's KV heads, as in the reference), and
 statistics are merged across ranks by `get_stats`.
@@ -105,6 +107,13 @@ class SparseAttentionMixin:
         stats.configure(self.composition.name, compat.tensor_parallel_rank(), options.get("stats_dir"))
         if not self.sparse:
             return
+        window = getattr(self, "sliding_window", None)
+        self.sliding = window not in (None, -1, (-1, -1))
+        if self.sliding:
+            # Sliding-window layers (Gemma 3's local layers, ...) stay dense, as in the reference, which applies the
+            # methods to global layers only; get_stats lists them under "dense_layers".
+            self.sparse = False
+            return
         self._check_supported(vllm_config)
         prefill, decode = self.composition.prefill, self.composition.decode
         self.prefill_method = prefill
@@ -118,10 +127,6 @@ class SparseAttentionMixin:
         if "decoder" not in attn_type.lower():
             raise ConfigError(f"sparse_attn method {name!r} supports decoder self-attention only, got a layer with "
                               f"attn_type={attn_type}; remove `sparse_attn` from additional_config for this model")
-        window = getattr(self, "sliding_window", None)
-        if window not in (None, -1, (-1, -1)):
-            raise ConfigError(f"sparse_attn method {name!r} does not support sliding-window layers in vLLM "
-                              f"(window {window}); use a model without sliding windows or the Transformers path")
         if getattr(self, "alibi_slopes", None) is not None or getattr(self, "logits_soft_cap", 0) not in (0, None):
             raise ConfigError(f"sparse_attn method {name!r} does not support ALiBi or logit soft-capping in vLLM")
         if getattr(self, "sinks", None) is not None:
@@ -187,6 +192,9 @@ class SparseAttentionMixin:
 
     def forward(self, layer, query, key, value, kv_cache, attn_metadata, output, output_scale=None,
                 output_block_scale=None, *args, **kwargs):
+        if getattr(self, "sliding", False) and self._layer is None:
+            self._layer = compat.layer_index(getattr(layer, "layer_name", "layers.0"))
+            stats.note_dense_layer(self._layer)
         if not self.sparse:
             return super().forward(layer, query, key, value, kv_cache, attn_metadata, output, output_scale,
                                    output_block_scale, *args, **kwargs)

@@ -54,6 +54,14 @@ def record(layer: int, phase: str, values: torch.Tensor) -> None:
     layer_counts[phase] = layer_counts.get(phase, 0) + values.numel()
 
 
+_dense_layers: set = set()
+
+
+def note_dense_layer(layer: int) -> None:
+    """A layer the method does not act on (sliding window): reported under "dense_layers"."""
+    _dense_layers.add(layer)
+
+
 def record_batch(has_prefill: bool, has_extend: bool, has_decode: bool) -> None:
     """Count one engine step by row kinds: "prefill", "extend" (prompt chunk after a context), "decode", "mixed"."""
     for kind, present in (("prefill", has_prefill), ("extend", has_extend), ("decode", has_decode)):
@@ -75,7 +83,7 @@ def snapshot() -> Dict[str, Any]:
     for layer in sorted(_sums):
         layers[str(layer)] = {phase: [float(_sums[layer][phase]), _counts[layer][phase]] for phase in _sums[layer]}
     return {"method": _info["method"], "rank": _info["rank"], "pid": os.getpid(), "layers": layers,
-            "batches": dict(_batches)}
+            "batches": dict(_batches), "dense_layers": sorted(_dense_layers)}
 
 
 def merge(snapshots: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
@@ -86,7 +94,8 @@ def merge(snapshots: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
     layers; ``decode`` adds ``"steps"``, selections per layer) or None when the method does not act on that
     phase; ``sparsity`` / ``per_layer`` repeat the first phase present in that order (0.0 for dense);
     ``counts`` the values averaged per phase; ``batches`` engine steps by row kinds ("prefill", "extend" = prompt
-    chunk after a context, "decode", "mixed" = decodes with prompt rows); ``processes`` rank and pid of each worker.
+    chunk after a context, "decode", "mixed" = decodes with prompt rows); ``sparse_layers`` / ``dense_layers``
+    (sliding-window layers stay dense); ``processes`` rank and pid of each worker.
     """
     snapshots = list(snapshots)
     totals: Dict[int, Dict[str, List[float]]] = {}
@@ -116,6 +125,8 @@ def merge(snapshots: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
             for kind, count in snap.get("batches", {}).items():
                 batches[kind] = batches.get(kind, 0) + count
     summary["batches"] = batches
+    summary["dense_layers"] = sorted({layer for snap in snapshots for layer in snap.get("dense_layers", [])})
+    summary["sparse_layers"] = layers
     summary["processes"] = [{"rank": s["rank"], "pid": s["pid"]} for s in snapshots]
     return summary
 
