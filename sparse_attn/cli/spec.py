@@ -345,6 +345,13 @@ def check_budget_fits(composition, length: int, where: str) -> None:
             raise SweepConfigError(where, f"{method.name} always keeps local_window + prefix_tokens = "
                                           f"{method.local_window + method.prefix_tokens} tokens, the whole "
                                           f"{length}-token prompt: lower them or raise the length")
+        if method.name == "vertical_slash" and min(method.vertical_size, method.slash_size) >= length:
+            raise SweepConfigError(where, f"vertical_slash keeps all {length} columns and diagonals (vertical_size="
+                                          f"{method.vertical_size}, slash_size={method.slash_size}): the run would "
+                                          f"be dense; lower them or use a ratio")
+        if method.name == "flexprefill" and method.min_budget >= length:
+            raise SweepConfigError(where, f"flexprefill.min_budget={method.min_budget} keeps every token at length "
+                                          f"{length} (the run would be dense): lower min_budget")
         if density is not None and density >= 1.0:
             budget = {"quest": "token_budget", "snapkv": "token_capacity", "ada_snapkv": "token_capacity",
                       "block_sparse": "top_chunks"}.get(method.name, "budget")
