@@ -22,7 +22,6 @@ case. Usage: python benchmarks/bench_prefill.py [--lengths 16384 ...] [--methods
 """
 import argparse
 import json
-import math
 import sys
 import time
 
@@ -221,7 +220,6 @@ def run_block_sparse(length, q, k, v, cu, dense, flex, results, chunks=(128, 64)
 # ------------------------------------------------------------------------------------------ vertical-slash family
 def select_vertical_slash(q, k, cu, length, method):
     """Estimation -> forced sinks / local window -> budgets -> sorted indices (all on the device). Returns dict."""
-    timings = {}
     window = 256 if method == "vertical_slash" else 512
     vert, slash = window_sums(q, k, cu, window)
     vert, slash = vert[0], slash[0]  # [H, L]

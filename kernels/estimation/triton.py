@@ -81,7 +81,8 @@ def _window_sums(Q, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slash, qk_scale,
     """One program per key tile: vertical sums of its keys (owned, plain store) and the slash sums of the
     BLOCK_M + BLOCK_N - 1 diagonals each [query block, key tile] pair crosses (atomic adds: neighbouring key tiles
     share diagonals). The diagonals are pulled out of the probability tile with `tl.gather`:
-    R[i, t] = P[i, i - t + BLOCK_N - 1], so sum_i R[i, t] is the sum along offset (q_first - k_first) + t - (BLOCK_N - 1).
+    R[i, t] = P[i, i - t + BLOCK_N - 1], so sum_i R[i, t] is the sum along the diagonal at offset
+    (q_first - k_first) + t - (BLOCK_N - 1).
     """
     n_block = tl.program_id(0)
     bh = tl.program_id(1)
