@@ -1,7 +1,7 @@
 """Block-sparse causal prefill attention (Block-Sparse method).
 
 `naive_block_sparse_attention` is the PyTorch reference; `block_sparse_attention(..., backend=...)` dispatches
-("auto": the Triton kernel for CUDA tensors when it exists, the reference otherwise). `block_sparse_pair_counts`
+("auto": the Triton kernel for CUDA tensors, the reference for CPU tensors; a CUDA tensor without Triton raises). `block_sparse_pair_counts`
 counts the computed pairs (sparsity statistic).
 """
 from typing import Optional
@@ -25,8 +25,9 @@ def block_sparse_attention(
         return naive_block_sparse_attention(q, k, v, cu_seqlens, block_index, block_count, chunk_size, scale, out)
     try:
         from .triton import triton_block_sparse_attention
-    except ImportError as error:
-        if backend == "triton":
-            raise ImportError(f"backend='triton' requested but the Triton block-sparse kernel is unavailable: {error}")
-        return naive_block_sparse_attention(q, k, v, cu_seqlens, block_index, block_count, chunk_size, scale, out)
+    except ImportError as error:  # CUDA tensors never fall back to the slow reference silently
+        raise ImportError(
+            f"the Triton block-sparse kernel is unavailable ({error}); install Triton (pip install "
+            f"'sparse-attn[triton]') or pass backend='naive' to run the PyTorch reference on purpose"
+        ) from error
     return triton_block_sparse_attention(q, k, v, cu_seqlens, block_index, block_count, chunk_size, scale, out)

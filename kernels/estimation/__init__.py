@@ -1,7 +1,7 @@
 """Sparse-prefill pattern estimation: last-window vertical / slash sums, pooled block scores, stable top-k.
 
 `naive_*` are the PyTorch references; the dispatchers without prefix take `backend="auto" | "naive" | "triton"`
-("auto": the Triton kernel for CUDA tensors when it exists, the reference otherwise). `stable_topk` is plain torch.
+("auto": the Triton kernel for CUDA tensors, the reference for CPU tensors; a CUDA tensor without Triton raises). `stable_topk` is plain torch.
 """
 from typing import Optional, Tuple
 
@@ -24,10 +24,11 @@ def _use_naive(tensor: torch.Tensor, backend: str) -> bool:
 def _triton_module(backend: str):
     try:
         from . import triton as module
-    except ImportError as error:
-        if backend == "triton":
-            raise ImportError(f"backend='triton' requested but the Triton estimation kernels are unavailable: {error}")
-        return None
+    except ImportError as error:  # CUDA tensors never fall back to the slow reference silently
+        raise ImportError(
+            f"the Triton estimation kernels are unavailable ({error}); install Triton "
+            f"(pip install 'sparse-attn[triton]') or pass backend='naive' to run the PyTorch reference on purpose"
+        ) from error
     return module
 
 

@@ -1,7 +1,7 @@
 """Vertical-Slash (MInference) index building and mixed block + column prefill attention.
 
 `naive_*` are the PyTorch references; the dispatchers without prefix take `backend="auto" | "naive" | "triton"`
-("auto": the Triton kernel for CUDA tensors when it exists, the reference otherwise).
+("auto": the Triton kernel for CUDA tensors, the reference for CPU tensors; a CUDA tensor without Triton raises).
 `vertical_slash_pair_counts` counts the computed pairs (sparsity statistic).
 """
 from typing import Optional, Tuple
@@ -29,12 +29,11 @@ def _triton_module(tensor: torch.Tensor, backend: str):
         return None
     try:
         from . import triton as module
-    except ImportError as error:
-        if backend == "triton":
-            raise ImportError(
-                f"backend='triton' requested but the Triton vertical-slash kernels are unavailable: {error}"
-            )
-        return None
+    except ImportError as error:  # CUDA tensors never fall back to the slow reference silently
+        raise ImportError(
+            f"the Triton vertical-slash kernels are unavailable ({error}); install Triton "
+            f"(pip install 'sparse-attn[triton]') or pass backend='naive' to run the PyTorch reference on purpose"
+        ) from error
     return module
 
 
