@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import string
+import weakref
 from functools import lru_cache
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -40,6 +41,10 @@ def format_prompt(context: str, question: str, is_mcq: bool, target_doc: int) ->
                   extra_instructions=MCQ_INSTRUCTIONS if is_mcq else OPEN_ENDED_INSTRUCTIONS)
 
 
+# token costs of a source's questions and contexts, per tokenizer (tasks at several lengths / seeds share them)
+_COSTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 @lru_cache(maxsize=8)
 def _cached_source(name: str, data_path: Optional[str]) -> QASource:
     return load_qa_source(name, data_path)
@@ -62,12 +67,17 @@ class QATask(Task):
     def _question_costs(self):
         """Per question: tokens of its prompt with only its own document; per context: tokens it adds."""
         if self._costs is None:
+            per_tokenizer = _COSTS.setdefault(self.counter.tokenizer, {})
+            key = (self.dataset_name, self.params["data_path"], self.source.origin)
+            if key in per_tokenizer:
+                self._costs = per_tokenizer[key]
+                return self._costs
             source = self.source
             context_cost = [c + 3 for c in self.counter.count_many([f"\n\nDocument XX:\n{c}" for c in source.contexts])]
             empty = [format_prompt("", question, source.is_mcq, 2137) for _, question, _ in source.questions]
             question_cost = [cost + context_cost[ctx] for cost, (ctx, _, _) in
                              zip(self.counter.count_many(empty), source.questions)]
-            self._costs = (context_cost, question_cost)
+            self._costs = per_tokenizer[key] = (context_cost, question_cost)
         return self._costs
 
     def pool(self, length: int) -> Tuple[List[int], List[int]]:
