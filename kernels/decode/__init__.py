@@ -57,8 +57,11 @@ def window_importance(
     `k [Hkv, T, D]`, before pooling. The Triton kernel never materialises the `[Hkv, G, W, T]` probabilities
     (32K prompt on an H100: 0.56 ms instead of 6.1 ms). See `naive_window_importance`.
 
-    backend: "auto" (Triton for CUDA tensors, else the PyTorch reference), "naive" or "triton".
+    backend: "auto" (Triton for CUDA tensors with head dim 64 or 128, else the PyTorch reference: both compute
+    the same scores, so a method's selection does not depend on it), "naive" or "triton".
     """
+    if backend == "auto" and q_window.shape[-1] not in (64, 128):
+        backend = "naive"
     if resolve_backend(backend, q_window) == "naive":
         return naive_window_importance(q_window, k, scale=scale, reduce=reduce)
     from .window_triton import triton_window_importance

@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from ._kv import KeptTokens, kept_from_mask, pool_and_force, top_positions, window_probs
+from ._kv import KeptTokens, kept_from_mask, pool_and_force, top_positions
 from .snapkv import SnapKV
 
 
@@ -45,8 +45,11 @@ class AdaSnapKV(SnapKV):
     def importance(self, q_window: torch.Tensor, k: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
         """`[Hkv, T]` fp32 token scores: max over window queries and the group's query heads, pooled, with the
         prefix and local window forced to +inf."""
-        probs = window_probs(q_window, k, scale)  # [Hkv, G, W, T]
-        scores = probs.amax(dim=2).amax(dim=1)
+        from ..kernels.decode import window_importance
+
+        # = window_probs(q_window, k, scale).amax(dim=2).amax(dim=1); on CUDA a fused Triton kernel that never
+        # materialises the [Hkv, G, W, T] probabilities (32K prompt, H100: 0.56 ms instead of 6.1 ms)
+        scores = window_importance(q_window, k, scale, reduce="max")
         return pool_and_force(scores, self.kernel_size, self.local_window, self.prefix_tokens)
 
     def _allocate(self, scores: torch.Tensor) -> KeptTokens:

@@ -17,7 +17,6 @@ from ._kv import (
     pack,
     pool_and_force,
     top_positions,
-    window_probs,
 )
 
 
@@ -77,8 +76,11 @@ class SnapKV(MethodConfig):
     def importance(self, q_window: torch.Tensor, k: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
         """`[Hkv, T]` fp32 token scores: window probabilities averaged over the group's query heads, summed over
         the window queries, pooled, with the prefix and local window forced to +inf."""
-        probs = window_probs(q_window, k, scale)  # [Hkv, G, W, T]
-        scores = probs.mean(dim=1).sum(dim=1)
+        from ..kernels.decode import window_importance
+
+        # = window_probs(q_window, k, scale).mean(dim=1).sum(dim=1); on CUDA a fused Triton kernel that never
+        # materialises the [Hkv, G, W, T] probabilities (32K prompt, H100: 0.56 ms instead of 6.1 ms)
+        scores = window_importance(q_window, k, scale, reduce="mean_sum")
         return pool_and_force(scores, self.kernel_size, self.local_window, self.prefix_tokens)
 
     def select_kept(self, q_window: torch.Tensor, k: torch.Tensor, scale: Optional[float] = None) -> KeptTokens:
