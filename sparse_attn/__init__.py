@@ -25,10 +25,6 @@ __all__ = [
     "build_config", "build_method", "composition_names", "get_method_class", "list_methods", "register_method",
 ]
 
-# The Transformers integration (configure, get_stats and the attn_implementation registration) is added here by
-# sparse_attn.integrations.transformers; it is imported lazily so `import sparse_attn` stays cheap when only
-# configs are needed.
-
 # Transformers integration: registers every method name as an attn_implementation (AttentionInterface + mask) and
 # the generate hook, so `import sparse_attn` is all a script needs. Skipped only when transformers is not installed.
 try:
