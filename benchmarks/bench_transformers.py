@@ -110,9 +110,11 @@ def run_one(model, name: str, ids: torch.Tensor, weights_bytes: int, params: dic
         row["cache_gib"] = cache_bytes(cache) / GIB
         if decode:  # one new token per call over the prompt's cache (it grows by one token per call, as in generate)
             next_ids = out.logits[:, -1:].argmax(-1)
-            step = lambda: model(input_ids=next_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            # Timed twice: the first call pays one-off per-shape setup that the H100 run showed for the dense SDPA
-            # decode (~60 ms for the first steps); the second is the steady state reported.
+            def step(cache=cache):
+                return model(input_ids=next_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+
+            # Timed twice (both reported). Over transformers' DynamicCache the dense decode was bimodal on the H100
+            # (2-3 ms or 40-65 ms per token): the cache is re-allocated by torch.cat at every step.
             row["decode_ms_first"] = do_bench(step, warmup=5, rep=40, return_mode="median")
             row["decode_ms"] = do_bench(step, warmup=5, rep=40, return_mode="median")
             if name != "sdpa":
@@ -157,8 +159,9 @@ def main():
         args.lengths = [300]
 
     device = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu (smoke)"
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"# {device}, torch {torch.__version__}, transformers {transformers.__version__}, triton "
-          f"{triton.__version__}, python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+          f"{triton.__version__}, python {platform.python_version()}, {stamp}")
     print(f"# Llama-3.1-8B attention shapes, {args.layers} layers, bf16, B=1, random weights")
     model = build_model(args.layers, max(args.lengths) + 16, smoke=args.smoke)
     weights_bytes = torch.cuda.memory_allocated() if DEVICE == "cuda" else 0

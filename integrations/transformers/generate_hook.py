@@ -7,8 +7,8 @@ see ../shared/spec/integration.md section 2.2), so we wrap the private
 `sparse_attn.make_cache(model)`. A cache the user passed is never touched.
 
 The transformers version (`SUPPORTED`) and the private signature (`EXPECTED_PARAMETERS`) are checked before
-wrapping; if either does not match, the hook is not installed, decoding without an explicit cache raises an error naming `past_key_values=make_cache(model)`, and
-`tests/test_transformers_cache.py::test_generate_hook_installed` fails.
+wrapping; if either does not match, the hook is not installed, decoding without an explicit cache raises an error
+naming `past_key_values=make_cache(model)`, and `tests/test_transformers_cache.py::test_generate_hook_installed` fails.
 """
 from __future__ import annotations
 
