@@ -3,7 +3,8 @@
 A child Python runs `vllm.LLM` with default settings (engine core + worker in separate processes): the only way
 our backend can run there is the `vllm.general_plugins` entry point. Its statistics files, written by the worker,
 carry the worker's pid (not the driver's) and a Quest decode sparsity > 0; `get_stats(llm)` in the driver reads
-them back (collective_rpc cannot ship a function to another process without VLLM_ALLOW_INSECURE_SERIALIZATION).
+them back (collective_rpc cannot ship a function to another process without VLLM_ALLOW_INSECURE_SERIALIZATION),
+and `reset_stats(llm)` works there too (the driver subtracts the readings at reset time).
 """
 import json
 import os
@@ -18,7 +19,7 @@ pytest.importorskip("vllm")
 SCRIPT = textwrap.dedent("""
     import json, os, sys
     from vllm import LLM, SamplingParams
-    from sparse_attn.integrations.vllm import engine_kwargs, get_stats
+    from sparse_attn.integrations.vllm import engine_kwargs, get_stats, reset_stats
     from sparse_attn.testing import build_tiny_model
 
     if __name__ == "__main__":
@@ -26,6 +27,7 @@ SCRIPT = textwrap.dedent("""
         build_tiny_model(path, family="qwen2")
         llm = LLM(path, dtype="float32", max_model_len=512, enforce_eager=True, seed=0,
                   **engine_kwargs("quest", token_budget=32, page_size=16, stats_dir=stats_dir))
+        reset_stats(llm)  # no collective_rpc to another process: the driver subtracts the files' current readings
         prompt = {"prompt_token_ids": list(range(5, 305))}
         out = llm.generate([prompt], SamplingParams(max_tokens=48, temperature=0.0, ignore_eos=True))
         stats = get_stats(llm)
@@ -55,3 +57,4 @@ def test_plugin_runs_in_worker_process(tmp_path):
     stats = result["stats"]
     assert stats["method"] == "quest" and stats["processes"][0]["pid"] == worker["pid"]
     assert stats["decode"]["sparsity"] > 0.5  # 300-token prompt, 32-token budget + current page
+    assert stats["counts"]["decode"] == 2 * 47  # layers x decode steps of this generate call only

@@ -108,7 +108,7 @@ def get_stats(llm=None, stats_dir: Optional[str] = None) -> Dict[str, Any]:
 
     Reads every worker through `llm.collective_rpc` (in-process engines, or multi-process ones with
     VLLM_ALLOW_INSECURE_SERIALIZATION=1); otherwise from the per-process files in ``stats_dir`` (set
-    ``"stats_dir"`` in the ``sparse_attn`` config; files are refreshed at most every 0.25 s and at exit).
+    ``"stats_dir"`` in the ``sparse_attn`` config; workers refresh them every 0.25 s and at exit; this waits 0.5 s).
     Pass only `stats_dir` to read files written by a run you do not hold (e.g. `lm_eval --model vllm`).
     """
     from . import stats
@@ -126,12 +126,40 @@ def get_stats(llm=None, stats_dir: Optional[str] = None) -> Dict[str, Any]:
                 ) from error
     if stats_dir is None:
         raise ValueError("get_stats needs an LLM or a stats_dir")
-    return stats.merge(stats.read_files(stats_dir))
+    import time
+
+    time.sleep(2 * stats.FILE_INTERVAL_S)  # let the workers' writers catch up with the last steps
+    snapshots = stats.read_files(stats_dir)
+    if stats_dir in _baselines:
+        snapshots = stats.subtract(snapshots, _baselines[stats_dir])
+    return stats.merge(snapshots)
+
+
+_baselines: Dict[str, Any] = {}
 
 
 def reset_stats(llm) -> None:
-    """Forget the statistics recorded so far in every worker (e.g. those of vLLM's start-up dummy runs)."""
-    llm.collective_rpc(_worker_reset)
+    """Forget the statistics recorded so far in every worker (e.g. those of vLLM's start-up dummy runs).
+
+    Through `collective_rpc` when it can reach the workers; otherwise (stats files) the driver remembers the
+    current readings and later `get_stats(llm)` calls subtract them.
+    """
+    from . import stats
+
+    try:
+        llm.collective_rpc(_worker_reset)
+        return
+    except Exception as error:
+        stats_dir = _stats_dir(llm)
+        if stats_dir is None:
+            raise RuntimeError(
+                f"sparse_attn: cannot reach vLLM's worker processes to reset statistics ({error}); set "
+                "VLLM_ALLOW_INSECURE_SERIALIZATION=1, run in-process, or add \"stats_dir\" to the sparse_attn config"
+            ) from error
+    import time
+
+    time.sleep(2 * stats.FILE_INTERVAL_S)
+    _baselines[stats_dir] = stats.read_files(stats_dir)
 
 
 __all__ = ["register", "engine_kwargs", "get_stats", "reset_stats", "GPU_BACKEND", "CPU_BACKEND"]

@@ -223,7 +223,6 @@ class SparseAttentionMixin:
             self._extend(plan, query, out, key_cache, value_cache, attn_metadata)
         if plan.decode:
             self._decode(plan, query, out, key_cache, value_cache, attn_metadata)
-        stats.maybe_write_file()
         return output
 
     _first_layer_seen: Optional[int] = None

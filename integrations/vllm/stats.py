@@ -9,7 +9,8 @@ sparsity values its methods measured from their own selections:
 
 Sums stay on the device (no host sync per step). `snapshot()` reads them; `merge()` combines ranks (heads are
 split evenly across ranks, so a count-weighted mean is the global mean). Optionally each worker also writes its
-snapshot to `<stats_dir>/stats-rank<R>-pid<P>.json` (at most every `FILE_INTERVAL_S` seconds and at exit), which is
+snapshot to `<stats_dir>/stats-rank<R>-pid<P>.json` (from a background thread, at most `FILE_INTERVAL_S` seconds
+behind, and at exit), which is
 how stats leave worker processes when `collective_rpc` cannot carry a function (multi-process engines without
 VLLM_ALLOW_INSECURE_SERIALIZATION=1, or `lm_eval --model vllm`).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import threading
 import time
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -31,7 +33,8 @@ _counts: Dict[int, Dict[str, int]] = {}
 _info: Dict[str, Any] = {"method": None, "rank": 0}
 # Batches seen by the first sparse layer, by the kinds of rows they held (proves mixed batches / chunks happened).
 _batches: Dict[str, int] = {}
-_file = {"dir": None, "last": 0.0}
+_file: Dict[str, Any] = {"dir": None, "dirty": False}
+_lock = threading.Lock()
 
 
 def configure(method: str, rank: int, stats_dir: Optional[str]) -> None:
@@ -41,6 +44,19 @@ def configure(method: str, rank: int, stats_dir: Optional[str]) -> None:
         os.makedirs(stats_dir, exist_ok=True)
         _file["dir"] = stats_dir
         atexit.register(write_file)
+        threading.Thread(target=_writer, name="sparse_attn-stats", daemon=True).start()
+
+
+def _writer() -> None:
+    """Background writer: the file is at most FILE_INTERVAL_S behind the engine (no work on the forward path)."""
+    while True:
+        time.sleep(FILE_INTERVAL_S)
+        if _file["dirty"]:
+            _file["dirty"] = False
+            try:
+                write_file()
+            except Exception:  # a full disk must not take the engine down; the next write retries
+                _file["dirty"] = True
 
 
 def record(layer: int, phase: str, values: torch.Tensor) -> None:
@@ -48,10 +64,12 @@ def record(layer: int, phase: str, values: torch.Tensor) -> None:
     if values.numel() == 0:
         return
     total = values.detach().float().sum()
-    layer_sums = _sums.setdefault(layer, {})
-    layer_sums[phase] = layer_sums[phase] + total if phase in layer_sums else total
-    layer_counts = _counts.setdefault(layer, {})
-    layer_counts[phase] = layer_counts.get(phase, 0) + values.numel()
+    with _lock:
+        layer_sums = _sums.setdefault(layer, {})
+        layer_sums[phase] = layer_sums[phase] + total if phase in layer_sums else total
+        layer_counts = _counts.setdefault(layer, {})
+        layer_counts[phase] = layer_counts.get(phase, 0) + values.numel()
+    _file["dirty"] = True
 
 
 _dense_layers: set = set()
@@ -69,21 +87,46 @@ def record_batch(has_prefill: bool, has_extend: bool, has_decode: bool) -> None:
             _batches[kind] = _batches.get(kind, 0) + 1
     if has_decode and (has_prefill or has_extend):
         _batches["mixed"] = _batches.get("mixed", 0) + 1
+    _file["dirty"] = True
 
 
 def reset() -> None:
-    _sums.clear()
-    _counts.clear()
-    _batches.clear()
+    with _lock:
+        _sums.clear()
+        _counts.clear()
+        _batches.clear()
+    _file["dirty"] = True
 
 
 def snapshot() -> Dict[str, Any]:
     """This process's raw sums and counts: `{"method", "rank", "pid", "layers": {layer: {phase: [sum, n]}}}`."""
-    layers = {}
-    for layer in sorted(_sums):
-        layers[str(layer)] = {phase: [float(_sums[layer][phase]), _counts[layer][phase]] for phase in _sums[layer]}
+    with _lock:
+        items = [(layer, dict(_sums[layer]), dict(_counts[layer])) for layer in sorted(_sums)]
+        batches = dict(_batches)
+    layers = {str(layer): {phase: [float(sums[phase]), counts[phase]] for phase in sums}
+              for layer, sums, counts in items}
     return {"method": _info["method"], "rank": _info["rank"], "pid": os.getpid(), "layers": layers,
-            "batches": dict(_batches), "dense_layers": sorted(_dense_layers)}
+            "batches": batches, "dense_layers": sorted(_dense_layers)}
+
+
+def subtract(snapshots: List[Dict[str, Any]], baseline: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Snapshots minus an earlier reading of the same processes (a driver-side reset for stats files)."""
+    before = {snap["pid"]: snap for snap in baseline}
+    result = []
+    for snap in snapshots:
+        old = before.get(snap["pid"])
+        if old is None:
+            result.append(snap)
+            continue
+        layers = {}
+        for layer, phases in snap["layers"].items():
+            for phase, (total, count) in phases.items():
+                old_total, old_count = old["layers"].get(layer, {}).get(phase, (0.0, 0))
+                if count - old_count > 0:
+                    layers.setdefault(layer, {})[phase] = [total - old_total, count - old_count]
+        batches = {k: v - old.get("batches", {}).get(k, 0) for k, v in snap.get("batches", {}).items()}
+        result.append({**snap, "layers": layers, "batches": {k: v for k, v in batches.items() if v > 0}})
+    return result
 
 
 def merge(snapshots: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
@@ -129,17 +172,6 @@ def merge(snapshots: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
     summary["sparse_layers"] = layers
     summary["processes"] = [{"rank": s["rank"], "pid": s["pid"]} for s in snapshots]
     return summary
-
-
-def maybe_write_file(force: bool = False) -> None:
-    directory = _file["dir"]
-    if directory is None:
-        return
-    now = time.monotonic()
-    if not force and now - _file["last"] < FILE_INTERVAL_S:
-        return
-    _file["last"] = now
-    write_file()
 
 
 def write_file() -> None:
