@@ -161,3 +161,21 @@ def _check_compressed_cache(cache, method, setup, stats):
     compression = stats["compression"]
     assert compression["cache_bytes"] < compression["dense_cache_bytes"]
     assert compression["memory_saved"] is True
+
+
+@pytest.mark.parametrize("method", ["vertical_slash+quest", "block_sparse+snapkv", "flexprefill+ada_snapkv"])
+def test_compositions(families, method):
+    """A prefill method composed with a decode / compression method: full budget = sdpa, small budget = both parts
+    act (prefill index sparsity and the decode-phase statistic)."""
+    setup = families("llama")
+    sparse_attn.configure(setup.model, method=method, **_params(method, "full"))
+    _assert_same_generation(_generate(setup.model, setup.inputs), setup.reference)
+    config = sparse_attn.configure(setup.model, method=method, **_params(method, "small"))
+    out = _generate(setup.model, setup.inputs)
+    stats = sparse_attn.get_stats(setup.model)
+    assert stats["method"] == method and stats["prefill"]["sparsity"] > 0.05
+    assert stats["sparsity"] == stats["prefill"]["sparsity"]  # compositions report their prefill part on top
+    if config.decode.phase == "compression":
+        assert stats["compression"]["sparsity"] > 0.3 and type(out.past_key_values) is sparse_attn.CompressedKVCache
+    else:
+        assert stats["decode"]["sparsity"] > 0.1 and type(out.past_key_values) is sparse_attn.QuestCache
