@@ -407,12 +407,14 @@ def times(numerator, denominator):
 def print_tables(results: list, header: dict):
     print("\n" + " | ".join(f"{k}: {v}" for k, v in header.items()))
     print("\n### Quest (page 16, budget 10%, share_pages) vs dense decode over the full cache")
-    print("| ctx | B | step ms | scores / select (torch.topk) / attn ms | GB/s (pages+meta) | % spec | % copy | vs cuDNN | "
-          "vs flash | vs Flex | vs ours-dense | ideal | ours-dense ms (% spec) | cuDNN ms | rel RMSE | config |")
+    print("| ctx | B | step ms | scores / select (torch.topk) / attn ms | GB/s (pages+meta) | % spec | % copy | "
+          "vs cuDNN | vs flash | vs Flex | vs ours-dense | ideal | ours-dense ms (% spec) | cuDNN ms | rel RMSE | "
+          "config |")
     print("|" + "---|" * 16)
     for r in (r for r in results if r["table"] == "quest"):
         print(f"| {r['context'] // 1024}K | {r['batch']} | {fmt(r['total_ms'])} | {fmt(r['scores_ms'])} / "
-              f"{fmt(r['select_ms'])} ({fmt(r['topk_select_ms'])}) / {fmt(r['attn_ms'])} | {fmt(r['gbps'], 0)} | {fmt(r['pct_spec'], 1)} | "
+              f"{fmt(r['select_ms'])} ({fmt(r['topk_select_ms'])}) / {fmt(r['attn_ms'])} | {fmt(r['gbps'], 0)} | "
+              f"{fmt(r['pct_spec'], 1)} | "
               f"{fmt(r['pct_copy'], 1)} | {times(r['cudnn_ms'], r['total_ms'])} | "
               f"{times(r['flash_ms'], r['total_ms'])} | {times(r['flex_ms'], r['total_ms'])} | "
               f"{times(r['ours_dense_ms'], r['total_ms'])} | {fmt(r['ideal_speedup'], 2)}x | "
@@ -429,14 +431,15 @@ def print_tables(results: list, header: dict):
               f"{times(r['dense_flash_full_ms'], r['ms'])} | {times(r['dense_flex_full_ms'], r['ms'])} | "
               f"{r['rel_rmse']:.1e} | {r['config']} {r['mode']} |")
     print("\n### Compression overhead (method.compress: window scores + pooling + top-k + gather), B = 1")
-    print("| ctx | method | capacity | compress ms (Triton scoring, as shipped) | % of prefill | scoring ms torch / "
-          "Triton | compress ms with torch scoring | % of prefill | kept overlap | dense cuDNN prefill ms |")
+    print("| ctx | method | capacity | compress ms (Triton scoring, as shipped) | % of prefill | "
+          "scoring ms torch / Triton | compress ms with torch scoring | % of prefill | kept overlap | "
+          "dense cuDNN prefill ms |")
     print("|" + "---|" * 10)
     for r in (r for r in results if r["table"] == "compression"):
         print(f"| {r['context'] // 1024}K | {r['method']} | {r['capacity']} | {fmt(r['compress_ms'])} | "
               f"{fmt(r['pct_of_prefill'], 2)} | {fmt(r['torch_scores_ms'])} / {fmt(r['triton_scores_ms'])} | "
-              f"{fmt(r['torch_compress_ms'])} | {fmt(r['torch_pct_of_prefill'], 2)} | {fmt(r['kept_overlap'], 4)} | "
-              f"{fmt(r['prefill_cudnn_ms'])} |")
+              f"{fmt(r['torch_compress_ms'])} | {fmt(r['torch_pct_of_prefill'], 2)} | "
+              f"{fmt(r['kept_overlap'], 4)} | {fmt(r['prefill_cudnn_ms'])} |")
 
 
 def main():

@@ -18,7 +18,6 @@ import triton
 import triton.language as tl
 
 LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453  # written as a literal inside kernels
 # Programs per SM the split heuristic aims for: enough loads in flight to saturate HBM.
 PROGRAMS_PER_SM = 4
 # Tokens a split covers at least: below this the partial-output traffic and the combine cost outweigh the gain.
@@ -157,7 +156,7 @@ def _store_split(OUT, O_PART, LSE_PART, acc, m_i, l_i, b, q_heads, part_rows, ro
         ptrs = OUT + b * stride_ob + q_heads[:, None] * stride_oh + offs_d[None, :]
         tl.store(ptrs, out.to(OUT.dtype.element_ty), mask=row_ok[:, None])
         if WRITE_LSE:
-            tl.store(LSE_PART + part_rows, lse * 0.6931471805599453, mask=row_ok)
+            tl.store(LSE_PART + part_rows, lse * 0.6931471805599453, mask=row_ok)  # log2 -> natural log
     else:
         tl.store(LSE_PART + part_rows, lse, mask=row_ok)
         tl.store(O_PART + part_rows[:, None] * HEAD_DIM + offs_d[None, :], out, mask=row_ok[:, None])
