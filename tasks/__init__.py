@@ -11,6 +11,7 @@ Task names follow the reference system (sparse-frontier) and its paper; `sf_<nam
 """
 from __future__ import annotations
 
+import sys
 from typing import Dict, List, Type
 
 from .base import LengthError, Task, TaskConfigError, TaskInfo, TokenCounter, summarize
@@ -43,9 +44,10 @@ def build_task(name: str, tokenizer, seed: int = 43, **args) -> Task:
 
 
 def task_info(name: str) -> TaskInfo:
+    """Name, metric, arguments with defaults, and the first line of the task module's docstring."""
     cls = get_task_class(name)
-    return TaskInfo(cls.name, cls.metric, dict(cls.args), (cls.__module__ and __import__(
-        cls.__module__, fromlist=["_"]).__doc__ or "").strip().split("\n")[0])
+    doc = (sys.modules[cls.__module__].__doc__ or "").strip()
+    return TaskInfo(cls.name, cls.metric, dict(cls.args), doc.split("\n")[0])
 
 
 __all__ = ["TASKS", "Task", "TaskInfo", "TokenCounter", "LengthError", "TaskConfigError", "summarize",

@@ -104,7 +104,8 @@ class Task:
 
     # -- to implement --------------------------------------------------------------------------------------------
     def check_params(self) -> None:
-        """Validate `self.params`; raise TaskConfigError naming the argument."""
+        """Validate `self.params` (raise TaskConfigError naming the argument) and prepare what every sample
+        shares (vocabularies, QA sources). Called once by `__init__`."""
 
     def build(self, rng: random.Random, budget: int, index: int) -> Tuple[str, Any, Dict[str, Any]]:
         raise NotImplementedError

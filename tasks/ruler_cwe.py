@@ -7,7 +7,6 @@ Score: IoU between the numbered words in the `<answer>` block and the common wor
 """
 from __future__ import annotations
 
-import bisect
 import random
 import re
 from functools import lru_cache

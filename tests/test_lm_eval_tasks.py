@@ -80,6 +80,7 @@ def test_real_qa_files_present():
         pytest.skip(f"{TOEFL_FILE} absent: sf_qa_toefl and sf_qa_quality were left out of the CLI run; CI has it")
 
 
+@pytest.mark.slow
 def test_lm_eval_cli_all_tasks_with_sparse_attention_then_from_prebuilt_dataset(workspace):
     from transformers import AttentionInterface
 

@@ -247,8 +247,14 @@ def test_story_multihop_gold_is_the_previous_purchase(tokenizers):
 
 
 def _template_regex(template_list):
-    pattern = "|".join(re.escape(t.strip()).replace(r"\{item\}", "([^.]+?)")
-                       .replace(r"\{protagonist\}", "[^.]+?").replace(r"\{character\}", "[^.]+?") for t in template_list)
+    fields = {r"\{item\}": "([^.]+?)", r"\{protagonist\}": "[^.]+?", r"\{character\}": "[^.]+?"}
+    patterns = []
+    for template in template_list:
+        pattern = re.escape(template.strip())
+        for field, regex in fields.items():
+            pattern = pattern.replace(field, regex)
+        patterns.append(pattern)
+    pattern = "|".join(patterns)
     return re.compile(pattern)
 
 

@@ -6,7 +6,8 @@
 - `task` (from the YAML's dataset_kwargs): which of the nine tasks.
 - `max_seq_lengths` (list of ints, default from the YAML): target prompt lengths in tokens, chat template included.
 - `tokenizer` / `pretrained` / `model`: the tokenizer that sizes prompts (first present wins, as lm-eval's RULER).
-- `num_samples` (default 100, the reference's `samples`), `task_seed` (default 43; not `seed`, which is a model arg), `max_output_tokens` (default 1024).
+- `num_samples` (default 100, the reference's `samples`), `task_seed` (default 43; not `seed`, which is a model
+  arg), `max_output_tokens` (default 1024).
 - `data` or env `SPARSE_ATTN_DATA`: a local folder or Hub id of a dataset made by `scripts/build_dataset.py`;
   config `<task>-<length>` is read instead of generating.
 - any argument of the task (`num_queries`, `num_chains`, `data_path`, ...), e.g.
