@@ -216,7 +216,7 @@ def test_build_vertical_slash_index_hand_example():
     columns = [column_index[0, 0, r, : column_count[0, 0, r]].tolist() for r in range(4)]
     assert blocks == [[0], [0, 64], [28, 128], [92, 192]]
     assert columns == [[], [], [5], [5, 70]]
-    assert block_offset.shape == (1, 1, 4, 2) and column_index.shape == (1, 1, 4, 3)
+    assert block_offset.shape == (1, 1, 4, 2) and column_index.shape == (1, 1, 4, 2)  # widths: the widest row
     assert int(block_offset[0, 0, 0, 1]) == -1  # unused slots
 
 

@@ -2,7 +2,9 @@
 
 `naive_*` are the PyTorch references; the dispatchers without prefix take `backend="auto" | "naive" | "triton"`
 ("auto": the Triton kernel for CUDA tensors, the reference for CPU tensors; a CUDA tensor without Triton raises).
-`vertical_slash_pair_counts` counts the computed pairs (sparsity statistic).
+`vertical_slash_pair_counts` counts the computed pairs (sparsity statistic). The index is as wide as its widest row
+(`index_widths` bounds it) and both builders raise before allocating one that does not fit in free GPU memory
+(`check_index_fits`).
 """
 from typing import Optional, Tuple
 
@@ -10,6 +12,8 @@ import torch
 
 from .naive import (
     BLOCK,
+    check_index_fits,
+    index_widths,
     naive_build_vertical_slash_index,
     naive_vertical_slash_attention,
     vertical_slash_pair_counts,
@@ -17,7 +21,7 @@ from .naive import (
 
 __all__ = [
     "BLOCK", "build_vertical_slash_index", "vertical_slash_attention", "vertical_slash_pair_counts",
-    "naive_build_vertical_slash_index", "naive_vertical_slash_attention",
+    "naive_build_vertical_slash_index", "naive_vertical_slash_attention", "check_index_fits", "index_widths",
 ]
 
 

@@ -26,6 +26,50 @@ import torch
 from .._varlen import check_varlen
 
 BLOCK = 64
+#: free GPU memory kept back beyond the index itself, as a fraction of its size (the attention call builds
+#: temporaries of up to ~1.5 x block_offset, the sparsity count works in bounded chunks)
+INDEX_HEADROOM = 0.25
+#: entries per int64 temporary in `vertical_slash_pair_counts` (rows are counted in chunks of this size)
+PAIR_COUNT_CHUNK = 2**24
+
+
+def index_widths(max_len: int, num_slash: int, num_vert: int) -> Tuple[int, int]:
+    """Upper bounds on the widths of `block_offset` and `column_index` for patterns of `num_slash` offsets and
+    `num_vert` verticals over samples of at most `max_len` tokens.
+
+    A 64-query row r can hold at most `r + 1 <= n_rows` disjoint 64-wide key blocks (they start left of
+    `64 (r + 1)`) and at most one per offset; its columns are distinct verticals `< max_len`.
+    """
+    n_rows = -(-max_len // BLOCK)
+    return max(1, min(num_slash, n_rows)), max(1, min(num_vert, max_len))
+
+
+def index_bytes(batch: int, heads: int, n_rows: int, block_width: int, column_width: int) -> int:
+    """Bytes of the four int32 index tensors."""
+    return 4 * batch * heads * n_rows * (2 + block_width + column_width)
+
+
+def check_index_fits(batch: int, heads: int, n_rows: int, block_width: int, column_width: int,
+                     device: torch.device, free_bytes: Optional[int] = None) -> None:
+    """Raise a ValueError naming the fix if the index would not fit in the free memory of a CUDA `device`.
+
+    Called by both builders BEFORE allocating (an index past the free memory used to surface as an illegal memory
+    access). `free_bytes` defaults to `torch.cuda.mem_get_info` for CUDA devices; CPU devices are not checked.
+    """
+    if free_bytes is None:
+        if torch.device(device).type != "cuda":
+            return
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    need = index_bytes(batch, heads, n_rows, block_width, column_width)
+    if need * (1 + INDEX_HEADROOM) > free_bytes:
+        raise ValueError(
+            f"the vertical-slash index for {batch} sample(s) x {heads} heads x {n_rows} rows of {BLOCK} queries "
+            f"({block_width} block + {column_width} column slots per row, int32) needs {need / 2**30:.1f} GiB "
+            f"(+{INDEX_HEADROOM:.0%} headroom) but only {free_bytes / 2**30:.1f} GiB of GPU memory is free: keep "
+            f"fewer keys per head (lower vertical_size / slash_size for vertical_slash, alpha / min_budget for "
+            f"flexprefill), prefill shorter prompts or fewer samples at once, or use a prefill method without this "
+            f"index (block_sparse or dense); backend='naive' builds the same index"
+        )
 
 
 def _row_spans(end_m: int, offsets_desc: List[int]) -> List[Tuple[int, int]]:
@@ -67,9 +111,13 @@ def naive_build_vertical_slash_index(
             sorted DESCENDING (so the key ranges come in ascending order).
 
     Returns:
-        block_count `[B, Hq, n_rows]` int32, block_offset `[B, Hq, n_rows, NS]` int32 (start key of each 64-wide
-        key block, ascending), column_count `[B, Hq, n_rows]` int32, column_index `[B, Hq, n_rows, NV]` int32
+        block_count `[B, Hq, n_rows]` int32, block_offset `[B, Hq, n_rows, WB]` int32 (start key of each 64-wide
+        key block, ascending), column_count `[B, Hq, n_rows]` int32, column_index `[B, Hq, n_rows, WC]` int32
         (ascending); `n_rows = ceil(max_len / 64)`, unused slots -1. Row r covers queries `64r .. 64r + 63`.
+        The widths are what the rows use: `WB = max(1, block_count.max())`, `WC = max(1, column_count.max())`;
+        so `WB <= min(NS, n_rows)` (a row's blocks are disjoint and start left of `64r + 64`) and
+        `WC <= min(NV, max_len)` (distinct verticals `< L_b`), see `index_widths`. Raises a ValueError naming the
+        parameters to lower before allocating an index that does not fit in free GPU memory (`check_index_fits`).
         Per row (`end_m = 64r + 64`, also for a partial last row): spans from `_row_spans`, emitted as 64-wide blocks
         at `start, start + 64, ...` (at most one block per valid offset); every valid vertical `v < end_m` outside
         the spans is a column; verticals `>= end_m` are dropped (all future for this row).
@@ -84,14 +132,9 @@ def naive_build_vertical_slash_index(
         )
     lens = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
     num_rows = -(-max(lens) // BLOCK)
-    max_blocks, max_columns = slash_offsets.shape[-1], vertical_idx.shape[-1]
-    block_count = torch.zeros(batch, heads, num_rows, dtype=torch.int32)
-    block_offset = torch.full((batch, heads, num_rows, max_blocks), -1, dtype=torch.int32)
-    column_count = torch.zeros(batch, heads, num_rows, dtype=torch.int32)
-    column_index = torch.full((batch, heads, num_rows, max_columns), -1, dtype=torch.int32)
-
     verticals, v_counts = vertical_idx.tolist(), vertical_count.tolist()
     offsets, s_counts = slash_offsets.tolist(), slash_count.tolist()
+    rows = {}  # (b, h, row) -> (block starts, columns); the tensors are sized once every row is known
     for b in range(batch):
         for h in range(heads):
             head_verticals = verticals[b][h][: v_counts[b][h]]
@@ -106,10 +149,19 @@ def naive_build_vertical_slash_index(
                     i = bisect_right(span_starts, v) - 1
                     if i < 0 or v >= spans[i][1]:
                         columns.append(v)
-                block_count[b, h, row] = len(starts)
-                block_offset[b, h, row, : len(starts)] = torch.tensor(starts, dtype=torch.int32)
-                column_count[b, h, row] = len(columns)
-                column_index[b, h, row, : len(columns)] = torch.tensor(columns, dtype=torch.int32)
+                rows[b, h, row] = (starts, columns)
+    block_width = max([1] + [len(starts) for starts, _ in rows.values()])
+    column_width = max([1] + [len(columns) for _, columns in rows.values()])
+    check_index_fits(batch, heads, num_rows, block_width, column_width, vertical_idx.device)
+    block_count = torch.zeros(batch, heads, num_rows, dtype=torch.int32)
+    block_offset = torch.full((batch, heads, num_rows, block_width), -1, dtype=torch.int32)
+    column_count = torch.zeros(batch, heads, num_rows, dtype=torch.int32)
+    column_index = torch.full((batch, heads, num_rows, column_width), -1, dtype=torch.int32)
+    for (b, h, row), (starts, columns) in rows.items():
+        block_count[b, h, row] = len(starts)
+        block_offset[b, h, row, : len(starts)] = torch.tensor(starts, dtype=torch.int32)
+        column_count[b, h, row] = len(columns)
+        column_index[b, h, row, : len(columns)] = torch.tensor(columns, dtype=torch.int32)
     device = vertical_idx.device
     return block_count.to(device), block_offset.to(device), column_count.to(device), column_index.to(device)
 
@@ -204,12 +256,17 @@ def vertical_slash_pair_counts(
     slots_b = torch.arange(n_blocks, device=block_count.device)
     slots_c = torch.arange(n_columns, device=block_count.device)
     pairs = torch.zeros(block_count.shape[:2], dtype=torch.int64, device=block_count.device)
-    for h in range(block_count.shape[1]):  # one head at a time: [B, R, n] temporaries, not [B, Hq, R, n]
-        starts = block_offset[:, h, :, :n_blocks].long()
-        block_pairs = _triangle_prefix(row_end - starts) - _triangle_prefix(first - starts)
-        block_ok = slots_b < block_count[:, h, :, None]
-        columns = column_index[:, h, :, :n_columns].long()
-        column_pairs = (row_end - torch.maximum(first, columns)).clamp(min=0)
-        column_ok = slots_c < column_count[:, h, :, None]
-        pairs[:, h] = (block_pairs * block_ok).sum(dim=(-1, -2)) + (column_pairs * column_ok).sum(dim=(-1, -2))
+    # One head and a chunk of rows at a time: [B, rows, n] int64 temporaries of about PAIR_COUNT_CHUNK entries,
+    # not [B, Hq, R, n] (at 128K tokens the column slots alone can be 2048 rows x 131072 per head).
+    chunk = max(1, PAIR_COUNT_CHUNK // max(1, block_count.shape[0] * max(n_blocks, n_columns)))
+    for h in range(block_count.shape[1]):
+        for r0 in range(0, num_rows, chunk):
+            rows = slice(r0, r0 + chunk)
+            starts = block_offset[:, h, rows, :n_blocks].long()
+            block_pairs = _triangle_prefix(row_end[:, rows] - starts) - _triangle_prefix(first[:, rows] - starts)
+            block_ok = slots_b < block_count[:, h, rows, None]
+            columns = column_index[:, h, rows, :n_columns].long()
+            column_pairs = (row_end[:, rows] - torch.maximum(first[:, rows], columns)).clamp(min=0)
+            column_ok = slots_c < column_count[:, h, rows, None]
+            pairs[:, h] += (block_pairs * block_ok).sum(dim=(-1, -2)) + (column_pairs * column_ok).sum(dim=(-1, -2))
     return pairs

@@ -12,16 +12,27 @@ import triton
 import triton.language as tl
 
 from .._triton_tile import LOG2E, check_prefill_inputs, max_seqlen, online_softmax_step
+from .naive import check_index_fits
 
 BLOCK = 64  # rows per index row and width of a slash block (MInference format)
 
 
 @triton.jit
+def index_row_offset(b, h, row, stride_b, stride_h, stride_r):
+    """Element offset of index row (b, h, row) in 64 bits: `h * stride_h` alone passes 2**31 at 128K tokens
+    (32 heads x 2048 rows x 32768 slots), which wrapped around in int32 (the illegal memory access)."""
+    return b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h + row.to(tl.int64) * stride_r
+
+
+@triton.jit
 def _build_index(cu_seqlens, Vert, VertCount, Slash, SlashCount, BlockCount, BlockOffset, ColumnCount, ColumnIndex,
                  num_heads, n_rows, stride_vb, stride_vh, stride_sb, stride_sh,
-                 stride_bob, stride_boh, stride_bor, stride_cib, stride_cih, stride_cir,
-                 BLOCK_R: tl.constexpr):
+                 stride_bob, stride_boh, stride_bor, stride_cib, stride_cih, stride_cir, block_width, column_width,
+                 BLOCK_R: tl.constexpr, STORE: tl.constexpr):
     """One lane per query row (MInference's one thread per row): a merge walk over the head's slashes and verticals.
+
+    Run twice: with STORE=False it only writes the counts (so the host can size the index to the widest row), with
+    STORE=True it writes the entries too (slots past `block_width` / `column_width` are never written).
 
     Each step, every row consumes its next vertical if that vertical lies left of its current span's end (so its
     fate is known: column, or covered by the span) or if no slash is left; otherwise its next slash, which opens a
@@ -36,10 +47,10 @@ def _build_index(cu_seqlens, Vert, VertCount, Slash, SlashCount, BlockCount, Blo
     end_m = (rows + 1) * 64
     n_vert = tl.load(VertCount + bh)
     n_slash = tl.load(SlashCount + bh)
-    vert = Vert + b * stride_vb + h * stride_vh
-    slash = Slash + b * stride_sb + h * stride_sh
-    block_offset = BlockOffset + b * stride_bob + h * stride_boh + rows * stride_bor
-    column_index = ColumnIndex + b * stride_cib + h * stride_cih + rows * stride_cir
+    vert = Vert + b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
+    slash = Slash + b.to(tl.int64) * stride_sb + h.to(tl.int64) * stride_sh
+    block_offset = BlockOffset + index_row_offset(b, h, rows, stride_bob, stride_boh, stride_bor)
+    column_index = ColumnIndex + index_row_offset(b, h, rows, stride_cib, stride_cih, stride_cir)
 
     v_next = tl.zeros([BLOCK_R], dtype=tl.int32)
     s_next = tl.zeros([BLOCK_R], dtype=tl.int32)
@@ -54,7 +65,8 @@ def _build_index(cu_seqlens, Vert, VertCount, Slash, SlashCount, BlockCount, Blo
         o = tl.load(slash + s_next, mask=s_left, other=0)
         take_v = v_left & ((v < span_end) | ~s_left)
         is_col = take_v & (v < end_m) & ~((v >= span_start) & (v < span_end))
-        tl.store(column_index + n_cols, v, mask=is_col & row_ok)
+        if STORE:
+            tl.store(column_index + n_cols, v, mask=is_col & row_ok & (n_cols < column_width))
         n_cols += is_col.to(tl.int32)
         v_next += take_v.to(tl.int32)
 
@@ -63,12 +75,14 @@ def _build_index(cu_seqlens, Vert, VertCount, Slash, SlashCount, BlockCount, Blo
         e = tl.maximum(end_m - o, 64)
         opens = valid & ((span_end < 0) | (e > span_end + 64))
         extends = valid & ~opens & (e > span_end)
-        tl.store(block_offset + n_blocks, tl.where(opens, e - 64, span_end), mask=(opens | extends) & row_ok)
+        if STORE:
+            tl.store(block_offset + n_blocks, tl.where(opens, e - 64, span_end),
+                     mask=(opens | extends) & row_ok & (n_blocks < block_width))
         n_blocks += (opens | extends).to(tl.int32)
         span_start = tl.where(opens, e - 64, span_start)
         span_end = tl.where(opens, e, tl.where(extends, span_end + 64, span_end))
         s_next += take_s.to(tl.int32)
-    row_ptr = bh * n_rows + rows
+    row_ptr = bh.to(tl.int64) * n_rows + rows
     tl.store(BlockCount + row_ptr, tl.where(row_ok, n_blocks, 0), mask=rows < n_rows)
     tl.store(ColumnCount + row_ptr, tl.where(row_ok, n_cols, 0), mask=rows < n_rows)
 
@@ -87,8 +101,12 @@ def triton_build_vertical_slash_index(
         vertical_idx: [B, Hq, NV] int key positions; the first vertical_count [B, Hq] valid, ascending.
         slash_offsets: [B, Hq, NS] int offsets q_pos - k_pos; the first slash_count [B, Hq] valid, descending.
     Returns:
-        block_count [B, Hq, n_rows], block_offset [B, Hq, n_rows, NS], column_count [B, Hq, n_rows],
-        column_index [B, Hq, n_rows, NV] (int32, -1 padded), n_rows = ceil(max_len / 64).
+        block_count [B, Hq, n_rows], block_offset [B, Hq, n_rows, WB], column_count [B, Hq, n_rows],
+        column_index [B, Hq, n_rows, WC] (int32, -1 padded), n_rows = ceil(max_len / 64),
+        WB = max(1, max block_count) <= min(NS, n_rows), WC = max(1, max column_count) <= min(NV, max_len).
+
+    A first pass counts (one sync to read the widths), `check_index_fits` raises before an index that would not fit
+    in free GPU memory is allocated, a second pass fills it.
     """
     batch, heads, num_vert = vertical_idx.shape
     num_slash = slash_offsets.shape[-1]
@@ -101,17 +119,27 @@ def triton_build_vertical_slash_index(
     slash_count = slash_count.to(torch.int32).contiguous()
     block_count = torch.empty(batch, heads, n_rows, dtype=torch.int32, device=device)
     column_count = torch.empty_like(block_count)
-    block_offset = torch.full((batch, heads, n_rows, num_slash), -1, dtype=torch.int32, device=device)
-    column_index = torch.full((batch, heads, n_rows, num_vert), -1, dtype=torch.int32, device=device)
     block_r = 128 if n_rows >= 128 else max(16, triton.next_power_of_2(n_rows))
-    _build_index[(triton.cdiv(n_rows, block_r), batch * heads)](
-        cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count,
-        block_count, block_offset, column_count, column_index, heads, n_rows,
-        vertical_idx.stride(0), vertical_idx.stride(1), slash_offsets.stride(0), slash_offsets.stride(1),
-        block_offset.stride(0), block_offset.stride(1), block_offset.stride(2),
-        column_index.stride(0), column_index.stride(1), column_index.stride(2),
-        BLOCK_R=block_r, num_warps=4,
-    )
+    grid = (triton.cdiv(n_rows, block_r), batch * heads)
+
+    def walk(block_offset, column_index, store):
+        _build_index[grid](
+            cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count,
+            block_count, block_offset, column_count, column_index, heads, n_rows,
+            vertical_idx.stride(0), vertical_idx.stride(1), slash_offsets.stride(0), slash_offsets.stride(1),
+            block_offset.stride(0), block_offset.stride(1), block_offset.stride(2),
+            column_index.stride(0), column_index.stride(1), column_index.stride(2),
+            block_offset.shape[-1], column_index.shape[-1], BLOCK_R=block_r, STORE=store, num_warps=4,
+        )
+
+    unused = torch.empty(1, 1, 1, 1, dtype=torch.int32, device=device)  # no entries are written when counting
+    walk(unused, unused, False)
+    block_width = max(1, int(block_count.max())) if block_count.numel() else 1
+    column_width = max(1, int(column_count.max())) if column_count.numel() else 1
+    check_index_fits(batch, heads, n_rows, block_width, column_width, device)
+    block_offset = torch.full((batch, heads, n_rows, block_width), -1, dtype=torch.int32, device=device)
+    column_index = torch.full((batch, heads, n_rows, column_width), -1, dtype=torch.int32, device=device)
+    walk(block_offset, column_index, True)
     return block_count, block_offset, column_count, column_index
 
 
@@ -151,9 +179,9 @@ def _vertical_slash_fwd(
 
     # 1) slash blocks: 64 consecutive keys from each listed start (starts need not be 64-aligned). Blocks ending
     #    left of this row (a sorted prefix, counted on the host) need no mask: a branch-free, pipelined loop.
-    n_blocks = tl.load(BlockCount + b * stride_bcb + h * stride_bch + row)
-    n_full = tl.load(FullCount + b * stride_bcb + h * stride_bch + row)
-    offsets = BlockOffset + b * stride_bob + h * stride_boh + row * stride_bor
+    n_blocks = tl.load(BlockCount + index_row_offset(b, h, row, stride_bcb, stride_bch, 1))
+    n_full = tl.load(FullCount + index_row_offset(b, h, row, stride_bcb, stride_bch, 1))
+    offsets = BlockOffset + index_row_offset(b, h, row, stride_bob, stride_boh, stride_bor)
     for e in range(n_full):
         k_pos = tl.load(offsets + e) + offs_n
         k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :])
@@ -173,8 +201,8 @@ def _vertical_slash_fwd(
         acc, m_i, l_i = online_softmax_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, offs_m, key_ok, True)
 
     # 2) vertical columns, gathered BLOCK_N at a time.
-    n_cols = tl.load(ColumnCount + b * stride_ccb + h * stride_cch + row)
-    columns = ColumnIndex + b * stride_cib + h * stride_cih + row * stride_cir
+    n_cols = tl.load(ColumnCount + index_row_offset(b, h, row, stride_ccb, stride_cch, 1))
+    columns = ColumnIndex + index_row_offset(b, h, row, stride_cib, stride_cih, stride_cir)
     for c in range(0, n_cols, BLOCK_N):
         slot = c + offs_n
         k_pos = tl.load(columns + slot, mask=slot < n_cols, other=0)

@@ -1,0 +1,139 @@
+"""Size of the vertical-slash index: widths capped to what rows use, 64-bit row addressing, the memory guard.
+
+The 128K crash (CUDA illegal memory access) came from `h * stride_h` in int32 inside the Triton kernels with an index
+as wide as the pattern (2048 rows x 131072 slots per head). These tests run on the CPU (TRITON_INTERPRET=1 from
+conftest.py) with tiny shapes; the offset probe uses the 128K strides without allocating anything that large.
+"""
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+from sparse_attn.kernels.vertical_slash import (build_vertical_slash_index, check_index_fits, index_widths,
+                                                naive_build_vertical_slash_index, vertical_slash_pair_counts)
+from sparse_attn.kernels.vertical_slash import naive as vs_naive
+from sparse_attn.kernels.vertical_slash.triton import index_row_offset
+
+
+def cu_of(lengths):
+    return torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(), dtype=torch.int32)
+
+
+def wide_pattern(lengths, heads, num_vert, num_slash, gen):
+    """Patterns padded far past what they use: NV, NS >> valid counts on short samples, dense counts on long ones."""
+    batch = len(lengths)
+    vertical = torch.full((batch, heads, num_vert), -1, dtype=torch.int32)
+    slash = torch.full((batch, heads, num_slash), -1, dtype=torch.int32)
+    v_count = torch.zeros(batch, heads, dtype=torch.int32)
+    s_count = torch.zeros(batch, heads, dtype=torch.int32)
+    for b, length in enumerate(lengths):
+        for h in range(heads):
+            nv = min(num_vert, length) if h == 0 else int(torch.randint(1, min(num_vert, length) + 1, (1,),
+                                                                          generator=gen))
+            ns = min(num_slash, length) if h == 1 else int(torch.randint(1, min(num_slash, length) + 1, (1,),
+                                                                           generator=gen))
+            cols = torch.randperm(length, generator=gen)[:nv].sort().values
+            offs = torch.randperm(length, generator=gen)[:ns].sort(descending=True).values
+            vertical[b, h, :nv], v_count[b, h] = cols.to(torch.int32), nv
+            slash[b, h, :ns], s_count[b, h] = offs.to(torch.int32), ns
+    return vertical, v_count, slash, s_count
+
+
+@pytest.mark.parametrize("lengths", [(200, 77, 129), (190,)])
+def test_widths_are_capped_and_builders_agree(lengths):
+    gen = torch.Generator().manual_seed(len(lengths))
+    num_vert, num_slash = 500, 400  # wider than any sample: the old index was [B, Hq, n_rows, 400 / 500]
+    pattern = wide_pattern(lengths, 3, num_vert, num_slash, gen)
+    cu = cu_of(lengths)
+    want = naive_build_vertical_slash_index(cu, *pattern)
+    got = build_vertical_slash_index(cu, *pattern, backend="triton")
+    for name, a, b in zip(("block_count", "block_offset", "column_count", "column_index"), got, want):
+        assert a.shape == b.shape and torch.equal(a, b), f"{name} differs from the reference builder"
+    block_count, block_offset, column_count, column_index = want
+    n_rows = -(-max(lengths) // 64)
+    max_blocks, max_columns = index_widths(max(lengths), num_slash, num_vert)
+    assert (max_blocks, max_columns) == (n_rows, max(lengths))
+    # widths are exactly the widest row, within the bounds
+    assert block_offset.shape[-1] == max(1, int(block_count.max())) <= max_blocks
+    assert column_index.shape[-1] == max(1, int(column_count.max())) <= max_columns
+    assert int(block_count.max()) > 1 and (int(column_count.max()) > 0 or len(lengths) == 1)  # both parts used
+    # the bound r + 1 per row holds
+    rows = torch.arange(n_rows)
+    assert bool((block_count <= rows + 1).all())
+
+
+def test_dense_pattern_reaches_the_row_bound():
+    """All offsets of a 200-token sample: row r holds exactly r + 1 blocks, so the width is n_rows, not NS = 200."""
+    length = 200
+    cu = cu_of([length])
+    slash = torch.arange(length - 1, -1, -1, dtype=torch.int32).view(1, 1, -1)
+    vertical = torch.tensor([[[3]]], dtype=torch.int32)
+    pattern = (vertical, torch.tensor([[1]], dtype=torch.int32), slash, torch.tensor([[length]], dtype=torch.int32))
+    want = naive_build_vertical_slash_index(cu, *pattern)
+    got = build_vertical_slash_index(cu, *pattern, backend="triton")
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    assert want[0][0, 0].tolist() == [1, 2, 3, 4]
+    assert want[1].shape == (1, 1, 4, 4)  # min(NS = 200, n_rows = 4)
+    assert int(want[2].sum()) == 0 and want[3].shape == (1, 1, 4, 1)  # vertical 3 lies inside a block: no columns
+
+
+@triton.jit
+def _offset_probe(Out, b, h, row, stride_b, stride_h, stride_r):
+    tl.store(Out, index_row_offset(b, h, row, stride_b, stride_h, stride_r))
+
+
+def test_index_row_offset_is_64_bit_at_128k_strides():
+    """Strides of a [1, 32, 2048, 131072] index: h * stride_h = 31 * 2**28 > 2**31 wrapped in int32 before."""
+    n_rows, width, heads = 2048, 131072, 32
+    stride_r, stride_h = width, n_rows * width
+    stride_b = heads * stride_h
+    out = torch.zeros(1, dtype=torch.int64)
+    b, h, row = 0, heads - 1, n_rows - 1
+    _offset_probe[(1,)](out, b, h, row, stride_b, stride_h, stride_r)
+    want = b * stride_b + h * stride_h + row * stride_r
+    assert want > 2**31 and int(out[0]) == want
+
+
+def test_guard_raises_naming_the_parameters_before_allocating():
+    # 128K flexprefill on random weights: 32 heads x 2048 rows x (2048 + 131072) slots = 34 GiB of int32
+    blocks, columns = index_widths(131072, 131072, 131072)
+    assert (blocks, columns) == (2048, 131072)
+    with pytest.raises(ValueError, match="vertical_size / slash_size.*alpha / min_budget") as error:
+        check_index_fits(1, 32, 2048, blocks, columns, torch.device("cuda"), free_bytes=20 * 2**30)
+    assert "GiB" in str(error.value) and "32 heads" in str(error.value)
+    check_index_fits(1, 32, 2048, blocks, columns, torch.device("cuda"), free_bytes=60 * 2**30)  # fits: no error
+    check_index_fits(1, 32, 2048, blocks, columns, torch.device("cpu"))  # host memory is not checked
+
+
+def test_builders_call_the_guard_with_the_final_widths(monkeypatch):
+    import sparse_attn.kernels.vertical_slash.triton as vs_triton
+
+    calls = []
+
+    def refuse(batch, heads, n_rows, block_width, column_width, device, free_bytes=None):
+        calls.append((batch, heads, n_rows, block_width, column_width))
+        raise ValueError("refused by the test")
+
+    gen = torch.Generator().manual_seed(5)
+    lengths = (130, 70)
+    pattern = wide_pattern(lengths, 2, 50, 60, gen)
+    want = naive_build_vertical_slash_index(cu_of(lengths), *pattern)
+    monkeypatch.setattr(vs_naive, "check_index_fits", refuse)
+    monkeypatch.setattr(vs_triton, "check_index_fits", refuse)
+    for backend in ("naive", "triton"):
+        with pytest.raises(ValueError, match="refused by the test"):
+            build_vertical_slash_index(cu_of(lengths), *pattern, backend=backend)
+    expected = (2, 2, 3, want[1].shape[-1], want[3].shape[-1])
+    assert calls == [expected, expected]
+
+
+def test_pair_counts_do_not_depend_on_the_row_chunk(monkeypatch):
+    gen = torch.Generator().manual_seed(7)
+    lengths = (300, 77, 129)
+    cu = cu_of(lengths)
+    index = naive_build_vertical_slash_index(cu, *wide_pattern(lengths, 3, 40, 30, gen))
+    whole = vertical_slash_pair_counts(cu, *index)
+    monkeypatch.setattr(vs_naive, "PAIR_COUNT_CHUNK", 7)  # one row per chunk
+    assert torch.equal(vertical_slash_pair_counts(cu, *index), whole)
+    assert int(whole.min()) > 0
