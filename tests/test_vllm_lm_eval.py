@@ -14,6 +14,7 @@ pytest.importorskip("vllm")
 pytest.importorskip("lm_eval")
 
 
+@pytest.mark.slow
 def test_lm_eval_vllm_sf_ruler_niah_with_quest(tmp_path):
     from sparse_attn.testing import build_tiny_model
 

@@ -36,6 +36,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_plugin_runs_in_worker_process(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
