@@ -75,8 +75,8 @@ class VerticalSlashSelection:
         vertical_idx `[B, Hq, NV]` int32 key positions, vertical_count `[B, Hq]` int32;
         slash_offsets `[B, Hq, NS]` int32 offsets `q_pos - k_pos`, slash_count `[B, Hq]` int32.
     Kernel index (MInference format, BLOCK = 64, see `sparse_attn.kernels.vertical_slash`):
-        block_count `[B, Hq, n_rows]`, block_offset `[B, Hq, n_rows, NS]`, column_count `[B, Hq, n_rows]`,
-        column_index `[B, Hq, n_rows, NV]`.
+        block_count `[B, Hq, n_rows]`, block_offset `[B, Hq, n_rows, WB]`, column_count `[B, Hq, n_rows]`,
+        column_index `[B, Hq, n_rows, WC]` (widths of the widest row: WB <= min(NS, n_rows), WC <= min(NV, max_len)).
     """
 
     cu_seqlens: torch.Tensor
