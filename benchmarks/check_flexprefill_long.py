@@ -70,12 +70,12 @@ def main() -> None:
     bounds = index_widths(length, s.slash_offsets.shape[-1], s.vertical_idx.shape[-1])
     print(f"budgets per head: verticals mean {s.vertical_count.float().mean():.0f} max {int(s.vertical_count.max())},"
           f" slashes mean {s.slash_count.float().mean():.0f} max {int(s.slash_count.max())}")
+    n_rows = s.block_count.shape[-1]
+    size = index_bytes(1, 32, n_rows, s.block_offset.shape[-1], s.column_index.shape[-1]) / 2**30
+    uncapped = index_bytes(1, 32, n_rows, s.slash_offsets.shape[-1], s.vertical_idx.shape[-1]) / 2**30
     print(f"pattern widths NV={s.vertical_idx.shape[-1]} NS={s.slash_offsets.shape[-1]}; index block_offset "
           f"{tuple(s.block_offset.shape)} column_index {tuple(s.column_index.shape)} (bounds {bounds}), "
-          f"{index_bytes(1, 32, s.block_count.shape[-1], s.block_offset.shape[-1], s.column_index.shape[-1]) / 2**30:.2f}"
-          f" GiB; the uncapped index would be "
-          f"{index_bytes(1, 32, s.block_count.shape[-1], s.slash_offsets.shape[-1], s.vertical_idx.shape[-1]) / 2**30:.2f}"
-          f" GiB")
+          f"{size:.2f} GiB; the uncapped index would be {uncapped:.2f} GiB")
     out = torch.full_like(q, float("nan"))
     result = run_vertical_slash(selection, q, k, v, None, "auto")
     out.copy_(result.out)
