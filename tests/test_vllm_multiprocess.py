@@ -8,8 +8,10 @@ and `reset_stats(llm)` works there too (the driver subtracts the readings at res
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -41,11 +43,14 @@ def test_plugin_runs_in_worker_process(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
-    env.update(VLLM_CPU_KVCACHE_SPACE="1", VLLM_RPC_BASE_PATH=str(tmp_path))
+    # ZMQ ipc socket paths must stay under 107 characters: pytest's tmp_path (longer still under xdist) is too deep
+    rpc_dir = tempfile.mkdtemp(prefix="sa-rpc-", dir="/tmp")
+    env.update(VLLM_CPU_KVCACHE_SPACE="1", VLLM_RPC_BASE_PATH=rpc_dir)
     env.pop("VLLM_ALLOW_INSECURE_SERIALIZATION", None)
     stats_dir = tmp_path / "stats"
     proc = subprocess.run([sys.executable, str(script), str(tmp_path / "model"), str(stats_dir)], env=env,
                           capture_output=True, text=True, timeout=300)
+    shutil.rmtree(rpc_dir, ignore_errors=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-4000:]
     result = json.loads(lines[-1][len("RESULT "):])
