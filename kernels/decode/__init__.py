@@ -10,19 +10,11 @@ from typing import Optional
 
 import torch
 
+from .._dispatch import resolve_backend, triton_module
 from .naive import naive_decode
 from .window_naive import naive_window_importance
 
 __all__ = ["decode", "naive_decode", "window_importance", "naive_window_importance", "resolve_backend"]
-
-
-def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
-    """"naive" or "triton" for this request and device (shared by the Quest dispatcher)."""
-    if backend not in ("auto", "naive", "triton"):
-        raise ValueError(f"backend must be 'auto', 'naive' or 'triton', got {backend!r}")
-    if backend == "auto":
-        return "triton" if tensor.is_cuda else "naive"
-    return backend
 
 
 def decode(
@@ -41,9 +33,8 @@ def decode(
     """
     if resolve_backend(backend, q) == "naive":
         return naive_decode(q, k, v, lens, scale=scale, out=out, return_lse=return_lse)
-    from .triton import triton_decode  # imports triton only when the kernel is used
-
-    return triton_decode(q, k, v, lens, scale=scale, out=out, return_lse=return_lse)
+    kernels = triton_module(__name__, "the Triton decode kernel is")  # imports triton only when it is used
+    return kernels.triton_decode(q, k, v, lens, scale=scale, out=out, return_lse=return_lse)
 
 
 def window_importance(

@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from ..decode import resolve_backend
+from .._dispatch import resolve_backend, triton_module
 from .naive import (
     current_page,
     naive_build_page_meta,
@@ -43,9 +43,8 @@ def _implementation(name: str, tensor: torch.Tensor, backend: str):
     """
     if resolve_backend(backend, tensor) == "naive":
         return globals()[f"naive_{name}"]
-    from . import triton as triton_module  # imports triton only when a kernel is used
-
-    return getattr(triton_module, f"triton_{name}")
+    # imports triton only when a kernel is used
+    return getattr(triton_module(__name__, "the Triton Quest kernels are"), f"triton_{name}")
 
 
 def build_page_meta(k, lens, page_size, backend: str = "auto"):

@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from .._dispatch import triton_module_for
 from .naive import (
     BLOCK,
     check_index_fits,
@@ -27,18 +28,7 @@ __all__ = [
 
 def _triton_module(tensor: torch.Tensor, backend: str):
     """The Triton module to use, or None for the reference."""
-    if backend not in ("auto", "naive", "triton"):
-        raise ValueError(f"backend must be 'auto', 'naive' or 'triton', got {backend!r}")
-    if backend == "naive" or (backend == "auto" and not tensor.is_cuda):
-        return None
-    try:
-        from . import triton as module
-    except ImportError as error:  # CUDA tensors never fall back to the slow reference silently
-        raise ImportError(
-            f"the Triton vertical-slash kernels are unavailable ({error}); install Triton "
-            f"(pip install 'sparse-attn[triton]') or pass backend='naive' to run the PyTorch reference on purpose"
-        ) from error
-    return module
+    return triton_module_for(__name__, "the Triton vertical-slash kernels are", tensor, backend)
 
 
 def build_vertical_slash_index(
