@@ -22,6 +22,7 @@ from typing import Optional, Tuple
 import torch
 
 from .._varlen import check_varlen
+from .._window import causal_window_probs
 
 
 def naive_window_probs(q_window: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
@@ -35,12 +36,7 @@ def naive_window_probs(q_window: torch.Tensor, k: torch.Tensor, scale: float) ->
     Returns:
         `[G, w, L]` fp32 probabilities; entry `(g, i, j)` is 0 for future keys `j > L - w + i`.
     """
-    window, length = q_window.shape[1], k.shape[0]
-    logits = torch.einsum("gwd,ld->gwl", q_window.float(), k.float()) * scale
-    query_pos = torch.arange(length - window, length, device=k.device)
-    future = torch.arange(length, device=k.device)[None, :] > query_pos[:, None]  # [w, L]
-    logits = logits.masked_fill(future, float("-inf"))
-    return torch.softmax(logits, dim=-1)
+    return causal_window_probs(q_window, k[None], scale)[0]  # one KV head: [1, G, w, L] -> [G, w, L]
 
 
 def diagonal_sums(probs: torch.Tensor) -> torch.Tensor:

@@ -6,10 +6,12 @@ Shapes follow docs/architecture.md. The estimation only materialises the last-wi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List
 
 import torch
 import torch.nn.functional as F
+
+from ..kernels._window import causal_window_probs
 
 
 @dataclass
@@ -59,27 +61,9 @@ def check_window_shapes(q_window: torch.Tensor, k: torch.Tensor, expected_window
         )
 
 
-def window_probs(q_window: torch.Tensor, k: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
-    """Softmax attention of the last W prompt queries over all T keys, causal inside the final W x W square.
-
-    Args:
-        q_window: `[Hq, W, D]` queries at positions `T - W .. T - 1` (post-RoPE).
-        k: `[Hkv, T, D]` keys.
-        scale: Default `D ** -0.5`.
-
-    Returns:
-        `[Hkv, G, W, T]` fp32 probabilities (G = Hq // Hkv), rows sum to 1. K is not repeated to query heads.
-    """
-    num_q_heads, window, head_dim = q_window.shape
-    num_kv_heads, seq_len, _ = k.shape
-    group = num_q_heads // num_kv_heads
-    scale = head_dim**-0.5 if scale is None else scale
-    q32 = q_window.float().view(num_kv_heads, group, window, head_dim)
-    logits = torch.einsum("hgwd,htd->hgwt", q32, k.float()) * scale
-    query_pos = torch.arange(seq_len - window, seq_len, device=k.device)
-    causal = torch.arange(seq_len, device=k.device)[None, :] <= query_pos[:, None]  # [W, T]
-    logits = logits.masked_fill(~causal, float("-inf"))
-    return torch.softmax(logits, dim=-1)
+# Softmax of the last W prompt queries over all T keys: `q_window [Hq, W, D]`, `k [Hkv, T, D]` ->
+# `[Hkv, G, W, T]` fp32 (the shared definition in kernels/_window.py).
+window_probs = causal_window_probs
 
 
 def pool_and_force(scores: torch.Tensor, kernel_size: int, local_window: int, prefix_tokens: int) -> torch.Tensor:
