@@ -183,3 +183,14 @@ def run_vertical_slash(
     out = vertical_slash_attention(q, k, v, s.cu_seqlens, s.block_count, s.block_offset, s.column_count,
                                    s.column_index, scale=scale, backend=backend)
     return PrefillResult(out=out, sparsity=s.sparsity(), selection=s)
+
+
+class VerticalSlashPrefill:
+    """`prefill` shared by the vertical-slash family (VerticalSlash, FlexPrefill): they differ only in `select`."""
+
+    def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
+                scale: Optional[float] = None, backend: str = "auto") -> PrefillResult:
+        """Sparse causal prefill: `select`, then mixed block + column attention. `out [N, Hq, D]` in q's dtype."""
+        check_inputs(q, k, cu_seqlens, v)
+        selection = self.select(q, k, cu_seqlens, scale=scale, backend=backend)
+        return run_vertical_slash(selection, q, k, v, scale, backend)

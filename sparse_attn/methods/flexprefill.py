@@ -29,10 +29,9 @@ import torch
 from ..config import MethodConfig
 from ..kernels.estimation import last_window_sums
 from ._prefill import (
-    PrefillResult,
     VerticalSlashSelection,
     check_inputs,
-    run_vertical_slash,
+    VerticalSlashPrefill,
     sample_lengths,
     select_vertical_slash,
 )
@@ -56,7 +55,7 @@ def coverage_budget(distribution: torch.Tensor, alpha: float, floor: int, lens: 
 
 
 @dataclass
-class FlexPrefill(MethodConfig):
+class FlexPrefill(VerticalSlashPrefill, MethodConfig):
     """Per query head, keep the fewest columns / diagonals whose attention mass reaches `alpha`.
 
     Budgets never go below `min_budget`; the first 4 keys and the 64 nearest diagonals are always kept.
@@ -95,10 +94,3 @@ class FlexPrefill(MethodConfig):
         vertical_budget = coverage_budget(vertical, self.alpha, self.min_budget, lens)
         slash_budget = coverage_budget(slash, self.alpha, self.min_budget, lens)
         return select_vertical_slash(cu_seqlens, vertical, slash, vertical_budget, slash_budget, backend=backend)
-
-    def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
-                scale: Optional[float] = None, backend: str = "auto") -> PrefillResult:
-        """Sparse causal prefill: `select`, then mixed block + column attention. `out [N, Hq, D]` in q's dtype."""
-        check_inputs(q, k, cu_seqlens, v)
-        selection = self.select(q, k, cu_seqlens, scale=scale, backend=backend)
-        return run_vertical_slash(selection, q, k, v, scale, backend)

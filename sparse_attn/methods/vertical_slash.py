@@ -30,16 +30,15 @@ from ..kernels.estimation import last_window_sums
 from ._prefill import (
     NUM_LOCAL_DIAGONALS,
     NUM_SINK_KEYS,
-    PrefillResult,
     VerticalSlashSelection,
     check_inputs,
-    run_vertical_slash,
+    VerticalSlashPrefill,
     select_vertical_slash,
 )
 
 
 @dataclass
-class VerticalSlash(MethodConfig):
+class VerticalSlash(VerticalSlashPrefill, MethodConfig):
     """Keep, per query head, the top `vertical_size` key columns and top `slash_size` diagonals.
 
     Scores come from the softmax of the last `approximation_size` prompt queries against all keys.
@@ -78,10 +77,3 @@ class VerticalSlash(MethodConfig):
         vertical_budget = torch.full(shape, self.vertical_size, dtype=torch.long, device=q.device)
         slash_budget = torch.full(shape, self.slash_size, dtype=torch.long, device=q.device)
         return select_vertical_slash(cu_seqlens, vertical, slash, vertical_budget, slash_budget, backend=backend)
-
-    def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
-                scale: Optional[float] = None, backend: str = "auto") -> PrefillResult:
-        """Sparse causal prefill: `select`, then mixed block + column attention. `out [N, Hq, D]` in q's dtype."""
-        check_inputs(q, k, cu_seqlens, v)
-        selection = self.select(q, k, cu_seqlens, scale=scale, backend=backend)
-        return run_vertical_slash(selection, q, k, v, scale, backend)
