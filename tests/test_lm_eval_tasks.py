@@ -76,8 +76,15 @@ def test_register_tasks_patches_task_manager_once():
 
 
 def test_real_qa_files_present():
+    """The real TOEFL / QuALITY files the CLI run below uses load through our QA source reader."""
     if not TOEFL_FILE.exists():
         pytest.skip(f"{TOEFL_FILE} absent: sf_qa_toefl and sf_qa_quality were left out of the CLI run; CI has it")
+    from sparse_attn.tasks.qa_sources import load_qa_source
+
+    toefl = load_qa_source("toeflqa", str(TOEFL_FILE))
+    assert toefl.is_mcq and (len(toefl.contexts), len(toefl.questions)) == (198, 962)  # reference-system 3.4
+    quality = load_qa_source("quality", str(QUALITY_FILE))
+    assert quality.is_mcq and len(quality.contexts) == 15 and quality.questions
 
 
 @pytest.mark.slow
