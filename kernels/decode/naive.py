@@ -49,22 +49,41 @@ def naive_decode(
         `out [B, Hq, D]` in q's dtype (and `lse [B, Hq]` fp32 when `return_lse`).
     """
     _check_decode_shapes(q, k, v, lens)
-    batch, num_q_heads, head_dim = q.shape
-    num_kv_heads, capacity = k.shape[1], k.shape[2]
-    group = num_q_heads // num_kv_heads
+    head_dim, capacity = q.shape[2], k.shape[2]
     scale = head_dim**-0.5 if scale is None else scale
-
     valid = torch.arange(capacity, device=k.device) < lens[..., None]  # [B, Hkv, C]
-    # Zero the invalid entries so NaN / garbage beyond `lens` cannot leak through 0 * NaN.
-    k32 = torch.where(valid[..., None], k.float(), 0.0)
-    v32 = torch.where(valid[..., None], v.float(), 0.0)
-    q32 = q.float().view(batch, num_kv_heads, group, head_dim)
+    return masked_gqa_decode(q, k, v, valid[:, :, None, :], scale, out, return_lse)
 
-    scores = torch.einsum("bhgd,bhcd->bhgc", q32, k32) * scale  # [B, Hkv, G, C]
-    scores = scores.masked_fill(~valid[:, :, None, :], float("-inf"))
+
+def masked_gqa_decode(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    scale: float,
+    out: Optional[torch.Tensor] = None,
+    return_lse: bool = False,
+) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    """Decode attention of `q [B, Hq, D]` over the keys `mask` allows, in fp32 (shared by the decode references).
+
+    Args:
+        k, v: `[B, Hkv, S, D]`; query head h reads KV head h // G (G = Hq // Hkv), K/V never repeated.
+        mask: `[B, Hkv, G or 1, S]` bool, the keys each query head (or whole group) reads; every row needs one.
+        scale, out, return_lse: as `naive_decode`.
+    """
+    batch, num_q_heads, head_dim = q.shape
+    num_kv_heads = k.shape[1]
+    # Zero the unread entries so NaN / garbage there cannot leak through 0 * NaN.
+    read_anywhere = mask.any(dim=2)[..., None]  # [B, Hkv, S, 1]
+    k32 = torch.where(read_anywhere, k.float(), 0.0)
+    v32 = torch.where(read_anywhere, v.float(), 0.0)
+    q32 = q.float().view(batch, num_kv_heads, num_q_heads // num_kv_heads, head_dim)
+
+    scores = torch.einsum("bhgd,bhsd->bhgs", q32, k32) * scale  # [B, Hkv, G, S]
+    scores = scores.masked_fill(~mask, float("-inf"))
     lse = torch.logsumexp(scores, dim=-1)  # [B, Hkv, G]
     probs = torch.exp(scores - lse[..., None])
-    result = torch.einsum("bhgc,bhcd->bhgd", probs, v32).reshape(batch, num_q_heads, head_dim)
+    result = torch.einsum("bhgs,bhsd->bhgd", probs, v32).reshape(batch, num_q_heads, head_dim)
 
     if out is None:
         out = result.to(q.dtype)

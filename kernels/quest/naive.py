@@ -11,6 +11,8 @@ from typing import Optional, Tuple, Union
 
 import torch
 
+from ..decode.naive import masked_gqa_decode
+
 
 def num_pages(num_tokens: int, page_size: int) -> int:
     return -(-num_tokens // page_size)
@@ -197,20 +199,4 @@ def naive_quest_decode(
     if not bool(mask.any(dim=-1).all()):
         raise ValueError("every query head must read at least one valid token (is the current page selected?)")
 
-    read_anywhere = mask.any(dim=2)[..., None]  # [B, Hkv, S, 1]; zero unread K/V so NaN there cannot leak
-    k32 = torch.where(read_anywhere, k.float(), 0.0)
-    v32 = torch.where(read_anywhere, v.float(), 0.0)
-    q32 = q.float().view(batch, num_kv_heads, group, head_dim)
-    scores = torch.einsum("bhgd,bhsd->bhgs", q32, k32) * scale
-    scores = scores.masked_fill(~mask, float("-inf"))
-    lse = torch.logsumexp(scores, dim=-1)  # [B, Hkv, G]
-    probs = torch.exp(scores - lse[..., None])
-    result = torch.einsum("bhgs,bhsd->bhgd", probs, v32).reshape(batch, num_q_heads, head_dim)
-
-    if out is None:
-        out = result.to(q.dtype)
-    else:
-        out.copy_(result)
-    if return_lse:
-        return out, lse.reshape(batch, num_q_heads)
-    return out
+    return masked_gqa_decode(q, k, v, mask, scale, out, return_lse)
