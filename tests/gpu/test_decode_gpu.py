@@ -4,22 +4,16 @@ PyTorch references: relative RMSE <= 5e-3 and every output element written (outp
 Run on a CUDA machine, compiled (not interpreted):
     TRITON_INTERPRET=0 python -m pytest -q -m gpu tests/gpu/test_decode_gpu.py
 """
-import os
 
 import pytest
 import torch
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)"),
-    pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1",
-                       reason="GPU tests run compiled kernels: set TRITON_INTERPRET=0"),
-]
+from .common import GPU_MARKS, HKV, HQ, RATIO, D
 
-HQ, HKV, D = 32, 8, 128
+pytestmark = GPU_MARKS
+
 CONTEXTS = [16 * 1024, 32 * 1024, 64 * 1024, 128 * 1024]
 BATCHES = [1, 8]
-RATIO = 5e-3
 
 
 def rel_rmse(ref: torch.Tensor, out: torch.Tensor) -> float:

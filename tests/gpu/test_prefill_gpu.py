@@ -5,20 +5,14 @@ poisoned with NaN). Builders / estimation are compared with the PyTorch referenc
 Run on a CUDA machine, compiled (not interpreted):
     TRITON_INTERPRET=0 python -m pytest -q -m gpu tests/gpu/test_prefill_gpu.py
 """
-import os
 
 import pytest
 import torch
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)"),
-    pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1",
-                       reason="GPU tests run compiled kernels: set TRITON_INTERPRET=0"),
-]
+from .common import GPU_MARKS, HKV, HQ, RATIO, D
 
-HQ, HKV, D = 32, 8, 128
-RATIO = 5e-3
+pytestmark = GPU_MARKS
+
 DEV = "cuda"
 
 
