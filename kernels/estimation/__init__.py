@@ -1,14 +1,15 @@
 """Sparse-prefill pattern estimation: last-window vertical / slash sums, pooled block scores, stable top-k.
 
 `naive_*` are the PyTorch references; the dispatchers without prefix take `backend="auto" | "naive" | "triton"`
-(see `kernels/_dispatch.py`). `stable_topk` is plain torch.
+(see `kernels/_dispatch.py`). `stable_topk` (topk.py) is plain torch.
 """
 from typing import Optional, Tuple
 
 import torch
 
 from .._dispatch import triton_module_for
-from .naive import naive_last_window_sums, naive_pooled_block_scores, stable_topk
+from .naive import naive_last_window_sums, naive_pooled_block_scores
+from .topk import stable_topk
 
 __all__ = [
     "last_window_sums", "pooled_block_scores", "stable_topk",

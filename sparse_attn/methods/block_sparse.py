@@ -26,7 +26,8 @@ import torch
 
 from ..config import ConfigError, MethodConfig
 from ..kernels.block_sparse import block_sparse_attention, block_sparse_pair_counts
-from ..kernels.estimation import pooled_block_scores, stable_topk
+from ..kernels.estimation import stable_topk
+from ..kernels.estimation.pooling import pooled_block_means
 from ._prefill import PrefillResult, check_inputs, sample_lengths, sparsity_from_pairs
 
 
@@ -70,6 +71,7 @@ class BlockSparse(MethodConfig):
 
     name = "block_sparse"
     phase = "prefill"
+    SCORE_ELEMENTS_PER_STEP = 1 << 25  # fp32 scores per selection step (128 MiB, + 256 MiB of top-k keys)
     paper = "MInference 1.0, Jiang et al. 2024 (arXiv:2407.02490)"
 
     def validate(self) -> None:
@@ -82,27 +84,38 @@ class BlockSparse(MethodConfig):
                backend: str = "auto") -> BlockSparseSelection:
         """Top key blocks per query block (scale is unused: block scores are unscaled, as in the reference).
 
-        q `[N, Hq, D]`, k `[N, Hkv, D]` varlen packed, cu_seqlens `[B+1]` int32.
+        q `[N, Hq, D]`, k `[N, Hkv, D]` varlen packed, cu_seqlens `[B+1]` int32. The block scores are computed
+        `rows_per_step` query blocks at a time (only their causal key blocks), so memory stays bounded by
+        `SCORE_ELEMENTS_PER_STEP` whatever the length: a full `[nb, nb]` score matrix per head would take 256 MiB
+        per head at 128K tokens and 16-token blocks. `backend` is accepted for a uniform signature; selection is
+        plain torch (pooling, one batched fp32 matmul, top-k) on any device.
         """
         lens = check_inputs(q, k, cu_seqlens)
         chunk, num_q_heads, num_kv_heads = self.chunk_size, q.shape[1], k.shape[1]
-        group = num_q_heads // num_kv_heads
-        num_blocks = -(-max(lens) // chunk)
+        batch, group = len(lens), num_q_heads // num_kv_heads
+        q_pool = pooled_block_means(q, cu_seqlens, chunk)  # [B, nb, Hq, D]
+        k_pool = pooled_block_means(k, cu_seqlens, chunk)  # [B, nb, Hkv, D]
+        num_blocks = q_pool.shape[1]
+        q_pool = q_pool.view(batch, num_blocks, num_kv_heads, group, -1).permute(0, 2, 3, 1, 4)  # [B,Hkv,G,nb,D]
+        k_pool = k_pool.permute(0, 2, 3, 1)[:, :, None]  # [B, Hkv, 1, D, nb]
         blocks = torch.arange(num_blocks, device=q.device)
-        qblock, kblock = blocks[:, None], blocks[None, :]
-        forced = (kblock == qblock) | (kblock == qblock - 1) | (kblock == 0)
         blocks_per_sample = -(-sample_lengths(cu_seqlens).to(q.device) // chunk)  # [B]
-        count = torch.minimum(blocks + 1, torch.tensor(self.top_chunks, device=q.device))  # [nq]
-        count = torch.where(blocks[None, :] < blocks_per_sample[:, None], count[None, :], 0)  # [B, nq]
-        count = count[:, None, :].expand(-1, group, -1)  # [B, G, nq], the same for every head
-        block_index = torch.empty(len(lens), num_q_heads, num_blocks, int(count.max()), dtype=torch.int32,
-                                  device=q.device)
-        for kv in range(num_kv_heads):  # one GQA group at a time bounds memory to [B, G, nb, nb]
-            heads = slice(kv * group, (kv + 1) * group)
-            scores = pooled_block_scores(q[:, heads], k[:, kv: kv + 1], cu_seqlens, chunk, backend=backend)
+        count = torch.minimum(blocks + 1, torch.tensor(self.top_chunks, device=q.device))  # [nb]
+        count = torch.where(blocks[None, :] < blocks_per_sample[:, None], count[None, :], 0)  # [B, nb]
+        width = min(num_blocks, self.top_chunks)
+        block_index = torch.full((batch, num_q_heads, num_blocks, width), -1, dtype=torch.int32, device=q.device)
+        rows_per_step = max(1, self.SCORE_ELEMENTS_PER_STEP // max(1, batch * num_q_heads * num_blocks))
+        for start in range(0, num_blocks, rows_per_step):
+            stop = min(start + rows_per_step, num_blocks)  # query blocks [start, stop) see key blocks [0, stop)
+            scores = torch.matmul(q_pool[..., start:stop, :], k_pool[..., :stop])  # [B, Hkv, G, rows, stop]
+            scores = scores.reshape(batch, num_q_heads, stop - start, stop)
+            qblock, kblock = blocks[start:stop, None], blocks[None, :stop]
+            forced = (kblock == qblock) | (kblock == qblock - 1) | (kblock == 0)
             scores = scores.masked_fill_(forced, float("inf")).masked_fill_(kblock > qblock, float("-inf"))
-            block_index[:, heads] = stable_topk(scores, count)
-        count = count[:, :1].expand(-1, num_q_heads, -1)
+            rows_count = count[:, None, start:stop].expand(-1, num_q_heads, -1)
+            chosen = stable_topk(scores, rows_count)
+            block_index[:, :, start:stop, :chosen.shape[-1]] = chosen
+        count = count[:, None, :].expand(-1, num_q_heads, -1)
         return BlockSparseSelection(cu_seqlens, chunk, block_index, count.to(torch.int32).contiguous())
 
     def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,

@@ -1,0 +1,43 @@
+"""Block-Sparse selection computed in row steps equals the full-matrix definition (naive pooled scores)."""
+import pytest
+import torch
+
+from sparse_attn.kernels.estimation import naive_pooled_block_scores
+from sparse_attn.methods.block_sparse import BlockSparse
+
+
+def full_matrix_selection(method, q, k, cu):
+    """The definition: whole `[nb, nb]` pooled scores, forced/causal masks, stable descending sort, cut."""
+    scores = naive_pooled_block_scores(q, k, cu, method.chunk_size)  # [B, Hq, nb, nb]
+    nb = scores.shape[-1]
+    qb, kb = torch.arange(nb)[:, None], torch.arange(nb)[None, :]
+    scores = scores.masked_fill((kb == qb) | (kb == qb - 1) | (kb == 0), float("inf"))
+    scores = scores.masked_fill(kb > qb, float("-inf"))
+    lens = (cu[1:] - cu[:-1]).tolist()
+    width = min(nb, method.top_chunks)
+    want = torch.full((len(lens), q.shape[1], nb, width), -1, dtype=torch.int32)
+    for b, length in enumerate(lens):
+        for h in range(q.shape[1]):
+            for m in range(-(-length // method.chunk_size)):
+                keep = min(m + 1, method.top_chunks)
+                order = torch.sort(scores[b, h, m], descending=True, stable=True).indices[:keep]
+                want[b, h, m, :keep] = torch.sort(order).values.to(torch.int32)
+    return want
+
+
+@pytest.mark.parametrize("step_elements", [1, 37, 1 << 25])
+def test_row_steps_equal_full_matrix(step_elements, monkeypatch):
+    gen = torch.Generator().manual_seed(3)
+    lens = [203, 77, 130]  # odd lengths, partial last blocks, batch of 3
+    cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)
+    q = torch.randn(sum(lens), 4, 16, generator=gen)
+    k = torch.randn(sum(lens), 2, 16, generator=gen)  # GQA 2:1
+    k[cu[1]: cu[1] + 40] = 1.0  # equal key blocks -> tied scores
+    method = BlockSparse(chunk_size=8, top_chunks=6)
+    monkeypatch.setattr(BlockSparse, "SCORE_ELEMENTS_PER_STEP", step_elements)
+    selection = method.select(q, k, cu)
+    want = full_matrix_selection(method, q, k, cu)
+    assert torch.equal(selection.block_index, want)
+    counts = (want >= 0).sum(-1).to(torch.int32)
+    assert torch.equal(selection.block_count, counts)
+    assert float(selection.sparsity().min()) > 0  # 6 of up to 26 blocks: the method acted
