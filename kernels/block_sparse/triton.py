@@ -21,6 +21,11 @@ import torch
 import triton
 import triton.language as tl
 
+try:  # Triton >= 3.4: host-side tensor descriptors (Hopper bulk tensor copies)
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # older Triton: only the pointer kernel
+    TensorDescriptor = None
+
 from .._triton_tile import LOG2E, check_prefill_inputs, max_seqlen, online_softmax_step
 
 TILE = 64  # tile size used when chunk_size < 64
@@ -128,6 +133,88 @@ def _block_sparse_fwd(
              out.to(Out.dtype.element_ty), mask=row_ok[:, None])
 
 
+@triton.jit
+def _block_sparse_fwd_tma(
+    desc_q, desc_k, desc_v, Out, cu_seqlens, Index, Count, FullCount,
+    qk_scale, num_q_heads, n_tiles_m, stride_on, stride_oh,
+    stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CHUNK: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
+):
+    """chunk_size >= 64 through Hopper tensor descriptors (bulk tensor copies) for Q, K and V.
+
+    desc_q: 2-D view [N, Hq * D] with block [BLOCK_M, D]; desc_k / desc_v: [N, Hkv * D] with block [BLOCK_N, D].
+    A head is a column offset (h * D), a token a row; rows past the end of the tensor come back as zeros, rows of
+    the next packed sample are read but never kept (keys masked, query rows not stored).
+    """
+    tile_m = n_tiles_m - 1 - tl.program_id(0)  # heavy (late) query tiles first
+    bh = tl.program_id(1)
+    b = bh // num_q_heads
+    h = bh % num_q_heads
+    kv_col = (h // GROUP) * HEAD_DIM
+    seq_start = tl.load(cu_seqlens + b)
+    seq_len = tl.load(cu_seqlens + b + 1) - seq_start
+    q_first = tile_m * BLOCK_M
+    if q_first >= seq_len:
+        return
+
+    offs_m = q_first + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    q = desc_q.load([seq_start + q_first, h * HEAD_DIM])
+    q = (q * qk_scale).to(q.dtype)  # scores come out in base 2, pre-scaled: one multiply per q element, not per score
+
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+
+    row = q_first // CHUNK
+    index_row = Index + b * stride_ib + h * stride_ih + row * stride_ir
+    count = tl.load(Count + b * stride_cb + h * stride_ch + row)
+    n_full = tl.load(FullCount + b * stride_cb + h * stride_ch + row)
+    SUBS: tl.constexpr = CHUNK // BLOCK_N
+    # 1) key tiles wholly left of this query tile: no mask; the loop body is nothing but loads, two dots and the
+    #    softmax update, so Triton pipelines the copies (and, with WARP_SPECIALIZE, gives them a producer warp).
+    for j in tl.range(0, n_full * SUBS, warp_specialize=WARP_SPECIALIZE):
+        k_row = seq_start + tl.load(index_row + j // SUBS) * CHUNK + (j % SUBS) * BLOCK_N
+        k = desc_k.load([k_row, kv_col])
+        s = tl.dot(q, tl.trans(k))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.math.exp2(s - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        v = desc_v.load([k_row, kv_col])
+        acc = tl.dot(p.to(v.dtype), v, acc)
+        m_i = m_new
+    # 2) the diagonal chunk (and anything right of it): causal mask; keys past the sample masked, their values
+    #    zeroed (they may belong to the next sample).
+    for j in range(n_full * SUBS, count * SUBS):
+        k_pos = tl.load(index_row + j // SUBS) * CHUNK + (j % SUBS) * BLOCK_N
+        k = desc_k.load([seq_start + k_pos, kv_col])
+        s = tl.dot(q, tl.trans(k))
+        key_pos = k_pos + offs_n
+        keep = (key_pos[None, :] < seq_len) & (key_pos[None, :] <= offs_m[:, None])
+        s = tl.where(keep, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no key yet: avoid (-inf) - (-inf)
+        p = tl.math.exp2(s - m_safe[:, None])
+        alpha = tl.math.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        v = desc_v.load([seq_start + k_pos, kv_col])
+        v = tl.where((key_pos < seq_len)[:, None], v, 0.0)
+        acc = tl.dot(p.to(v.dtype), v, acc)
+        m_i = m_new
+
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # rows that saw no key are written as zeros, never NaN
+    out = acc / l_safe[:, None]
+    # Plain masked store: a bulk store of the whole tile would overwrite the next sample's first rows.
+    start = seq_start.to(tl.int64)
+    offs_d = tl.arange(0, HEAD_DIM)
+    tl.store(Out + start * stride_on + offs_m[:, None] * stride_on + h * stride_oh + offs_d[None, :],
+             out.to(Out.dtype.element_ty), mask=(offs_m < seq_len)[:, None])
+
+
 def chunk_index_to_tiles(block_index: torch.Tensor, block_count: torch.Tensor, chunk_size: int,
                          tile: int = TILE) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Convert a chunk-level index (chunk_size < tile) into a tile-level index plus per-tile selection bits.
@@ -174,13 +261,34 @@ def chunk_index_to_tiles(block_index: torch.Tensor, block_count: torch.Tensor, c
     return tile_index[..., :width].to(torch.int32).contiguous(), tile_count, tile_bits[..., :width].contiguous()
 
 
-def _launch_config(chunk_size: int, head_dim: int):
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) tuned on H100 (see benchmarks/RESULTS.md, Prefill kernels)."""
-    # H100, 128K, ~10% of blocks: (128, 128, 8, 3) 32.6 ms; (128, 64, 4, 2) 35.8; (64, 128, 4, 3) 45.0;
-    # (128, 64, 4, 3) 60.9 (spills). chunk 64: (64, 64, 4, 2) 35.9 ms, (64, 64, 4, 3) 36.1.
+def _launch_config(chunk_size: int, head_dim: int, tma: bool = False):
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages, warp_specialize) tuned on H100 (benchmarks/RESULTS.md)."""
+    # Pointer path, H100, 128K, ~10% of blocks: (128, 128, 8, 3) 32.6 ms; (128, 64, 4, 2) 35.8; (64, 128, 4, 3)
+    # 45.0; (128, 64, 4, 3) 60.9 (spills). chunk 64: (64, 64, 4, 2) 35.9 ms, (64, 64, 4, 3) 36.1.
+    if tma:
+        if chunk_size >= 128:
+            return 128, 128, 8, 3, True
+        return 64, 64, 4, 3, False
     if chunk_size >= 128:
-        return 128, 128, 8, 3
-    return 64, 64, 4, 2
+        return 128, 128, 8, 3, False
+    return 64, 64, 4, 2, False
+
+
+def tma_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether the tensor-descriptor kernel can read these tensors: a CUDA GPU with bulk tensor copies (compute
+    capability >= 9), 16-bit data, heads contiguous within a token (stride(1) == D), 16-byte aligned rows."""
+    if TensorDescriptor is None or not q.is_cuda or torch.cuda.get_device_capability(q.device)[0] < 9:
+        return False
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    return all(t.stride(2) == 1 and t.stride(1) == t.shape[2] and (t.stride(0) * t.element_size()) % 16 == 0
+               and t.data_ptr() % 16 == 0 for t in (q, k, v))
+
+
+def _descriptor(t: torch.Tensor, rows: int) -> "TensorDescriptor":
+    """[N, H, D] (heads contiguous) as a 2-D [N, H * D] descriptor with a [rows, D] block."""
+    n, heads, dim = t.shape
+    return TensorDescriptor(t, [n, heads * dim], [t.stride(0), 1], [rows, dim])
 
 
 def triton_block_sparse_attention(
@@ -194,6 +302,7 @@ def triton_block_sparse_attention(
     scale: Optional[float] = None,
     out: Optional[torch.Tensor] = None,
     launch: Optional[tuple] = None,
+    path: str = "auto",
 ) -> torch.Tensor:
     """Block-sparse causal attention over an explicit block index (see naive_block_sparse_attention).
 
@@ -203,6 +312,8 @@ def triton_block_sparse_attention(
         block_count: [B, Hq, n_qblocks] int32.
         chunk_size: rows and columns per block, a power of two >= 16.
         launch: optional (BLOCK_M, BLOCK_N, num_warps, num_stages[, warp_specialize]) override (tuning).
+        path: "tma" (tensor descriptors, chunk_size >= 64), "pointer" (plain loads) or "auto" (tma where
+            `tma_supported`, else pointer). chunk_size < 64 always runs the pointer kernel with selection bits.
     Returns:
         out [N, Hq, D] in q's dtype (written in place when `out` is given).
     """
@@ -224,36 +335,59 @@ def triton_block_sparse_attention(
         out = torch.empty_like(q)
     cu_seqlens = cu_seqlens.to(torch.int32)
 
+    if path not in ("auto", "tma", "pointer"):
+        raise ValueError(f"path must be 'auto', 'tma' or 'pointer', got {path!r}")
     if chunk_size < TILE:
         index, count, bits = chunk_index_to_tiles(block_index, block_count, chunk_size)
         block_m, block_n, warps, stages = TILE, TILE, 4, 3
-        row_chunk = key_chunk = TILE
-        has_mask = True
-        full_count = count  # unused
-    else:
-        index = block_index.to(torch.int32).contiguous()
-        count = block_count.to(torch.int32).contiguous()
-        bits = index  # unused
-        # Entries strictly left of their query chunk need no causal mask (the kernel's fast loop).
-        rows = torch.arange(n_qblocks, device=index.device).view(1, 1, -1, 1)
-        in_count = torch.arange(index.shape[-1], device=index.device) < count[..., None]
-        full_count = ((index < rows) & in_count).sum(-1, dtype=torch.int32)
-        block_m, block_n, warps, stages = (launch or _launch_config(chunk_size, head_dim))[:4]
-        block_m, block_n = min(block_m, chunk_size), min(block_n, chunk_size)
-        row_chunk = key_chunk = chunk_size
-        has_mask = False
-    if launch is not None and chunk_size < TILE:
-        warps, stages = launch[2], launch[3]
+        if launch is not None:
+            warps, stages = launch[2], launch[3]
+        n_tiles_m = -(-longest // block_m)
+        _block_sparse_fwd[(n_tiles_m, batch * num_q_heads)](
+            q, k, v, out, cu_seqlens, index, count, count, bits,
+            scale * LOG2E, num_q_heads, n_tiles_m,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0),
+            out.stride(1), index.stride(0), index.stride(1), index.stride(2), count.stride(0), count.stride(1),
+            GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
+            ROW_CHUNK=TILE, KEY_CHUNK=TILE, HAS_MASK=True, SUB=chunk_size, WARP_SPECIALIZE=False,
+            num_warps=warps, num_stages=stages,
+        )
+        return out
+
+    index = block_index.to(torch.int32).contiguous()
+    count = block_count.to(torch.int32).contiguous()
+    # Entries strictly left of their query chunk need no causal mask (the kernel's fast loop).
+    rows = torch.arange(n_qblocks, device=index.device).view(1, 1, -1, 1)
+    in_count = torch.arange(index.shape[-1], device=index.device) < count[..., None]
+    full_count = ((index < rows) & in_count).sum(-1, dtype=torch.int32)
+    use_tma = path == "tma" or (path == "auto" and tma_supported(q, k, v))
+    if use_tma and TensorDescriptor is None:
+        raise RuntimeError("path='tma' needs Triton >= 3.4 (triton.tools.tensor_descriptor); use path='pointer'")
+    if use_tma and not all(t.stride(2) == 1 and t.stride(1) == t.shape[2] for t in (q, k, v)):
+        raise ValueError("path='tma' needs q, k, v with heads contiguous within a token (stride(1) == head_dim): "
+                         "call .contiguous() or use path='pointer'")
+    cfg = tuple(launch) if launch is not None else _launch_config(chunk_size, head_dim, use_tma)
+    block_m, block_n, warps, stages = cfg[:4]
+    warp_specialize = bool(len(cfg) > 4 and cfg[4])
+    block_m, block_n = min(block_m, chunk_size), min(block_n, chunk_size)
     n_tiles_m = -(-longest // block_m)
     grid = (n_tiles_m, batch * num_q_heads)
+    if use_tma:
+        _block_sparse_fwd_tma[grid](
+            _descriptor(q, block_m), _descriptor(k, block_n), _descriptor(v, block_n), out, cu_seqlens, index,
+            count, full_count, scale * LOG2E, num_q_heads, n_tiles_m, out.stride(0), out.stride(1),
+            index.stride(0), index.stride(1), index.stride(2), count.stride(0), count.stride(1),
+            GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
+            CHUNK=chunk_size, WARP_SPECIALIZE=warp_specialize, num_warps=warps, num_stages=stages,
+        )
+        return out
     _block_sparse_fwd[grid](
-        q, k, v, out, cu_seqlens, index, count, full_count, bits,
+        q, k, v, out, cu_seqlens, index, count, full_count, index,
         scale * LOG2E, num_q_heads, n_tiles_m,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
         index.stride(0), index.stride(1), index.stride(2), count.stride(0), count.stride(1),
         GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
-        ROW_CHUNK=row_chunk, KEY_CHUNK=key_chunk, HAS_MASK=has_mask, SUB=min(chunk_size, TILE),
-        WARP_SPECIALIZE=bool(launch is not None and len(launch) > 4 and launch[4]),
-        num_warps=warps, num_stages=stages,
+        ROW_CHUNK=chunk_size, KEY_CHUNK=chunk_size, HAS_MASK=False, SUB=min(chunk_size, TILE),
+        WARP_SPECIALIZE=warp_specialize, num_warps=warps, num_stages=stages,
     )
     return out
