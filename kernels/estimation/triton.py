@@ -52,7 +52,9 @@ def _window_stats(Q, K, cu_seqlens, MaxOut, SumOut, qk_scale, num_q_heads, windo
         k_pos = k_first + offs_n
         k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :], mask=(k_pos < k_hi)[:, None], other=0.0)
         s = tl.dot(q, tl.trans(k))
-        s = tl.where((k_pos[None, :] < k_hi) & (k_pos[None, :] <= q_pos[:, None]), s, float("-inf"))
+        if (k_first + BLOCK_N > k_hi) | (k_first + BLOCK_N > seq_len - w + i_block * BLOCK_M):
+            # the split's end or the causal edge of the block's first query: mask (other tiles need none)
+            s = tl.where((k_pos[None, :] < k_hi) & (k_pos[None, :] <= q_pos[:, None]), s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         l_i = l_i * tl.math.exp2(m_i - m_safe) + tl.sum(tl.math.exp2(s - m_safe[:, None]), 1)
@@ -129,6 +131,126 @@ def _window_sums(Q, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slash, qk_scale,
     tl.store(Vertical + out_base + k_pos, vertical, mask=key_ok)
 
 
+@triton.jit
+def _window_sums_banded(Q, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slash, qk_scale, num_q_heads, window,
+                        tiles_per_split,
+                        stride_qn, stride_qh, stride_kn, stride_kh, stride_rb, stride_rh, stride_ob, stride_oh,
+                        GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr, BANDS: tl.constexpr):
+    """One program per (query head, run of key tiles): vertical and slash sums without gathers into [64, 128].
+
+    The program walks its key tiles in ascending order; per tile it loads K once and folds in every 64-query block
+    of the window. Diagonals leave a [64, 64] probability tile through a circular gather,
+    G[a, t] = P[a, (a - t) mod 64]: column t of its lower triangle (a >= t) is the diagonal at offset
+    base + t, of its upper triangle the diagonal at base + t - 64, with base = q_first - k_first. So every
+    (query block m, key tile n) adds two 64-wide "bands" of offsets, band e = n - m (offsets
+    q_first(0) - 64 e + [0, 64)) and band e + 1. Band e collects from tiles e - 1 .. e + BLOCKS - 1 only, so it is
+    final after tile e + BLOCKS - 1: bands live in a ring of BANDS rows of registers and are stored as soon as they
+    are final. Bands whose tiles straddle two programs (the first and last BLOCKS + 1 of each run) are added
+    atomically into the zero-filled output: exactly two addends each (runs are longer than BLOCKS + 1 tiles), so
+    the result does not depend on their order. Verticals: the program owns its keys, plain stores.
+    """
+    bh = tl.program_id(0)
+    split = tl.program_id(1)
+    b = bh // num_q_heads
+    h = bh % num_q_heads
+    seq_start = tl.load(cu_seqlens + b)
+    seq_len = tl.load(cu_seqlens + b + 1) - seq_start
+    start = seq_start.to(tl.int64)  # 64-bit row offsets: packed batches may exceed 2**31 elements
+    w = tl.minimum(window, seq_len)
+    n_qblocks = tl.cdiv(w, BLOCK)
+    q_first0 = seq_len - w  # position of the first window query
+    n_tiles = tl.cdiv(seq_len, BLOCK)  # the last window query sees every key
+    n_lo = split * tiles_per_split
+    if n_lo >= n_tiles:
+        return
+    n_hi = tl.minimum(n_lo + tiles_per_split, n_tiles)
+    offs = tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, HEAD_DIM)
+    circ = (offs[:, None] - offs[None, :]) & (BLOCK - 1)  # G[a, t] = P[a, (a - t) mod BLOCK]
+    lower = offs[:, None] >= offs[None, :]
+    ring_row = tl.arange(0, BANDS)
+    ring = tl.zeros([BANDS, BLOCK], dtype=tl.float32)  # row e % BANDS accumulates band e
+    k_base = K + start * stride_kn + (h // GROUP) * stride_kh
+    q_base = Q + start * stride_qn + h * stride_qh
+    stat_base = b * stride_rb + h * stride_rh
+    out_base = b * stride_ob + h * stride_oh
+    for n in range(n_lo, n_hi):
+        k_first = n * BLOCK
+        k_pos = k_first + offs
+        key_ok = k_pos < seq_len
+        k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :], mask=key_ok[:, None], other=0.0)
+        vertical = tl.zeros([BLOCK], dtype=tl.float32)
+        prev_main = tl.zeros([BLOCK], dtype=tl.float32)  # main band of the previous query block (band n - m + 1)
+        for m in range(0, n_qblocks):
+            offs_i = m * BLOCK + offs
+            row_ok = offs_i < w
+            q_first = q_first0 + m * BLOCK
+            q_pos = q_first + offs
+            # rows past the window load q = 0 and 1/sum = 0, so their probabilities are exactly 0 without a mask
+            q = tl.load(q_base + q_pos[:, None] * stride_qn + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+            q = (q * qk_scale).to(q.dtype)
+            row_max = tl.load(RowMax + stat_base + offs_i, mask=row_ok, other=0.0)
+            row_inv_sum = tl.load(RowInvSum + stat_base + offs_i, mask=row_ok, other=0.0)
+            s = tl.dot(q, tl.trans(k))
+            p = tl.math.exp2(s - row_max[:, None]) * row_inv_sum[:, None]
+            if k_first + BLOCK > q_first:  # the tile reaches the causal edge (or the sample's end): mask
+                p = tl.where(key_ok[None, :] & (k_pos[None, :] <= q_pos[:, None]), p, 0.0)
+            vertical += tl.sum(p, 0)
+            g = tl.gather(p, circ, 1)
+            main = tl.sum(tl.where(lower, g, 0.0), 0)  # band n - m
+            wrap = tl.sum(tl.where(lower, 0.0, g), 0)  # band n - m + 1, also the previous block's main band
+            band = n - m + 1
+            ring = tl.where(ring_row[:, None] == (band & (BANDS - 1)), ring + (wrap + prev_main)[None, :], ring)
+            prev_main = main
+        band = n - n_qblocks + 1  # the last block's main band
+        ring = tl.where(ring_row[:, None] == (band & (BANDS - 1)), ring + prev_main[None, :], ring)
+        tl.store(Vertical + out_base + k_pos, vertical, mask=key_ok)
+        # band n - n_qblocks + 1 gets nothing from later tiles: store it (atomically if the previous run adds too)
+        row_sel = ring_row[:, None] == (band & (BANDS - 1))
+        done = tl.sum(tl.where(row_sel, ring, 0.0), 0)
+        ring = tl.where(row_sel, 0.0, ring)
+        offset = q_first0 - band * BLOCK + offs
+        ok = (offset >= 0) & (offset < seq_len)
+        if band - 1 >= n_lo:
+            tl.store(Slash + out_base + offset, done, mask=ok)
+        else:
+            tl.atomic_add(Slash + out_base + offset, done, mask=ok, sem="relaxed")
+    # bands n_hi - n_qblocks + 1 .. n_hi still open: the next run adds to them
+    for band in range(n_hi - n_qblocks + 1, n_hi + 1):
+        done = tl.sum(tl.where(ring_row[:, None] == (band & (BANDS - 1)), ring, 0.0), 0)
+        offset = q_first0 - band * BLOCK + offs
+        tl.atomic_add(Slash + out_base + offset, done, mask=(offset >= 0) & (offset < seq_len), sem="relaxed")
+
+
+def _row_statistics(q, k, cu_seqlens, window, qk_scale, w_max, longest, block_m, block_n):
+    """Per window query: the max and 1 / sum of exp2 over its causal keys, `[B, Hq, w_max]` fp32 each.
+
+    The keys are split so the pass fills the GPU (>= ~4 programs per SM on an H100); the splits merge in torch.
+    """
+    batch, num_q_heads, head_dim = cu_seqlens.numel() - 1, q.shape[1], q.shape[2]
+    n_iblocks = triton.cdiv(w_max, block_m)
+    splits = max(1, min(triton.cdiv(528, n_iblocks * batch * num_q_heads), triton.cdiv(longest, 4 * block_n)))
+    keys_per_split = triton.cdiv(triton.cdiv(longest, splits), block_n) * block_n
+    part_max = torch.full((batch, num_q_heads, splits, w_max), float("-inf"), device=q.device)
+    part_sum = torch.zeros((batch, num_q_heads, splits, w_max), device=q.device)
+    _window_stats[(n_iblocks, batch * num_q_heads, splits)](
+        q, k, cu_seqlens, part_max, part_sum, qk_scale, num_q_heads, window, keys_per_split,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+        part_max.stride(0), part_max.stride(1), part_max.stride(2),
+        GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4,
+        num_stages=3,
+    )
+    row_max = part_max.max(dim=2).values
+    row_max = torch.where(row_max == float("-inf"), 0.0, row_max)
+    row_sum = (part_sum * torch.exp2(part_max - row_max[:, :, None, :])).sum(dim=2)
+    row_inv_sum = torch.where(row_sum > 0, 1.0 / row_sum, 0.0).contiguous()
+    return row_max.contiguous(), row_inv_sum
+
+
+#: programs the banded sums pass aims for (about 8 per SM of an H100)
+SUMS_PROGRAMS = 1024
+
+
 def triton_last_window_sums(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -136,10 +258,14 @@ def triton_last_window_sums(
     window: int,
     scale: Optional[float] = None,
     blocks: Optional[Tuple[int, int, int, int]] = None,
+    variant: str = "banded",
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Vertical and slash sums of the last-window softmax (see naive_last_window_sums).
 
-    blocks: optional (stats BLOCK_M, stats BLOCK_N, sums BLOCK_M, sums BLOCK_N) override (benchmark tuning).
+    blocks: optional (stats BLOCK_M, stats BLOCK_N, sums BLOCK_M, sums BLOCK_N) override (benchmark tuning; the
+    banded sums pass always uses 64 x 64 tiles).
+    variant: "banded" (default: no gather into [64, 128], atomics only at run edges, deterministic) or
+    "atomic" (the first version: one program per key tile, 127 atomics per tile and query block).
 
     Args:
         q: [N, Hq, D], k: [N, Hkv, D] packed varlen; cu_seqlens [B+1] int32; window: queries per sample.
@@ -151,6 +277,8 @@ def triton_last_window_sums(
                          "dim or use backend='naive'")
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
+    if variant not in ("banded", "atomic"):
+        raise ValueError(f"variant must be 'banded' or 'atomic', got {variant!r}")
     num_q_heads, head_dim = q.shape[1], q.shape[2]
     batch = cu_seqlens.numel() - 1
     cu_seqlens = cu_seqlens.to(torch.int32)
@@ -161,33 +289,34 @@ def triton_last_window_sums(
     qk_scale = scale * LOG2E
     group = num_q_heads // k.shape[1]
     stats_m, stats_n, sums_m, sums_n = blocks or DEFAULT_BLOCKS
-    n_iblocks = triton.cdiv(w_max, stats_m)
-    # Split the keys so the statistics pass fills the GPU (>= ~4 programs per SM on an H100).
-    splits = max(1, min(triton.cdiv(528, n_iblocks * batch * num_q_heads), triton.cdiv(longest, 4 * stats_n)))
-    keys_per_split = triton.cdiv(triton.cdiv(longest, splits), stats_n) * stats_n
-    part_max = torch.full((batch, num_q_heads, splits, w_max), float("-inf"), device=q.device)
-    part_sum = torch.zeros((batch, num_q_heads, splits, w_max), device=q.device)
-    _window_stats[(n_iblocks, batch * num_q_heads, splits)](
-        q, k, cu_seqlens, part_max, part_sum, qk_scale, num_q_heads, window, keys_per_split,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1),
-        part_max.stride(0), part_max.stride(1), part_max.stride(2),
-        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=stats_m, BLOCK_N=stats_n, num_warps=4, num_stages=3,
-    )
-    row_max = part_max.max(dim=2).values
-    row_max = torch.where(row_max == float("-inf"), 0.0, row_max)
-    row_sum = (part_sum * torch.exp2(part_max - row_max[:, :, None, :])).sum(dim=2)
-    row_inv_sum = torch.where(row_sum > 0, 1.0 / row_sum, 0.0).contiguous()
-    row_max = row_max.contiguous()
+    row_max, row_inv_sum = _row_statistics(q, k, cu_seqlens, window, qk_scale, w_max, longest, stats_m, stats_n)
 
     vertical = torch.zeros((batch, num_q_heads, longest), device=q.device, dtype=torch.float32)
     slash = torch.zeros_like(vertical)
-    grid = (triton.cdiv(longest, sums_n), batch * num_q_heads)
-    _window_sums[grid](
-        q, k, cu_seqlens, row_max, row_inv_sum, vertical, slash, qk_scale, num_q_heads, window,
+    if variant == "atomic":
+        grid = (triton.cdiv(longest, sums_n), batch * num_q_heads)
+        _window_sums[grid](
+            q, k, cu_seqlens, row_max, row_inv_sum, vertical, slash, qk_scale, num_q_heads, window,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), row_max.stride(0), row_max.stride(1),
+            vertical.stride(0), vertical.stride(1),
+            GROUP=group, HEAD_DIM=head_dim, BLOCK_M=sums_m, BLOCK_N=sums_n,
+            N_DIAG=triton.next_power_of_2(sums_m + sums_n - 1), num_warps=4, num_stages=2,
+        )
+        return vertical, slash
+    block = 64
+    n_qblocks = triton.cdiv(w_max, block)
+    n_tiles = triton.cdiv(longest, block)
+    # Runs of key tiles: enough programs to fill the GPU, each run longer than n_qblocks + 1 tiles so that a band
+    # straddles at most two runs (two atomic addends: an order-independent sum).
+    splits = max(1, min(triton.cdiv(SUMS_PROGRAMS, batch * num_q_heads), n_tiles // (n_qblocks + 2)))
+    tiles_per_split = triton.cdiv(n_tiles, splits)
+    splits = triton.cdiv(n_tiles, tiles_per_split)
+    _window_sums_banded[(batch * num_q_heads, splits)](
+        q, k, cu_seqlens, row_max, row_inv_sum, vertical, slash, qk_scale, num_q_heads, window, tiles_per_split,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), row_max.stride(0), row_max.stride(1),
         vertical.stride(0), vertical.stride(1),
-        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=sums_m, BLOCK_N=sums_n,
-        N_DIAG=triton.next_power_of_2(sums_m + sums_n - 1), num_warps=4, num_stages=2,
+        GROUP=group, HEAD_DIM=head_dim, BLOCK=block, BANDS=triton.next_power_of_2(n_qblocks + 1),
+        num_warps=4, num_stages=2,
     )
     return vertical, slash
 

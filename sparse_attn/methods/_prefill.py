@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels._varlen import check_varlen
-from ..kernels.estimation import stable_topk
+from ..kernels.estimation.topk import threshold_topk
 from ..kernels.vertical_slash import build_vertical_slash_index, vertical_slash_attention, vertical_slash_pair_counts
 
 #: keys always kept by vertical-slash methods as "attention sinks" (the first tokens of the prompt)
@@ -133,6 +133,13 @@ def dense_causal_attention(
     return out
 
 
+def forced_scores(scores: torch.Tensor, lens: torch.Tensor, num_forced: int) -> torch.Tensor:
+    """`[B, Hq, max_len]` fp32 selection scores: entries `< num_forced` +inf (always kept), entries `>= L_b` -inf."""
+    positions = torch.arange(scores.shape[-1], device=scores.device)
+    beyond = positions[None, None, :] >= lens[:, None, None]  # [B, 1, max_len]
+    return scores.float().masked_fill(positions < num_forced, float("inf")).masked_fill(beyond, float("-inf"))
+
+
 def select_vertical_slash(
     cu_seqlens: torch.Tensor,
     vertical_scores: torch.Tensor,
@@ -140,6 +147,8 @@ def select_vertical_slash(
     vertical_budget: torch.Tensor,
     slash_budget: torch.Tensor,
     backend: str = "auto",
+    vertical_kth: Optional[torch.Tensor] = None,
+    slash_kth: Optional[torch.Tensor] = None,
 ) -> VerticalSlashSelection:
     """Top verticals and slashes per sample and query head, with the forced sinks and local diagonals, and the index.
 
@@ -149,21 +158,21 @@ def select_vertical_slash(
         slash_scores: `[B, Hq, max_len]` score per offset `o = q_pos - k_pos` (only `o < L_b` are candidates).
         vertical_budget, slash_budget: `[B, Hq]` int, how many to keep (clamped here to `L_b`).
         backend: index builder backend.
+        vertical_kth, slash_kth: optional `[B, Hq, 1]`: the budget-th largest of the FORCED scores
+            (`forced_scores`), when the caller knows it already (FlexPrefill, from its budget sort); else one
+            `torch.topk` per pattern finds it.
 
     The first `NUM_SINK_KEYS` keys and the `NUM_LOCAL_DIAGONALS` nearest diagonals score +inf, so they are kept
-    whenever the budget allows (the configs require budgets >= those numbers). Ties go to the lower index.
+    whenever the budget allows (the configs require budgets >= those numbers). Ties go to the lower index
+    (`threshold_topk`: the same selection as a stable sort).
     """
     lens = sample_lengths(cu_seqlens).to(vertical_scores.device)  # [B]
-    positions = torch.arange(vertical_scores.shape[-1], device=vertical_scores.device)
-    beyond = positions[None, None, :] >= lens[:, None, None]  # [B, 1, max_len]
-    vertical = vertical_scores.float().masked_fill(positions < NUM_SINK_KEYS, float("inf"))
-    vertical = vertical.masked_fill(beyond, float("-inf"))
-    slash = slash_scores.float().masked_fill(positions < NUM_LOCAL_DIAGONALS, float("inf"))
-    slash = slash.masked_fill(beyond, float("-inf"))
+    vertical = forced_scores(vertical_scores, lens, NUM_SINK_KEYS)
+    slash = forced_scores(slash_scores, lens, NUM_LOCAL_DIAGONALS)
     vertical_count = torch.minimum(vertical_budget.long(), lens[:, None])
     slash_count = torch.minimum(slash_budget.long(), lens[:, None])
-    vertical_idx = stable_topk(vertical, vertical_count)  # ascending key positions
-    slash_offsets = stable_topk(slash, slash_count, descending=True)  # descending offsets (ascending key ranges)
+    vertical_idx = threshold_topk(vertical, vertical_count, vertical_kth)  # ascending key positions
+    slash_offsets = threshold_topk(slash, slash_count, slash_kth, descending=True)  # descending offsets
     vertical_count, slash_count = vertical_count.int(), slash_count.int()
     index = build_vertical_slash_index(cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count,
                                        backend=backend)

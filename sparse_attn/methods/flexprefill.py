@@ -22,19 +22,27 @@ Differences from the reference system (deliberate, documented):
 - estimation stays in fp32; ties go to the lower key / offset; batches (B >= 1, varlen) and GQA without repeats.
 """
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
 from ..config import MethodConfig
 from ..kernels.estimation import last_window_sums
 from ._prefill import (
+    NUM_LOCAL_DIAGONALS,
+    NUM_SINK_KEYS,
     VerticalSlashSelection,
     check_inputs,
     VerticalSlashPrefill,
     sample_lengths,
     select_vertical_slash,
 )
+
+
+def _covered(sorted_desc: torch.Tensor, alpha: float, floor: int, lens: torch.Tensor) -> torch.Tensor:
+    """The coverage budget from the rows already sorted descending (see `coverage_budget`)."""
+    covered = (sorted_desc.cumsum(dim=-1) <= alpha).sum(dim=-1) + 1
+    return torch.minimum(covered.clamp(min=floor), lens[:, None].to(covered.device))
 
 
 def coverage_budget(distribution: torch.Tensor, alpha: float, floor: int, lens: torch.Tensor) -> torch.Tensor:
@@ -49,9 +57,31 @@ def coverage_budget(distribution: torch.Tensor, alpha: float, floor: int, lens: 
     Returns:
         `[B, Hq]` int64: `min(L_b, max(floor, #{sorted-descending cumulative mass <= alpha} + 1))`.
     """
-    cumulative = torch.sort(distribution, dim=-1, descending=True).values.cumsum(dim=-1)
-    covered = (cumulative <= alpha).sum(dim=-1) + 1
-    return torch.minimum(covered.clamp(min=floor), lens[:, None].to(covered.device))
+    return _covered(torch.sort(distribution, dim=-1, descending=True).values, alpha, floor, lens)
+
+
+def budget_and_threshold(distribution: torch.Tensor, alpha: float, floor: int, lens: torch.Tensor,
+                         num_forced: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """`coverage_budget` and, from the same sort, the budget-th largest FORCED score of each row.
+
+    The selection keeps the `num_forced` first entries (+inf) and then the best of the rest, so its threshold is
+    the `(budget - forced)`-th largest distribution value among the non-forced valid entries (+inf when the forced
+    entries fill the budget): read off the sorted rows by counting non-forced entries, no second top-k.
+
+    Args:
+        distribution: `[B, Hq, n]` as in `coverage_budget`; lens `[B]`; num_forced: entries `< num_forced` forced.
+
+    Returns:
+        budget `[B, Hq]` int64 and kth `[B, Hq, 1]` fp32, for `select_vertical_slash(..., *_kth=kth)`.
+    """
+    values, order = torch.sort(distribution.float(), dim=-1, descending=True)
+    lens = lens.to(distribution.device)
+    budget = _covered(values, alpha, floor, lens)
+    free = (order >= num_forced) & (order < lens[:, None, None])  # sorted slots holding non-forced valid entries
+    need = budget - lens.clamp(max=num_forced)[:, None]  # [B, Hq] non-forced entries to keep
+    slot = (free.cumsum(dim=-1, dtype=torch.int32) < need[..., None]).sum(dim=-1, keepdim=True)
+    kth = values.gather(-1, slot.clamp(max=values.shape[-1] - 1))
+    return budget, kth.masked_fill(need[..., None] <= 0, float("inf"))
 
 
 @dataclass
@@ -91,6 +121,9 @@ class FlexPrefill(VerticalSlashPrefill, MethodConfig):
         lens = sample_lengths(cu_seqlens).to(q.device)
         window = lens.clamp(max=self.approximation_size).float()[:, None, None]  # w_b queries per sample
         vertical, slash = vertical / window, slash / window  # [B, Hq, max_len], rows sum to 1
-        vertical_budget = coverage_budget(vertical, self.alpha, self.min_budget, lens)
-        slash_budget = coverage_budget(slash, self.alpha, self.min_budget, lens)
-        return select_vertical_slash(cu_seqlens, vertical, slash, vertical_budget, slash_budget, backend=backend)
+        # one sort per pattern gives both the budget and the selection threshold (no top-k of budget width)
+        vertical_budget, vertical_kth = budget_and_threshold(vertical, self.alpha, self.min_budget, lens,
+                                                             NUM_SINK_KEYS)
+        slash_budget, slash_kth = budget_and_threshold(slash, self.alpha, self.min_budget, lens, NUM_LOCAL_DIAGONALS)
+        return select_vertical_slash(cu_seqlens, vertical, slash, vertical_budget, slash_budget, backend=backend,
+                                     vertical_kth=vertical_kth, slash_kth=slash_kth)
