@@ -267,7 +267,7 @@ def _launch_config(chunk_size: int, head_dim: int, tma: bool = False):
     # 45.0; (128, 64, 4, 3) 60.9 (spills). chunk 64: (64, 64, 4, 2) 35.9 ms, (64, 64, 4, 3) 36.1.
     if tma:
         if chunk_size >= 128:
-            return 128, 128, 8, 3, True
+            return 128, 128, 8, 3, False
         return 64, 64, 4, 3, False
     if chunk_size >= 128:
         return 128, 128, 8, 3, False
