@@ -10,11 +10,16 @@ from .._dispatch import resolve_backend, triton_module
 from .naive import (
     current_page,
     naive_build_page_meta,
+    naive_paged_page_scores,
+    naive_paged_quest_decode,
+    naive_paged_update_page_meta,
     naive_quest_decode,
     naive_quest_page_scores,
     naive_quest_select_pages,
     naive_update_page_meta,
     num_pages,
+    paged_gather,
+    paged_physical_pages,
     selected_token_mask,
 )
 
@@ -29,6 +34,14 @@ __all__ = [
     "naive_quest_page_scores",
     "naive_quest_select_pages",
     "naive_quest_decode",
+    "paged_update_page_meta",
+    "paged_page_scores",
+    "paged_quest_decode",
+    "naive_paged_update_page_meta",
+    "naive_paged_page_scores",
+    "naive_paged_quest_decode",
+    "paged_gather",
+    "paged_physical_pages",
     "current_page",
     "num_pages",
     "selected_token_mask",
@@ -79,3 +92,24 @@ def quest_decode(
     """Attention over the selected pages of the full cache (see `naive_quest_decode`)."""
     fn = _implementation("quest_decode", q, backend)
     return fn(q, k, v, lens, page_index, page_size, scale=scale, out=out, return_lse=return_lse)
+
+
+# -- over a paged (vLLM) cache: metadata per physical page, K/V read through the block table (see naive.py) ---------
+def paged_update_page_meta(page_min, page_max, key, slot_mapping, page_size, backend: str = "auto"):
+    """Fold this step's keys `[N', Hkv, D]` at `slot_mapping [N]` into per-physical-page min / max (in place)."""
+    fn = _implementation("paged_update_page_meta", key, backend)
+    return fn(page_min, page_max, key, slot_mapping, page_size)
+
+
+def paged_page_scores(q, page_min, page_max, block_tables, lens, page_size, block_size, num_pages_, share_pages,
+                      backend: str = "auto"):
+    """Quest page scores `[B, Hsel, num_pages_]` with metadata read through the block table."""
+    fn = _implementation("paged_page_scores", q, backend)
+    return fn(q, page_min, page_max, block_tables, lens, page_size, block_size, num_pages_, share_pages)
+
+
+def paged_quest_decode(q, key_cache, value_cache, block_tables, lens, page_index, page_size,
+                       scale: Optional[float] = None, out=None, backend: str = "auto"):
+    """Attention over the selected pages of a paged cache `[num_blocks, block_size, Hkv, D]` (no gather on Triton)."""
+    fn = _implementation("paged_quest_decode", q, backend)
+    return fn(q, key_cache, value_cache, block_tables, lens, page_index, page_size, scale=scale, out=out)

@@ -200,3 +200,117 @@ def naive_quest_decode(
         raise ValueError("every query head must read at least one valid token (is the current page selected?)")
 
     return masked_gqa_decode(q, k, v, mask, scale, out, return_lse)
+
+
+# -- Quest over a paged (vLLM) KV cache ------------------------------------------------------------------------------
+# Paged layout: `key_cache, value_cache [num_blocks, block_size, Hkv, D]` (any strides); token position `p` of request
+# `b` lives at `(block_tables[b, p // block_size], p % block_size)`. Page metadata is kept per physical page:
+# `page_min, page_max [num_blocks * block_size / page_size, Hkv, D]`, global page id = flat slot // page_size
+# (slot = block * block_size + offset), so a page never straddles two blocks (page_size divides block_size).
+
+
+def naive_paged_update_page_meta(
+    page_min: torch.Tensor, page_max: torch.Tensor, key: torch.Tensor, slot_mapping: torch.Tensor, page_size: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Fold keys written to the paged cache into their pages' min / max, in place.
+
+    Args:
+        page_min, page_max: `[num_pages_total, Hkv, D]` per physical page, updated in place.
+        key: `[N', Hkv, D]` keys of this step (N' >= N: vLLM may pad the token axis).
+        slot_mapping: `[N]` int flat cache slot of each token; < 0 marks padding (skipped).
+        page_size: tokens per page.
+
+    A token at the first slot of its page (`slot % page_size == 0`) resets the page (a freed block being reused)
+    before the step's keys are folded in.
+
+    Returns:
+        `(page_min, page_max)` (the same tensors).
+    """
+    count = min(slot_mapping.shape[0], key.shape[0])
+    slots = slot_mapping[:count].long()
+    keep = slots >= 0
+    slots, key = slots[keep], key[:count][keep].to(page_min.dtype)
+    if slots.numel() == 0:
+        return page_min, page_max
+    page = slots // page_size
+    fresh = page[(slots % page_size) == 0]
+    page_min[fresh] = float("inf")
+    page_max[fresh] = float("-inf")
+    index = page.view(-1, 1, 1).expand_as(key)
+    page_min.scatter_reduce_(0, index, key, "amin", include_self=True)
+    page_max.scatter_reduce_(0, index, key, "amax", include_self=True)
+    return page_min, page_max
+
+
+def paged_physical_pages(block_tables: torch.Tensor, num_pages_: int, page_size: int, block_size: int) -> torch.Tensor:
+    """`[B, num_pages_]` int64 global page ids of logical pages `0 .. num_pages_ - 1` of each request (columns past a
+    request's blocks read the last column of its table: never used as candidates)."""
+    pages_per_block = block_size // page_size
+    logical = torch.arange(num_pages_, device=block_tables.device)
+    column = (logical // pages_per_block).clamp(max=block_tables.shape[1] - 1)
+    blocks = block_tables.long()[:, column]  # [B, P]
+    return blocks * pages_per_block + logical % pages_per_block
+
+
+def paged_gather(cache: torch.Tensor, block_tables: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """Contiguous copy `[B, Hkv, seq_len, D]` of positions `0 .. seq_len - 1` of each request of a paged cache
+    `[num_blocks, block_size, Hkv, D]` (positions past a request's length hold whatever its table points at)."""
+    block_size = cache.shape[1]
+    positions = torch.arange(seq_len, device=cache.device)
+    column = (positions // block_size).clamp(max=block_tables.shape[1] - 1)
+    blocks = block_tables.long()[:, column]  # [B, S]
+    return cache[blocks, positions % block_size].transpose(1, 2)  # [B, S, Hkv, D] -> [B, Hkv, S, D]
+
+
+def naive_paged_page_scores(
+    q: torch.Tensor,
+    page_min: torch.Tensor,
+    page_max: torch.Tensor,
+    block_tables: torch.Tensor,
+    lens: torch.Tensor,
+    page_size: int,
+    block_size: int,
+    num_pages_: int,
+    share_pages: bool,
+) -> torch.Tensor:
+    """Quest page scores read through the block table: gather each request's page metadata, then
+    `naive_quest_page_scores`.
+
+    Args:
+        q: `[B, Hq, D]`; page_min, page_max: `[num_pages_total, Hkv, D]` per physical page;
+        block_tables: `[B, max_blocks]` int; lens: `[B]` tokens including the current one;
+        num_pages_: logical pages scored per request (>= ceil(max(lens) / page_size)).
+
+    Returns:
+        `[B, Hsel, num_pages_]` fp32 (Hsel = Hkv if share_pages else Hq), -inf for non-candidates.
+    """
+    flat = paged_physical_pages(block_tables, num_pages_, page_size, block_size)  # [B, P]
+    gathered_min = page_min[flat].transpose(1, 2)  # [B, Hkv, P, D]
+    gathered_max = page_max[flat].transpose(1, 2)
+    return naive_quest_page_scores(q, gathered_min, gathered_max, lens, page_size, share_pages)
+
+
+def naive_paged_quest_decode(
+    q: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    lens: torch.Tensor,
+    page_index: torch.Tensor,
+    page_size: int,
+    scale: Optional[float] = None,
+    out: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Quest decode over a paged cache: gather the requests' tokens contiguously, then `naive_quest_decode`.
+
+    Args:
+        q: `[B, Hq, D]`; key_cache, value_cache: `[num_blocks, block_size, Hkv, D]`;
+        block_tables: `[B, max_blocks]` int; lens: `[B]`; page_index: `[B, Hsel, n]` int (-1 = unused slot).
+
+    Returns:
+        `out [B, Hq, D]` in q's dtype.
+    """
+    seq_len = int(lens.max())
+    k = paged_gather(key_cache, block_tables, seq_len)
+    v = paged_gather(value_cache, block_tables, seq_len)
+    return naive_quest_decode(q, k, v, lens, page_index, page_size, scale=scale, out=out)
