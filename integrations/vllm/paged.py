@@ -87,9 +87,9 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
 class PageMeta:
     """Elementwise min / max of the keys of every page, for every physical block of one layer.
 
-    `page_min, page_max [num_blocks, pages_per_block, Hkv, D]`; a page is `page_size` tokens, `page_size` divides the
-    block size (vLLM blocks hold whole pages). Kept up to date at every cache write: the first token of a page
-    resets it (a freed block being reused), later tokens fold in with `scatter_reduce_(amin / amax)`. Because it is
+    `page_min, page_max [num_blocks * pages_per_block, Hkv, D]` (global page id = slot // page_size); a page is `page_size` tokens, `page_size` divides the
+    block size (vLLM blocks hold whole pages). Kept up to date at every cache write, only for the pages written: the
+    first token of a page resets it (a freed block being reused), later tokens fold in. Because it is
     keyed by physical block, prefix-cache hits and preempted-then-resumed requests find valid metadata.
     Memory: 2 / page_size of the K cache (vLLM's profiler does not see it; leave headroom).
     """
@@ -106,22 +106,11 @@ class PageMeta:
         self.block_size = block_size
 
     def update(self, key: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-        """Fold new keys `[N, Hkv, D]` written at `slot_mapping [N]` into their pages."""
-        count = min(slot_mapping.shape[0], key.shape[0])
-        slots = slot_mapping[:count].long()
-        key = key[:count]
-        keep = slots >= 0
-        slots, key = slots[keep], key[keep].to(self.page_min.dtype)
-        if slots.numel() == 0:
-            return
-        page = slots // self.page_size  # global page id = block * pages_per_block + page within block
-        first = (slots % self.page_size) == 0
-        fresh = page[first]
-        self.page_min[fresh] = float("inf")
-        self.page_max[fresh] = float("-inf")
-        index = page.view(-1, 1, 1).expand_as(key)
-        self.page_min.scatter_reduce_(0, index, key, "amin", include_self=True)
-        self.page_max.scatter_reduce_(0, index, key, "amax", include_self=True)
+        """Fold new keys `[N, Hkv, D]` written at `slot_mapping [N]` into their pages (`kernels.quest`
+        `paged_update_page_meta`: one Triton launch on GPU, the scatter-reduce reference on CPU)."""
+        from ...kernels.quest import paged_update_page_meta
+
+        paged_update_page_meta(self.page_min, self.page_max, key, slot_mapping, self.page_size)
 
     def gather(self, block_tables: torch.Tensor, num_pages: int):
         """Metadata of pages `0 .. num_pages-1` of each request: `page_min, page_max [B, Hkv, num_pages, D]`."""
