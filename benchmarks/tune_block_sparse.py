@@ -30,14 +30,17 @@ from sparse_attn.kernels.block_sparse import triton as bs  # noqa: E402
 
 VARIANTS = {  # name: (chunk, path, launch). Round 1 (tune_r1.log): warp_specialize compiled to the same code as
     # without it at 8 warps (same registers / shared memory) and failed to compile at 4 warps, so it is left out.
+    # Round 2: q stays in shared memory (scale folded into the exponent's FMA), optional pipelined Q K^T ("pipe").
     "ptr 128x128 w8 s3": (128, "pointer", (128, 128, 8, 3, False)),
     "tma 128x128 w8 s3": (128, "tma", (128, 128, 8, 3, False)),
     "tma 128x128 w8 s2": (128, "tma", (128, 128, 8, 2, False)),
-    "tma 64x64 w4 s3": (128, "tma", (64, 64, 4, 3, False)),  # 96 KB shared: two programs per SM
-    "tma 64x64 w4 s2": (128, "tma", (64, 64, 4, 2, False)),
+    "tma 128x128 w8 s2 pipe": (128, "tma", (128, 128, 8, 2, False, True)),
+    "tma 64x64 w4 s3": (128, "tma", (64, 64, 4, 3, False)),  # ~100 KB shared: two programs per SM
+    "tma 64x64 w4 s3 pipe": (128, "tma", (64, 64, 4, 3, False, True)),
     "tma 64x128 w4 s2": (128, "tma", (64, 128, 4, 2, False)),
     "ptr 64x64 w4 s2 (c64)": (64, "pointer", (64, 64, 4, 2, False)),
     "tma 64x64 w4 s3 (c64)": (64, "tma", (64, 64, 4, 3, False)),
+    "tma 64x64 w4 s3 pipe (c64)": (64, "tma", (64, 64, 4, 3, False, True)),
     "tma 64x64 w4 s2 (c64)": (64, "tma", (64, 64, 4, 2, False)),
 }
 CASES = {128: [(32768, 0.1), (65536, 0.1), (131072, 0.1), (131072, 0.035)], 64: [(32768, 0.1), (131072, 0.1)]}

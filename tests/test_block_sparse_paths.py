@@ -21,6 +21,8 @@ from .test_kernels_prefill import packed, random_block_index, rel_err
     (128, 128, (300, 131), None),
     (128, 64, (257,), (128, 64, 4, 2, False)),   # two key tiles per chunk
     (128, 64, (200, 77), (64, 64, 4, 2, False)),  # two query tiles per chunk read the same index row
+    (128, 64, (390, 77), (64, 64, 4, 2, False, True)),  # software-pipelined Q K^T (tma only; pointer ignores it)
+    (64, 128, (333, 64), (64, 64, 4, 2, False, True)),
 ])
 def test_paths_match_reference(path, chunk, head_dim, lengths, launch):
     gen = torch.Generator().manual_seed(chunk + head_dim + len(lengths))

@@ -134,12 +134,25 @@ def _block_sparse_fwd(
 
 
 @triton.jit
+def _softmax_pv_tma(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col):
+    """Fold an unmasked raw score tile s [M, N] and the value rows at k_row into (acc, m, l); m in base 2."""
+    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+    p = tl.math.exp2(s * qk_scale - m_new[:, None])  # one FMA per score
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    v = desc_v.load([k_row, kv_col])
+    acc = tl.dot(p.to(v.dtype), v, acc)
+    return acc, m_new, l_i
+
+
+@triton.jit
 def _block_sparse_fwd_tma(
     desc_q, desc_k, desc_v, Out, cu_seqlens, Index, Count, FullCount,
     qk_scale, num_q_heads, n_tiles_m, stride_on, stride_oh,
     stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CHUNK: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
+    CHUNK: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, PIPELINE_QK: tl.constexpr,
 ):
     """chunk_size >= 64 through Hopper tensor descriptors (bulk tensor copies) for Q, K and V.
 
@@ -160,8 +173,10 @@ def _block_sparse_fwd_tma(
 
     offs_m = q_first + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
+    # q stays as loaded (in shared memory): scaling it here would move it into registers (64 per thread) as the
+    # register operand of every wgmma, which made ptxas serialize the wgmma k-steps; the scale goes into the
+    # exponent's FMA instead.
     q = desc_q.load([seq_start + q_first, h * HEAD_DIM])
-    q = (q * qk_scale).to(q.dtype)  # scores come out in base 2, pre-scaled: one multiply per q element, not per score
 
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -174,18 +189,25 @@ def _block_sparse_fwd_tma(
     SUBS: tl.constexpr = CHUNK // BLOCK_N
     # 1) key tiles wholly left of this query tile: no mask; the loop body is nothing but loads, two dots and the
     #    softmax update, so Triton pipelines the copies (and, with WARP_SPECIALIZE, gives them a producer warp).
-    for j in tl.range(0, n_full * SUBS, warp_specialize=WARP_SPECIALIZE):
-        k_row = seq_start + tl.load(index_row + j // SUBS) * CHUNK + (j % SUBS) * BLOCK_N
-        k = desc_k.load([k_row, kv_col])
-        s = tl.dot(q, tl.trans(k))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.math.exp2(s - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        v = desc_v.load([k_row, kv_col])
-        acc = tl.dot(p.to(v.dtype), v, acc)
-        m_i = m_new
+    n_unmasked = n_full * SUBS
+    if PIPELINE_QK:
+        # Software-pipelined as in FlashAttention-3: issue the next tile's Q K^T (an asynchronous wgmma) before the
+        # softmax of the current one, so the tensor cores work while the exponentials run.
+        if n_unmasked > 0:
+            k_row = seq_start + tl.load(index_row) * CHUNK
+            s = tl.dot(q, tl.trans(desc_k.load([k_row, kv_col])))
+            for j in range(1, n_unmasked):
+                next_row = seq_start + tl.load(index_row + j // SUBS) * CHUNK + (j % SUBS) * BLOCK_N
+                s_next = tl.dot(q, tl.trans(desc_k.load([next_row, kv_col])))
+                acc, m_i, l_i = _softmax_pv_tma(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col)
+                s = s_next
+                k_row = next_row
+            acc, m_i, l_i = _softmax_pv_tma(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col)
+    else:
+        for j in tl.range(0, n_unmasked, warp_specialize=WARP_SPECIALIZE):
+            k_row = seq_start + tl.load(index_row + j // SUBS) * CHUNK + (j % SUBS) * BLOCK_N
+            s = tl.dot(q, tl.trans(desc_k.load([k_row, kv_col])))
+            acc, m_i, l_i = _softmax_pv_tma(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col)
     # 2) the diagonal chunk (and anything right of it): causal mask; keys past the sample masked, their values
     #    zeroed (they may belong to the next sample).
     for j in range(n_full * SUBS, count * SUBS):
@@ -194,7 +216,7 @@ def _block_sparse_fwd_tma(
         s = tl.dot(q, tl.trans(k))
         key_pos = k_pos + offs_n
         keep = (key_pos[None, :] < seq_len) & (key_pos[None, :] <= offs_m[:, None])
-        s = tl.where(keep, s, float("-inf"))
+        s = tl.where(keep, s * qk_scale, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no key yet: avoid (-inf) - (-inf)
         p = tl.math.exp2(s - m_safe[:, None])
@@ -311,7 +333,8 @@ def triton_block_sparse_attention(
         block_index: [B, Hq, n_qblocks, max_k] int32 key-chunk ids sorted ascending (-1 padded).
         block_count: [B, Hq, n_qblocks] int32.
         chunk_size: rows and columns per block, a power of two >= 16.
-        launch: optional (BLOCK_M, BLOCK_N, num_warps, num_stages[, warp_specialize]) override (tuning).
+        launch: optional (BLOCK_M, BLOCK_N, num_warps, num_stages[, warp_specialize[, pipeline_qk]]) override
+            (tuning); pipeline_qk (tma path only) issues the next Q K^T before the current softmax.
         path: "tma" (tensor descriptors, chunk_size >= 64), "pointer" (plain loads) or "auto" (tma where
             `tma_supported`, else pointer). chunk_size < 64 always runs the pointer kernel with selection bits.
     Returns:
@@ -369,6 +392,7 @@ def triton_block_sparse_attention(
     cfg = tuple(launch) if launch is not None else _launch_config(chunk_size, head_dim, use_tma)
     block_m, block_n, warps, stages = cfg[:4]
     warp_specialize = bool(len(cfg) > 4 and cfg[4])
+    pipeline_qk = bool(len(cfg) > 5 and cfg[5])
     block_m, block_n = min(block_m, chunk_size), min(block_n, chunk_size)
     n_tiles_m = -(-longest // block_m)
     grid = (n_tiles_m, batch * num_q_heads)
@@ -378,7 +402,8 @@ def triton_block_sparse_attention(
             count, full_count, scale * LOG2E, num_q_heads, n_tiles_m, out.stride(0), out.stride(1),
             index.stride(0), index.stride(1), index.stride(2), count.stride(0), count.stride(1),
             GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
-            CHUNK=chunk_size, WARP_SPECIALIZE=warp_specialize, num_warps=warps, num_stages=stages,
+            CHUNK=chunk_size, WARP_SPECIALIZE=warp_specialize, PIPELINE_QK=pipeline_qk, num_warps=warps,
+            num_stages=stages,
         )
         return out
     _block_sparse_fwd[grid](
