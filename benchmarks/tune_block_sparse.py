@@ -35,6 +35,7 @@ VARIANTS = {  # name: (chunk, path, launch). Round 1 (tune_r1.log): warp_special
     "tma 128x128 w8 s3": (128, "tma", (128, 128, 8, 3, False)),
     "tma 128x128 w8 s2": (128, "tma", (128, 128, 8, 2, False)),
     "tma 128x128 w8 s2 pipe": (128, "tma", (128, 128, 8, 2, False, True)),
+    "tma 128x128 w8 s3 pipe": (128, "tma", (128, 128, 8, 3, False, True)),  # round 3
     "tma 64x64 w4 s3": (128, "tma", (64, 64, 4, 3, False)),  # ~100 KB shared: two programs per SM
     "tma 64x64 w4 s3 pipe": (128, "tma", (64, 64, 4, 3, False, True)),
     "tma 64x128 w4 s2": (128, "tma", (64, 128, 4, 2, False)),
@@ -67,12 +68,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", default=None)
     parser.add_argument("--quick", action="store_true", help="32K only, no Flex (smoke test)")
+    parser.add_argument("--variants", nargs="+", default=None, help="only these variant names")
+    parser.add_argument("--lengths", type=int, nargs="+", default=None, help="only these lengths")
     args = parser.parse_args()
     import triton
     from torch.nn.attention.flex_attention import flex_attention
     print(f"device={torch.cuda.get_device_name()} torch={torch.__version__} triton={triton.__version__} "
           f"date={time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
     cases = {c: [x for x in v if x[0] == 32768] for c, v in CASES.items()} if args.quick else CASES
+    if args.lengths:
+        cases = {c: [x for x in v if x[0] in args.lengths] for c, v in cases.items()}
+    if args.variants:
+        for name in [n for n in VARIANTS if n not in args.variants]:
+            VARIANTS.pop(name)
     flex = torch.compile(flex_attention, dynamic=False)
     lengths = sorted({length for v in cases.values() for length, _ in v})
     results = {name: {} for name in VARIANTS}

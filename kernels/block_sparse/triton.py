@@ -9,7 +9,11 @@ Two index paths:
   row of its chunk; every listed key chunk is swept in key tiles of BLOCK_N. The entries left of the query chunk
   (a sorted prefix, counted on the host) run in a branch-free loop with no mask at all, which lets Triton
   software-pipeline the K/V loads; only the diagonal chunk (and any block right of it) pays for the causal mask.
-  On an H100 at 128K and ~10% of 128-blocks this runs at 419-445 TFLOP/s (benchmarks/RESULTS.md).
+  On Hopper (compute capability >= 9, 16-bit data) Q/K/V are read through tensor descriptors (bulk tensor copies,
+  `_block_sparse_fwd_tma`): q stays in shared memory as the wgmma operand, the softmax scale goes into the exp2
+  FMA, and the next tile's Q K^T is issued before the current tile's softmax (FlashAttention-3's intra-warpgroup
+  overlap). H100, 128K, ~10% of 128-blocks: ~30 ms, ~480 TFLOP/s (benchmarks/results/block_sparse_h100_s2/).
+  Elsewhere (or with heads not contiguous within a token) the plain-pointer kernel `_block_sparse_fwd` runs.
 * chunk_size 16 or 32 (the method's default is 16): tensor cores want >= 64-row tiles, so the index is first
   converted (on the device, in torch) into 64x64 tiles: per 64-row query tile the sorted union of the 64-wide key
   tiles its sub-blocks visit, plus a bit mask saying which (query sub-block, key sub-block) pairs are selected.
@@ -284,16 +288,21 @@ def chunk_index_to_tiles(block_index: torch.Tensor, block_count: torch.Tensor, c
 
 
 def _launch_config(chunk_size: int, head_dim: int, tma: bool = False):
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages, warp_specialize) tuned on H100 (benchmarks/RESULTS.md)."""
-    # Pointer path, H100, 128K, ~10% of blocks: (128, 128, 8, 3) 32.6 ms; (128, 64, 4, 2) 35.8; (64, 128, 4, 3)
-    # 45.0; (128, 64, 4, 3) 60.9 (spills). chunk 64: (64, 64, 4, 2) 35.9 ms, (64, 64, 4, 3) 36.1.
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages, warp_specialize, pipeline_qk) tuned on H100.
+
+    benchmarks/results/block_sparse_h100_s2/tune_r2.log (128K, ~10% of blocks, best of 3 interleaved medians):
+    tma path, chunk 128: (128, 128, 8, 2) + pipelined Q K^T 29.9 ms; (128, 128, 8, 2) 31.8; (128, 128, 8, 3) 32.1;
+    (64, 64, 4, 3) 34.2; (64, 128, 4, 2) 39.7; pointer (128, 128, 8, 3) 32.7. chunk 64: (64, 64, 4, 3) pipelined
+    33.4 ms; (64, 64, 4, 2) 34.0; (64, 64, 4, 3) 35.4; pointer (64, 64, 4, 2) 37.0. warp_specialize: no effect at
+    8 warps, does not compile at 4 (tune_r1.log).
+    """
     if tma:
         if chunk_size >= 128:
-            return 128, 128, 8, 3, False
-        return 64, 64, 4, 3, False
+            return 128, 128, 8, 2, False, True
+        return 64, 64, 4, 3, False, True
     if chunk_size >= 128:
-        return 128, 128, 8, 3, False
-    return 64, 64, 4, 2, False
+        return 128, 128, 8, 3, False, False
+    return 64, 64, 4, 2, False, False
 
 
 def tma_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
