@@ -203,8 +203,9 @@ def held_out(tok, tasks, lengths, n: int, seed: int = 43):
     return out
 
 
-def evaluate(model, tok, sets, device, max_new_tokens: int = 384) -> Dict[str, float]:
-    """Greedy generation (batched, left padding) scored by each task's own scorer: {"task@length": score}."""
+def evaluate(model, tok, sets, device) -> Dict[str, float]:
+    """Greedy generation (batched, left padding) scored by each task's own scorer: {"task@length": score}. At most
+    the longest target of the set + 8 new tokens (an untrained model never stops; decoding is the slow part)."""
     import torch
 
     model.eval()
@@ -213,6 +214,7 @@ def evaluate(model, tok, sets, device, max_new_tokens: int = 384) -> Dict[str, f
     for (name, length), (task, samples) in sets.items():
         batch = tok([s["input"] for s in samples], return_tensors="pt", padding=True,
                     add_special_tokens=False).to(device)
+        max_new_tokens = 8 + max(len(tok(target_text(s), add_special_tokens=False)["input_ids"]) for s in samples)
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)

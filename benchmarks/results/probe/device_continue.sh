@@ -1,0 +1,32 @@
+# Continue training the committed probe checkpoint (assets/probe-model) on the H100, then measure it: one command
+# of at most 10 minutes, run with the `run` tool, carry [".whl"] (lm-eval and its missing dependencies, see
+# device_setup.sh):   bash benchmarks/results/probe/device_continue.sh 2>&1 | tee $OUT/console.log
+# TRAIN_MIN (default 6.0) minutes of training from the checkpoint's weights (fresh AdamW, warm-up + cosine, all
+# lengths from the start, data seed 3000000 so no sample of the first run repeats), then, in parallel for the rest of
+# the time: dense accuracy through lm-eval's CLI at 2K/4K/8K and four `sparse-attn sweep` processes splitting the
+# grid of examples/probe_sweep.yaml (a sweep skips jobs another process holds). Results: $OUT/model.safetensors and
+# $OUT/results.tar.gz; unpack here with benchmarks/results/probe/unpack.sh.
+source benchmarks/results/probe/device_setup.sh
+M=/tmp/probe-model
+python3 scripts/train_probe_model.py --out $M --init-from assets/probe-model --data-seed 3000000 --curriculum 0,0 \
+  --lr 1e-3 --warmup 100 --steps 9000 --max-minutes ${TRAIN_MIN:-6.0} --eval-every 4500 --eval-samples 4 \
+  --workers 14 2>&1 | grep -v Writing
+echo "== training done at ${SECONDS}s"
+mkdir -p /tmp/res && cp $M/train.log $M/train_log.jsonl $M/config.json $M/generation_config.json /tmp/res/
+cp $M/model.safetensors $OUT/
+LEFT=$((575 - SECONDS))
+(timeout $LEFT python3 -m lm_eval --model hf --model_args pretrained=$M,dtype=bfloat16 \
+  --tasks sf_ruler_niah,sf_ruler_vt --include_path integrations/lm_eval/tasks \
+  --metadata '{"max_seq_lengths": [2048, 4096, 8192], "num_samples": 20}' --batch_size 20 \
+  --output_path /tmp/res/lm_eval --log_samples > /tmp/res/lm_eval_dense.log 2>&1; echo "lm_eval rc $? at ${SECONDS}s") &
+sed "s#\.\./assets/probe-model#$M#; s#\.\./runs/probe_sweep#/tmp/res/sweep#; s#\.\./integrations#$PWD/integrations#" \
+  examples/probe_sweep.yaml > /tmp/full.yaml
+for i in 1 2 3 4; do
+  (sleep $((i * 3)); timeout $((LEFT - i * 3)) python3 -m sparse_attn.cli sweep /tmp/full.yaml \
+    > /tmp/res/sweep_$i.log 2>&1; echo "sweep $i rc $? at ${SECONDS}s") &
+done
+wait
+grep -v -i warn /tmp/res/lm_eval_dense.log | grep "|" | tail -20
+ls /tmp/res/sweep/records | wc -l
+tar czf $OUT/results.tar.gz -C /tmp res
+ls -la $OUT; grep -h "event=eval\|event=saved\|event=stopped" /tmp/res/train.log
