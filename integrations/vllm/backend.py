@@ -84,12 +84,13 @@ class _Plan:
             count = len(self.decode)
             if self.decode == list(range(count)) and self.starts[:count + 1] == list(range(count + 1)):
                 index = slice(0, count)
-                lens = torch.tensor(self.seq_lens[:count], device=device)
+                lens = torch.tensor(self.seq_lens[:count], dtype=torch.int32, device=device)
                 self._decode_tensors = (index, index, lens)
             else:
                 self._decode_tensors = (torch.tensor([self.starts[r] for r in self.decode], device=device),
                                         torch.tensor(self.decode, device=device),
-                                        torch.tensor([self.seq_lens[r] for r in self.decode], device=device))
+                                        torch.tensor([self.seq_lens[r] for r in self.decode], dtype=torch.int32,
+                                                     device=device))
         return self._decode_tensors
 
 
@@ -325,6 +326,7 @@ class SparseAttentionMixin:
                                            key_cache, value_cache, out, token_index)
             stats.record(self._layer, "decode", selection.sparsity)
             return
+        lens = lens.long()
         if self.compression is not None:
             kept, prompt = self._compaction.lookup(block_tables[:, 0])
             if bool((prompt < 0).any()):
@@ -359,13 +361,17 @@ class SparseAttentionMixin:
 
         quest, page_size = self.quest, self.quest.page_size
         num_pages = -(-max_len // page_size)  # host ints from the plan: no device sync
-        lens32 = lens.to(torch.int32)
+        lens32 = lens if lens.dtype == torch.int32 else lens.to(torch.int32)
         scores = paged_page_scores(q, self._pages.page_min, self._pages.page_max, block_tables, lens32, page_size,
                                    key_cache.shape[1], num_pages, quest.share_pages)
         page_index = quest_select_pages(scores, lens32, page_size, quest.page_budget)
-        attn = paged_quest_decode(q, key_cache, value_cache, block_tables, lens32, page_index, page_size,
-                                  scale=self.scale)
-        out[token_index] = attn.to(out.dtype)
+        if isinstance(token_index, slice) and out.dtype == q.dtype:  # decode-only step: write in place, no copy
+            paged_quest_decode(q, key_cache, value_cache, block_tables, lens32, page_index, page_size,
+                               scale=self.scale, out=out[token_index])
+        else:
+            attn = paged_quest_decode(q, key_cache, value_cache, block_tables, lens32, page_index, page_size,
+                                      scale=self.scale)
+            out[token_index] = attn.to(out.dtype)
         return quest.measure(page_index, lens)
 
 
