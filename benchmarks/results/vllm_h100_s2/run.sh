@@ -1,12 +1,13 @@
 #!/bin/bash
 # GPU run of session 2's vLLM benchmark (device tool, nvidia-h100-x1), after vLLM 0.25's site-packages were
-# unpacked to /tmp/site (see SUMMARY.md for the two device calls). Usage: bash run.sh prefill|decode
+# unpacked to /tmp/site (see SUMMARY.md for the two device calls). Usage: bash run.sh prefill|decode|all
+# ("all": prefill rows, then decode rows stock and quest only: the dense decode row was measured in the decode run)
 # Writes everything under $OUT.
 set -u
 export PYTHONPATH=/tmp/site:$PWD:$PWD/build/vllm_s2_pytest TRITON_INTERPRET=0 PYTHONUNBUFFERED=1
 export VLLM_USE_FLASHINFER_SAMPLER=0
 for d in kernels integrations tasks; do ln -sfn "$PWD/$d" "sparse_attn/$d"; done
-stage=${1:?prefill or decode}
+stage=${1:?prefill, decode or all}
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv;
   python -c "import torch, triton, vllm; print('torch', torch.__version__, 'triton', triton.__version__, 'vllm', vllm.__version__)"
 } > "$OUT/env_$stage.txt" 2>&1
@@ -16,6 +17,11 @@ if [ "$stage" = prefill ]; then
   echo "pytest rc=$?" >> "$OUT/gpu_tests.log"
   python benchmarks/bench_vllm.py --stage --repeats 2 --skip-decode --out "$OUT/bench_prefill.json" \
     > "$OUT/bench_prefill.log" 2>&1
+elif [ "$stage" = all ]; then
+  python benchmarks/bench_vllm.py --stage --repeats 2 --skip-decode --out "$OUT/bench_prefill.json" \
+    > "$OUT/bench_prefill.log" 2>&1
+  python benchmarks/bench_vllm.py --stage --repeats 3 --skip-prefill --decode-methods stock quest \
+    --out "$OUT/bench_decode.json" > "$OUT/bench_decode.log" 2>&1
 else
   python benchmarks/bench_vllm.py --stage --repeats 2 --skip-prefill --out "$OUT/bench_decode.json" \
     > "$OUT/bench_decode.log" 2>&1
