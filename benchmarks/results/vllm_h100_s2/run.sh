@@ -1,7 +1,7 @@
 #!/bin/bash
 # GPU run of session 2's vLLM benchmark (device tool, nvidia-h100-x1), after vLLM 0.25's site-packages were
 # unpacked to /tmp/site (see SUMMARY.md for the two device calls). Usage: bash run.sh prefill|decode|all
-# ("all": prefill rows, then decode rows stock and quest only: the dense decode row was measured in the decode run)
+# ("all": prefill rows, then decode at 64K context, stock and quest only: dense = stock was shown by the decode run)
 # Writes everything under $OUT.
 set -u
 export PYTHONPATH=/tmp/site:$PWD:$PWD/build/vllm_s2_pytest TRITON_INTERPRET=0 PYTHONUNBUFFERED=1
@@ -20,7 +20,7 @@ if [ "$stage" = prefill ]; then
 elif [ "$stage" = all ]; then
   python benchmarks/bench_vllm.py --stage --repeats 2 --skip-decode --out "$OUT/bench_prefill.json" \
     > "$OUT/bench_prefill.log" 2>&1
-  python benchmarks/bench_vllm.py --stage --repeats 3 --skip-prefill --decode-methods stock quest \
+  python benchmarks/bench_vllm.py --stage --repeats 2 --skip-prefill --decode-methods stock quest --decode-context 65536 \
     --out "$OUT/bench_decode.json" > "$OUT/bench_decode.log" 2>&1
 else
   python benchmarks/bench_vllm.py --stage --repeats 2 --skip-prefill --out "$OUT/bench_decode.json" \
