@@ -131,6 +131,23 @@ def test_quest_over_vllm_blocks_equals_method_decode(share_pages, kernel, monkey
     torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
 
 
+def test_row_plan_from_host_layout():
+    """The builder's host copies give the same row plan as the device tensors, without a device sync."""
+    from types import SimpleNamespace
+
+    common = SimpleNamespace(query_start_loc_cpu=torch.tensor([0, 5, 6, 9, 9]), num_reqs=4,
+                             seq_lens_cpu_upper_bound=torch.tensor([5, 40, 12, 0]))
+    host = compat.host_batch_layout(common)
+    assert host == ([0, 5, 6, 9, 9], [5, 40, 12, 0])
+    plan = backend._Plan(*host)
+    device = backend._Plan.from_metadata(SimpleNamespace(query_start_loc=torch.tensor([0, 5, 6, 9, 9]),
+                                                         seq_lens=torch.tensor([5, 40, 12, 0])))
+    assert (plan.prefill, plan.decode, plan.extend) == (device.prefill, device.decode, device.extend) == ([0], [1],
+                                                                                                         [2])
+    assert compat.host_batch_layout(common, SimpleNamespace(speculative_config=object())) is None  # inexact
+    assert compat.host_batch_layout(SimpleNamespace(num_reqs=1)) is None
+
+
 def test_compaction_writes_kept_tokens_in_place():
     kv_cache, kc, vc, tables, dense_k, dense_v, _ = _scattered_cache([90])
     kept_k = torch.randn(HKV, 40, D)

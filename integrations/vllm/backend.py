@@ -54,12 +54,19 @@ def method_spec(additional_config: Optional[Dict[str, Any]]):
 
 
 class _Plan:
-    """Host-side row partition of one batch (computed once per step, shared by all layers)."""
+    """Host-side row partition of one batch (computed once per step, shared by all layers).
 
-    def __init__(self, attn_metadata):
+    `starts` (query start per row, `num_reqs + 1` ints) and `seq_lens` (`num_reqs` ints) come from vLLM's host copies
+    when our metadata builder attached them (no device sync); `from_metadata` reads the device tensors otherwise.
+    """
+
+    @classmethod
+    def from_metadata(cls, attn_metadata) -> "_Plan":
         num_reqs = attn_metadata.seq_lens.shape[0]
-        starts = attn_metadata.query_start_loc[: num_reqs + 1].tolist()
-        seq_lens = attn_metadata.seq_lens[:num_reqs].tolist()
+        return cls(attn_metadata.query_start_loc[: num_reqs + 1].tolist(), attn_metadata.seq_lens[:num_reqs].tolist())
+
+    def __init__(self, starts: List[int], seq_lens: List[int]):
+        num_reqs = len(seq_lens)
         self.prefill: List[int] = []
         self.extend: List[int] = []
         self.decode: List[int] = []
@@ -75,7 +82,6 @@ class _Plan:
                 self.decode.append(row)
             else:
                 self.extend.append(row)
-
 
     def decode_tensors(self, device):
         """(token index, row index, seq lens) of the decode rows as device tensors: slices when the decode rows
@@ -97,7 +103,7 @@ class _Plan:
 def _plan_for(attn_metadata) -> _Plan:
     plan = getattr(attn_metadata, "_sparse_attn_plan", None)
     if plan is None:
-        plan = _Plan(attn_metadata)
+        plan = _Plan.from_metadata(attn_metadata)
         try:
             attn_metadata._sparse_attn_plan = plan
         except AttributeError:  # frozen/slotted metadata in some release: recompute per layer
@@ -396,6 +402,18 @@ def _build(cpu: bool) -> Dict[str, type]:
     class Builder(stock_builder):
         # Our decode path is data-dependent (page selection, gathers): keep it out of CUDA graphs.
         _cudagraph_support = compat.never_cudagraph() if not cpu else stock_builder._cudagraph_support
+
+        def build(self, common_prefix_len, common_attn_metadata, *args, **kwargs):
+            metadata = stock_builder.build(self, common_prefix_len, common_attn_metadata, *args, **kwargs)
+            # The row plan from vLLM's host copies of the batch layout: reading the device tensors in forward
+            # would synchronise with the GPU once per step (and stall vLLM's asynchronous scheduling).
+            host = compat.host_batch_layout(common_attn_metadata, getattr(self, "vllm_config", None))
+            if host is not None:
+                try:
+                    metadata._sparse_attn_plan = _Plan(*host)
+                except AttributeError:  # slotted metadata: forward computes the plan from the device tensors
+                    pass
+            return metadata
 
     class Backend(stock_backend):
         @staticmethod

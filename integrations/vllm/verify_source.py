@@ -90,6 +90,13 @@ def check(root: str) -> List[Tuple[str, bool, str]]:
     cg = backend and _top(backend).get("AttentionCGSupport")
     add("v1/attention/backend.py: AttentionCGSupport.NEVER", cg is not None and "NEVER" in _members(cg))
 
+    common = backend and _top(backend).get("CommonAttentionMetadata")
+    fields = _members(common) if isinstance(common, ast.ClassDef) else {}
+    wanted = ("query_start_loc_cpu", "seq_lens_cpu_upper_bound", "num_reqs")
+    missing = [f for f in wanted if f not in fields]
+    add(f"v1/attention/backend.py: CommonAttentionMetadata fields {wanted}", not missing,
+        f"missing {missing}" if missing else "")
+
     registry = _parse(root, "v1/attention/backends/registry.py")
     top = _top(registry) if registry else {}
     enum = top.get("AttentionBackendEnum")
