@@ -13,7 +13,7 @@ tar xzf "$SRC/results.tar.gz" -C "$TMP"
 install -m 644 "$SRC/model.safetensors" assets/probe-model/model.safetensors
 install -m 644 "$TMP/res/config.json" "$TMP/res/generation_config.json" assets/probe-model/
 mkdir -p "$DST"
-cp "$TMP/res/train.log" "$TMP/res/train_log.jsonl" "$DST/"
+for f in train.log train_log.jsonl; do [ -f "$TMP/res/$f" ] && cp "$TMP/res/$f" "$DST/"; done
 cp "$TMP"/res/lm_eval/*/results_*.json "$DST/lm_eval_dense_results.json"
 [ -f "$SRC/console.log" ] && cp "$SRC/console.log" "$DST/"
 mkdir -p "$DST/sweep"
