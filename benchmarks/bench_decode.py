@@ -43,8 +43,16 @@ DEVICE = "cuda"
 SPEC_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12}  # bytes/s, datasheet HBM bandwidth
 RATIO = 5e-3
 
-DECODE_CONFIGS = [  # (block_n, num_warps, num_stages)
-    (64, 4, 3), (32, 4, 3), (64, 4, 4), (128, 4, 3), (128, 8, 3), (64, 8, 2),
+DECODE_CONFIGS = [  # (block_n, num_warps, num_stages, split factor over the default `choose_num_splits`)
+    (64, 4, 3, 1), (32, 4, 3, 1), (64, 4, 4, 1), (128, 4, 3, 1), (32, 4, 4, 1),
+    (32, 4, 3, 2), (64, 4, 3, 2), (32, 4, 4, 2), (64, 4, 4, 2), (32, 4, 3, 3), (64, 4, 3, 3),
+    (32, 4, 3, 4), (64, 4, 3, 4), (32, 4, 3, 6), (64, 4, 3, 6), (32, 4, 3, 8), (64, 4, 3, 8),
+]
+WINDOW_STATS_CONFIGS = [  # (BLOCK_M, BLOCK_N, num_warps, num_stages) of the window row-statistics pass
+    (64, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 8, 4), (64, 128, 4, 3),
+]
+WINDOW_SCORES_CONFIGS = [  # the same for the window score pass (one program per KV head and BLOCK_N keys)
+    (64, 64, 4, 2), (64, 128, 8, 2), (128, 128, 8, 2), (64, 256, 8, 2), (32, 128, 4, 2), (64, 128, 4, 3),
 ]
 QUEST_CONFIGS = [  # (pages_per_block, num_warps, num_stages, split factor over the default heuristic, prefetch ids)
     (8, 4, 3, 1, True), (8, 4, 3, 1, False), (4, 4, 3, 1, True), (2, 4, 3, 1, True), (8, 4, 4, 1, True),
@@ -273,7 +281,7 @@ def ada_lens(batch: int, capacity: int) -> torch.Tensor:
 
 def bench_compressed(context: int, batch: int, dense_ms: dict, bandwidth: dict, results: list):
     from sparse_attn.kernels.decode import naive_decode
-    from sparse_attn.kernels.decode.triton import triton_decode
+    from sparse_attn.kernels.decode.triton import choose_num_splits, triton_decode
 
     torch.manual_seed(7 * context + batch)
     capacity = context // 10
@@ -289,26 +297,32 @@ def bench_compressed(context: int, batch: int, dense_ms: dict, bandwidth: dict, 
         v = torch.randn_like(k)
         ref = naive_decode(q, k, v, lens)
         out = torch.empty_like(q)
+        default_splits = choose_num_splits(batch * HKV, width, q.device)
         best = None
         for cfg in DECODE_CONFIGS:
-            block_n, warps, stages = cfg
+            block_n, warps, stages, factor = cfg
+            splits = default_splits * factor
             out.fill_(float("nan"))
-            triton_decode(q, k, v, lens, out=out, block_n=block_n, num_warps=warps, num_stages=stages)
+            triton_decode(q, k, v, lens, out=out, block_n=block_n, num_warps=warps, num_stages=stages,
+                          num_splits=splits)
             err = check(f"{method} decode {context}/{batch} {cfg}", ref, out)
             ms, mode = bench_ms(lambda: triton_decode(q, k, v, lens, out=out, block_n=block_n, num_warps=warps,
-                                                      num_stages=stages), rep=30)
+                                                      num_stages=stages, num_splits=splits), rep=30)
             if best is None or ms < best[1]:
                 best = (cfg, ms, err)
         cfg, _, err = best
-        block_n, warps, stages = cfg
+        block_n, warps, stages, factor = cfg
+        splits = default_splits * factor
         ms, mode = bench_ms(lambda: triton_decode(q, k, v, lens, out=out, block_n=block_n, num_warps=warps,
-                                                  num_stages=stages))
+                                                  num_stages=stages, num_splits=splits))
+        default_ms, _ = bench_ms(lambda: triton_decode(q, k, v, lens, out=out))  # as shipped (default launch)
         kept_bytes = int(lens.sum()) * D * 2 * k.element_size()
         row = {
             "table": "compressed", "method": method, "context": context, "batch": batch, "capacity": capacity,
             "max_head_len": width, "min_head_len": int(lens.min()), "mode": mode, "rel_rmse": err,
-            "config": {"block_n": block_n, "num_warps": warps, "num_stages": stages},
-            "ms": ms, "bytes": kept_bytes, "gbps": kept_bytes / (ms * 1e-3) / 1e9,
+            "config": {"block_n": block_n, "num_warps": warps, "num_stages": stages, "num_splits": splits,
+                       "default_splits": default_splits},
+            "ms": ms, "default_ms": default_ms, "bytes": kept_bytes, "gbps": kept_bytes / (ms * 1e-3) / 1e9,
             "dense_cudnn_full_ms": dense_ms["cudnn"], "dense_flash_full_ms": dense_ms["flash"],
             "dense_flex_full_ms": dense_ms["flex"],
         }
@@ -327,12 +341,23 @@ def bench_compressed(context: int, batch: int, dense_ms: dict, bandwidth: dict, 
         row["cudnn_same_cache_ms"] = uniform_ms
         for ceiling, value in bandwidth.items():
             row[f"pct_{ceiling}"] = 100 * row["gbps"] * 1e9 / value
+            row[f"default_pct_{ceiling}"] = 100 * kept_bytes / (default_ms * 1e-3) / value
         results.append(row)
 
 
 # -- compression overhead -------------------------------------------------------------------------------------------
-def bench_compression(context: int, results: list):
+def bench_compression(context: int, results: list, torch_scoring: bool):
+    """`method.compress` (window scores + pooling + top-k + gather) at B = 1 vs dense cuDNN causal prefill.
+
+    Tunes the two window-kernel passes at this shape first (every candidate checked against the PyTorch
+    reference scores), then times `compress` with the best ones, both as the integrations call it (CUDA
+    `cu_seqlens`, read back once) and with host `seq_lens` (no sync), and its parts; the kept tokens are checked
+    to be identical to the PyTorch reference selection (`reference_allocate`: full stable sorts).
+    """
+    from sparse_attn.kernels.decode import naive_window_importance
+    from sparse_attn.kernels.decode import window_triton
     from sparse_attn.methods import AdaSnapKV, SnapKV
+    from sparse_attn.methods._kv import pool_and_force
 
     torch.manual_seed(context)
     q = torch.randn(context, HQ, D, device=DEVICE, dtype=DTYPE)
@@ -345,43 +370,85 @@ def bench_compression(context: int, results: list):
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
             return F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, enable_gqa=True)
     prefill_ms, _ = bench_ms(prefill, use_graph=False, rep=300)
-    from sparse_attn.kernels.decode import naive_window_importance
-    from sparse_attn.kernels.decode.window_triton import triton_window_importance
-    from sparse_attn.methods._kv import pool_and_force
 
     window = 256
     q_window = q[context - window:].transpose(0, 1)  # [Hq, W, D]
     k_heads = k.transpose(0, 1)  # [Hkv, T, D]
+    shipped = (window_triton.STATS_CONFIG, window_triton.SCORES_CONFIG)
     for cls in (SnapKV, AdaSnapKV):
-        method = cls(token_capacity=context // 10)  # as shipped: Triton window scoring on CUDA
+        method = cls(token_capacity=context // 10)
         reduce = "max" if method.name == "ada_snapkv" else "mean_sum"
-        compressed = method.compress(q, k, v, cu_seqlens)
-        kept = compressed.lens.sum().item()
-        ms, mode = bench_ms(lambda: method.compress(q, k, v, cu_seqlens), use_graph=False, rep=200)
-        # the scoring step alone: the PyTorch reference vs the Triton kernel (checked against it)
         ref = naive_window_importance(q_window, k_heads, reduce=reduce)
-        torch_scores_ms, _ = bench_ms(lambda: naive_window_importance(q_window, k_heads, reduce=reduce),
-                                      use_graph=False, rep=100)
-        err = check(f"window importance {method.name} {context}", ref,
-                    triton_window_importance(q_window, k_heads, reduce=reduce))
-        triton_scores_ms, _ = bench_ms(lambda: triton_window_importance(q_window, k_heads, reduce=reduce))
+        # tune the two passes (the other one at its shipped config); each candidate checked first
+        tuned = {}
+        for which, configs in (("stats", WINDOW_STATS_CONFIGS), ("scores", WINDOW_SCORES_CONFIGS)):
+            best = None
+            for cfg in configs:
+                kw = {"stats_config": cfg} if which == "stats" else {"scores_config": cfg}
+                try:
+                    out = window_triton.triton_window_importance(q_window, k_heads, reduce=reduce, **kw)
+                except Exception as error:  # noqa: BLE001 - e.g. out of shared memory: report, skip the candidate
+                    print(f"  window {which} {cfg}: {type(error).__name__}: {str(error)[:100]}")
+                    continue
+                check(f"window importance {method.name} {context} {which} {cfg}", ref, out)
+                ms, _ = bench_ms(lambda: window_triton.triton_window_importance(q_window, k_heads, reduce=reduce,
+                                                                               **kw), rep=50)
+                if best is None or ms < best[1]:
+                    best = (cfg, ms)
+            tuned[which] = best[0]
+        shipped_scores_ms, _ = bench_ms(lambda: window_triton.triton_window_importance(q_window, k_heads,
+                                                                                      reduce=reduce))
+        # from here on the module defaults are the tuned configs (what `compress` uses)
+        window_triton.STATS_CONFIG, window_triton.SCORES_CONFIG = tuned["stats"], tuned["scores"]
+        raw = window_triton.triton_window_importance(q_window, k_heads, reduce=reduce)
+        err = check(f"window importance {method.name} {context} tuned", ref, raw)
+        scores_ms, _ = bench_ms(lambda: window_triton.triton_window_importance(q_window, k_heads, reduce=reduce))
+        importance_ms, _ = bench_ms(lambda: method.importance(q_window, k_heads))
 
-        # the same compress with the PyTorch reference scoring plugged into an instance (what it cost before)
-        def torch_importance(q_window, k, scale=None, method=method, reduce=reduce):
-            raw = naive_window_importance(q_window, k, scale, reduce=reduce)
-            return pool_and_force(raw, method.kernel_size, method.local_window, method.prefix_tokens)
-        torch_method = cls(token_capacity=context // 10)
-        object.__setattr__(torch_method, "importance", torch_importance)
-        torch_compressed = torch_method.compress(q, k, v, cu_seqlens)
-        same = _kept_overlap(compressed.index, compressed.lens, torch_compressed.index, torch_compressed.lens)
-        torch_ms, _ = bench_ms(lambda: torch_method.compress(q, k, v, cu_seqlens), use_graph=False, rep=200)
-        results.append({
+        # the selection: identical to the reference (full stable sorts) on the method's own scores
+        scores = method.importance(q_window, k_heads)
+        kept, ref_kept = method._allocate(scores), method.reference_allocate(scores)
+        identical = torch.equal(kept.index, ref_kept.index) and torch.equal(kept.lens, ref_kept.lens)
+        if not identical:
+            raise AssertionError(f"{method.name} {context}: the kept tokens differ from reference_allocate")
+        allocate_ms, _ = bench_ms(lambda: method._allocate(scores), use_graph=False)
+        ref_allocate_ms, _ = bench_ms(lambda: method.reference_allocate(scores), use_graph=False)
+
+        compressed = method.compress(q, k, v, cu_seqlens)
+        kept_total = compressed.lens.sum().item()
+        ms, mode = bench_ms(lambda: method.compress(q, k, v, cu_seqlens), use_graph=False, rep=200)
+        host_ms, _ = bench_ms(lambda: method.compress(q, k, v, cu_seqlens, seq_lens=[context]), use_graph=False,
+                              rep=200)
+        graph_ms = float("nan")
+        if method.name == "snapkv":  # no host sync with host seq_lens: the whole compress fits in a CUDA graph
+            graph_ms, _ = bench_ms(lambda: method.compress(q, k, v, cu_seqlens, seq_lens=[context]), rep=200)
+        row = {
             "table": "compression", "method": method.name, "context": context, "capacity": context // 10,
-            "kept_tokens": kept, "compress_ms": ms, "prefill_cudnn_ms": prefill_ms, "mode": mode,
-            "pct_of_prefill": 100 * ms / prefill_ms, "torch_scores_ms": torch_scores_ms,
-            "triton_scores_ms": triton_scores_ms, "triton_scores_rel_rmse": err, "torch_compress_ms": torch_ms,
-            "torch_pct_of_prefill": 100 * torch_ms / prefill_ms, "kept_overlap": same,
-        })
+            "kept_tokens": kept_total, "compress_ms": ms, "compress_host_lens_ms": host_ms,
+            "compress_graph_ms": graph_ms, "prefill_cudnn_ms": prefill_ms, "mode": mode,
+            "pct_of_prefill": 100 * ms / prefill_ms, "pct_host_lens": 100 * host_ms / prefill_ms,
+            "triton_scores_ms": scores_ms, "shipped_scores_ms": shipped_scores_ms, "importance_ms": importance_ms,
+            "triton_scores_rel_rmse": err, "window_configs": {"stats": tuned["stats"], "scores": tuned["scores"]},
+            "shipped_window_configs": {"stats": shipped[0], "scores": shipped[1]},
+            "allocate_ms": allocate_ms, "reference_allocate_ms": ref_allocate_ms, "kept_identical": identical,
+        }
+        if torch_scoring:
+            # the same compress with the PyTorch reference scoring plugged into an instance (the old path)
+            def torch_importance(q_window, k, scale=None, method=method, reduce=reduce):
+                raw = naive_window_importance(q_window, k, scale, reduce=reduce)
+                return pool_and_force(raw, method.kernel_size, method.local_window, method.prefix_tokens)
+            torch_method = cls(token_capacity=context // 10)
+            object.__setattr__(torch_method, "importance", torch_importance)
+            torch_compressed = torch_method.compress(q, k, v, cu_seqlens)
+            row["kept_overlap_vs_torch_scoring"] = _kept_overlap(compressed.index, compressed.lens,
+                                                                 torch_compressed.index, torch_compressed.lens)
+            row["torch_compress_ms"], _ = bench_ms(lambda: torch_method.compress(q, k, v, cu_seqlens),
+                                                   use_graph=False, rep=200)
+        window_triton.STATS_CONFIG, window_triton.SCORES_CONFIG = shipped  # next method tunes from scratch
+        print(f"  compression {method.name} {context}: {ms:.3f} ms ({row['pct_of_prefill']:.2f}% of prefill "
+              f"{prefill_ms:.2f} ms), scores {scores_ms:.3f} (shipped cfg {shipped_scores_ms:.3f}), allocate "
+              f"{allocate_ms:.3f} (reference {ref_allocate_ms:.3f}), tuned {tuned}", flush=True)
+        results.append(row)
 
 
 def _kept_overlap(index_a, lens_a, index_b, lens_b) -> float:
@@ -421,25 +488,27 @@ def print_tables(results: list, header: dict):
               f"{fmt(r['ours_dense_ms'])} ({fmt(r['ours_dense_pct_spec'], 1)}) | {fmt(r['cudnn_ms'])} | "
               f"{r['rel_rmse']:.1e} | {r['config']} {r['mode']} |")
     print("\n### Compressed-cache decode (capacity 10% of the context per KV head)")
-    print("| ctx | B | method | head lens min..max | ms | GB/s (kept) | % spec | % copy | vs cuDNN same cache | "
-          "vs cuDNN full ctx | vs flash full | vs Flex full | rel RMSE | config |")
-    print("|" + "---|" * 14)
+    print("| ctx | B | method | head lens min..max | ms | GB/s (kept) | % spec | % copy | default launch ms "
+          "(% spec) | vs cuDNN same cache | vs cuDNN full ctx | vs flash full | vs Flex full | rel RMSE | config |")
+    print("|" + "---|" * 15)
     for r in (r for r in results if r["table"] == "compressed"):
         print(f"| {r['context'] // 1024}K | {r['batch']} | {r['method']} | {r['min_head_len']}..{r['max_head_len']} "
               f"| {fmt(r['ms'])} | {fmt(r['gbps'], 0)} | {fmt(r['pct_spec'], 1)} | {fmt(r['pct_copy'], 1)} | "
+              f"{fmt(r['default_ms'])} ({fmt(r['default_pct_spec'], 1)}) | "
               f"{times(r['cudnn_same_cache_ms'], r['ms'])} | {times(r['dense_cudnn_full_ms'], r['ms'])} | "
               f"{times(r['dense_flash_full_ms'], r['ms'])} | {times(r['dense_flex_full_ms'], r['ms'])} | "
               f"{r['rel_rmse']:.1e} | {r['config']} {r['mode']} |")
     print("\n### Compression overhead (method.compress: window scores + pooling + top-k + gather), B = 1")
-    print("| ctx | method | capacity | compress ms (Triton scoring, as shipped) | % of prefill | "
-          "scoring ms torch / Triton | compress ms with torch scoring | % of prefill | kept overlap | "
-          "dense cuDNN prefill ms |")
-    print("|" + "---|" * 10)
+    print("| ctx | method | capacity | compress ms | % of prefill | compress ms, host seq_lens (% of prefill) | "
+          "CUDA graph ms | window scores ms (shipped cfg) | importance ms (scores + pool) | allocate ms "
+          "(reference) | kept identical | dense cuDNN prefill ms | tuned window configs |")
+    print("|" + "---|" * 13)
     for r in (r for r in results if r["table"] == "compression"):
         print(f"| {r['context'] // 1024}K | {r['method']} | {r['capacity']} | {fmt(r['compress_ms'])} | "
-              f"{fmt(r['pct_of_prefill'], 2)} | {fmt(r['torch_scores_ms'])} / {fmt(r['triton_scores_ms'])} | "
-              f"{fmt(r['torch_compress_ms'])} | {fmt(r['torch_pct_of_prefill'], 2)} | "
-              f"{fmt(r['kept_overlap'], 4)} | {fmt(r['prefill_cudnn_ms'])} |")
+              f"{fmt(r['pct_of_prefill'], 2)} | {fmt(r['compress_host_lens_ms'])} ({fmt(r['pct_host_lens'], 2)}) | "
+              f"{fmt(r['compress_graph_ms'])} | {fmt(r['triton_scores_ms'])} ({fmt(r['shipped_scores_ms'])}) | "
+              f"{fmt(r['importance_ms'])} | {fmt(r['allocate_ms'])} ({fmt(r['reference_allocate_ms'])}) | "
+              f"{r['kept_identical']} | {fmt(r['prefill_cudnn_ms'])} | {r['window_configs']} |")
 
 
 def main():
@@ -448,6 +517,10 @@ def main():
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--compression-contexts", type=int, nargs="+", default=[32768, 65536, 131072])
     parser.add_argument("--no-flex", action="store_true", help="skip the FlexAttention baseline (compiles)")
+    parser.add_argument("--tables", nargs="+", default=["quest", "compressed", "compression"],
+                        choices=["quest", "compressed", "compression"], help="which tables to run")
+    parser.add_argument("--torch-scoring", action="store_true",
+                        help="also time compress with the PyTorch reference scoring (slow, materialises probs)")
     parser.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_decode.json"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -467,18 +540,27 @@ def main():
     print(header, flush=True)
     results = []
     started = time.time()
-    for context in args.contexts:
+    for context in args.contexts if {"quest", "compressed"} & set(args.tables) else []:
         for batch in args.batches:
-            bench_quest(context, batch, not args.no_flex, bandwidth, results)
-            torch.cuda.empty_cache()
-            quest = results[-1]
-            dense = {"cudnn": quest["cudnn_ms"], "flash": quest["flash_ms"], "flex": quest["flex_ms"]}
-            bench_compressed(context, batch, dense, bandwidth, results)
-            torch.cuda.empty_cache()
-            print(f"  done {context}/{batch} ({time.time() - started:.0f} s): quest {quest['total_ms']:.4f} ms, "
-                  f"cuDNN {quest['cudnn_ms']:.4f} ms", flush=True)
-    for context in args.compression_contexts:
-        bench_compression(context, results)
+            if "quest" in args.tables:
+                bench_quest(context, batch, not args.no_flex, bandwidth, results)
+                torch.cuda.empty_cache()
+                quest = results[-1]
+                dense = {"cudnn": quest["cudnn_ms"], "flash": quest["flash_ms"], "flex": quest["flex_ms"]}
+            else:  # the dense baselines on their own
+                k_full = torch.randn(batch, HKV, context, D, device=DEVICE, dtype=DTYPE)
+                times_full = dense_baselines(torch.randn(batch, HQ, D, device=DEVICE, dtype=DTYPE), k_full,
+                                             torch.randn_like(k_full), not args.no_flex)
+                dense = {name: value[0] for name, value in times_full.items()}
+                del k_full
+                torch.cuda.empty_cache()
+            if "compressed" in args.tables:
+                bench_compressed(context, batch, dense, bandwidth, results)
+                torch.cuda.empty_cache()
+            print(f"  done {context}/{batch} ({time.time() - started:.0f} s): cuDNN dense {dense['cudnn']:.4f} ms",
+                  flush=True)
+    for context in args.compression_contexts if "compression" in args.tables else []:
+        bench_compression(context, results, args.torch_scoring)
         torch.cuda.empty_cache()
     with open(args.json, "w") as handle:
         json.dump({"header": header, "results": results}, handle, indent=1, default=str)

@@ -167,33 +167,32 @@ def _combine_splits_kernel(
     O_PART, LSE_PART, OUT, LSE_OUT, num_q_heads, num_splits, stride_ob, stride_oh,
     HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr, WRITE_LSE: tl.constexpr,
 ):
-    """Program (b * Hq + q_head): merge the split partials with weights 2^(lse_s - max lse)."""
+    """Program (b * Hq + q_head): merge the split partials with weights 2^(lse_s - max lse), in one pass over the
+    splits (online rescaling, as the split kernels' softmax): each partial row and lse is read once."""
     row = tl.program_id(0)
     b = row // num_q_heads
     head = row % num_q_heads
     offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, HEAD_DIM)
-    m = tl.full([BLOCK_S], float("-inf"), dtype=tl.float32)
-    for s0 in range(0, num_splits, BLOCK_S):
-        lse = tl.load(LSE_PART + row * num_splits + s0 + offs_s, mask=s0 + offs_s < num_splits, other=float("-inf"))
-        m = tl.maximum(m, lse)
-    m_max = tl.max(m, 0)
-    m_all = tl.where(m_max == float("-inf"), 0.0, m_max)  # every split empty: weights 0, output 0
-    total = tl.zeros([BLOCK_S], dtype=tl.float32)
+    m = tl.max(tl.full([BLOCK_S], float("-inf"), dtype=tl.float32), 0)  # fp32 scalars (loop-carried)
+    total = tl.sum(tl.zeros([BLOCK_S], dtype=tl.float32), 0)
     acc = tl.zeros([HEAD_DIM], dtype=tl.float32)
     for s0 in range(0, num_splits, BLOCK_S):
         split_ok = s0 + offs_s < num_splits
         lse = tl.load(LSE_PART + row * num_splits + s0 + offs_s, mask=split_ok, other=float("-inf"))
-        w = tl.exp2(lse - m_all)
         part = tl.load(O_PART + (row * num_splits + s0 + offs_s)[:, None] * HEAD_DIM + offs_d[None, :],
                        mask=split_ok[:, None], other=0.0)
-        acc += tl.sum(part * w[:, None], 0)
-        total += w
-    denom = tl.sum(total, 0)
-    denom = tl.where(denom > 0, denom, 1.0)
+        m_new = tl.maximum(m, tl.max(lse, 0))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # all splits so far empty: weights 0
+        alpha = tl.exp2(m - m_safe)
+        w = tl.exp2(lse - m_safe)
+        acc = acc * alpha + tl.sum(part * w[:, None], 0)
+        total = total * alpha + tl.sum(w, 0)
+        m = m_new
+    denom = tl.where(total > 0, total, 1.0)
     tl.store(OUT + b * stride_ob + head * stride_oh + offs_d, (acc / denom).to(OUT.dtype.element_ty))
     if WRITE_LSE:
-        lse = tl.where(m_max == float("-inf"), float("-inf"), (m_all + tl.log2(denom)) * 0.6931471805599453)
+        lse = tl.where(m == float("-inf"), float("-inf"), (m + tl.log2(denom)) * 0.6931471805599453)
         tl.store(LSE_OUT + row, lse)
 
 

@@ -12,7 +12,7 @@ over K, both on tensor cores:
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import triton
@@ -32,6 +32,12 @@ def _load_window_rows(Q, kv_head, rows, row_ok, stride_qh, stride_qw, window, se
     q = tl.load(Q + q_head[:, None] * stride_qh + w[:, None] * stride_qw + offs_d[None, :], mask=row_ok[:, None],
                 other=0.0)
     return q, seq_len - window + w
+
+
+#: Launch configurations (BLOCK_M rows, BLOCK_N keys, num_warps, num_stages) of the two passes; tuned on an H100
+#: at 32K-128K tokens, Llama-3.1-8B heads (benchmarks/bench_decode.py, `--tables compression`, tunes them).
+STATS_CONFIG = (128, 64, 8, 3)
+SCORES_CONFIG = (64, 128, 8, 2)
 
 
 @triton.jit
@@ -59,7 +65,18 @@ def _window_row_stats_kernel(
     end = tl.minimum(start + keys_per_split, seq_len)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    for n0 in range(start, end, BLOCK_N):
+    # Keys at positions <= T - W are visible to every window row: whole blocks of them need no causal or bounds
+    # mask (the bulk of the prompt); only the blocks reaching into the final W x W square (or past `end`) do.
+    open_end = tl.minimum(end, seq_len - window + 1)
+    main_end = start + tl.maximum(open_end - start, 0) // BLOCK_N * BLOCK_N
+    for n0 in range(start, main_end, BLOCK_N):
+        keys = n0 + offs_n
+        kt = tl.load(k_base + keys[None, :] * stride_kn + offs_d[:, None])
+        s = _dot(q, kt, DOT_F32) * qk_scale
+        m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: no masked entry
+        l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
+        m_i = m_new
+    for n0 in range(main_end, end, BLOCK_N):
         keys = n0 + offs_n
         kt = tl.load(k_base + keys[None, :] * stride_kn + offs_d[:, None], mask=keys[None, :] < end, other=0.0)
         s = _dot(q, kt, DOT_F32) * qk_scale
@@ -80,34 +97,56 @@ def _window_importance_kernel(
     stride_qh, stride_qw, stride_kh, stride_kn, stride_oh,
     window, seq_len, qk_scale,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    USE_MAX: tl.constexpr, DOT_F32: tl.constexpr,
+    USE_MAX: tl.constexpr, EVEN_ROWS: tl.constexpr, DOT_F32: tl.constexpr,
 ):
     """Program (kv_head, key block): probabilities of all G * W window rows for BLOCK_N keys, reduced over the
-    rows: sum / G (SnapKV) or max (Ada-SnapKV)."""
+    rows: sum / G (SnapKV) or max (Ada-SnapKV).
+
+    The reduction over rows is elementwise into a `[BLOCK_M, BLOCK_N]` register tile and crosses warps once at
+    the end (not once per row block)."""
     kv_head = tl.program_id(0)
-    keys = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    block_start = tl.program_id(1) * BLOCK_N
+    keys = block_start + tl.arange(0, BLOCK_N)
     key_ok = keys < seq_len
     offs_d = tl.arange(0, HEAD_DIM)
     kt = tl.load(K + kv_head * stride_kh + keys[None, :] * stride_kn + offs_d[:, None], mask=key_ok[None, :],
                  other=0.0)
     num_rows = GROUP * window
-    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for r0 in range(0, num_rows, BLOCK_M):
-        rows = r0 + tl.arange(0, BLOCK_M)
-        row_ok = rows < num_rows
-        q, q_pos = _load_window_rows(Q, kv_head, rows, row_ok, stride_qh, stride_qw, window, seq_len, GROUP,
-                                     HEAD_DIM)
-        lse = tl.load(ROW_LSE + kv_head * num_rows + rows, mask=row_ok, other=0.0)
-        s = _dot(q, kt, DOT_F32) * qk_scale - lse[:, None]
-        visible = (keys[None, :] <= q_pos[:, None]) & row_ok[:, None] & key_ok[None, :]
-        p = tl.where(visible, tl.exp2(s), 0.0)
-        if USE_MAX:
-            acc = tl.maximum(acc, tl.max(p, 0))
-        else:
-            acc += tl.sum(p, 0)
-    if not USE_MAX:
-        acc = acc / GROUP
-    tl.store(OUT + kv_head * stride_oh + keys, acc, mask=key_ok)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    if block_start + BLOCK_N <= seq_len - window + 1:
+        # every key of the block is visible to every window row: no causal / bounds mask
+        for r0 in range(0, num_rows, BLOCK_M):
+            rows = r0 + tl.arange(0, BLOCK_M)
+            row_ok = rows < num_rows
+            q, q_pos = _load_window_rows(Q, kv_head, rows, row_ok, stride_qh, stride_qw, window, seq_len, GROUP,
+                                         HEAD_DIM)
+            lse = tl.load(ROW_LSE + kv_head * num_rows + rows, mask=row_ok, other=0.0)
+            p = tl.exp2(_dot(q, kt, DOT_F32) * qk_scale - lse[:, None])
+            if not EVEN_ROWS:
+                p = tl.where(row_ok[:, None], p, 0.0)
+            if USE_MAX:
+                acc = tl.maximum(acc, p)
+            else:
+                acc += p
+    else:
+        for r0 in range(0, num_rows, BLOCK_M):
+            rows = r0 + tl.arange(0, BLOCK_M)
+            row_ok = rows < num_rows
+            q, q_pos = _load_window_rows(Q, kv_head, rows, row_ok, stride_qh, stride_qw, window, seq_len, GROUP,
+                                         HEAD_DIM)
+            lse = tl.load(ROW_LSE + kv_head * num_rows + rows, mask=row_ok, other=0.0)
+            s = _dot(q, kt, DOT_F32) * qk_scale - lse[:, None]
+            visible = (keys[None, :] <= q_pos[:, None]) & row_ok[:, None] & key_ok[None, :]
+            p = tl.where(visible, tl.exp2(s), 0.0)
+            if USE_MAX:
+                acc = tl.maximum(acc, p)
+            else:
+                acc += p
+    if USE_MAX:
+        result = tl.max(acc, 0)
+    else:
+        result = tl.sum(acc, 0) / GROUP
+    tl.store(OUT + kv_head * stride_oh + keys, result, mask=key_ok)
 
 
 def triton_window_importance(
@@ -115,8 +154,11 @@ def triton_window_importance(
     k: torch.Tensor,
     scale: Optional[float] = None,
     reduce: str = "mean_sum",
-    block_m: int = 64,
-    block_n: int = 64,
+    block_m: Optional[int] = None,
+    block_n: Optional[int] = None,
+    stats_config: Optional[Tuple[int, int, int, int]] = None,
+    scores_config: Optional[Tuple[int, int, int, int]] = None,
+    num_splits: Optional[int] = None,
 ) -> torch.Tensor:
     """Token importance from the last W prompt queries, without the `[Hkv, G, W, T]` probability tensor.
 
@@ -126,6 +168,10 @@ def triton_window_importance(
         scale: softmax scale. Default: `D ** -0.5`.
         reduce: "mean_sum" (SnapKV: mean over the group's query heads of the window-summed probabilities) or
             "max" (Ada-SnapKV: max over window queries and query heads).
+        stats_config, scores_config: (BLOCK_M, BLOCK_N, num_warps, num_stages) of the row-statistics and the
+            score pass; default `STATS_CONFIG` / `SCORES_CONFIG`.
+        block_m, block_n: override BLOCK_M / BLOCK_N of both passes (the CPU tests use small tiles).
+        num_splits: key-axis splits of the row-statistics pass; default from `choose_num_splits`.
 
     Returns:
         `[Hkv, T]` fp32, before pooling (equals `window_probs(q_window, k).mean(1).sum(1)` / `.amax(2).amax(1)`).
@@ -150,27 +196,41 @@ def triton_window_importance(
     scale = head_dim ** -0.5 if scale is None else scale
     qk_scale = scale * LOG2E
     num_rows = group * window
-    row_blocks = triton.cdiv(num_rows, block_m)
+    stats_m, stats_n, stats_warps, stats_stages = _override(stats_config or STATS_CONFIG, block_m, block_n)
+    scores_m, scores_n, scores_warps, scores_stages = _override(scores_config or SCORES_CONFIG, block_m, block_n)
+    row_blocks = triton.cdiv(num_rows, stats_m)
 
-    num_splits = choose_num_splits(num_kv_heads * row_blocks, seq_len, k.device)
-    keys_per_split = triton.cdiv(triton.cdiv(seq_len, num_splits), block_n) * block_n
+    if num_splits is None:
+        num_splits = choose_num_splits(num_kv_heads * row_blocks, seq_len, k.device)
+    keys_per_split = triton.cdiv(triton.cdiv(seq_len, num_splits), stats_n) * stats_n
     num_splits = triton.cdiv(seq_len, keys_per_split)
     row_max = torch.empty(num_kv_heads * num_rows, num_splits, device=k.device, dtype=torch.float32)
     row_sum = torch.empty_like(row_max)
-    meta = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, DOT_F32=INTERPRETING)
     _window_row_stats_kernel[(num_kv_heads * row_blocks, num_splits)](
         q_window, k, row_max, row_sum,
         q_window.stride(0), q_window.stride(1), k.stride(0), k.stride(1),
-        window, seq_len, keys_per_split, num_splits, qk_scale, num_warps=4, num_stages=3, **meta,
+        window, seq_len, keys_per_split, num_splits, qk_scale,
+        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=stats_m, BLOCK_N=stats_n, DOT_F32=INTERPRETING,
+        num_warps=stats_warps, num_stages=stats_stages,
     )
     # merge the splits (tiny): lse2 = m + log2(sum_s l_s 2^(m_s - m)); every row sees at least key 0
-    top = row_max.max(dim=1, keepdim=True).values
-    row_lse = (top[:, 0] + torch.log2((row_sum * torch.exp2(row_max - top)).sum(dim=1))).contiguous()
+    if num_splits == 1:
+        row_lse = row_max[:, 0] + torch.log2(row_sum[:, 0])
+    else:
+        top = row_max.max(dim=1, keepdim=True).values
+        row_lse = (top[:, 0] + torch.log2((row_sum * torch.exp2(row_max - top)).sum(dim=1))).contiguous()
 
     out = torch.empty(num_kv_heads, seq_len, device=k.device, dtype=torch.float32)
-    _window_importance_kernel[(num_kv_heads, triton.cdiv(seq_len, block_n))](
+    _window_importance_kernel[(num_kv_heads, triton.cdiv(seq_len, scores_n))](
         q_window, k, row_lse, out,
         q_window.stride(0), q_window.stride(1), k.stride(0), k.stride(1), out.stride(0),
-        window, seq_len, qk_scale, USE_MAX=reduce == "max", num_warps=4, num_stages=2, **meta,
+        window, seq_len, qk_scale,
+        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=scores_m, BLOCK_N=scores_n, USE_MAX=reduce == "max",
+        EVEN_ROWS=num_rows % scores_m == 0, DOT_F32=INTERPRETING, num_warps=scores_warps, num_stages=scores_stages,
     )
     return out
+
+
+def _override(config: Tuple[int, int, int, int], block_m: Optional[int], block_n: Optional[int]):
+    m, n, warps, stages = config
+    return (m if block_m is None else block_m, n if block_n is None else block_n, warps, stages)

@@ -6,24 +6,29 @@ Shapes follow docs/architecture.md. The estimation only materialises the last-wi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..kernels._window import causal_window_probs
+from ..kernels.estimation.topk import ordered_keys
 
 
 @dataclass
 class KeptTokens:
     """Tokens one sample keeps per KV head.
 
-    index: `[Hkv, C]` int64 token positions in ascending (positional) order, -1 beyond `lens`.
+    index: `[Hkv, C]` int64 token positions in ascending (positional) order, -1 beyond `lens`; `C` = the longest
+        head's count.
     lens: `[Hkv]` int32 number of kept tokens per KV head.
+    uniform: host-side flag, True when every head keeps exactly `C` tokens (no -1 padding): lets `pack` skip the
+        padding fill without reading `lens` back from the device.
     """
 
     index: torch.Tensor
     lens: torch.Tensor
+    uniform: bool = False
 
 
 @dataclass
@@ -79,18 +84,46 @@ def pool_and_force(scores: torch.Tensor, kernel_size: int, local_window: int, pr
     return pooled
 
 
-def top_positions(scores: torch.Tensor, count: int) -> torch.Tensor:
-    """`[H, count]` positions of the `count` best scores per row; ties go to the lower position (stable sort)."""
+def top_positions(scores: torch.Tensor, count: int, sorted: bool = True) -> torch.Tensor:
+    """`[H, count]` int64 positions of the `count` best scores per row; ties go to the lower position.
+
+    The same set (and, with `sorted`, the same best-first order) as a stable descending sort cut at `count`
+    (`reference_top_positions`), but through `torch.topk` on int64 keys that pack (score, position) into one
+    distinct value (`kernels/estimation/topk.py:ordered_keys`): no full-row sort. `sorted=False` returns the set in
+    an unspecified order (cheaper). Scores must not be NaN.
+    """
+    return torch.topk(ordered_keys(scores), count, dim=-1, sorted=sorted).indices
+
+
+def reference_top_positions(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """PyTorch reference of `top_positions`: a full stable descending sort, cut at `count` (best first)."""
     return torch.sort(scores, dim=-1, descending=True, stable=True).indices[:, :count]
 
 
-def kept_from_mask(mask: torch.Tensor) -> KeptTokens:
-    """Positional-order kept tokens from a `[Hkv, T]` boolean mask."""
+def kept_from_mask(mask: torch.Tensor, width: Optional[int] = None) -> KeptTokens:
+    """Positional-order kept tokens from a `[Hkv, T]` boolean mask, without sorting.
+
+    Each kept token's slot is its rank among the head's kept tokens (`cumsum - 1`); dropped tokens are scattered
+    into a spare column past the end, which is cut off. `width` = columns of the result; None reads
+    `max(lens)` back from the device (the one host sync of a ragged selection).
+    """
+    num_heads, seq_len = mask.shape
+    lens = mask.sum(dim=-1)
+    if width is None:
+        width = int(lens.max())
+    slot = torch.where(mask, mask.cumsum(dim=-1) - 1, width)  # kept: 0 .. lens-1, dropped: the spare column
+    positions = torch.arange(seq_len, device=mask.device).expand(num_heads, seq_len)
+    index = torch.full((num_heads, width + 1), -1, dtype=torch.int64, device=mask.device)
+    index.scatter_(1, slot, positions)  # the spare column receives every dropped position (any of them): cut
+    return KeptTokens(index=index[:, :width], lens=lens.to(torch.int32))
+
+
+def reference_kept_from_mask(mask: torch.Tensor) -> KeptTokens:
+    """PyTorch reference of `kept_from_mask`: kept positions packed to the left by a full ascending sort."""
     lens = mask.sum(dim=-1)
     width = int(lens.max())
     positions = torch.arange(mask.shape[-1], device=mask.device).expand_as(mask)
-    # Kept positions keep their value, dropped ones move past the end; an ascending sort packs them to the left.
-    keyed = torch.where(mask, positions, mask.shape[-1])
+    keyed = torch.where(mask, positions, mask.shape[-1])  # dropped ones move past the end
     ordered = torch.sort(keyed, dim=-1).values[:, :width]
     index = torch.where(ordered == mask.shape[-1], -1, ordered).long()
     return KeptTokens(index=index, lens=lens.to(torch.int32))
@@ -98,27 +131,61 @@ def kept_from_mask(mask: torch.Tensor) -> KeptTokens:
 
 def keep_all(num_kv_heads: int, seq_len: int, device: torch.device) -> KeptTokens:
     index = torch.arange(seq_len, device=device).expand(num_kv_heads, seq_len).clone()
-    return KeptTokens(index=index, lens=torch.full((num_kv_heads,), seq_len, dtype=torch.int32, device=device))
+    lens = torch.full((num_kv_heads,), seq_len, dtype=torch.int32, device=device)
+    return KeptTokens(index=index, lens=lens, uniform=True)
 
 
-def pack(kept: List[KeptTokens], keys: List[torch.Tensor], values: List[torch.Tensor],
-         seq_lens: List[int]) -> CompressedKV:
-    """Gather each sample's kept K/V (`[Hkv, T_b, D]`) into one right-padded `[B, Hkv, C, D]` cache."""
+def host_bounds(cu_seqlens: torch.Tensor, seq_lens: Optional[Sequence[int]] = None) -> List[int]:
+    """`cu_seqlens` as host ints, validated. `seq_lens` (host per-sample lengths, e.g. the integration's own list)
+    avoids reading a CUDA `cu_seqlens` back (a device sync that waits for the prefill)."""
+    if seq_lens is not None:
+        bounds = [0]
+        for length in seq_lens:
+            bounds.append(bounds[-1] + int(length))
+        if len(bounds) != cu_seqlens.numel():
+            raise ValueError(f"seq_lens has {len(bounds) - 1} samples but cu_seqlens {cu_seqlens.numel() - 1}")
+    else:
+        bounds = [int(x) for x in cu_seqlens.tolist()]
+    if len(bounds) < 2 or any(end <= start for start, end in zip(bounds, bounds[1:])):
+        raise ValueError(f"cu_seqlens must start a non-empty sample per entry, got {bounds}")
+    return bounds
+
+
+def pack(kept: List[KeptTokens], k: torch.Tensor, v: torch.Tensor, bounds: List[int]) -> CompressedKV:
+    """Gather each sample's kept K/V into one right-padded `[B, Hkv, C, D]` cache, no host sync.
+
+    Args:
+        kept: one `KeptTokens` per sample (positions relative to the sample's start).
+        k, v: `[N, Hkv, D]` the packed prompt keys / values.
+        bounds: host `cu_seqlens` (`[B + 1]` ints).
+
+    One `index_select` per tensor over the `[N * Hkv, D]` rows (row of token t, head h = t * Hkv + h) for the
+    whole batch; padded slots read row 0 and are zeroed afterwards (skipped when every head of every sample keeps
+    `C` tokens, which the selection knows on the host).
+    """
     batch = len(kept)
-    num_kv_heads, _, head_dim = keys[0].shape
-    width = max(int(item.lens.max()) for item in kept)
-    device, dtype = keys[0].device, keys[0].dtype
-    k_out = torch.zeros(batch, num_kv_heads, width, head_dim, dtype=dtype, device=device)
-    v_out = torch.zeros_like(k_out)
-    index = torch.full((batch, num_kv_heads, width), -1, dtype=torch.int64, device=device)
-    lens = torch.stack([item.lens for item in kept]).to(torch.int32)
-    for b, item in enumerate(kept):
-        c = item.index.shape[1]
-        gather = item.index.clamp(min=0)[..., None].expand(num_kv_heads, c, head_dim)
-        valid = (item.index >= 0)[..., None]
-        k_out[b, :, :c] = torch.where(valid, keys[b].gather(1, gather), 0)
-        v_out[b, :, :c] = torch.where(valid, values[b].gather(1, gather), 0)
-        index[b, :, :c] = item.index
-    totals = torch.tensor(seq_lens, dtype=torch.float32, device=device)[:, None]
-    sparsity = 1.0 - lens.float() / totals
-    return CompressedKV(k=k_out, v=v_out, lens=lens, index=index, sparsity=sparsity)
+    num_kv_heads, head_dim = k.shape[1], k.shape[2]
+    device = k.device
+    width = max(item.index.shape[1] for item in kept)  # host-known: no sync
+    heads = torch.arange(num_kv_heads, device=device)[:, None]
+    indices, rows = [], []
+    for item, start in zip(kept, bounds):
+        index = item.index
+        if index.shape[1] < width:
+            index = F.pad(index, (0, width - index.shape[1]), value=-1)
+        indices.append(index)
+        rows.append((start + index.clamp(min=0)) * num_kv_heads + heads)
+    index = indices[0][None] if batch == 1 else torch.stack(indices)  # [B, Hkv, C]
+    flat = (rows[0] if batch == 1 else torch.stack(rows)).view(-1)
+    uniform = all(item.uniform and item.index.shape[1] == width for item in kept)
+    outputs = []
+    for x in (k, v):
+        gathered = x.reshape(-1, head_dim).index_select(0, flat).view(batch, num_kv_heads, width, head_dim)
+        if not uniform:
+            gathered.masked_fill_((index < 0)[..., None], 0)
+        outputs.append(gathered)
+    lens = torch.stack([item.lens for item in kept]).to(torch.int32)  # [B, Hkv]
+    # 1 - lens / T_b with host T_b: a device tensor of the lengths would be a (syncing) host-to-device copy
+    sparsity = torch.stack([1.0 - item.lens.float() / (end - start)
+                            for item, start, end in zip(kept, bounds, bounds[1:])])
+    return CompressedKV(k=outputs[0], v=outputs[1], lens=lens, index=index, sparsity=sparsity)

@@ -7,7 +7,14 @@ from typing import Optional
 
 import torch
 
-from ._kv import KeptTokens, kept_from_mask, pool_and_force, top_positions
+from ._kv import (
+    KeptTokens,
+    kept_from_mask,
+    pool_and_force,
+    reference_kept_from_mask,
+    reference_top_positions,
+    top_positions,
+)
 from .snapkv import SnapKV
 
 
@@ -52,9 +59,7 @@ class AdaSnapKV(SnapKV):
         scores = window_importance(q_window, k, scale, reduce="max")
         return pool_and_force(scores, self.kernel_size, self.local_window, self.prefix_tokens)
 
-    def _allocate(self, scores: torch.Tensor) -> KeptTokens:
-        """Adaptive budget: each KV head keeps its top `head_floor`, then the remaining
-        `token_capacity * Hkv - head_floor * Hkv` slots go to the best remaining scores over all heads."""
+    def _check_budget(self, scores: torch.Tensor):
         num_kv_heads, seq_len = scores.shape
         floor = self.head_floor
         total = self.token_capacity * num_kv_heads
@@ -63,9 +68,28 @@ class AdaSnapKV(SnapKV):
                 f"ada_snapkv: a prompt of {seq_len} tokens cannot hold head_floor={floor} / total budget {total}; "
                 f"lower token_capacity or min_head_capacity_ratio"
             )
+        return num_kv_heads, floor, total
+
+    def _allocate(self, scores: torch.Tensor) -> KeptTokens:
+        """Adaptive budget: each KV head keeps its top `head_floor`, then the remaining
+        `token_capacity * Hkv - head_floor * Hkv` slots go to the best remaining scores over all heads."""
+        num_kv_heads, floor, total = self._check_budget(scores)
+        # torch.topk on (score, position) keys (ties: earlier head, then earlier token, as a stable sort); the
+        # positional order comes from a cumsum compaction of the mask, not a sort. One host sync: the width.
         mask = torch.zeros_like(scores, dtype=torch.bool)
-        mask.scatter_(1, top_positions(scores, floor), True)
+        mask.scatter_(1, top_positions(scores, floor, sorted=False), True)
         rest = scores.masked_fill(mask, float("-inf")).flatten()
-        extra = top_positions(rest[None, :], total - floor * num_kv_heads)[0]
+        extra = top_positions(rest[None, :], total - floor * num_kv_heads, sorted=False)[0]
         mask.view(-1)[extra] = True
         return kept_from_mask(mask)
+
+    def reference_allocate(self, scores: torch.Tensor) -> KeptTokens:
+        """PyTorch reference of `_allocate`: full stable sorts (per head, then over all heads) and a sort that packs
+        the kept positions to the left. `_allocate` must return exactly this."""
+        num_kv_heads, floor, total = self._check_budget(scores)
+        mask = torch.zeros_like(scores, dtype=torch.bool)
+        mask.scatter_(1, reference_top_positions(scores, floor), True)
+        rest = scores.masked_fill(mask, float("-inf")).flatten()
+        extra = reference_top_positions(rest[None, :], total - floor * num_kv_heads)[0]
+        mask.view(-1)[extra] = True
+        return reference_kept_from_mask(mask)

@@ -3,7 +3,7 @@
 Based on SnapKV (Li et al. 2024, arXiv:2404.14469).
 """
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -12,10 +12,12 @@ from ._kv import (
     CompressedKV,
     KeptTokens,
     check_window_shapes,
+    host_bounds,
     keep_all,
-    kept_from_mask,
     pack,
     pool_and_force,
+    reference_kept_from_mask,
+    reference_top_positions,
     top_positions,
 )
 
@@ -101,10 +103,20 @@ class SnapKV(MethodConfig):
         return self._allocate(self.importance(q_window, k, scale))
 
     def _allocate(self, scores: torch.Tensor) -> KeptTokens:
-        """Uniform budget: the `token_capacity` best tokens of every KV head."""
-        keep = top_positions(scores, self.token_capacity)
+        """Uniform budget: the `token_capacity` best tokens of every KV head (ties: the earlier token), in
+        positional order. `torch.topk` on (score, position) keys, then a sort of the kept positions only
+        (`[Hkv, C]`, not `[Hkv, T]`); the width is `token_capacity`, known on the host: no device sync."""
+        keep = top_positions(scores, self.token_capacity, sorted=False)
+        index = torch.sort(keep, dim=-1).values
+        lens = torch.full((scores.shape[0],), self.token_capacity, dtype=torch.int32, device=scores.device)
+        return KeptTokens(index=index, lens=lens, uniform=True)
+
+    def reference_allocate(self, scores: torch.Tensor) -> KeptTokens:
+        """PyTorch reference of `_allocate` (the readable definition): full stable sorts, a mask, then a sort that
+        packs the kept positions to the left. `_allocate` must return exactly this."""
+        keep = reference_top_positions(scores, self.token_capacity)
         mask = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, keep, True)
-        return kept_from_mask(mask)
+        return reference_kept_from_mask(mask)
 
     def compress(
         self,
@@ -113,6 +125,7 @@ class SnapKV(MethodConfig):
         v: torch.Tensor,
         cu_seqlens: torch.Tensor,
         scale: Optional[float] = None,
+        seq_lens: Optional[Sequence[int]] = None,
     ) -> CompressedKV:
         """Compress a varlen packed batch of prompts right after prefill.
 
@@ -121,23 +134,23 @@ class SnapKV(MethodConfig):
             k, v: `[N, Hkv, D]` packed prompt keys / values.
             cu_seqlens: `[B + 1]` int, sample b owns rows `cu_seqlens[b] : cu_seqlens[b + 1]`.
             scale: softmax scale. Default: `D ** -0.5`.
+            seq_lens: optional host per-sample lengths (`[B]` ints, matching `cu_seqlens`). Without them a CUDA
+                `cu_seqlens` is read back once (a sync that waits for the queued prefill); a CPU one costs nothing.
 
         Returns:
             `CompressedKV(k, v [B, Hkv, C, D], lens [B, Hkv] int32, index [B, Hkv, C], sparsity [B, Hkv])`.
+
+        SnapKV runs with no other host sync; Ada-SnapKV reads each sample's longest head count back once (the
+        cache width).
         """
-        bounds = [int(x) for x in cu_seqlens.tolist()]
-        if len(bounds) < 2 or any(end <= start for start, end in zip(bounds, bounds[1:])):
-            raise ValueError(f"cu_seqlens must start a non-empty sample per entry, got {bounds}")
-        kept, keys, values, seq_lens = [], [], [], []
+        bounds = host_bounds(cu_seqlens, seq_lens)
+        kept = []
         for start, end in zip(bounds, bounds[1:]):
             sample_k = k[start:end].transpose(0, 1)  # [Hkv, T, D]
             window = self.window_size(end - start)
             q_window = q[end - window:end].transpose(0, 1)  # [Hq, W, D]
             kept.append(self.select_kept(q_window, sample_k, scale))
-            keys.append(sample_k)
-            values.append(v[start:end].transpose(0, 1))
-            seq_lens.append(end - start)
-        return pack(kept, keys, values, seq_lens)
+        return pack(kept, k, v, bounds)
 
     # -- decoding ----------------------------------------------------------------------------------------------
     @staticmethod

@@ -1,0 +1,105 @@
+"""SnapKV / Ada-SnapKV compression on the GPU at real shapes (Llama-3.1-8B heads, bf16): the fast selection keeps
+exactly the reference's tokens, SnapKV's `compress` makes no host sync (host `seq_lens`), the window kernel's
+launch configurations and the decode split counts agree with the PyTorch references (outputs poisoned with NaN).
+
+    TRITON_INTERPRET=0 python -m pytest -q -m gpu tests/gpu/test_kv_selection_gpu.py
+"""
+import pytest
+import torch
+
+from .common import GPU_MARKS, HKV, HQ, RATIO, D
+
+pytestmark = GPU_MARKS
+
+
+def rel_rmse(ref: torch.Tensor, out: torch.Tensor) -> float:
+    ref, out = ref.double(), out.double()
+    return ((out - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()).item()
+
+
+def prompt(context, seed):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.randn(context, HQ, D, device="cuda", generator=gen, dtype=torch.bfloat16)
+    k = torch.randn(context, HKV, D, device="cuda", generator=gen, dtype=torch.bfloat16)
+    v = torch.randn(context, HKV, D, device="cuda", generator=gen, dtype=torch.bfloat16)
+    return q, k, v
+
+
+@pytest.mark.parametrize("name", ["snapkv", "ada_snapkv"])
+@pytest.mark.parametrize("context", [32 * 1024 + 37, 128 * 1024], ids=lambda c: f"{c}")
+def test_compress_keeps_the_reference_tokens_gpu(name, context):
+    from sparse_attn import build_method
+
+    method = build_method(name, token_capacity=context // 10)
+    q, k, v = prompt(context, context)
+    q_window = q[-256:].transpose(0, 1)
+    k_heads = k.transpose(0, 1)
+    scores = method.importance(q_window, k_heads)
+    fast, reference = method._allocate(scores), method.reference_allocate(scores)
+    assert torch.equal(fast.index, reference.index) and torch.equal(fast.lens, reference.lens)
+
+    cu_seqlens = torch.tensor([0, context], device="cuda", dtype=torch.int32)
+    cache = method.compress(q, k, v, cu_seqlens)
+    assert torch.equal(cache.index[0], reference.index) and torch.equal(cache.lens[0], reference.lens)
+    for h in (0, HKV - 1):
+        n = int(cache.lens[0, h])
+        assert torch.equal(cache.k[0, h, :n], k[cache.index[0, h, :n], h])
+        assert torch.equal(cache.v[0, h, :n], v[cache.index[0, h, :n], h])
+        assert torch.all(cache.k[0, h, n:] == 0) and torch.all(cache.v[0, h, n:] == 0)
+
+
+def test_snapkv_compress_makes_no_host_sync_with_host_lengths():
+    from sparse_attn import build_method
+
+    context = 16 * 1024 + 5
+    method = build_method("snapkv", token_capacity=context // 10)
+    q, k, v = prompt(context, 1)
+    cu_seqlens = torch.tensor([0, context], device="cuda", dtype=torch.int32)
+    expected = method.compress(q, k, v, cu_seqlens)  # warm-up (Triton compiles, which may sync)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        cache = method.compress(q, k, v, cu_seqlens, seq_lens=[context])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(cache.index, expected.index) and torch.equal(cache.k, expected.k)
+
+
+@pytest.mark.parametrize("reduce", ["mean_sum", "max"])
+@pytest.mark.parametrize("config", [None, (64, 64, 4, 3), (128, 128, 8, 2), (64, 256, 8, 2)], ids=str)
+def test_window_kernel_configs_gpu(reduce, config):
+    from sparse_attn.kernels.decode import naive_window_importance
+    from sparse_attn.kernels.decode.window_triton import triton_window_importance
+
+    context = 16 * 1024 + 37  # ragged last tile
+    gen = torch.Generator(device="cuda").manual_seed(3)
+    q_window = torch.randn(HQ, 256, D, device="cuda", generator=gen, dtype=torch.bfloat16)
+    k = torch.randn(HKV, context, D, device="cuda", generator=gen, dtype=torch.bfloat16)
+    ref = naive_window_importance(q_window, k, reduce=reduce)
+    kw = {} if config is None else {"stats_config": config, "scores_config": config}
+    out = triton_window_importance(q_window, k, reduce=reduce, **kw)
+    assert not out.isnan().any()
+    assert rel_rmse(ref, out) <= RATIO
+
+
+@pytest.mark.parametrize("factor", [1, 2, 4])
+def test_decode_split_factors_gpu(factor):
+    from sparse_attn.kernels.decode import naive_decode
+    from sparse_attn.kernels.decode.triton import choose_num_splits, triton_decode
+
+    gen = torch.Generator(device="cuda").manual_seed(factor)
+    batch, width = 3, 13107
+    lens = torch.randint(1, width + 1, (batch, HKV), device="cuda", generator=gen, dtype=torch.int32)
+    lens[0, 0] = width
+    q = torch.randn(batch, HQ, D, device="cuda", generator=gen, dtype=torch.bfloat16)
+    k = torch.randn(batch, HKV, width, D, device="cuda", generator=gen, dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    beyond = torch.arange(width, device="cuda") >= lens[..., None]
+    k.masked_fill_(beyond[..., None], float("nan"))
+    v.masked_fill_(beyond[..., None], float("nan"))
+    splits = choose_num_splits(batch * HKV, width, q.device) * factor
+    for block_n in (32, 64):
+        out = torch.full_like(q, float("nan"))
+        triton_decode(q, k, v, lens, out=out, num_splits=splits, block_n=block_n)
+        assert not out.isnan().any()
+        assert rel_rmse(naive_decode(q, k, v, lens).float(), out.float()) <= RATIO
