@@ -36,7 +36,7 @@ def _load_window_rows(Q, kv_head, rows, row_ok, stride_qh, stride_qw, window, se
 
 #: Launch configurations (BLOCK_M rows, BLOCK_N keys, num_warps, num_stages) of the two passes; tuned on an H100
 #: at 32K-128K tokens, Llama-3.1-8B heads (benchmarks/bench_decode.py, `--tables compression`, tunes them).
-STATS_CONFIG = (128, 64, 8, 3)
+STATS_CONFIG = (64, 64, 4, 3)
 SCORES_CONFIG = (64, 128, 8, 2)
 
 
