@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from triton.testing import do_bench
 
-from sparse_attn.kernels.block_sparse.triton import triton_block_sparse_attention
 from sparse_attn.kernels.dense import dense_attention
 from sparse_attn.kernels.estimation.triton import triton_last_window_sums, triton_pooled_block_scores
 from sparse_attn.kernels.vertical_slash.triton import (triton_build_vertical_slash_index,
@@ -182,6 +181,12 @@ def block_sparse_selection(q, k, cu, chunk, top_chunks):
     scores = scores.masked_fill(forced[None], float("inf"))
     top = torch.topk(scores, min(top_chunks, n), dim=-1).indices
     return top.sort(-1).values
+
+
+def triton_block_sparse_attention(*args, **kwargs):
+    """Imported on first use, so the vertical-slash runs do not depend on the block-sparse module."""
+    from sparse_attn.kernels.block_sparse.triton import triton_block_sparse_attention as kernel
+    return kernel(*args, **kwargs)
 
 
 def run_block_sparse(length, q, k, v, cu, dense, flex, results, chunks=(128, 64)):

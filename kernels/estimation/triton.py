@@ -247,8 +247,9 @@ def _row_statistics(q, k, cu_seqlens, window, qk_scale, w_max, longest, block_m,
     return row_max.contiguous(), row_inv_sum
 
 
-#: programs the banded sums pass aims for (about 8 per SM of an H100)
+#: programs the banded sums pass aims for (about 8 per SM of an H100) and its (num_warps, num_stages)
 SUMS_PROGRAMS = 1024
+SUMS_LAUNCH = (4, 2)
 
 
 def triton_last_window_sums(
@@ -316,7 +317,7 @@ def triton_last_window_sums(
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), row_max.stride(0), row_max.stride(1),
         vertical.stride(0), vertical.stride(1),
         GROUP=group, HEAD_DIM=head_dim, BLOCK=block, BANDS=triton.next_power_of_2(n_qblocks + 1),
-        num_warps=4, num_stages=2,
+        num_warps=SUMS_LAUNCH[0], num_stages=SUMS_LAUNCH[1],
     )
     return vertical, slash
 
