@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels._varlen import check_varlen
-from ..kernels.estimation.topk import threshold_topk
+from ..kernels.estimation.topk import stable_topk, threshold_topk
 from ..kernels.vertical_slash import build_vertical_slash_index, vertical_slash_attention, vertical_slash_pair_counts
 
 #: keys always kept by vertical-slash methods as "attention sinks" (the first tokens of the prompt)
@@ -171,8 +171,11 @@ def select_vertical_slash(
     slash = forced_scores(slash_scores, lens, NUM_LOCAL_DIAGONALS)
     vertical_count = torch.minimum(vertical_budget.long(), lens[:, None])
     slash_count = torch.minimum(slash_budget.long(), lens[:, None])
-    vertical_idx = threshold_topk(vertical, vertical_count, vertical_kth)  # ascending key positions
-    slash_offsets = threshold_topk(slash, slash_count, slash_kth, descending=True)  # descending offsets
+    # With a known threshold (FlexPrefill) the prefix-sum selection needs no top-k; without one, the int64-key
+    # top-k is faster (0.72 vs 1.05 ms for 32 heads x 128K, k = 512, H100: profile_vs_estimation_128k.log).
+    pick = lambda s, c, kth, desc: stable_topk(s, c, desc) if kth is None else threshold_topk(s, c, kth, desc)
+    vertical_idx = pick(vertical, vertical_count, vertical_kth, False)  # ascending key positions
+    slash_offsets = pick(slash, slash_count, slash_kth, True)  # descending offsets
     vertical_count, slash_count = vertical_count.int(), slash_count.int()
     index = build_vertical_slash_index(cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count,
                                        backend=backend)
