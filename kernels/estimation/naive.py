@@ -7,8 +7,8 @@ Three primitives, shared by Vertical-Slash, FlexPrefill and Block-Sparse:
   Only the window's `[G, w, L]` probabilities of one KV-head group exist at a time: never an `L x L` matrix.
 - `naive_pooled_block_scores`: mean-pooled queries x mean-pooled keys per block (Block-Sparse estimation);
   `[G, nb, nb]` with `nb = ceil(L / chunk_size)`.
-- `stable_topk`: the `k` best entries per row with a fixed tie rule (equal scores -> lower index first), so the
-  same input always gives the same selection on every backend.
+- `stable_topk` (in `topk.py`): the `k` best entries per row with a fixed tie rule (equal scores -> lower index
+  first), so the same input always gives the same selection on every backend.
 
 Differences from the reference system (deliberate, documented):
 
@@ -133,32 +133,3 @@ def naive_pooled_block_scores(
         q_pool = q_pool.view(num_blocks, num_kv_heads, group, head_dim)
         scores[b] = torch.einsum("mhgd,nhd->hgmn", q_pool, k_pool).reshape(num_q_heads, num_blocks, num_blocks)
     return scores
-
-
-def stable_topk(scores: torch.Tensor, counts: torch.Tensor, descending: bool = False) -> torch.Tensor:
-    """Indices of the `counts` largest scores of each row, with a deterministic tie rule.
-
-    Args:
-        scores: `[..., n]` float; use `-inf` for entries that must never be chosen (they are chosen only if
-            `counts` exceeds the number of finite entries, so clamp `counts` first).
-        counts: `[...]` int, `0 <= counts <= n`, how many to keep per row.
-        descending: order of the returned indices (ascending by default).
-
-    Returns:
-        `[..., kmax]` int32 with `kmax = max(counts)`: the chosen indices sorted by index (not by score), unused
-        slots `-1` at the end. Ties in score go to the lower index (stable sort).
-    """
-    num = scores.shape[-1]
-    if counts.shape != scores.shape[:-1]:
-        raise ValueError(f"counts {tuple(counts.shape)} must match scores {tuple(scores.shape)} without the last dim")
-    if bool((counts < 0).any()) or bool((counts > num).any()):
-        raise ValueError(f"counts must lie in [0, {num}], got {int(counts.min())} .. {int(counts.max())}")
-    kmax = int(counts.max()) if counts.numel() else 0
-    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :kmax]
-    unused = torch.arange(kmax, device=scores.device) >= counts[..., None]
-    if descending:
-        chosen = order.masked_fill(unused, -1)
-        return torch.sort(chosen, dim=-1, descending=True).values.to(torch.int32)
-    chosen = order.masked_fill(unused, num)  # sorts after every real index
-    chosen = torch.sort(chosen, dim=-1).values
-    return chosen.masked_fill(chosen == num, -1).to(torch.int32)

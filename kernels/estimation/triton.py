@@ -17,6 +17,7 @@ import triton
 import triton.language as tl
 
 from .._triton_tile import LOG2E
+from .pooling import pooled_block_means
 
 # (stats: window queries, keys per tile; sums: window queries, keys per tile)
 DEFAULT_BLOCKS = (64, 64, 64, 64)
@@ -338,23 +339,11 @@ def triton_pooled_block_scores(
     Returns:
         [B, Hq, nb, nb] fp32, nb = ceil(max_len / chunk_size); blocks past a sample's end score 0.
     """
-    num_tokens, num_q_heads, head_dim = q.shape
+    num_q_heads, head_dim = q.shape[1], q.shape[2]
     num_kv_heads = k.shape[1]
     group = num_q_heads // num_kv_heads
-    bounds = cu_seqlens.tolist()
-    batch = len(bounds) - 1
-    num_blocks = -(-max(b - a for a, b in zip(bounds[:-1], bounds[1:])) // chunk_size)
-    pooled = []
-    for x in (q, k):
-        sums = torch.zeros(batch, num_blocks, x.shape[1], head_dim, device=x.device, dtype=torch.float32)
-        for b, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
-            whole = (end - start) // chunk_size
-            if whole:
-                sums[b, :whole] = x[start: start + whole * chunk_size].view(whole, chunk_size, x.shape[1],
-                                                                            head_dim).sum(1, dtype=torch.float32)
-            if start + whole * chunk_size < end:  # partial last block: padding counts as zeros
-                sums[b, whole] = x[start + whole * chunk_size: end].sum(0, dtype=torch.float32)
-        pooled.append(sums.div_(chunk_size))
+    pooled = [pooled_block_means(x, cu_seqlens, chunk_size) for x in (q, k)]  # [B, nb, H, D] fp32
+    batch, num_blocks = pooled[0].shape[:2]
     q_pool = pooled[0].view(batch, num_blocks, num_kv_heads, group, head_dim).permute(0, 2, 3, 1, 4)
     k_pool = pooled[1].permute(0, 2, 3, 1)[:, :, None]  # [B, Hkv, 1, D, nb]
     scores = torch.matmul(q_pool, k_pool)  # [B, Hkv, G, nb, nb]
