@@ -302,6 +302,34 @@ def _paged_decode_split_kernel(
                  stride_ob, stride_oh, HEAD_DIM, SINGLE_SPLIT, WRITE_LSE)
 
 
+def _plan_page_launch(q: torch.Tensor, num_kv_heads: int, page_index: torch.Tensor, page_size: int,
+                      pages_per_block: int, num_splits: Optional[int]):
+    """Checks `page_index [B, Hkv or Hq, n]` and plans the split-K launch shared by the contiguous and paged decodes.
+
+    Returns `(page_index contiguous, group, num_sel_heads, rows, num_slots, num_splits, slots_per_split)`: `rows`
+    query heads share one selection row (the GQA group when pages are chosen per KV head, else 1), and each split
+    covers `slots_per_split` selected pages (a multiple of `pages_per_block`).
+    """
+    batch, num_q_heads = q.shape[0], q.shape[1]
+    if page_index.dim() != 3 or page_index.shape[0] != batch or page_index.shape[1] not in (num_kv_heads,
+                                                                                              num_q_heads):
+        raise ValueError(f"page_index must be [B, Hkv or Hq, n] = [{batch}, {num_kv_heads} or {num_q_heads}, n], "
+                         f"got {tuple(page_index.shape)}")
+    block_n = page_size * pages_per_block
+    if block_n & (block_n - 1) or block_n < 16:
+        raise ValueError(f"page_size * pages_per_block = {block_n} must be a power of two >= 16 (Triton tile); "
+                         f"use backend='naive' for page_size={page_size}")
+    group = num_q_heads // num_kv_heads
+    num_sel_heads = page_index.shape[1]
+    rows = group if num_sel_heads == num_kv_heads else 1
+    num_slots = max(page_index.shape[2], 1)
+    if num_splits is None:
+        num_splits = choose_num_splits(batch * num_sel_heads, num_slots * page_size, q.device)
+    slots_per_split = triton.cdiv(triton.cdiv(num_slots, num_splits), pages_per_block) * pages_per_block
+    num_splits = triton.cdiv(num_slots, slots_per_split)
+    return page_index.contiguous(), group, num_sel_heads, rows, num_slots, num_splits, slots_per_split
+
+
 def triton_quest_decode(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -341,26 +369,12 @@ def triton_quest_decode(
     """
     batch, num_q_heads, num_kv_heads, head_dim = check_decode_shapes(q, k, v)
     lens = _batch_lens(lens, batch)
-    if page_index.dim() != 3 or page_index.shape[0] != batch or page_index.shape[1] not in (num_kv_heads,
-                                                                                              num_q_heads):
-        raise ValueError(f"page_index must be [B, Hkv or Hq, n] = [{batch}, {num_kv_heads} or {num_q_heads}, n], "
-                         f"got {tuple(page_index.shape)}")
-    page_index = page_index.contiguous()
-    group = num_q_heads // num_kv_heads
-    num_sel_heads = page_index.shape[1]
-    rows = group if num_sel_heads == num_kv_heads else 1
-    num_slots = max(page_index.shape[2], 1)
+    page_index, group, num_sel_heads, rows, num_slots, num_splits, slots_per_split = _plan_page_launch(
+        q, num_kv_heads, page_index, page_size, pages_per_block, num_splits)
+    block_n = page_size * pages_per_block
     scale = head_dim ** -0.5 if scale is None else scale
     if out is None:
         out = torch.empty_like(q)
-    block_n = page_size * pages_per_block
-    if block_n & (block_n - 1) or block_n < 16:
-        raise ValueError(f"page_size * pages_per_block = {block_n} must be a power of two >= 16 (Triton tile); "
-                         f"use backend='naive' for page_size={page_size}")
-    if num_splits is None:
-        num_splits = choose_num_splits(batch * num_sel_heads, num_slots * page_size, q.device)
-    slots_per_split = triton.cdiv(triton.cdiv(num_slots, num_splits), pages_per_block) * pages_per_block
-    num_splits = triton.cdiv(num_slots, slots_per_split)
     args = (
         q, k, v, lens, page_index,
         q.stride(0), q.stride(1),
@@ -659,26 +673,12 @@ def triton_paged_quest_decode(
     if block_size % page_size:
         raise ValueError(f"page_size={page_size} must divide block_size={block_size}")
     lens = _batch_lens(lens, batch)
-    if page_index.dim() != 3 or page_index.shape[0] != batch or page_index.shape[1] not in (num_kv_heads,
-                                                                                              num_q_heads):
-        raise ValueError(f"page_index must be [B, Hkv or Hq, n] = [{batch}, {num_kv_heads} or {num_q_heads}, n], "
-                         f"got {tuple(page_index.shape)}")
-    page_index = page_index.contiguous()
-    group = num_q_heads // num_kv_heads
-    num_sel_heads = page_index.shape[1]
-    rows = group if num_sel_heads == num_kv_heads else 1
-    num_slots = max(page_index.shape[2], 1)
+    page_index, group, num_sel_heads, rows, num_slots, num_splits, slots_per_split = _plan_page_launch(
+        q, num_kv_heads, page_index, page_size, pages_per_block, num_splits)
+    block_n = page_size * pages_per_block
     scale = head_dim ** -0.5 if scale is None else scale
     if out is None:
         out = torch.empty_like(q)
-    block_n = page_size * pages_per_block
-    if block_n & (block_n - 1) or block_n < 16:
-        raise ValueError(f"page_size * pages_per_block = {block_n} must be a power of two >= 16 (Triton tile); "
-                         f"use backend='naive' for page_size={page_size}")
-    if num_splits is None:
-        num_splits = choose_num_splits(batch * num_sel_heads, num_slots * page_size, q.device)
-    slots_per_split = triton.cdiv(triton.cdiv(num_slots, num_splits), pages_per_block) * pages_per_block
-    num_splits = triton.cdiv(num_slots, slots_per_split)
     args = (
         q, key_cache, value_cache, block_tables, lens, page_index,
         q.stride(0), q.stride(1),
