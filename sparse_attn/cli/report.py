@@ -203,6 +203,22 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _small_multiples(plt, panels: List[str], title: str, legend_room: float, draw_panel):
+    """One figure with a panel per name (3 per row, shared y axis), one legend on the right, unused axes hidden."""
+    cols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.4 * nrows), squeeze=False, sharey=True)
+    for ax, panel in zip(axes.flat, panels):
+        draw_panel(ax, panel)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, legend_room, 1))
+    return fig
+
+
 def write_tables(rows: List[Dict[str, Any]], out: Path) -> List[Path]:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "summary.csv", "w", newline="") as handle:
@@ -334,20 +350,11 @@ def write_plots(rows: List[Dict[str, Any]], out: Path) -> List[Path]:
             ax.legend(fontsize=8)
             save(fig, f"{prefix}_compression_{_slug(task)}")
 
-        panels = tasks + ["average"]
-        cols = min(3, len(panels))
-        nrows = math.ceil(len(panels) / cols)
-        fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.4 * nrows), squeeze=False, sharey=True)
         average = _average_rows(group)
-        for ax, panel in zip(axes.flat, panels):
-            _draw_compression(ax, average if panel == "average" else [r for r in group if r["task"] == panel],
-                              panel)
-        for ax in list(axes.flat)[len(panels):]:
-            ax.axis("off")
-        handles, labels = axes.flat[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="center right", fontsize=8)
-        fig.suptitle(f"{model}, {length} tokens: score vs compression")
-        fig.tight_layout(rect=(0, 0, 0.88, 1))
+        fig = _small_multiples(
+            plt, tasks + ["average"], f"{model}, {length} tokens: score vs compression", 0.88,
+            lambda ax, panel: _draw_compression(
+                ax, average if panel == "average" else [r for r in group if r["task"] == panel], panel))
         save(fig, f"{prefix}_compression_all_tasks", layout=False)
 
         if any(r["prefill_flops"] is not None for r in average):
@@ -363,19 +370,11 @@ def write_plots(rows: List[Dict[str, Any]], out: Path) -> List[Path]:
         if len(lengths) < 2:
             continue
         tasks = sorted({r["task"] for r in group})
-        panels = tasks + ["average"]
-        cols = min(3, len(panels))
-        nrows = math.ceil(len(panels) / cols)
-        fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.4 * nrows), squeeze=False, sharey=True)
         averages = [a for length in lengths for a in _average_rows([r for r in group if r["length"] == length])]
-        for ax, panel in zip(axes.flat, panels):
-            _draw_lengths(ax, averages if panel == "average" else [r for r in group if r["task"] == panel], panel)
-        for ax in list(axes.flat)[len(panels):]:
-            ax.axis("off")
-        handles, labels = axes.flat[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="center right", fontsize=8)
-        fig.suptitle(f"{model}: score vs length")
-        fig.tight_layout(rect=(0, 0, 0.85, 1))
+        fig = _small_multiples(
+            plt, tasks + ["average"], f"{model}: score vs length", 0.85,
+            lambda ax, panel: _draw_lengths(
+                ax, averages if panel == "average" else [r for r in group if r["task"] == panel], panel))
         save(fig, f"{_slug(model)}_lengths", layout=False)
     return written
 
