@@ -50,9 +50,31 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
 
 
 # -- tokenizer -----------------------------------------------------------------------------------------------------
-def train_tokenizer(vocab_size: int, tasks=TASKS, samples_per_task: int = 40):
-    """Byte-level BPE trained on task-generator text (prompts + answer blocks); digits are single tokens so numbers
-    copy digit by digit. Returns a `PreTrainedTokenizerFast` with the ChatML template of `sparse_attn.testing`."""
+def pre_tokenizer(kind: str):
+    """How text is cut before BPE merges.
+
+    "pairs" (default): every run of letters/digits is cut into pieces of two characters from its start, spaces and
+    punctuation are pieces of their own. A random key such as `sunbc74k` is always `su nb c7 4k`, in the document,
+    the question and the answer alike, so the last one or two tokens of a key already identify it among the
+    distractors (36^2 values per token): the retrieval the probe model must learn is a short-range match.
+    "digits" (checkpoints v0/v1): GPT-2 byte-level regex with one token per digit; BPE then leaves single letters
+    at the ends of random runs (`... 7 4 k`), so a key's last tokens are shared by many distractors and retrieval
+    needs long n-gram matching: the v1 model copied found values perfectly but failed to find half of them."""
+    from tokenizers import Regex, pre_tokenizers
+
+    if kind == "pairs":
+        return pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(r"[A-Za-z0-9]{1,2}|[^A-Za-z0-9\s]|\s+"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    if kind == "digits":
+        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                        pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    raise ValueError(f"unknown pre-tokenizer {kind!r}: use 'pairs' or 'digits'")
+
+
+def train_tokenizer(vocab_size: int, tasks=TASKS, samples_per_task: int = 40, kind: str = "pairs"):
+    """Byte-level BPE trained on task-generator text (prompts + answer blocks), cut by `pre_tokenizer(kind)`.
+    Returns a `PreTrainedTokenizerFast` with the ChatML template of `sparse_attn.testing`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -67,8 +89,7 @@ def train_tokenizer(vocab_size: int, tasks=TASKS, samples_per_task: int = 40):
             sample = task.generate_sample(2048 if i % 2 else 4096, i)
             corpus += [sample["prompt"], target_text(sample)]
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.pre_tokenizer = pre_tokenizer(kind)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
@@ -89,11 +110,13 @@ def target_text(sample: Dict) -> str:
 def batch_plan(step: int, total_steps: int, lengths: List[int], tokens_per_step: int, seed: int,
                curriculum=(0.3, 0.55)):
     """(target length, batch size) of batch `step`: a curriculum over the allowed lengths, short ones first
-    (retrieval is learnt fastest on short prompts, then carries over to longer ones): only the first length before
-    `curriculum[0]` of the steps, the first two before `curriculum[1]`, all of them after."""
+    (retrieval is learnt fastest on short prompts, then carries over to longer ones): before the fraction
+    `curriculum[i]` of the steps only the first i + 1 lengths are drawn (fractions beyond the last length are
+    ignored; lengths without a fraction are allowed from the start of the last stage)."""
     rng = random.Random(seed * 1_000_003 + step)
     frac = step / max(total_steps, 1)
-    allowed = lengths[:1] if frac < curriculum[0] else lengths[:2] if frac < curriculum[1] else lengths
+    stage = sum(1 for c in curriculum[:len(lengths) - 1] if frac >= c)
+    allowed = lengths[:stage + 1] if stage < len(curriculum[:len(lengths) - 1]) else lengths
     length = rng.choice(allowed)
     return length, max(1, tokens_per_step // length)
 
@@ -109,8 +132,9 @@ class TaskBatches(_iterable_base()):
     returns them in order, so the stream is the same for any worker count)."""
 
     def __init__(self, tokenizer_dir: str, tasks, lengths, tokens_per_step, total_steps, data_seed, plan_seed,
-                 curriculum=(0.3, 0.55), start_step: int = 0):
+                 curriculum=(0.3, 0.55), start_step: int = 0, task_args=None):
         self.curriculum = tuple(curriculum)
+        self.variants = task_variants(tasks, task_args or {})
         self.tokenizer_dir, self.tasks, self.lengths = tokenizer_dir, list(tasks), list(lengths)
         self.tokens_per_step, self.total_steps = tokens_per_step, total_steps
         self.data_seed, self.plan_seed, self.start_step = data_seed, plan_seed, start_step
@@ -124,16 +148,37 @@ class TaskBatches(_iterable_base()):
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         tok = AutoTokenizer.from_pretrained(self.tokenizer_dir)
-        gens = {name: build_task(name, tok, seed=self.data_seed) for name in self.tasks}
+        gens = {name: [build_task(name, tok, seed=self.data_seed, **args) for args in self.variants[name]]
+                for name in self.tasks}
         for step in range(self.start_step + wid, self.total_steps, nw):
             length, bsz = batch_plan(step, self.total_steps, self.lengths, self.tokens_per_step, self.plan_seed,
                                      self.curriculum)
             seqs = []
             for j in range(bsz):
                 name = self.tasks[(step + j) % len(self.tasks)]
-                sample = gens[name].generate_sample(length, step * 256 + j)
+                variants = gens[name]
+                index = step * 256 + j
+                sample = variants[index % len(variants)].generate_sample(length, index)
                 seqs.append(encode_example(tok, sample))
             yield collate(seqs, tok.pad_token_id, step, length)
+
+
+def task_variants(tasks, task_args: Dict) -> Dict[str, List[Dict]]:
+    """Task arguments per training sample: `task_args` maps a task to {argument: [choices]}; each task gets the
+    product of its choices (sample `index` uses variant `index % n`). Example: {"ruler_niah": {"num_queries": [4,
+    8]}} trains on 4- and 8-needle prompts: more retrievals per prompt, a denser signal (evaluation keeps the
+    default 4)."""
+    import itertools
+
+    unknown = set(task_args) - set(tasks)
+    if unknown:
+        raise ValueError(f"--task-args names tasks not trained: {sorted(unknown)}")
+    out = {}
+    for name in tasks:
+        choices = task_args.get(name, {})
+        keys = sorted(choices)
+        out[name] = [dict(zip(keys, combo)) for combo in itertools.product(*(choices[k] for k in keys))] or [{}]
+    return out
 
 
 def encode_example(tok, sample):
@@ -162,9 +207,10 @@ def collate(seqs, pad_id: int, step: int, length: int):
 def make_config(tok, args):
     from transformers import LlamaConfig
 
+    heads = args.heads or args.hidden // 64
     return LlamaConfig(
         vocab_size=len(tok), hidden_size=args.hidden, intermediate_size=3 * args.hidden,
-        num_hidden_layers=args.layers, num_attention_heads=args.hidden // 64, num_key_value_heads=args.hidden // 128,
+        num_hidden_layers=args.layers, num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
         head_dim=64, max_position_embeddings=16384, rope_theta=100000.0, rms_norm_eps=1e-5,
         initializer_range=0.02, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, attention_bias=False, mlp_bias=False,
@@ -233,6 +279,12 @@ def main(argv=None):
     p.add_argument("--train-tokenizer", action="store_true", help="train the tokenizer instead of loading it")
     p.add_argument("--tokenizer-only", action="store_true", help="stop after saving the tokenizer")
     p.add_argument("--vocab-size", type=int, default=2048)
+    p.add_argument("--pretokenizer", default="pairs", choices=["pairs", "digits"],
+                   help="how text is cut before BPE (see pre_tokenizer()); only with --train-tokenizer")
+    p.add_argument("--task-args", default="{}",
+                   help='JSON {task: {argument: [choices]}} for the training samples, e.g. '
+                        '\'{"ruler_niah": {"num_queries": [4, 8]}}\' (evaluation uses the defaults)')
+    p.add_argument("--heads", type=int, default=0, help="query heads (default hidden / 64; KV heads = half)")
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--lengths", default="2048,4096,8192", help="training target lengths, curriculum order")
     p.add_argument("--eval-lengths", default="2048,4096,8192")
@@ -250,7 +302,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="model init and batch-plan seed")
     p.add_argument("--data-seed", type=int, default=1000, help="task seed of the training samples (eval uses 43)")
     p.add_argument("--curriculum", default="0.3,0.55",
-                   help="fractions of the steps before which only the first / first two lengths are drawn")
+                   help="fractions of the steps before which only the first 1, 2, ... lengths are drawn")
     p.add_argument("--init-from", default=None,
                    help="continue from this checkpoint's weights (fresh optimizer and schedule); use another "
                         "--data-seed than the first run so no training sample repeats")
@@ -277,7 +329,7 @@ def main(argv=None):
         log_json.write(json.dumps(event) + "\n"); log_json.flush()
 
     if args.train_tokenizer:
-        tok = train_tokenizer(args.vocab_size, tasks)
+        tok = train_tokenizer(args.vocab_size, tasks, kind=args.pretokenizer)
         tok.save_pretrained(str(out))
         log({"event": "tokenizer", "vocab": len(tok)})
         tokenizer_dir = str(out)
@@ -314,7 +366,8 @@ def main(argv=None):
 
     sets = held_out(tok, tasks, eval_lengths, args.eval_samples)
     data = TaskBatches(tokenizer_dir, tasks, lengths, args.tokens_per_step, args.steps, args.data_seed, args.seed,
-                       curriculum=[float(x) for x in args.curriculum.split(",")])
+                       curriculum=[float(x) for x in args.curriculum.split(",")],
+                       task_args=json.loads(args.task_args))
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=args.workers,
                                          prefetch_factor=4 if args.workers else None,
                                          persistent_workers=False, pin_memory=device.type == "cuda")
@@ -358,7 +411,8 @@ def main(argv=None):
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.bos_token_id = tok.bos_token_id
-    model.to(torch.bfloat16).save_pretrained(str(out), safe_serialization=True)
+    # shards under 16 MB: each file of the checkpoint must fit the device's return channel and the repository
+    model.to(torch.bfloat16).save_pretrained(str(out), safe_serialization=True, max_shard_size="15MB")
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(str(out))  # as loaded (eval switched padding)
     log({"event": "saved", "out": str(out), "steps": step + 1, "train_s": time.time() - t0})
     return 0
