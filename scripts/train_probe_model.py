@@ -53,13 +53,16 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
 def pre_tokenizer(kind: str):
     """How text is cut before BPE merges.
 
-    "pairs" (default): every run of letters/digits is cut into pieces of two characters from its start, spaces and
+    "digits" (default; checkpoints v0/v1): GPT-2 byte-level regex with one token per digit; BPE then leaves single
+    letters at the ends of random runs (`... 7 4 k`), so a key's last tokens are shared by many distractors and
+    retrieval needs long n-gram matching: the v1 model copied found values perfectly but failed to find half of them.
+    "pairs" (experiment, not recommended): every run of letters/digits is cut into pieces of two characters from its start, spaces and
     punctuation are pieces of their own. A random key such as `sunbc74k` is always `su nb c7 4k`, in the document,
     the question and the answer alike, so the last one or two tokens of a key already identify it among the
-    distractors (36^2 values per token): the retrieval the probe model must learn is a short-range match.
-    "digits" (checkpoints v0/v1): GPT-2 byte-level regex with one token per digit; BPE then leaves single letters
-    at the ends of random runs (`... 7 4 k`), so a key's last tokens are shared by many distractors and retrieval
-    needs long n-gram matching: the v1 model copied found values perfectly but failed to find half of them."""
+    distractors (36^2 values per token). Measured (benchmarks/results/probe/v2_run1, v2_run2): with it, 5M and 15M
+    models never started copying in 4,700-7,700 steps (answer loss flat at the no-copy value: template learnt,
+    random pairs uniform), where the "digits" model started after ~1,100 steps. Likely reason: ~1,300 equally rare
+    pair tokens leave no partial credit before exact induction works (single digits recur often in a window)."""
     from tokenizers import Regex, pre_tokenizers
 
     if kind == "pairs":
@@ -72,7 +75,7 @@ def pre_tokenizer(kind: str):
     raise ValueError(f"unknown pre-tokenizer {kind!r}: use 'pairs' or 'digits'")
 
 
-def train_tokenizer(vocab_size: int, tasks=TASKS, samples_per_task: int = 40, kind: str = "pairs"):
+def train_tokenizer(vocab_size: int, tasks=TASKS, samples_per_task: int = 40, kind: str = "digits"):
     """Byte-level BPE trained on task-generator text (prompts + answer blocks), cut by `pre_tokenizer(kind)`.
     Returns a `PreTrainedTokenizerFast` with the ChatML template of `sparse_attn.testing`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -279,7 +282,7 @@ def main(argv=None):
     p.add_argument("--train-tokenizer", action="store_true", help="train the tokenizer instead of loading it")
     p.add_argument("--tokenizer-only", action="store_true", help="stop after saving the tokenizer")
     p.add_argument("--vocab-size", type=int, default=2048)
-    p.add_argument("--pretokenizer", default="pairs", choices=["pairs", "digits"],
+    p.add_argument("--pretokenizer", default="digits", choices=["pairs", "digits"],
                    help="how text is cut before BPE (see pre_tokenizer()); only with --train-tokenizer")
     p.add_argument("--task-args", default="{}",
                    help='JSON {task: {argument: [choices]}} for the training samples, e.g. '
