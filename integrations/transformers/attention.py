@@ -119,7 +119,10 @@ def _prefill(composition, module, query, key, value, padding, scale, cache_layer
     if isinstance(cache_layer, CompressedKVLayer):
         if composition.decode.phase != "compression":
             raise TypeError(f"a CompressedKVCache was passed to a model running {composition.name!r}")
-        compressed = composition.decode.compress(*packed, varlen.cu_seqlens, scale=scale)
+        # host lengths when the batch has no padding (every sample is seq_len long): no device read-back of
+        # cu_seqlens, which would wait for the queued prefill; with padding the lengths live on the device
+        seq_lens = [seq_len] * batch if varlen.rows is None else None
+        compressed = composition.decode.compress(*packed, varlen.cu_seqlens, scale=scale, seq_lens=seq_lens)
         cache_layer.commit(compressed)
         stats.kv = compressed.sparsity
     elif isinstance(cache_layer, QuestLayer):

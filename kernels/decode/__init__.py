@@ -11,10 +11,12 @@ from typing import Optional
 import torch
 
 from .._dispatch import resolve_backend, triton_module
+from .kv_select_naive import flat_ordered_keys, naive_pack_kept, naive_pool_keys
 from .naive import naive_decode
 from .window_naive import naive_window_importance
 
-__all__ = ["decode", "naive_decode", "window_importance", "naive_window_importance", "resolve_backend"]
+__all__ = ["decode", "naive_decode", "window_importance", "naive_window_importance", "resolve_backend",
+           "pool_keys", "naive_pool_keys", "pack_kept", "naive_pack_kept", "flat_ordered_keys"]
 
 
 def decode(
@@ -58,3 +60,34 @@ def window_importance(
     from .window_triton import triton_window_importance
 
     return triton_window_importance(q_window, k, scale=scale, reduce=reduce)
+
+
+def pool_keys(scores: torch.Tensor, kernel_size: int, local_window: int, prefix_tokens: int, pool: bool = True,
+              backend: str = "auto"):
+    """Pooled + forced SnapKV scores `[H, T]` fp32 and their int64 ranking keys `[H, T]` (score descending, then
+    flat index `h * T + t` ascending). See `naive_pool_keys`; the Triton kernel does it in one launch.
+
+    backend: "auto" (Triton for CUDA tensors, else the PyTorch reference), "naive" or "triton".
+    """
+    if resolve_backend(backend, scores) == "naive":
+        return naive_pool_keys(scores, kernel_size, local_window, prefix_tokens, pool=pool)
+    from .kv_select_triton import triton_pool_keys
+
+    return triton_pool_keys(scores, kernel_size, local_window, prefix_tokens, pool=pool)
+
+
+def pack_kept(k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, lens: torch.Tensor, cu_seqlens: torch.Tensor,
+              backend: str = "auto"):
+    """Kept K / V rows of a packed batch -> `(k, v [B, Hkv, C, D], sparsity [B, Hkv])`. See `naive_pack_kept`.
+
+    backend: "auto" (Triton for CUDA tensors with a power-of-two head dim, else the PyTorch reference: both copy
+    the same rows), "naive" or "triton".
+    """
+    head_dim = k.shape[-1]
+    if backend == "auto" and head_dim & (head_dim - 1):
+        backend = "naive"
+    if resolve_backend(backend, k) == "naive":
+        return naive_pack_kept(k, v, index, lens, cu_seqlens)
+    from .kv_select_triton import triton_pack_kept
+
+    return triton_pack_kept(k, v, index, lens, cu_seqlens)

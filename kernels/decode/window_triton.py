@@ -6,7 +6,8 @@ group's query heads, sum over the window) or Ada-SnapKV's `.amax(dim=2).amax(dim
 over K, both on tensor cores:
 
 1. `_window_row_stats_kernel`: log-sum-exp of every window row (query head x window query) over its causal keys,
-   split over the key axis (partials merged in torch: `[Hkv * G * W, splits]`, a few KB).
+   split over the key axis; `_merge_row_stats_kernel` merges the `[Hkv * G * W, splits]` partials (a few KB) in
+   one launch (it replaced ~8 small torch ops that made the eager compression launch-bound).
 2. `_window_importance_kernel`: per KV head and block of keys, the normalised probabilities of all G * W rows,
    reduced on the fly (sum or max) into `[Hkv, T]`.
 """
@@ -89,6 +90,25 @@ def _window_row_stats_kernel(
     out = (kv_head * num_rows + rows) * num_splits + split
     tl.store(ROW_MAX + out, m_i, mask=row_ok)
     tl.store(ROW_SUM + out, l_i, mask=row_ok)
+
+
+@triton.jit
+def _merge_row_stats_kernel(ROW_MAX, ROW_SUM, ROW_LSE, num_rows, num_splits,
+                            BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr):
+    """Program (block of rows): lse2 = m + log2(sum_s l_s 2^(m_s - m)), m = max_s m_s. A split whose keys all lie
+    after a row's query has m_s = -inf, l_s = 0 (weight 0); every row sees key 0, so m is finite."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    offs_s = tl.arange(0, BLOCK_S)
+    row_ok = rows < num_rows
+    ok = row_ok[:, None] & (offs_s[None, :] < num_splits)
+    ptrs = rows[:, None] * num_splits + offs_s[None, :]
+    m_s = tl.load(ROW_MAX + ptrs, mask=ok, other=float("-inf"))
+    l_s = tl.load(ROW_SUM + ptrs, mask=ok, other=0.0)
+    top = tl.max(m_s, 1)
+    top = tl.where(row_ok, top, 0.0)
+    total = tl.sum(tl.where(ok, l_s * tl.exp2(m_s - top[:, None]), 0.0), 1)
+    total = tl.where(row_ok, total, 1.0)  # rows past the end: no log2(0)
+    tl.store(ROW_LSE + rows, top + tl.log2(total), mask=row_ok)
 
 
 @triton.jit
@@ -204,8 +224,12 @@ def triton_window_importance(
         num_splits = choose_num_splits(num_kv_heads * row_blocks, seq_len, k.device)
     keys_per_split = triton.cdiv(triton.cdiv(seq_len, num_splits), stats_n) * stats_n
     num_splits = triton.cdiv(seq_len, keys_per_split)
-    row_max = torch.empty(num_kv_heads * num_rows, num_splits, device=k.device, dtype=torch.float32)
-    row_sum = torch.empty_like(row_max)
+    all_rows = num_kv_heads * num_rows
+    # one allocation for the max / sum partials `[rows, splits]` and the merged lse `[rows]`
+    stats = torch.empty(all_rows * (2 * num_splits + 1), device=k.device, dtype=torch.float32)
+    row_max = stats[: all_rows * num_splits].view(all_rows, num_splits)
+    row_sum = stats[all_rows * num_splits: 2 * all_rows * num_splits].view(all_rows, num_splits)
+    row_lse = stats[2 * all_rows * num_splits:]
     _window_row_stats_kernel[(num_kv_heads * row_blocks, num_splits)](
         q_window, k, row_max, row_sum,
         q_window.stride(0), q_window.stride(1), k.stride(0), k.stride(1),
@@ -213,12 +237,12 @@ def triton_window_importance(
         GROUP=group, HEAD_DIM=head_dim, BLOCK_M=stats_m, BLOCK_N=stats_n, DOT_F32=INTERPRETING,
         num_warps=stats_warps, num_stages=stats_stages,
     )
-    # merge the splits (tiny): lse2 = m + log2(sum_s l_s 2^(m_s - m)); every row sees at least key 0
-    if num_splits == 1:
-        row_lse = row_max[:, 0] + torch.log2(row_sum[:, 0])
-    else:
-        top = row_max.max(dim=1, keepdim=True).values
-        row_lse = (top[:, 0] + torch.log2((row_sum * torch.exp2(row_max - top)).sum(dim=1))).contiguous()
+    # merge the splits (tiny, one launch)
+    merge_rows = 128
+    _merge_row_stats_kernel[(triton.cdiv(all_rows, merge_rows),)](
+        row_max, row_sum, row_lse, all_rows, num_splits,
+        BLOCK_R=merge_rows, BLOCK_S=max(2, triton.next_power_of_2(num_splits)), num_warps=4,
+    )
 
     out = torch.empty(num_kv_heads, seq_len, device=k.device, dtype=torch.float32)
     _window_importance_kernel[(num_kv_heads, triton.cdiv(seq_len, scores_n))](

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels._window import causal_window_probs
+from ..kernels.decode import pack_kept, pool_keys
+from ..kernels.decode.kv_select_naive import naive_pool_and_force
 from ..kernels.estimation.topk import ordered_keys
 
 
@@ -73,15 +75,24 @@ window_probs = causal_window_probs
 
 def pool_and_force(scores: torch.Tensor, kernel_size: int, local_window: int, prefix_tokens: int) -> torch.Tensor:
     """Smooth `[Hkv, T]` scores with a same-length average pool (zero padding counted), then force the first
-    `prefix_tokens` and the last `local_window` tokens to +inf so they are always kept."""
-    pooled = F.avg_pool1d(
-        scores[:, None, :], kernel_size=kernel_size, stride=1, padding=kernel_size // 2, count_include_pad=True
-    )[:, 0, :]
-    seq_len = pooled.shape[-1]
-    pooled[:, : min(prefix_tokens, seq_len)] = float("inf")
-    if local_window > 0:
-        pooled[:, max(seq_len - local_window, 0):] = float("inf")
-    return pooled
+    `prefix_tokens` and the last `local_window` tokens to +inf so they are always kept (the PyTorch reference of
+    `pool_keys`' pooling: `kernels/decode/kv_select_naive.py`)."""
+    return naive_pool_and_force(scores, kernel_size, local_window, prefix_tokens)
+
+
+def pooled_scores_and_keys(raw: torch.Tensor, kernel_size: int, local_window: int, prefix_tokens: int):
+    """`[Hkv, T]` raw window scores -> (pooled + forced scores `[Hkv, T]` fp32, int64 ranking keys `[Hkv, T]`).
+
+    Keys order (score descending, flat index `h * T + t` ascending), distinct: a plain `torch.topk` on them picks
+    what a stable descending sort picks, per head (ties: earlier token) and over all heads (ties: earlier head).
+    One Triton launch on CUDA (`kernels/decode/kv_select_triton.py`), the PyTorch reference elsewhere.
+    """
+    return pool_keys(raw, kernel_size, local_window, prefix_tokens)
+
+
+def keys_of(scores: torch.Tensor) -> torch.Tensor:
+    """Ranking keys of already pooled `[Hkv, T]` scores (see `pooled_scores_and_keys`)."""
+    return pool_keys(scores, 1, 0, 0, pool=False)[1]
 
 
 def top_positions(scores: torch.Tensor, count: int, sorted: bool = True) -> torch.Tensor:
@@ -151,41 +162,52 @@ def host_bounds(cu_seqlens: torch.Tensor, seq_lens: Optional[Sequence[int]] = No
     return bounds
 
 
-def pack(kept: List[KeptTokens], k: torch.Tensor, v: torch.Tensor, bounds: List[int]) -> CompressedKV:
+def stack_kept(kept: List[KeptTokens]):
+    """Per-sample `KeptTokens` -> (index `[B, Hkv, C]` int64 with -1 padding, lens `[B, Hkv]` int32), C = the
+    widest sample (host-known: no sync). One sample: views, no copy."""
+    width = max(item.index.shape[1] for item in kept)
+    if len(kept) == 1:
+        return kept[0].index[None], kept[0].lens.to(torch.int32)[None]
+    indices = [F.pad(item.index, (0, width - item.index.shape[1]), value=-1) if item.index.shape[1] < width
+               else item.index for item in kept]
+    return torch.stack(indices), torch.stack([item.lens for item in kept]).to(torch.int32)
+
+
+def pack(kept: List[KeptTokens], k: torch.Tensor, v: torch.Tensor, bounds: List[int],
+         cu_seqlens: Optional[torch.Tensor] = None, backend: str = "auto") -> CompressedKV:
     """Gather each sample's kept K/V into one right-padded `[B, Hkv, C, D]` cache, no host sync.
 
     Args:
         kept: one `KeptTokens` per sample (positions relative to the sample's start).
         k, v: `[N, Hkv, D]` the packed prompt keys / values.
         bounds: host `cu_seqlens` (`[B + 1]` ints).
+        cu_seqlens: the same bounds as a tensor (the kernel reads sample starts and lengths from it); None builds
+            it from `bounds`.
 
-    One `index_select` per tensor over the `[N * Hkv, D]` rows (row of token t, head h = t * Hkv + h) for the
-    whole batch; padded slots read row 0 and are zeroed afterwards (skipped when every head of every sample keeps
-    `C` tokens, which the selection knows on the host).
+    On CUDA one Triton launch copies K, V and computes the sparsity (`kernels/decode/kv_select_triton.py`);
+    `reference_pack` is the PyTorch definition.
     """
+    index, lens = stack_kept(kept)
+    if cu_seqlens is None:
+        cu_seqlens = torch.tensor(bounds, dtype=torch.int64)
+    k_out, v_out, sparsity = pack_kept(k, v, index, lens, cu_seqlens, backend=backend)
+    return CompressedKV(k=k_out, v=v_out, lens=lens, index=index, sparsity=sparsity)
+
+
+def reference_pack(kept: List[KeptTokens], k: torch.Tensor, v: torch.Tensor, bounds: List[int]) -> CompressedKV:
+    """PyTorch reference of `pack`: one `index_select` per tensor over the `[N * Hkv, D]` rows (row of token t,
+    head h = t * Hkv + h), padded slots zeroed, sparsity `1 - lens / T_b` from the host bounds."""
     batch = len(kept)
     num_kv_heads, head_dim = k.shape[1], k.shape[2]
-    device = k.device
-    width = max(item.index.shape[1] for item in kept)  # host-known: no sync
-    heads = torch.arange(num_kv_heads, device=device)[:, None]
-    indices, rows = [], []
-    for item, start in zip(kept, bounds):
-        index = item.index
-        if index.shape[1] < width:
-            index = F.pad(index, (0, width - index.shape[1]), value=-1)
-        indices.append(index)
-        rows.append((start + index.clamp(min=0)) * num_kv_heads + heads)
-    index = indices[0][None] if batch == 1 else torch.stack(indices)  # [B, Hkv, C]
-    flat = (rows[0] if batch == 1 else torch.stack(rows)).view(-1)
-    uniform = all(item.uniform and item.index.shape[1] == width for item in kept)
+    index, lens = stack_kept(kept)
+    width = index.shape[-1]
+    starts = torch.tensor(bounds[:-1], device=k.device, dtype=torch.int64)
+    heads = torch.arange(num_kv_heads, device=k.device)[None, :, None]
+    flat = ((starts[:, None, None] + index.clamp(min=0)) * num_kv_heads + heads).view(-1)
     outputs = []
     for x in (k, v):
         gathered = x.reshape(-1, head_dim).index_select(0, flat).view(batch, num_kv_heads, width, head_dim)
-        if not uniform:
-            gathered.masked_fill_((index < 0)[..., None], 0)
-        outputs.append(gathered)
-    lens = torch.stack([item.lens for item in kept]).to(torch.int32)  # [B, Hkv]
-    # 1 - lens / T_b with host T_b: a device tensor of the lengths would be a (syncing) host-to-device copy
+        outputs.append(gathered.masked_fill((index < 0)[..., None], 0))
     sparsity = torch.stack([1.0 - item.lens.float() / (end - start)
                             for item, start, end in zip(kept, bounds, bounds[1:])])
     return CompressedKV(k=outputs[0], v=outputs[1], lens=lens, index=index, sparsity=sparsity)

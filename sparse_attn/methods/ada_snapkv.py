@@ -10,10 +10,9 @@ import torch
 from ._kv import (
     KeptTokens,
     kept_from_mask,
-    pool_and_force,
+    keys_of,
     reference_kept_from_mask,
     reference_top_positions,
-    top_positions,
 )
 from .snapkv import SnapKV
 
@@ -49,15 +48,7 @@ class AdaSnapKV(SnapKV):
         """Tokens every KV head keeps at least."""
         return max(int(self.token_capacity * self.min_head_capacity_ratio), self.local_window + self.prefix_tokens)
 
-    def importance(self, q_window: torch.Tensor, k: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
-        """`[Hkv, T]` fp32 token scores: max over window queries and the group's query heads, pooled, with the
-        prefix and local window forced to +inf."""
-        from ..kernels.decode import window_importance
-
-        # = window_probs(q_window, k, scale).amax(dim=2).amax(dim=1); on CUDA a fused Triton kernel that never
-        # materialises the [Hkv, G, W, T] probabilities (32K prompt, H100: 0.56 ms instead of 6.1 ms)
-        scores = window_importance(q_window, k, scale, reduce="max")
-        return pool_and_force(scores, self.kernel_size, self.local_window, self.prefix_tokens)
+    _reduce = "max"  # importance: max over window queries and the group's query heads (pooled, forced)
 
     def _check_budget(self, scores: torch.Tensor):
         num_kv_heads, seq_len = scores.shape
@@ -70,18 +61,35 @@ class AdaSnapKV(SnapKV):
             )
         return num_kv_heads, floor, total
 
-    def _allocate(self, scores: torch.Tensor) -> KeptTokens:
+    def _allocate(self, scores: torch.Tensor, keys: Optional[torch.Tensor] = None) -> KeptTokens:
         """Adaptive budget: each KV head keeps its top `head_floor`, then the remaining
-        `token_capacity * Hkv - head_floor * Hkv` slots go to the best remaining scores over all heads."""
+        `token_capacity * Hkv - head_floor * Hkv` slots go to the best remaining scores over all heads.
+
+        With distinct int64 ranking keys (score descending, then flat index `h * T + t`: `keys`, computed from
+        `scores` when None) both stages are thresholds: head h keeps the keys >= its floor-th largest key `f_h`,
+        the shared stage the keys >= the `extra`-th largest key `g` of the rest, so head h keeps exactly the keys
+        >= min(f_h, g). Two `torch.topk` (per head, then one over the rest) and a compare give the mask; a cumsum
+        compacts it into positional order at a host-known upper width; the one host sync (the cache width) comes
+        last. Pooled scores are never -inf (the reference's masked -inf would tie with such scores).
+        """
         num_kv_heads, floor, total = self._check_budget(scores)
-        # torch.topk on (score, position) keys (ties: earlier head, then earlier token, as a stable sort); the
-        # positional order comes from a cumsum compaction of the mask, not a sort. One host sync: the width.
-        mask = torch.zeros_like(scores, dtype=torch.bool)
-        mask.scatter_(1, top_positions(scores, floor, sorted=False), True)
-        rest = scores.masked_fill(mask, float("-inf")).flatten()
-        extra = top_positions(rest[None, :], total - floor * num_kv_heads, sorted=False)[0]
-        mask.view(-1)[extra] = True
-        return kept_from_mask(mask)
+        seq_len = scores.shape[1]
+        if keys is None:
+            keys = keys_of(scores)
+        extra = total - floor * num_kv_heads
+        if floor > 0:
+            cut = torch.topk(keys, floor, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)  # [Hkv, 1]
+        else:
+            cut = torch.full((num_kv_heads, 1), torch.iinfo(torch.int64).max, device=keys.device)
+        if extra > 0:
+            rest = keys.masked_fill(keys >= cut, torch.iinfo(torch.int64).min)  # below every real key
+            shared = torch.topk(rest.view(-1), extra, sorted=False).values.amin()
+            cut = torch.minimum(cut, shared)
+        mask = keys >= cut
+        upper = min(seq_len, floor + extra)  # most tokens one head can keep: the width before the sync
+        kept = kept_from_mask(mask, width=upper)
+        width = int(kept.lens.max())  # the one host sync: the cache width
+        return KeptTokens(index=kept.index[:, :width], lens=kept.lens)
 
     def reference_allocate(self, scores: torch.Tensor) -> KeptTokens:
         """PyTorch reference of `_allocate`: full stable sorts (per head, then over all heads) and a sort that packs

@@ -14,11 +14,11 @@ from ._kv import (
     check_window_shapes,
     host_bounds,
     keep_all,
+    keys_of,
     pack,
-    pool_and_force,
+    pooled_scores_and_keys,
     reference_kept_from_mask,
     reference_top_positions,
-    top_positions,
 )
 
 
@@ -75,15 +75,23 @@ class SnapKV(MethodConfig):
         """Prompt queries used to score a prompt of `seq_len` tokens: the last `min(approximation_window, T)`."""
         return min(self.approximation_window, seq_len)
 
+    #: window-score reduction over the group's query heads and the window queries (see `window_importance`)
+    _reduce = "mean_sum"
+
     def importance(self, q_window: torch.Tensor, k: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
         """`[Hkv, T]` fp32 token scores: window probabilities averaged over the group's query heads, summed over
         the window queries, pooled, with the prefix and local window forced to +inf."""
+        return self.scores_and_keys(q_window, k, scale)[0]
+
+    def scores_and_keys(self, q_window: torch.Tensor, k: torch.Tensor, scale: Optional[float] = None):
+        """(`importance` `[Hkv, T]` fp32, its int64 ranking keys `[Hkv, T]`: score descending, then `h * T + t`
+        ascending; see `_kv.pooled_scores_and_keys`)."""
         from ..kernels.decode import window_importance
 
-        # = window_probs(q_window, k, scale).mean(dim=1).sum(dim=1); on CUDA a fused Triton kernel that never
-        # materialises the [Hkv, G, W, T] probabilities (32K prompt, H100: 0.56 ms instead of 6.1 ms)
-        scores = window_importance(q_window, k, scale, reduce="mean_sum")
-        return pool_and_force(scores, self.kernel_size, self.local_window, self.prefix_tokens)
+        # = window_probs(q_window, k, scale).mean(dim=1).sum(dim=1) (SnapKV) / .amax(dim=2).amax(dim=1) (Ada); on
+        # CUDA a fused Triton kernel that never materialises the [Hkv, G, W, T] probabilities (32K: 0.4 ms, not 6)
+        raw = window_importance(q_window, k, scale, reduce=self._reduce)
+        return pooled_scores_and_keys(raw, self.kernel_size, self.local_window, self.prefix_tokens)
 
     def select_kept(self, q_window: torch.Tensor, k: torch.Tensor, scale: Optional[float] = None) -> KeptTokens:
         """Tokens one sample keeps per KV head.
@@ -100,13 +108,17 @@ class SnapKV(MethodConfig):
         check_window_shapes(q_window, k, self.window_size(seq_len))
         if seq_len <= self.token_capacity:
             return keep_all(k.shape[0], seq_len, k.device)
-        return self._allocate(self.importance(q_window, k, scale))
+        scores, keys = self.scores_and_keys(q_window, k, scale)
+        return self._allocate(scores, keys)
 
-    def _allocate(self, scores: torch.Tensor) -> KeptTokens:
+    def _allocate(self, scores: torch.Tensor, keys: Optional[torch.Tensor] = None) -> KeptTokens:
         """Uniform budget: the `token_capacity` best tokens of every KV head (ties: the earlier token), in
-        positional order. `torch.topk` on (score, position) keys, then a sort of the kept positions only
-        (`[Hkv, C]`, not `[Hkv, T]`); the width is `token_capacity`, known on the host: no device sync."""
-        keep = top_positions(scores, self.token_capacity, sorted=False)
+        positional order. `torch.topk` on the int64 ranking keys (`keys`, computed from `scores` when None), then
+        a sort of the kept positions only (`[Hkv, C]`, not `[Hkv, T]`); the width is `token_capacity`, known on
+        the host: no device sync."""
+        if keys is None:
+            keys = keys_of(scores)
+        keep = torch.topk(keys, self.token_capacity, dim=-1, sorted=False).indices
         index = torch.sort(keep, dim=-1).values
         lens = torch.full((scores.shape[0],), self.token_capacity, dtype=torch.int32, device=scores.device)
         return KeptTokens(index=index, lens=lens, uniform=True)
@@ -150,7 +162,7 @@ class SnapKV(MethodConfig):
             window = self.window_size(end - start)
             q_window = q[end - window:end].transpose(0, 1)  # [Hq, W, D]
             kept.append(self.select_kept(q_window, sample_k, scale))
-        return pack(kept, k, v, bounds)
+        return pack(kept, k, v, bounds, cu_seqlens if cu_seqlens.device == k.device else None)
 
     # -- decoding ----------------------------------------------------------------------------------------------
     @staticmethod

@@ -1,0 +1,71 @@
+"""SnapKV / Ada-SnapKV selection and packing: the readable PyTorch references of `kv_select_triton.py`.
+
+* `naive_pool_keys`: same-length average pooling of the window scores, prefix / local window forced to +inf, and
+  the int64 ranking keys of the pooled scores (order = score descending, then flat index `h * T + t` ascending:
+  ties go to the earlier head, then the earlier token).
+* `naive_pack_kept`: gather the kept tokens' K / V rows of a packed batch into a right-padded cache, zeros beyond
+  each head's length, and the measured sparsity.
+"""
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ..estimation.topk import ordered_keys
+
+
+def flat_ordered_keys(scores: torch.Tensor) -> torch.Tensor:
+    """`[H, T]` fp32 scores -> `[H, T]` int64 keys, distinct, ordered as (score descending, flat index `h * T + t`
+    ascending) when sorted descending (`kernels/estimation/topk.py:ordered_keys` over the flattened row). Within
+    one head this is the (score, position) order, so the same keys serve the per-head and the global selection."""
+    num_heads, seq_len = scores.shape
+    return ordered_keys(scores.reshape(1, num_heads * seq_len)).view(num_heads, seq_len)
+
+
+def naive_pool_and_force(scores: torch.Tensor, kernel_size: int, local_window: int, prefix_tokens: int) -> torch.Tensor:
+    """Smooth `[H, T]` scores with a same-length average pool (zero padding counted, odd `kernel_size`), then force
+    the first `prefix_tokens` and the last `local_window` tokens to +inf so they are always kept."""
+    pooled = F.avg_pool1d(
+        scores[:, None, :], kernel_size=kernel_size, stride=1, padding=kernel_size // 2, count_include_pad=True
+    )[:, 0, :]
+    seq_len = pooled.shape[-1]
+    pooled[:, : min(prefix_tokens, seq_len)] = float("inf")
+    if local_window > 0:
+        pooled[:, max(seq_len - local_window, 0):] = float("inf")
+    return pooled
+
+
+def naive_pool_keys(scores: torch.Tensor, kernel_size: int, local_window: int, prefix_tokens: int,
+                    pool: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """`[H, T]` fp32 raw scores -> (pooled `[H, T]` fp32, keys `[H, T]` int64 = `flat_ordered_keys(pooled)`).
+
+    pool: False skips pooling and forcing (keys of already pooled scores; `pooled` is then `scores` as fp32)."""
+    pooled = naive_pool_and_force(scores.float(), kernel_size, local_window, prefix_tokens) if pool else scores.float()
+    return pooled, flat_ordered_keys(pooled)
+
+
+def naive_pack_kept(k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, lens: torch.Tensor,
+                    cu_seqlens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gather kept K / V rows of a packed batch into a right-padded cache.
+
+    Args:
+        k, v: `[N, Hkv, D]` packed prompt keys / values.
+        index: `[B, Hkv, C]` int64 kept positions relative to the sample start, -1 in unused slots.
+        lens: `[B, Hkv]` int kept tokens per head (the slots before the first -1).
+        cu_seqlens: `[B + 1]` int, sample b owns rows `cu_seqlens[b] : cu_seqlens[b + 1]` (k's device).
+
+    Returns:
+        (k_out, v_out `[B, Hkv, C, D]` with zeros in unused slots, sparsity `[B, Hkv]` fp32 `1 - lens / T_b`).
+    """
+    batch, num_kv_heads, width = index.shape
+    head_dim = k.shape[2]
+    starts = cu_seqlens[:-1].to(device=k.device, dtype=torch.int64)
+    heads = torch.arange(num_kv_heads, device=k.device)[None, :, None]
+    rows = ((starts[:, None, None] + index.clamp(min=0)) * num_kv_heads + heads).reshape(-1)
+    outputs = []
+    for x in (k, v):
+        gathered = x.reshape(-1, head_dim)[rows].view(batch, num_kv_heads, width, head_dim)
+        outputs.append(gathered.masked_fill((index < 0)[..., None], 0))
+    seq_lens = (cu_seqlens[1:] - cu_seqlens[:-1]).to(device=k.device, dtype=torch.float32)
+    sparsity = 1.0 - lens.float() / seq_lens[:, None]
+    return outputs[0], outputs[1], sparsity

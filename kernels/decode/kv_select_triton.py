@@ -1,0 +1,132 @@
+"""Triton kernels of SnapKV / Ada-SnapKV compression after the window scores (references: `kv_select_naive.py`).
+
+Compression of a 32K prompt does ~0.6 ms of GPU work but, run eagerly as ~30 small PyTorch ops, took ~1.1-1.3 ms:
+the host could not issue the launches as fast as the GPU ran them. These kernels fold the elementwise tails into
+one launch each:
+
+* `_pool_keys_kernel`: average pooling (same length, zero padding counted, summed left to right and divided as
+  `F.avg_pool1d` does), prefix / local-window forcing, and the int64 ranking keys (`flat_ordered_keys`) of the
+  pooled scores; one read of the raw scores, one write of pooled scores and keys.
+* `_pack_kept_kernel`: gather of the kept K and V rows of a packed batch into the `[B, Hkv, C, D]` cache, zeros in
+  unused slots, and the measured sparsity `1 - lens / T_b` (T_b read from the device `cu_seqlens`: no host copy).
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+POOL_BLOCK = 1024
+PACK_BLOCK = 64
+_LOW31 = 0x7FFFFFFF
+
+
+@triton.jit
+def _pool_keys_kernel(
+    S, POOLED, KEYS, stride_sh, seq_len, total, local_start, prefix,
+    KERNEL: tl.constexpr, POOL: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Program (head, block of tokens): pooled + forced scores and their keys
+    `monotone(score) << 32 | (total - 1 - (head * T + t))`, `total = H * T`."""
+    head = tl.program_id(0)
+    t = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    ok = t < seq_len
+    base = S + head * stride_sh
+    if POOL:
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for j in tl.static_range(KERNEL):  # left to right, as avg_pool1d accumulates
+            src = t + (j - KERNEL // 2)
+            acc += tl.load(base + src, mask=(src >= 0) & (src < seq_len), other=0.0)
+        val = tl.math.div_rn(acc, tl.full([BLOCK], KERNEL, dtype=tl.float32))
+        val = tl.where((t < prefix) | (t >= local_start), float("inf"), val)
+    else:
+        val = tl.load(base + t, mask=ok, other=0.0).to(tl.float32)
+    flat = head * seq_len + t
+    tl.store(POOLED + flat, val, mask=ok)
+    bits = (val + 0.0).to(tl.int32, bitcast=True)  # + 0.0: -0.0 ranks as 0.0
+    monotone = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(tl.int64)
+    key = (monotone << 32) | (total - 1 - flat).to(tl.int64)
+    tl.store(KEYS + flat, key, mask=ok)
+
+
+def triton_pool_keys(scores: torch.Tensor, kernel_size: int, local_window: int, prefix_tokens: int,
+                     pool: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Same contract as `naive_pool_keys`: `[H, T]` raw scores -> (pooled `[H, T]` fp32, keys `[H, T]` int64)."""
+    if scores.dim() != 2:
+        raise ValueError(f"expected scores [H, T], got {tuple(scores.shape)}")
+    if pool and kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size={kernel_size} must be odd (same-length pooling)")
+    num_heads, seq_len = scores.shape
+    if num_heads * seq_len >= 2 ** 31:
+        raise ValueError(f"{num_heads} x {seq_len} scores exceed the 2^31 flat indices the keys encode")
+    if scores.stride(-1) != 1:
+        scores = scores.contiguous()
+    pooled = torch.empty(num_heads, seq_len, device=scores.device, dtype=torch.float32)
+    keys = torch.empty(num_heads, seq_len, device=scores.device, dtype=torch.int64)
+    local_start = max(seq_len - local_window, 0) if local_window > 0 else seq_len
+    _pool_keys_kernel[(num_heads, triton.cdiv(seq_len, POOL_BLOCK))](
+        scores, pooled, keys, scores.stride(0), seq_len, num_heads * seq_len, local_start, prefix_tokens,
+        KERNEL=kernel_size if pool else 1, POOL=pool, BLOCK=POOL_BLOCK, num_warps=4,
+    )
+    return pooled, keys
+
+
+@triton.jit
+def _pack_kept_kernel(
+    K, V, INDEX, LENS, CU_SEQLENS, K_OUT, V_OUT, SPARSITY,
+    stride_kn, stride_kh, stride_vn, stride_vh, stride_ib, stride_ih, stride_lb, stride_lh,
+    num_kv_heads, width,
+    HEAD_DIM: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Program (b * Hkv + head, block of slots): copy the kept rows of K and V (zeros for slots holding -1)."""
+    pid = tl.program_id(0)
+    b = pid // num_kv_heads
+    head = pid % num_kv_heads
+    slots = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    slot_ok = slots < width
+    pos = tl.load(INDEX + b * stride_ib + head * stride_ih + slots, mask=slot_ok, other=-1)
+    start = tl.load(CU_SEQLENS + b).to(tl.int64)
+    kept = pos >= 0
+    rows = start + tl.where(kept, pos, 0)
+    offs_d = tl.arange(0, HEAD_DIM)
+    kx = tl.load(K + rows[:, None] * stride_kn + head * stride_kh + offs_d[None, :], mask=kept[:, None], other=0.0)
+    vx = tl.load(V + rows[:, None] * stride_vn + head * stride_vh + offs_d[None, :], mask=kept[:, None], other=0.0)
+    out = (pid.to(tl.int64) * width + slots)[:, None] * HEAD_DIM + offs_d[None, :]
+    tl.store(K_OUT + out, kx, mask=slot_ok[:, None])
+    tl.store(V_OUT + out, vx, mask=slot_ok[:, None])
+    if tl.program_id(1) == 0:
+        end = tl.load(CU_SEQLENS + b + 1).to(tl.int64)
+        length = tl.load(LENS + b * stride_lb + head * stride_lh).to(tl.float32)
+        tl.store(SPARSITY + pid, 1.0 - tl.math.div_rn(length, (end - start).to(tl.float32)))
+
+
+def triton_pack_kept(k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, lens: torch.Tensor,
+                     cu_seqlens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Same contract as `naive_pack_kept` (one launch for K, V and the sparsity; no host sync)."""
+    if k.dim() != 3 or v.shape != k.shape or index.dim() != 3 or index.shape[1] != k.shape[1]:
+        raise ValueError(f"expected k, v [N, Hkv, D] and index [B, Hkv, C]; got k {tuple(k.shape)}, "
+                         f"v {tuple(v.shape)}, index {tuple(index.shape)}")
+    if tuple(lens.shape) != tuple(index.shape[:2]) or cu_seqlens.numel() != index.shape[0] + 1:
+        raise ValueError(f"lens {tuple(lens.shape)} / cu_seqlens {tuple(cu_seqlens.shape)} do not match index "
+                         f"{tuple(index.shape)}: expected [B, Hkv] and [B + 1]")
+    if k.stride(-1) != 1 or v.stride(-1) != 1:
+        raise ValueError("k and v must be contiguous in the head dim (stride(-1) == 1): call .contiguous()")
+    if k.shape[2] & (k.shape[2] - 1):
+        raise ValueError(f"the Triton pack kernel needs a power-of-two head dim, got {k.shape[2]}: use backend='naive'")
+    if index.stride(-1) != 1:
+        index = index.contiguous()
+    batch, num_kv_heads, width = index.shape
+    head_dim = k.shape[2]
+    cu_seqlens = cu_seqlens.to(k.device)  # no-op for the integrations' CUDA cu_seqlens
+    k_out = torch.empty(batch, num_kv_heads, width, head_dim, device=k.device, dtype=k.dtype)
+    v_out = torch.empty(batch, num_kv_heads, width, head_dim, device=v.device, dtype=v.dtype)
+    sparsity = torch.empty(batch, num_kv_heads, device=k.device, dtype=torch.float32)
+    _pack_kept_kernel[(batch * num_kv_heads, max(triton.cdiv(width, PACK_BLOCK), 1))](
+        k, v, index, lens, cu_seqlens, k_out, v_out, sparsity,
+        k.stride(0), k.stride(1), v.stride(0), v.stride(1), index.stride(0), index.stride(1),
+        lens.stride(0), lens.stride(1), num_kv_heads, width,
+        HEAD_DIM=head_dim, BLOCK_C=PACK_BLOCK, num_warps=4,
+    )
+    return k_out, v_out, sparsity

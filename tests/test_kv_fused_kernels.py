@@ -1,0 +1,118 @@
+"""The fused compression kernels (`kernels/decode/kv_select_triton.py`, the window-statistics merge) against their
+PyTorch references, and `compress` run through them against `reference_allocate` + `reference_pack`.
+
+* `pool_keys`: pooling + forcing + int64 ranking keys (odd lengths, a pool wider than the prompt, local window
+  longer than the prompt, no pooling);
+* `pack_kept`: batch > 1, GQA, ragged widths with -1 padding, non-contiguous index; outputs checked element by
+  element (every slot, padding zeros included);
+* Ada-SnapKV's threshold allocation at the budget corners (no floor, no shared slots, every token tied).
+
+Tiny shapes: CPU, Triton interpreter.
+"""
+import functools
+
+import pytest
+import torch
+
+from sparse_attn import build_method
+from sparse_attn.kernels.decode import flat_ordered_keys, naive_pack_kept, naive_pool_keys, pack_kept, pool_keys
+from sparse_attn.methods import _kv
+from sparse_attn.methods._kv import KeptTokens, reference_pack
+
+from .method_matrix import METHODS
+
+
+@pytest.mark.parametrize("heads,length", [(3, 203), (2, 7), (4, 1030)])
+@pytest.mark.parametrize("kernel_size,local_window,prefix", [(5, 8, 4), (21, 300, 2), (1, 0, 0), (3, 1, 9)])
+def test_pool_keys_kernel_equals_the_reference(heads, length, kernel_size, local_window, prefix):
+    gen = torch.Generator().manual_seed(length + kernel_size)
+    raw = torch.rand(heads, length, generator=gen)
+    raw[:, length // 2:length // 2 + 3] = 0.25  # a few exact ties
+    ref_pooled, ref_keys = naive_pool_keys(raw, kernel_size, local_window, prefix)
+    pooled, keys = pool_keys(raw, kernel_size, local_window, prefix, backend="triton")
+    assert pooled.shape == ref_pooled.shape and keys.dtype == torch.int64
+    assert not pooled.isnan().any()
+    torch.testing.assert_close(pooled, ref_pooled, atol=1e-7, rtol=1e-6)
+    assert torch.equal(pooled.isinf(), ref_pooled.isinf())  # the forced tokens
+    assert torch.equal(keys, flat_ordered_keys(pooled))  # the key mapping itself is exact
+    _, plain_keys = pool_keys(ref_pooled, 1, 0, 0, pool=False, backend="triton")
+    assert torch.equal(plain_keys, ref_keys)
+
+
+def test_flat_keys_rank_ties_by_head_then_token():
+    scores = torch.tensor([[1.0, 2.0, 2.0], [2.0, 0.0, float("inf")]])
+    order = torch.sort(flat_ordered_keys(scores).view(-1), descending=True).indices.tolist()
+    assert order == [5, 1, 2, 3, 0, 4]  # inf, then the 2.0 ties in (head, token) order, then 1.0, 0.0
+
+
+@pytest.mark.parametrize("heads,head_dim", [(2, 64), (3, 128)])
+def test_pack_kernel_equals_the_reference(heads, head_dim):
+    gen = torch.Generator().manual_seed(heads)
+    lengths = [50, 7, 33]
+    cu_seqlens = torch.tensor([0, 50, 57, 90], dtype=torch.int32)
+    k = torch.randn(90, heads, head_dim, generator=gen).to(torch.bfloat16)
+    v = torch.randn(90, heads, head_dim, generator=gen).to(torch.bfloat16)
+    width = 70  # more slots than one block of the kernel, ragged
+    index = torch.full((3, heads, width + 3), -1, dtype=torch.int64)
+    lens = torch.zeros(3, heads, dtype=torch.int32)
+    for b, length in enumerate(lengths):
+        for h in range(heads):
+            n = int(torch.randint(1, length + 1, (1,), generator=gen))
+            index[b, h, :n] = torch.randperm(length, generator=gen)[:n].sort().values
+            lens[b, h] = n
+    index = index[..., :width]  # non-contiguous, as the methods' compaction returns it
+    ref_k, ref_v, ref_sparsity = naive_pack_kept(k, v, index, lens, cu_seqlens)
+    out_k, out_v, sparsity = pack_kept(k, v, index, lens, cu_seqlens, backend="triton")
+    assert torch.equal(out_k, ref_k) and torch.equal(out_v, ref_v)
+    torch.testing.assert_close(sparsity, ref_sparsity)
+    for b, start in enumerate(cu_seqlens[:-1].tolist()):  # the reference itself: kept rows, zeros after
+        for h in range(heads):
+            n = int(lens[b, h])
+            assert torch.equal(ref_k[b, h, :n], k[start + index[b, h, :n], h])
+            assert torch.all(ref_v[b, h, n:] == 0)
+
+
+@pytest.mark.parametrize("name", ["snapkv", "ada_snapkv"])
+@pytest.mark.parametrize("heads", [(8, 2), (6, 3)], ids=["gqa4", "gqa2"])
+def test_compress_through_the_triton_kernels_keeps_the_reference_tokens(name, heads, monkeypatch):
+    monkeypatch.setattr(_kv, "pool_keys", functools.partial(pool_keys, backend="triton"))
+    monkeypatch.setattr(_kv, "pack_kept", functools.partial(pack_kept, backend="triton"))
+    method = build_method(name, **METHODS[name]["small"])
+    lengths = (301, 37, 129)
+    gen = torch.Generator().manual_seed(11)
+    num_q, num_kv = heads
+    q = torch.randn(sum(lengths), num_q, 64, generator=gen)
+    k = torch.randn(sum(lengths), num_kv, 64, generator=gen)
+    v = torch.randn(sum(lengths), num_kv, 64, generator=gen)
+    bounds = [0, 301, 338, 467]
+    cache = method.compress(q, k, v, torch.tensor(bounds, dtype=torch.int32), seq_lens=list(lengths))
+    kept = []
+    for start, end in zip(bounds, bounds[1:]):
+        window = method.window_size(end - start)
+        q_window, sample_k = q[end - window:end].transpose(0, 1), k[start:end].transpose(0, 1)
+        if end - start <= method.token_capacity:
+            kept.append(method.select_kept(q_window, sample_k))
+            continue
+        scores = method.importance(q_window, sample_k)  # through the Triton pooling (monkeypatched)
+        reference = method.reference_allocate(scores)
+        kept.append(KeptTokens(index=reference.index, lens=reference.lens))
+    expected = reference_pack(kept, k, v, bounds)
+    assert torch.equal(cache.index, expected.index) and torch.equal(cache.lens, expected.lens)
+    assert torch.equal(cache.k, expected.k) and torch.equal(cache.v, expected.v)
+    torch.testing.assert_close(cache.sparsity, expected.sparsity)
+
+
+@pytest.mark.parametrize("params", [
+    {"min_head_capacity_ratio": 0.0, "local_window": 0, "prefix_tokens": 0},  # floor 0: one global pick
+    {"min_head_capacity_ratio": 1.0},  # no shared slots: SnapKV's budget
+    {"min_head_capacity_ratio": 0.5, "token_capacity": 100},  # total = every token of a 100-token prompt
+], ids=["no-floor", "no-shared", "everything"])
+@pytest.mark.parametrize("levels", [2, 1000])
+def test_ada_threshold_allocation_at_the_budget_corners(params, levels):
+    config = dict(METHODS["ada_snapkv"]["small"], **params)
+    method = build_method("ada_snapkv", **config)
+    gen = torch.Generator().manual_seed(levels)
+    scores = torch.randint(0, levels, (5, 100), generator=gen).float() / levels
+    fast, reference = method._allocate(scores), method.reference_allocate(scores)
+    assert torch.equal(fast.index, reference.index) and torch.equal(fast.lens, reference.lens)
+    assert int(fast.lens.sum()) == method.token_capacity * 5
