@@ -48,6 +48,8 @@ DECODE_CONFIGS = [  # (block_n, num_warps, num_stages, split factor over the def
     (32, 4, 3, 2), (64, 4, 3, 2), (32, 4, 4, 2), (64, 4, 4, 2), (32, 4, 3, 3), (64, 4, 3, 3),
     (32, 4, 3, 4), (64, 4, 3, 4), (32, 4, 3, 6), (64, 4, 3, 6), (32, 4, 3, 8), (64, 4, 3, 8),
 ]
+# --quick: the configs that won a full sweep on the H100 (session 2) plus their neighbours
+QUICK_DECODE_CONFIGS = [(64, 4, 3, 1), (64, 4, 4, 1), (32, 4, 3, 1), (64, 4, 3, 2), (64, 4, 4, 2), (32, 4, 3, 2)]
 WINDOW_STATS_CONFIGS = [  # (BLOCK_M, BLOCK_N, num_warps, num_stages) of the window row-statistics pass
     (64, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 8, 4), (64, 128, 4, 3),
 ]
@@ -279,7 +281,8 @@ def ada_lens(batch: int, capacity: int) -> torch.Tensor:
     return lens
 
 
-def bench_compressed(context: int, batch: int, dense_ms: dict, bandwidth: dict, results: list):
+def bench_compressed(context: int, batch: int, dense_ms: dict, bandwidth: dict, results: list,
+                     configs: list = DECODE_CONFIGS):
     from sparse_attn.kernels.decode import naive_decode
     from sparse_attn.kernels.decode.triton import choose_num_splits, triton_decode
 
@@ -299,7 +302,7 @@ def bench_compressed(context: int, batch: int, dense_ms: dict, bandwidth: dict, 
         out = torch.empty_like(q)
         default_splits = choose_num_splits(batch * HKV, width, q.device)
         best = None
-        for cfg in DECODE_CONFIGS:
+        for cfg in configs:
             block_n, warps, stages, factor = cfg
             splits = default_splits * factor
             out.fill_(float("nan"))
@@ -316,13 +319,23 @@ def bench_compressed(context: int, batch: int, dense_ms: dict, bandwidth: dict, 
         ms, mode = bench_ms(lambda: triton_decode(q, k, v, lens, out=out, block_n=block_n, num_warps=warps,
                                                   num_stages=stages, num_splits=splits))
         default_ms, _ = bench_ms(lambda: triton_decode(q, k, v, lens, out=out))  # as shipped (default launch)
+        # the same best launch with the combine as a second kernel (the session-2 path) instead of folded into
+        # the last split program (fuse_combine, the default now)
+        out.fill_(float("nan"))
+        triton_decode(q, k, v, lens, out=out, block_n=block_n, num_warps=warps, num_stages=stages,
+                      num_splits=splits, fuse_combine=False)
+        check(f"{method} decode {context}/{batch} two-launch", ref, out)
+        two_launch_ms, _ = bench_ms(lambda: triton_decode(q, k, v, lens, out=out, block_n=block_n, num_warps=warps,
+                                                          num_stages=stages, num_splits=splits, fuse_combine=False))
+        default_two_launch_ms, _ = bench_ms(lambda: triton_decode(q, k, v, lens, out=out, fuse_combine=False))
         kept_bytes = int(lens.sum()) * D * 2 * k.element_size()
         row = {
             "table": "compressed", "method": method, "context": context, "batch": batch, "capacity": capacity,
             "max_head_len": width, "min_head_len": int(lens.min()), "mode": mode, "rel_rmse": err,
             "config": {"block_n": block_n, "num_warps": warps, "num_stages": stages, "num_splits": splits,
                        "default_splits": default_splits},
-            "ms": ms, "default_ms": default_ms, "bytes": kept_bytes, "gbps": kept_bytes / (ms * 1e-3) / 1e9,
+            "ms": ms, "default_ms": default_ms, "two_launch_ms": two_launch_ms,
+            "default_two_launch_ms": default_two_launch_ms, "bytes": kept_bytes, "gbps": kept_bytes / (ms * 1e-3) / 1e9,
             "dense_cudnn_full_ms": dense_ms["cudnn"], "dense_flash_full_ms": dense_ms["flash"],
             "dense_flex_full_ms": dense_ms["flex"],
         }
@@ -346,7 +359,7 @@ def bench_compressed(context: int, batch: int, dense_ms: dict, bandwidth: dict, 
 
 
 # -- compression overhead -------------------------------------------------------------------------------------------
-def bench_compression(context: int, results: list, torch_scoring: bool):
+def bench_compression(context: int, results: list, torch_scoring: bool, tune: bool = True):
     """`method.compress` (window scores + pooling + top-k + gather) at B = 1 vs dense cuDNN causal prefill.
 
     Tunes the two window-kernel passes at this shape first (every candidate checked against the PyTorch
@@ -381,7 +394,9 @@ def bench_compression(context: int, results: list, torch_scoring: bool):
         ref = naive_window_importance(q_window, k_heads, reduce=reduce)
         # tune the two passes (the other one at its shipped config); each candidate checked first
         tuned = {}
-        for which, configs in (("stats", WINDOW_STATS_CONFIGS), ("scores", WINDOW_SCORES_CONFIGS)):
+        sweeps = (("stats", WINDOW_STATS_CONFIGS), ("scores", WINDOW_SCORES_CONFIGS)) if tune else \
+            (("stats", [shipped[0]]), ("scores", [shipped[1]]))  # --quick: the shipped configs only
+        for which, configs in sweeps:
             best = None
             for cfg in configs:
                 kw = {"stats_config": cfg} if which == "stats" else {"scores_config": cfg}
@@ -419,13 +434,24 @@ def bench_compression(context: int, results: list, torch_scoring: bool):
         ms, mode = bench_ms(lambda: method.compress(q, k, v, cu_seqlens), use_graph=False, rep=200)
         host_ms, _ = bench_ms(lambda: method.compress(q, k, v, cu_seqlens, seq_lens=[context]), use_graph=False,
                               rep=200)
+        # host issue time of one compress (host seq_lens) while the GPU is kept busy by a sleep kernel: the
+        # Python + launch overhead alone (for Ada it includes waiting at its one sync, i.e. the GPU work before it)
+        host_issue = []
+        for _ in range(10):
+            torch.cuda._sleep(50_000_000)  # tens of ms of GPU time: the queue never drains while issuing
+            start = time.perf_counter()
+            method.compress(q, k, v, cu_seqlens, seq_lens=[context])
+            host_issue.append(1e3 * (time.perf_counter() - start))
+            torch.cuda.synchronize()
+        host_issue_ms = sorted(host_issue)[len(host_issue) // 2]
         graph_ms = float("nan")
         if method.name == "snapkv":  # no host sync with host seq_lens: the whole compress fits in a CUDA graph
             graph_ms, _ = bench_ms(lambda: method.compress(q, k, v, cu_seqlens, seq_lens=[context]), rep=200)
         row = {
             "table": "compression", "method": method.name, "context": context, "capacity": context // 10,
             "kept_tokens": kept_total, "compress_ms": ms, "compress_host_lens_ms": host_ms,
-            "compress_graph_ms": graph_ms, "prefill_cudnn_ms": prefill_ms, "mode": mode,
+            "compress_graph_ms": graph_ms, "host_issue_ms": host_issue_ms, "prefill_cudnn_ms": prefill_ms,
+            "mode": mode,
             "pct_of_prefill": 100 * ms / prefill_ms, "pct_host_lens": 100 * host_ms / prefill_ms,
             "triton_scores_ms": scores_ms, "shipped_scores_ms": shipped_scores_ms, "importance_ms": importance_ms,
             "triton_scores_rel_rmse": err, "window_configs": {"stats": tuned["stats"], "scores": tuned["scores"]},
@@ -489,24 +515,27 @@ def print_tables(results: list, header: dict):
               f"{r['rel_rmse']:.1e} | {r['config']} {r['mode']} |")
     print("\n### Compressed-cache decode (capacity 10% of the context per KV head)")
     print("| ctx | B | method | head lens min..max | ms | GB/s (kept) | % spec | % copy | default launch ms "
-          "(% spec) | vs cuDNN same cache | vs cuDNN full ctx | vs flash full | vs Flex full | rel RMSE | config |")
-    print("|" + "---|" * 15)
+          "(% spec) | two-launch combine ms (default) | vs cuDNN same cache | vs cuDNN full ctx | vs flash full | "
+          "vs Flex full | rel RMSE | config |")
+    print("|" + "---|" * 16)
     for r in (r for r in results if r["table"] == "compressed"):
         print(f"| {r['context'] // 1024}K | {r['batch']} | {r['method']} | {r['min_head_len']}..{r['max_head_len']} "
               f"| {fmt(r['ms'])} | {fmt(r['gbps'], 0)} | {fmt(r['pct_spec'], 1)} | {fmt(r['pct_copy'], 1)} | "
               f"{fmt(r['default_ms'])} ({fmt(r['default_pct_spec'], 1)}) | "
+              f"{fmt(r['two_launch_ms'])} ({fmt(r['default_two_launch_ms'])}) | "
               f"{times(r['cudnn_same_cache_ms'], r['ms'])} | {times(r['dense_cudnn_full_ms'], r['ms'])} | "
               f"{times(r['dense_flash_full_ms'], r['ms'])} | {times(r['dense_flex_full_ms'], r['ms'])} | "
               f"{r['rel_rmse']:.1e} | {r['config']} {r['mode']} |")
     print("\n### Compression overhead (method.compress: window scores + pooling + top-k + gather), B = 1")
     print("| ctx | method | capacity | compress ms | % of prefill | compress ms, host seq_lens (% of prefill) | "
-          "CUDA graph ms | window scores ms (shipped cfg) | importance ms (scores + pool) | allocate ms "
-          "(reference) | kept identical | dense cuDNN prefill ms | tuned window configs |")
-    print("|" + "---|" * 13)
+          "CUDA graph ms | host issue ms | window scores ms (shipped cfg) | importance ms (scores + pool) | "
+          "allocate ms (reference) | kept identical | dense cuDNN prefill ms | tuned window configs |")
+    print("|" + "---|" * 14)
     for r in (r for r in results if r["table"] == "compression"):
         print(f"| {r['context'] // 1024}K | {r['method']} | {r['capacity']} | {fmt(r['compress_ms'])} | "
               f"{fmt(r['pct_of_prefill'], 2)} | {fmt(r['compress_host_lens_ms'])} ({fmt(r['pct_host_lens'], 2)}) | "
-              f"{fmt(r['compress_graph_ms'])} | {fmt(r['triton_scores_ms'])} ({fmt(r['shipped_scores_ms'])}) | "
+              f"{fmt(r['compress_graph_ms'])} | {fmt(r['host_issue_ms'])} | {fmt(r['triton_scores_ms'])} "
+              f"({fmt(r['shipped_scores_ms'])}) | "
               f"{fmt(r['importance_ms'])} | {fmt(r['allocate_ms'])} ({fmt(r['reference_allocate_ms'])}) | "
               f"{r['kept_identical']} | {fmt(r['prefill_cudnn_ms'])} | {r['window_configs']} |")
 
@@ -521,6 +550,8 @@ def main():
                         choices=["quest", "compressed", "compression"], help="which tables to run")
     parser.add_argument("--torch-scoring", action="store_true",
                         help="also time compress with the PyTorch reference scoring (slow, materialises probs)")
+    parser.add_argument("--quick", action="store_true",
+                        help="shipped window configs only and a 6-config decode sweep (fits a short device call)")
     parser.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_decode.json"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -555,12 +586,13 @@ def main():
                 del k_full
                 torch.cuda.empty_cache()
             if "compressed" in args.tables:
-                bench_compressed(context, batch, dense, bandwidth, results)
+                bench_compressed(context, batch, dense, bandwidth, results,
+                                 QUICK_DECODE_CONFIGS if args.quick else DECODE_CONFIGS)
                 torch.cuda.empty_cache()
             print(f"  done {context}/{batch} ({time.time() - started:.0f} s): cuDNN dense {dense['cudnn']:.4f} ms",
                   flush=True)
     for context in args.compression_contexts if "compression" in args.tables else []:
-        bench_compression(context, results, args.torch_scoring)
+        bench_compression(context, results, args.torch_scoring, tune=not args.quick)
         torch.cuda.empty_cache()
     with open(args.json, "w") as handle:
         json.dump({"header": header, "results": results}, handle, indent=1, default=str)

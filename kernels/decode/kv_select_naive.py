@@ -22,7 +22,8 @@ def flat_ordered_keys(scores: torch.Tensor) -> torch.Tensor:
     return ordered_keys(scores.reshape(1, num_heads * seq_len)).view(num_heads, seq_len)
 
 
-def naive_pool_and_force(scores: torch.Tensor, kernel_size: int, local_window: int, prefix_tokens: int) -> torch.Tensor:
+def naive_pool_and_force(scores: torch.Tensor, kernel_size: int, local_window: int,
+                         prefix_tokens: int) -> torch.Tensor:
     """Smooth `[H, T]` scores with a same-length average pool (zero padding counted, odd `kernel_size`), then force
     the first `prefix_tokens` and the last `local_window` tokens to +inf so they are always kept."""
     pooled = F.avg_pool1d(

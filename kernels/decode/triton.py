@@ -87,7 +87,7 @@ def _dot(a, b, DOT_F32: tl.constexpr):
 
 @triton.jit
 def _decode_split_kernel(
-    OUT, O_PART, LSE_PART, Q, K, V, LENS,
+    OUT, O_PART, LSE_PART, Q, K, V, LENS, LSE_OUT, COUNTERS,
     stride_qb, stride_qh,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -95,9 +95,14 @@ def _decode_split_kernel(
     stride_ob, stride_oh,
     num_kv_heads, tokens_per_split, num_splits, scale_log2e,
     GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
-    SINGLE_SPLIT: tl.constexpr, WRITE_LSE: tl.constexpr, DOT_F32: tl.constexpr,
+    SINGLE_SPLIT: tl.constexpr, WRITE_LSE: tl.constexpr, DOT_F32: tl.constexpr, FUSE_COMBINE: tl.constexpr = False,
 ):
-    """Program (b * Hkv + kv_head, split): the GROUP query heads of one KV head over one chunk of its tokens."""
+    """Program (b * Hkv + kv_head, split): the GROUP query heads of one KV head over one chunk of its tokens.
+
+    FUSE_COMBINE (several splits): after writing its partials, each program takes a ticket from the
+    `COUNTERS[b * Hkv + kv_head]` counter (acq_rel atomic after a CTA barrier, so every thread's partial stores
+    are released before the ticket); the program drawing the last ticket merges the group's partials (read past
+    L1) into OUT / LSE_OUT and resets the counter to 0 for the next launch: no second kernel launch."""
     pid_bh = tl.program_id(0)
     split = tl.program_id(1)
     b = pid_bh // num_kv_heads
@@ -136,6 +141,43 @@ def _decode_split_kernel(
     part_rows = (b * num_kv_heads * GROUP + q_heads) * num_splits + split
     _store_split(OUT, O_PART, LSE_PART, acc, m_i, l_i, b, q_heads, part_rows, row_ok,
                  stride_ob, stride_oh, HEAD_DIM, SINGLE_SPLIT, WRITE_LSE)
+    if FUSE_COMBINE:
+        tl.debug_barrier()  # every thread's partial stores precede the ticket
+        ticket = tl.atomic_add(COUNTERS + pid_bh, 1, sem="acq_rel", scope="gpu")
+        if ticket == num_splits - 1:
+            tl.store(COUNTERS + pid_bh, 0)  # every split of this launch has drawn: reset for the next launch
+            first_rows = (b * num_kv_heads * GROUP + q_heads) * num_splits
+            _combine_group(O_PART, LSE_PART, OUT, LSE_OUT, first_rows, b * num_kv_heads * GROUP + q_heads, row_ok,
+                           b, q_heads, num_splits, stride_ob, stride_oh, BLOCK_G, HEAD_DIM, WRITE_LSE)
+
+
+@triton.jit
+def _combine_group(O_PART, LSE_PART, OUT, LSE_OUT, first_rows, out_rows, row_ok, b, q_heads, num_splits,
+                   stride_ob, stride_oh, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr, WRITE_LSE: tl.constexpr):
+    """Merge the split partials of a group's query heads (`first_rows [BLOCK_G]` = row of split 0), online over
+    the splits as `_combine_splits_kernel`; loads bypass L1 (`.cg`): the partials come from other SMs.
+    `out_rows [BLOCK_G]`: the heads' rows of the `[B * Hq]` lse output."""
+    offs_d = tl.arange(0, HEAD_DIM)
+    m = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)
+    total = tl.zeros([BLOCK_G], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_G, HEAD_DIM], dtype=tl.float32)
+    for split in range(0, num_splits):
+        lse = tl.load(LSE_PART + first_rows + split, mask=row_ok, other=float("-inf"), cache_modifier=".cg")
+        part = tl.load(O_PART + (first_rows + split)[:, None] * HEAD_DIM + offs_d[None, :], mask=row_ok[:, None],
+                       other=0.0, cache_modifier=".cg")
+        m_new = tl.maximum(m, lse)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # all splits so far empty: weights 0
+        alpha = tl.exp2(m - m_safe)
+        w = tl.exp2(lse - m_safe)
+        acc = acc * alpha[:, None] + part * w[:, None]
+        total = total * alpha + w
+        m = m_new
+    denom = tl.where(total > 0, total, 1.0)
+    ptrs = OUT + b * stride_ob + q_heads[:, None] * stride_oh + offs_d[None, :]
+    tl.store(ptrs, (acc / denom[:, None]).to(OUT.dtype.element_ty), mask=row_ok[:, None])
+    if WRITE_LSE:
+        lse_out = tl.where(m == float("-inf"), float("-inf"), (m + tl.log2(denom)) * 0.6931471805599453)
+        tl.store(LSE_OUT + out_rows, lse_out, mask=row_ok)  # [B, Hq] row b * Hq + head
 
 
 @triton.jit
@@ -245,6 +287,7 @@ def triton_decode(
     block_n: int = 64,
     num_warps: int = 4,
     num_stages: int = 3,
+    fuse_combine: bool = True,
 ):
     """Decode attention over a per-head variable-length cache (flash-decoding, GQA-grouped); same contract as
     `naive_decode`.
@@ -261,6 +304,10 @@ def triton_decode(
         num_splits: chunks of the token axis; default from `choose_num_splits` (host arithmetic, no device sync,
             so the call can be captured in a CUDA graph).
         block_n, num_warps, num_stages: tile and launch parameters (the benchmark tunes them).
+        fuse_combine: with several splits, the last split program of each KV group merges the partials (atomic
+            ticket counter, `_decode_split_kernel`) instead of a second `_combine_splits_kernel` launch. The
+            counters are one buffer per device that the kernel resets itself, so fused decodes of one device must
+            not run concurrently on two streams (pass False there).
 
     Returns:
         `out [B, Hq, D]` in q's dtype (and `lse [B, Hq]`); query head `h` reads KV head `h // (Hq // Hkv)`.
@@ -276,8 +323,15 @@ def triton_decode(
         num_splits = choose_num_splits(batch * num_kv_heads, capacity, q.device)
     tokens_per_split = triton.cdiv(triton.cdiv(capacity, num_splits), block_n) * block_n
     num_splits = triton.cdiv(capacity, tokens_per_split)
+    fused = fuse_combine and num_splits > 1
+    lse_out = None
+    if fused:
+        lse_out = torch.empty(batch, num_q_heads, device=q.device, dtype=torch.float32) if return_lse else None
+        counters = _ticket_counters(q.device, batch * num_kv_heads)
+    else:
+        counters = lens  # unused placeholders (FUSE_COMBINE=False never reads them)
     args = (
-        q, k, v, lens,
+        q, k, v, lens, lse_out if lse_out is not None else lens, counters,
         q.stride(0), q.stride(1),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
@@ -285,11 +339,40 @@ def triton_decode(
         out.stride(0), out.stride(1),
         num_kv_heads, tokens_per_split, num_splits, scale * LOG2E,
     )
+    meta = dict(GROUP=group, BLOCK_G=group_rows(group), HEAD_DIM=head_dim, BLOCK_N=block_n, num_warps=num_warps,
+                num_stages=num_stages)
+    if fused:
+        o_part, lse_part = allocate_split_buffers(batch, num_q_heads, num_splits, head_dim, out.device)
+        _decode_split_kernel[(batch * num_kv_heads, num_splits)](
+            out, o_part, lse_part, *args, SINGLE_SPLIT=False, WRITE_LSE=return_lse, DOT_F32=INTERPRETING,
+            FUSE_COMBINE=True, **meta)
+        return (out, lse_out) if return_lse else out
     return launch_split_decode(
         _decode_split_kernel, batch * num_kv_heads, num_splits, out, return_lse, args,
         GROUP=group, BLOCK_G=group_rows(group), HEAD_DIM=head_dim, BLOCK_N=block_n,
         num_warps=num_warps, num_stages=num_stages,
     )
+
+
+_COUNTERS = {}
+
+
+def _ticket_counters(device: torch.device, count: int) -> torch.Tensor:
+    """`[>= count]` int32 zeros, one buffer per device, kept between calls: the fused combine's last program of
+    each group resets its counter, so the buffer is zero again after every launch (no memset launch). Grown
+    outside CUDA-graph capture only (a captured allocation would belong to the graph's pool)."""
+    key = str(device)
+    buffer = _COUNTERS.get(key)
+    if buffer is None or buffer.numel() < count:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(
+                f"triton_decode(fuse_combine=True) needs {count} ticket counters on {device} that were not "
+                f"allocated before this CUDA-graph capture: run one decode step of this batch size eagerly first "
+                f"(warm-up), or pass fuse_combine=False"
+            )
+        buffer = torch.zeros(max(count, 256), device=device, dtype=torch.int32)
+        _COUNTERS[key] = buffer
+    return buffer
 
 
 def _as_head_lens(lens: torch.Tensor, batch: int, num_kv_heads: int) -> torch.Tensor:

@@ -82,8 +82,9 @@ def test_window_kernel_configs_gpu(reduce, config):
     assert rel_rmse(ref, out) <= RATIO
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-combine", "two-launch"])
 @pytest.mark.parametrize("factor", [1, 2, 4])
-def test_decode_split_factors_gpu(factor):
+def test_decode_split_factors_gpu(factor, fused):
     from sparse_attn.kernels.decode import naive_decode
     from sparse_attn.kernels.decode.triton import choose_num_splits, triton_decode
 
@@ -100,6 +101,55 @@ def test_decode_split_factors_gpu(factor):
     splits = choose_num_splits(batch * HKV, width, q.device) * factor
     for block_n in (32, 64):
         out = torch.full_like(q, float("nan"))
-        triton_decode(q, k, v, lens, out=out, num_splits=splits, block_n=block_n)
+        triton_decode(q, k, v, lens, out=out, num_splits=splits, block_n=block_n, fuse_combine=fused)
         assert not out.isnan().any()
         assert rel_rmse(naive_decode(q, k, v, lens).float(), out.float()) <= RATIO
+
+
+def test_fused_combine_under_a_cuda_graph_gpu():
+    """Replays of a captured fused decode (ticket counters reset by the kernel itself) match the reference."""
+    from sparse_attn.kernels.decode import naive_decode
+    from sparse_attn.kernels.decode.triton import triton_decode
+
+    gen = torch.Generator(device="cuda").manual_seed(9)
+    batch, width = 4, 20000
+    lens = torch.randint(1, width + 1, (batch, HKV), device="cuda", generator=gen, dtype=torch.int32)
+    q = torch.randn(batch, HQ, D, device="cuda", generator=gen, dtype=torch.bfloat16)
+    k = torch.randn(batch, HKV, width, D, device="cuda", generator=gen, dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    out = torch.full_like(q, float("nan"))
+    triton_decode(q, k, v, lens, out=out, num_splits=16)  # warm-up: compiles, allocates the counters
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        triton_decode(q, k, v, lens, out=out, num_splits=16)
+    for _ in range(3):
+        out.fill_(float("nan"))
+        q.copy_(torch.randn(q.shape, device="cuda", generator=gen, dtype=q.dtype))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert not out.isnan().any()
+        assert rel_rmse(naive_decode(q, k, v, lens).float(), out.float()) <= RATIO
+
+
+@pytest.mark.parametrize("context", [32 * 1024 + 37])
+def test_pool_and_pack_kernels_gpu(context):
+    """The fused pooling / key and pack kernels against their PyTorch references at a real shape."""
+    from sparse_attn.kernels.decode import flat_ordered_keys, naive_pack_kept, naive_pool_keys, pack_kept, pool_keys
+
+    gen = torch.Generator(device="cuda").manual_seed(4)
+    raw = torch.rand(HKV, context, device="cuda", generator=gen)
+    ref_pooled, _ = naive_pool_keys(raw, 21, 128, 4)
+    pooled, keys = pool_keys(raw, 21, 128, 4)
+    torch.testing.assert_close(pooled, ref_pooled, atol=1e-7, rtol=1e-6)
+    assert torch.equal(keys, flat_ordered_keys(pooled))
+    _, k, v = prompt(context, 5)
+    width = context // 10
+    index = torch.sort(torch.randperm(context, device="cuda", generator=gen)[: HKV * width].view(HKV, width)).values
+    lens = torch.full((1, HKV), width, device="cuda", dtype=torch.int32)
+    lens[0, 1] = width - 100
+    index[1, width - 100:] = -1
+    cu_seqlens = torch.tensor([0, context], device="cuda", dtype=torch.int32)
+    expected = naive_pack_kept(k, v, index[None], lens, cu_seqlens)
+    got = pack_kept(k, v, index[None], lens, cu_seqlens)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    torch.testing.assert_close(got[2], expected[2])
