@@ -319,23 +319,23 @@ def bench_compressed(context: int, batch: int, dense_ms: dict, bandwidth: dict, 
         ms, mode = bench_ms(lambda: triton_decode(q, k, v, lens, out=out, block_n=block_n, num_warps=warps,
                                                   num_stages=stages, num_splits=splits))
         default_ms, _ = bench_ms(lambda: triton_decode(q, k, v, lens, out=out))  # as shipped (default launch)
-        # the same best launch with the combine as a second kernel (the session-2 path) instead of folded into
-        # the last split program (fuse_combine, the default now)
+        # the same best launch with the combine folded into the last split program (fuse_combine, atomic
+        # ticket) instead of the second kernel (the default)
         out.fill_(float("nan"))
         triton_decode(q, k, v, lens, out=out, block_n=block_n, num_warps=warps, num_stages=stages,
-                      num_splits=splits, fuse_combine=False)
-        check(f"{method} decode {context}/{batch} two-launch", ref, out)
-        two_launch_ms, _ = bench_ms(lambda: triton_decode(q, k, v, lens, out=out, block_n=block_n, num_warps=warps,
-                                                          num_stages=stages, num_splits=splits, fuse_combine=False))
-        default_two_launch_ms, _ = bench_ms(lambda: triton_decode(q, k, v, lens, out=out, fuse_combine=False))
+                      num_splits=splits, fuse_combine=True)
+        check(f"{method} decode {context}/{batch} fused combine", ref, out)
+        fused_ms, _ = bench_ms(lambda: triton_decode(q, k, v, lens, out=out, block_n=block_n, num_warps=warps,
+                                                     num_stages=stages, num_splits=splits, fuse_combine=True))
+        default_fused_ms, _ = bench_ms(lambda: triton_decode(q, k, v, lens, out=out, fuse_combine=True))
         kept_bytes = int(lens.sum()) * D * 2 * k.element_size()
         row = {
             "table": "compressed", "method": method, "context": context, "batch": batch, "capacity": capacity,
             "max_head_len": width, "min_head_len": int(lens.min()), "mode": mode, "rel_rmse": err,
             "config": {"block_n": block_n, "num_warps": warps, "num_stages": stages, "num_splits": splits,
                        "default_splits": default_splits},
-            "ms": ms, "default_ms": default_ms, "two_launch_ms": two_launch_ms,
-            "default_two_launch_ms": default_two_launch_ms, "bytes": kept_bytes, "gbps": kept_bytes / (ms * 1e-3) / 1e9,
+            "ms": ms, "default_ms": default_ms, "fused_combine_ms": fused_ms,
+            "default_fused_combine_ms": default_fused_ms, "bytes": kept_bytes, "gbps": kept_bytes / (ms * 1e-3) / 1e9,
             "dense_cudnn_full_ms": dense_ms["cudnn"], "dense_flash_full_ms": dense_ms["flash"],
             "dense_flex_full_ms": dense_ms["flex"],
         }
@@ -515,14 +515,14 @@ def print_tables(results: list, header: dict):
               f"{r['rel_rmse']:.1e} | {r['config']} {r['mode']} |")
     print("\n### Compressed-cache decode (capacity 10% of the context per KV head)")
     print("| ctx | B | method | head lens min..max | ms | GB/s (kept) | % spec | % copy | default launch ms "
-          "(% spec) | two-launch combine ms (default) | vs cuDNN same cache | vs cuDNN full ctx | vs flash full | "
+          "(% spec) | fused-combine ms (default launch) | vs cuDNN same cache | vs cuDNN full ctx | vs flash full | "
           "vs Flex full | rel RMSE | config |")
     print("|" + "---|" * 16)
     for r in (r for r in results if r["table"] == "compressed"):
         print(f"| {r['context'] // 1024}K | {r['batch']} | {r['method']} | {r['min_head_len']}..{r['max_head_len']} "
               f"| {fmt(r['ms'])} | {fmt(r['gbps'], 0)} | {fmt(r['pct_spec'], 1)} | {fmt(r['pct_copy'], 1)} | "
               f"{fmt(r['default_ms'])} ({fmt(r['default_pct_spec'], 1)}) | "
-              f"{fmt(r['two_launch_ms'])} ({fmt(r['default_two_launch_ms'])}) | "
+              f"{fmt(r['fused_combine_ms'])} ({fmt(r['default_fused_combine_ms'])}) | "
               f"{times(r['cudnn_same_cache_ms'], r['ms'])} | {times(r['dense_cudnn_full_ms'], r['ms'])} | "
               f"{times(r['dense_flash_full_ms'], r['ms'])} | {times(r['dense_flex_full_ms'], r['ms'])} | "
               f"{r['rel_rmse']:.1e} | {r['config']} {r['mode']} |")

@@ -15,8 +15,16 @@ import pytest
 import torch
 
 from sparse_attn import build_method
-from sparse_attn.kernels.decode import flat_ordered_keys, naive_pack_kept, naive_pool_keys, pack_kept, pool_keys
-from sparse_attn.methods import _kv
+from sparse_attn.kernels.decode import (
+    compact_kept,
+    flat_ordered_keys,
+    naive_compact_kept,
+    naive_pack_kept,
+    naive_pool_keys,
+    pack_kept,
+    pool_keys,
+)
+from sparse_attn.methods import _kv, ada_snapkv
 from sparse_attn.methods._kv import KeptTokens, reference_pack
 
 from .method_matrix import METHODS
@@ -43,6 +51,22 @@ def test_flat_keys_rank_ties_by_head_then_token():
     scores = torch.tensor([[1.0, 2.0, 2.0], [2.0, 0.0, float("inf")]])
     order = torch.sort(flat_ordered_keys(scores).view(-1), descending=True).indices.tolist()
     assert order == [5, 1, 2, 3, 0, 4]  # inf, then the 2.0 ties in (head, token) order, then 1.0, 0.0
+
+
+@pytest.mark.parametrize("heads,length,width", [(3, 203, 150), (2, 4500, 4500), (4, 9, 1)])
+def test_compact_kernel_equals_the_reference(heads, length, width):
+    """Cuts that keep 0..all tokens of a head, tied keys at the cut, several kernel blocks (4500 > 2048)."""
+    gen = torch.Generator().manual_seed(length)
+    keys = flat_ordered_keys(torch.randint(0, 5, (heads, length), generator=gen).float())
+    sorted_keys = torch.sort(keys, dim=-1, descending=True).values
+    counts = torch.randint(1, width + 1, (heads,), generator=gen)
+    counts[0] = width
+    cut = sorted_keys.gather(1, (counts - 1)[:, None])  # head h keeps exactly counts[h] keys
+    ref_index, ref_lens = naive_compact_kept(keys, cut, width)
+    index, lens = compact_kept(keys, cut, width, backend="triton")
+    assert torch.equal(lens, ref_lens) and torch.equal(lens.long(), counts)
+    assert torch.equal(index, ref_index)
+    assert torch.all(index[:, 1:][index[:, 1:] >= 0] > index[:, :-1][index[:, 1:] >= 0])  # ascending
 
 
 @pytest.mark.parametrize("heads,head_dim", [(2, 64), (3, 128)])
@@ -77,6 +101,7 @@ def test_pack_kernel_equals_the_reference(heads, head_dim):
 def test_compress_through_the_triton_kernels_keeps_the_reference_tokens(name, heads, monkeypatch):
     monkeypatch.setattr(_kv, "pool_keys", functools.partial(pool_keys, backend="triton"))
     monkeypatch.setattr(_kv, "pack_kept", functools.partial(pack_kept, backend="triton"))
+    monkeypatch.setattr(ada_snapkv, "compact_kept", functools.partial(compact_kept, backend="triton"))
     method = build_method(name, **METHODS[name]["small"])
     lengths = (301, 37, 129)
     gen = torch.Generator().manual_seed(11)

@@ -11,12 +11,13 @@ from typing import Optional
 import torch
 
 from .._dispatch import resolve_backend, triton_module
-from .kv_select_naive import flat_ordered_keys, naive_pack_kept, naive_pool_keys
+from .kv_select_naive import flat_ordered_keys, naive_compact_kept, naive_pack_kept, naive_pool_keys
 from .naive import naive_decode
 from .window_naive import naive_window_importance
 
 __all__ = ["decode", "naive_decode", "window_importance", "naive_window_importance", "resolve_backend",
-           "pool_keys", "naive_pool_keys", "pack_kept", "naive_pack_kept", "flat_ordered_keys"]
+           "pool_keys", "naive_pool_keys", "pack_kept", "naive_pack_kept", "flat_ordered_keys", "compact_kept",
+           "naive_compact_kept"]
 
 
 def decode(
@@ -91,3 +92,16 @@ def pack_kept(k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, lens: torch
     from .kv_select_triton import triton_pack_kept
 
     return triton_pack_kept(k, v, index, lens, cu_seqlens)
+
+
+def compact_kept(keys: torch.Tensor, cut: torch.Tensor, width: int, backend: str = "auto"):
+    """Kept positions `[H, width]` (ascending, -1 after each head's count) and counts `[H]` int32 of the keys
+    `>= cut[h]` per head. See `naive_compact_kept`.
+
+    backend: "auto" (Triton for CUDA tensors, else the PyTorch reference), "naive" or "triton".
+    """
+    if resolve_backend(backend, keys) == "naive":
+        return naive_compact_kept(keys, cut, width)
+    from .kv_select_triton import triton_compact_kept
+
+    return triton_compact_kept(keys, cut, width)

@@ -70,3 +70,20 @@ def naive_pack_kept(k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, lens:
     seq_lens = (cu_seqlens[1:] - cu_seqlens[:-1]).to(device=k.device, dtype=torch.float32)
     sparsity = 1.0 - lens.float() / seq_lens[:, None]
     return outputs[0], outputs[1], sparsity
+
+
+def naive_compact_kept(keys: torch.Tensor, cut: torch.Tensor, width: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Positions whose key reaches the head's cut, in positional order.
+
+    Args:
+        keys: `[H, T]` int64 ranking keys; cut: `[H]` or `[H, 1]` int64, head h keeps the keys `>= cut[h]`.
+        width: columns of the result (`<= T`, at least the largest count; host-known, so no sync).
+
+    Returns:
+        (index `[H, width]` int64 kept positions ascending, -1 after the head's count; lens `[H]` int32).
+    """
+    num_heads, seq_len = keys.shape
+    mask = keys >= cut.reshape(num_heads, 1)
+    positions = torch.arange(seq_len, device=keys.device).expand(num_heads, seq_len)
+    ordered = torch.sort(torch.where(mask, positions, seq_len), dim=-1).values[:, :width]  # dropped: past the end
+    return torch.where(ordered == seq_len, -1, ordered), mask.sum(dim=-1).to(torch.int32)

@@ -7,6 +7,8 @@ one launch each:
 * `_pool_keys_kernel`: average pooling (same length, zero padding counted, summed left to right and divided as
   `F.avg_pool1d` does), prefix / local-window forcing, and the int64 ranking keys (`flat_ordered_keys`) of the
   pooled scores; one read of the raw scores, one write of pooled scores and keys.
+* `_compact_kept_kernel`: Ada-SnapKV's kept positions from per-head key cuts, in positional order (a running
+  prefix sum per head), -1 after each head's count, and the counts; replaces a mask + cumsum + scatter chain.
 * `_pack_kept_kernel`: gather of the kept K and V rows of a packed batch into the `[B, Hkv, C, D]` cache, zeros in
   unused slots, and the measured sparsity `1 - lens / T_b` (T_b read from the device `cu_seqlens`: no host copy).
 """
@@ -63,8 +65,10 @@ def triton_pool_keys(scores: torch.Tensor, kernel_size: int, local_window: int, 
         raise ValueError(f"{num_heads} x {seq_len} scores exceed the 2^31 flat indices the keys encode")
     if scores.stride(-1) != 1:
         scores = scores.contiguous()
-    pooled = torch.empty(num_heads, seq_len, device=scores.device, dtype=torch.float32)
-    keys = torch.empty(num_heads, seq_len, device=scores.device, dtype=torch.int64)
+    # one allocation (eager compression is launch-bound): keys `[H, T]` int64, then pooled `[H, T]` fp32
+    buffer = torch.empty(3 * num_heads * seq_len, device=scores.device, dtype=torch.int32)
+    keys = buffer[: 2 * num_heads * seq_len].view(torch.int64).view(num_heads, seq_len)
+    pooled = buffer[2 * num_heads * seq_len:].view(torch.float32).view(num_heads, seq_len)
     local_start = max(seq_len - local_window, 0) if local_window > 0 else seq_len
     _pool_keys_kernel[(num_heads, triton.cdiv(seq_len, POOL_BLOCK))](
         scores, pooled, keys, scores.stride(0), seq_len, num_heads * seq_len, local_start, prefix_tokens,
@@ -120,8 +124,10 @@ def triton_pack_kept(k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, lens
     batch, num_kv_heads, width = index.shape
     head_dim = k.shape[2]
     cu_seqlens = cu_seqlens.to(k.device)  # no-op for the integrations' CUDA cu_seqlens
-    k_out = torch.empty(batch, num_kv_heads, width, head_dim, device=k.device, dtype=k.dtype)
-    v_out = torch.empty(batch, num_kv_heads, width, head_dim, device=v.device, dtype=v.dtype)
+    if v.dtype != k.dtype:
+        raise ValueError(f"k and v must share one dtype, got {k.dtype} and {v.dtype}")
+    kv_out = torch.empty(2, batch, num_kv_heads, width, head_dim, device=k.device, dtype=k.dtype)  # one allocation
+    k_out, v_out = kv_out[0], kv_out[1]
     sparsity = torch.empty(batch, num_kv_heads, device=k.device, dtype=torch.float32)
     _pack_kept_kernel[(batch * num_kv_heads, max(triton.cdiv(width, PACK_BLOCK), 1))](
         k, v, index, lens, cu_seqlens, k_out, v_out, sparsity,
@@ -130,3 +136,46 @@ def triton_pack_kept(k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, lens
         HEAD_DIM=head_dim, BLOCK_C=PACK_BLOCK, num_warps=4,
     )
     return k_out, v_out, sparsity
+
+
+COMPACT_BLOCK = 2048
+
+
+@triton.jit
+def _compact_kept_kernel(KEYS, CUT, INDEX, LENS, stride_kh, stride_ih, seq_len, width, BLOCK: tl.constexpr):
+    """Program (head): one pass over the head's keys; kept position t goes to slot (kept before t)."""
+    head = tl.program_id(0)
+    cut = tl.load(CUT + head)
+    offs = tl.arange(0, BLOCK)
+    count = tl.sum(tl.zeros([BLOCK], dtype=tl.int32), 0)  # int32 scalar, loop-carried
+    for t0 in range(0, seq_len, BLOCK):
+        t = t0 + offs
+        ok = t < seq_len
+        key = tl.load(KEYS + head * stride_kh + t, mask=ok, other=0)
+        keep = ((key >= cut) & ok).to(tl.int32)
+        slot = count + tl.cumsum(keep, 0) - keep  # exclusive prefix sum
+        tl.store(INDEX + head * stride_ih + slot, t.to(tl.int64), mask=keep != 0)
+        count += tl.sum(keep, 0)
+    tl.store(LENS + head, count)
+    for s0 in range(0, width, BLOCK):  # -1 after the count
+        s = s0 + offs
+        tl.store(INDEX + head * stride_ih + s, tl.full([BLOCK], -1, dtype=tl.int64), mask=(s >= count) & (s < width))
+
+
+def triton_compact_kept(keys: torch.Tensor, cut: torch.Tensor, width: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Same contract as `naive_compact_kept` (one launch, one allocation, no sync)."""
+    num_heads, seq_len = keys.shape
+    if keys.dtype != torch.int64 or cut.numel() != num_heads:
+        raise ValueError(f"expected int64 keys [H, T] and cut [H], got {keys.dtype} {tuple(keys.shape)} and "
+                         f"{tuple(cut.shape)}")
+    if not 0 < width <= seq_len:
+        raise ValueError(f"width must lie in [1, T={seq_len}], got {width}")
+    if keys.stride(-1) != 1:
+        keys = keys.contiguous()
+    cut = cut.reshape(num_heads).to(torch.int64).contiguous()
+    buffer = torch.empty(2 * num_heads * width + num_heads, device=keys.device, dtype=torch.int32)
+    index = buffer[: 2 * num_heads * width].view(torch.int64).view(num_heads, width)
+    lens = buffer[2 * num_heads * width:]
+    _compact_kept_kernel[(num_heads,)](keys, cut, index, lens, keys.stride(0), index.stride(0), seq_len, width,
+                                       BLOCK=COMPACT_BLOCK, num_warps=8)
+    return index, lens

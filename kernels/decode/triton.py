@@ -287,7 +287,7 @@ def triton_decode(
     block_n: int = 64,
     num_warps: int = 4,
     num_stages: int = 3,
-    fuse_combine: bool = True,
+    fuse_combine: bool = False,
 ):
     """Decode attention over a per-head variable-length cache (flash-decoding, GQA-grouped); same contract as
     `naive_decode`.
@@ -307,7 +307,9 @@ def triton_decode(
         fuse_combine: with several splits, the last split program of each KV group merges the partials (atomic
             ticket counter, `_decode_split_kernel`) instead of a second `_combine_splits_kernel` launch. The
             counters are one buffer per device that the kernel resets itself, so fused decodes of one device must
-            not run concurrently on two streams (pass False there).
+            not run concurrently on two streams. Off by default: on an H100 (128K, Llama-3.1-8B heads) it did not
+            beat the two launches (B=8: 0.165 ms both; B=1: 0.047 vs 0.039 ms, the last program merging 52+ splits
+            alone is slower than a separate combine launch; benchmarks/results/decode_s3).
 
     Returns:
         `out [B, Hq, D]` in q's dtype (and `lse [B, Hq]`); query head `h` reads KV head `h // (Hq // Hkv)`.

@@ -7,9 +7,9 @@ from typing import Optional
 
 import torch
 
+from ..kernels.decode import compact_kept
 from ._kv import (
     KeptTokens,
-    kept_from_mask,
     keys_of,
     reference_kept_from_mask,
     reference_top_positions,
@@ -68,9 +68,9 @@ class AdaSnapKV(SnapKV):
         With distinct int64 ranking keys (score descending, then flat index `h * T + t`: `keys`, computed from
         `scores` when None) both stages are thresholds: head h keeps the keys >= its floor-th largest key `f_h`,
         the shared stage the keys >= the `extra`-th largest key `g` of the rest, so head h keeps exactly the keys
-        >= min(f_h, g). Two `torch.topk` (per head, then one over the rest) and a compare give the mask; a cumsum
-        compacts it into positional order at a host-known upper width; the one host sync (the cache width) comes
-        last. Pooled scores are never -inf (the reference's masked -inf would tie with such scores).
+        >= min(f_h, g). Two `torch.topk` (per head, then one over the rest) give the cuts; `compact_kept` writes
+        the kept positions in positional order at a host-known upper width; the one host sync (the cache width)
+        comes last. Pooled scores are never -inf (the reference's masked -inf would tie with such scores).
         """
         num_kv_heads, floor, total = self._check_budget(scores)
         seq_len = scores.shape[1]
@@ -85,11 +85,10 @@ class AdaSnapKV(SnapKV):
             rest = keys.masked_fill(keys >= cut, torch.iinfo(torch.int64).min)  # below every real key
             shared = torch.topk(rest.view(-1), extra, sorted=False).values.amin()
             cut = torch.minimum(cut, shared)
-        mask = keys >= cut
         upper = min(seq_len, floor + extra)  # most tokens one head can keep: the width before the sync
-        kept = kept_from_mask(mask, width=upper)
-        width = int(kept.lens.max())  # the one host sync: the cache width
-        return KeptTokens(index=kept.index[:, :width], lens=kept.lens)
+        index, lens = compact_kept(keys, cut, upper)  # one Triton launch on CUDA (keys >= cut, prefix sums)
+        width = int(lens.max())  # the one host sync: the cache width
+        return KeptTokens(index=index[:, :width], lens=lens)
 
     def reference_allocate(self, scores: torch.Tensor) -> KeptTokens:
         """PyTorch reference of `_allocate`: full stable sorts (per head, then over all heads) and a sort that packs

@@ -118,10 +118,10 @@ def test_fused_combine_under_a_cuda_graph_gpu():
     k = torch.randn(batch, HKV, width, D, device="cuda", generator=gen, dtype=torch.bfloat16)
     v = torch.randn_like(k)
     out = torch.full_like(q, float("nan"))
-    triton_decode(q, k, v, lens, out=out, num_splits=16)  # warm-up: compiles, allocates the counters
+    triton_decode(q, k, v, lens, out=out, num_splits=16, fuse_combine=True)  # warm-up: compiles, counters
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        triton_decode(q, k, v, lens, out=out, num_splits=16)
+        triton_decode(q, k, v, lens, out=out, num_splits=16, fuse_combine=True)
     for _ in range(3):
         out.fill_(float("nan"))
         q.copy_(torch.randn(q.shape, device="cuda", generator=gen, dtype=q.dtype))
