@@ -359,7 +359,8 @@ def bench_compressed(context: int, batch: int, dense_ms: dict, bandwidth: dict, 
 
 
 # -- compression overhead -------------------------------------------------------------------------------------------
-def bench_compression(context: int, results: list, torch_scoring: bool, tune: bool = True):
+def bench_compression(context: int, results: list, torch_scoring: bool, tune: bool = True, profile: bool = False,
+                      profile_contexts: tuple = ()):
     """`method.compress` (window scores + pooling + top-k + gather) at B = 1 vs dense cuDNN causal prefill.
 
     Tunes the two window-kernel passes at this shape first (every candidate checked against the PyTorch
@@ -444,6 +445,16 @@ def bench_compression(context: int, results: list, torch_scoring: bool, tune: bo
             host_issue.append(1e3 * (time.perf_counter() - start))
             torch.cuda.synchronize()
         host_issue_ms = sorted(host_issue)[len(host_issue) // 2]
+        if profile and context == min(profile_contexts):
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as torch_profile
+
+            with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    method.compress(q, k, v, cu_seqlens, seq_lens=[context])
+                torch.cuda.synchronize()
+            print(f"  profile {method.name} {context} (5 eager compress calls, host seq_lens):")
+            print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=22, max_name_column_width=60))
         graph_ms = float("nan")
         if method.name == "snapkv":  # no host sync with host seq_lens: the whole compress fits in a CUDA graph
             graph_ms, _ = bench_ms(lambda: method.compress(q, k, v, cu_seqlens, seq_lens=[context]), rep=200)
@@ -552,6 +563,8 @@ def main():
                         help="also time compress with the PyTorch reference scoring (slow, materialises probs)")
     parser.add_argument("--quick", action="store_true",
                         help="shipped window configs only and a 6-config decode sweep (fits a short device call)")
+    parser.add_argument("--profile", action="store_true",
+                        help="print a torch.profiler table of eager compress at the smallest compression context")
     parser.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_decode.json"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -592,7 +605,8 @@ def main():
             print(f"  done {context}/{batch} ({time.time() - started:.0f} s): cuDNN dense {dense['cudnn']:.4f} ms",
                   flush=True)
     for context in args.compression_contexts if "compression" in args.tables else []:
-        bench_compression(context, results, args.torch_scoring, tune=not args.quick)
+        bench_compression(context, results, args.torch_scoring, tune=not args.quick, profile=args.profile,
+                          profile_contexts=tuple(args.compression_contexts))
         torch.cuda.empty_cache()
     with open(args.json, "w") as handle:
         json.dump({"header": header, "results": results}, handle, indent=1, default=str)
