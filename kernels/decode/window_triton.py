@@ -6,8 +6,8 @@ group's query heads, sum over the window) or Ada-SnapKV's `.amax(dim=2).amax(dim
 over K, both on tensor cores:
 
 1. `_window_row_stats_kernel`: log-sum-exp of every window row (query head x window query) over its causal keys,
-   split over the key axis (partials `[Hkv * G * W, splits]`, a few KB, merged by the second pass as it reads
-   them: `_row_lse`; this replaced ~8 small torch ops that made the eager compression launch-bound).
+   split over the key axis; `_merge_row_stats_kernel` merges the `[Hkv * G * W, splits]` partials (a few KB) in
+   one launch (it replaced ~8 small torch ops that made the eager compression launch-bound).
 2. `_window_importance_kernel`: per KV head and block of keys, the normalised probabilities of all G * W rows,
    reduced on the fly (sum or max) into `[Hkv, T]`.
 """
@@ -93,34 +93,37 @@ def _window_row_stats_kernel(
 
 
 @triton.jit
-def _row_lse(ROW_MAX, ROW_SUM, rows, row_ok, num_splits, BLOCK_S: tl.constexpr):
-    """Merged log2-sum-exp of `rows` (flat window rows) from the per-split partials `[rows, splits]`:
-    lse2 = m + log2(sum_s l_s 2^(m_s - m)), m = max_s m_s. A split whose keys all lie after a row's query has
-    m_s = -inf, l_s = 0 (weight 0); every row sees key 0, so m is finite. Rows past the end get 0."""
+def _merge_row_stats_kernel(ROW_MAX, ROW_SUM, ROW_LSE, num_rows, num_splits,
+                            BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr):
+    """Program (block of rows): lse2 = m + log2(sum_s l_s 2^(m_s - m)), m = max_s m_s. A split whose keys all lie
+    after a row's query has m_s = -inf, l_s = 0 (weight 0); every row sees key 0, so m is finite."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     offs_s = tl.arange(0, BLOCK_S)
+    row_ok = rows < num_rows
     ok = row_ok[:, None] & (offs_s[None, :] < num_splits)
     ptrs = rows[:, None] * num_splits + offs_s[None, :]
     m_s = tl.load(ROW_MAX + ptrs, mask=ok, other=float("-inf"))
     l_s = tl.load(ROW_SUM + ptrs, mask=ok, other=0.0)
-    top = tl.where(row_ok, tl.max(m_s, 1), 0.0)
+    top = tl.max(m_s, 1)
+    top = tl.where(row_ok, top, 0.0)
     total = tl.sum(tl.where(ok, l_s * tl.exp2(m_s - top[:, None]), 0.0), 1)
-    return top + tl.log2(tl.where(row_ok, total, 1.0))
+    total = tl.where(row_ok, total, 1.0)  # rows past the end: no log2(0)
+    tl.store(ROW_LSE + rows, top + tl.log2(total), mask=row_ok)
 
 
 @triton.jit
 def _window_importance_kernel(
-    Q, K, ROW_MAX, ROW_SUM, OUT,
+    Q, K, ROW_LSE, OUT,
     stride_qh, stride_qw, stride_kh, stride_kn, stride_oh,
-    window, seq_len, num_splits, qk_scale,
+    window, seq_len, qk_scale,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_S: tl.constexpr, USE_MAX: tl.constexpr, EVEN_ROWS: tl.constexpr, DOT_F32: tl.constexpr,
+    USE_MAX: tl.constexpr, EVEN_ROWS: tl.constexpr, DOT_F32: tl.constexpr,
 ):
     """Program (kv_head, key block): probabilities of all G * W window rows for BLOCK_N keys, reduced over the
     rows: sum / G (SnapKV) or max (Ada-SnapKV).
 
     The reduction over rows is elementwise into a `[BLOCK_M, BLOCK_N]` register tile and crosses warps once at
-    the end (not once per row block). Each row block's lse is merged from the statistics pass's split partials
-    on the fly (`_row_lse`: a few KB from L2), which saves a launch: eager compression is launch-bound."""
+    the end (not once per row block)."""
     kv_head = tl.program_id(0)
     block_start = tl.program_id(1) * BLOCK_N
     keys = block_start + tl.arange(0, BLOCK_N)
@@ -137,7 +140,7 @@ def _window_importance_kernel(
             row_ok = rows < num_rows
             q, q_pos = _load_window_rows(Q, kv_head, rows, row_ok, stride_qh, stride_qw, window, seq_len, GROUP,
                                          HEAD_DIM)
-            lse = _row_lse(ROW_MAX, ROW_SUM, kv_head * num_rows + rows, row_ok, num_splits, BLOCK_S)
+            lse = tl.load(ROW_LSE + kv_head * num_rows + rows, mask=row_ok, other=0.0)
             p = tl.exp2(_dot(q, kt, DOT_F32) * qk_scale - lse[:, None])
             if not EVEN_ROWS:
                 p = tl.where(row_ok[:, None], p, 0.0)
@@ -151,7 +154,7 @@ def _window_importance_kernel(
             row_ok = rows < num_rows
             q, q_pos = _load_window_rows(Q, kv_head, rows, row_ok, stride_qh, stride_qw, window, seq_len, GROUP,
                                          HEAD_DIM)
-            lse = _row_lse(ROW_MAX, ROW_SUM, kv_head * num_rows + rows, row_ok, num_splits, BLOCK_S)
+            lse = tl.load(ROW_LSE + kv_head * num_rows + rows, mask=row_ok, other=0.0)
             s = _dot(q, kt, DOT_F32) * qk_scale - lse[:, None]
             visible = (keys[None, :] <= q_pos[:, None]) & row_ok[:, None] & key_ok[None, :]
             p = tl.where(visible, tl.exp2(s), 0.0)
@@ -222,11 +225,11 @@ def triton_window_importance(
     keys_per_split = triton.cdiv(triton.cdiv(seq_len, num_splits), stats_n) * stats_n
     num_splits = triton.cdiv(seq_len, keys_per_split)
     all_rows = num_kv_heads * num_rows
-    # one allocation: the scores `[Hkv, T]`, then the max / sum partials `[rows, splits]` of the statistics pass
-    buffer = torch.empty(num_kv_heads * seq_len + 2 * all_rows * num_splits, device=k.device, dtype=torch.float32)
-    out = buffer[: num_kv_heads * seq_len].view(num_kv_heads, seq_len)
-    row_max = buffer[num_kv_heads * seq_len:][: all_rows * num_splits].view(all_rows, num_splits)
-    row_sum = buffer[num_kv_heads * seq_len + all_rows * num_splits:].view(all_rows, num_splits)
+    # one allocation for the max / sum partials `[rows, splits]` and the merged lse `[rows]`
+    stats = torch.empty(all_rows * (2 * num_splits + 1), device=k.device, dtype=torch.float32)
+    row_max = stats[: all_rows * num_splits].view(all_rows, num_splits)
+    row_sum = stats[all_rows * num_splits: 2 * all_rows * num_splits].view(all_rows, num_splits)
+    row_lse = stats[2 * all_rows * num_splits:]
     _window_row_stats_kernel[(num_kv_heads * row_blocks, num_splits)](
         q_window, k, row_max, row_sum,
         q_window.stride(0), q_window.stride(1), k.stride(0), k.stride(1),
@@ -234,12 +237,19 @@ def triton_window_importance(
         GROUP=group, HEAD_DIM=head_dim, BLOCK_M=stats_m, BLOCK_N=stats_n, DOT_F32=INTERPRETING,
         num_warps=stats_warps, num_stages=stats_stages,
     )
+    # merge the splits (tiny, one launch)
+    merge_rows = 128
+    _merge_row_stats_kernel[(triton.cdiv(all_rows, merge_rows),)](
+        row_max, row_sum, row_lse, all_rows, num_splits,
+        BLOCK_R=merge_rows, BLOCK_S=max(2, triton.next_power_of_2(num_splits)), num_warps=4,
+    )
+
+    out = torch.empty(num_kv_heads, seq_len, device=k.device, dtype=torch.float32)
     _window_importance_kernel[(num_kv_heads, triton.cdiv(seq_len, scores_n))](
-        q_window, k, row_max, row_sum, out,
+        q_window, k, row_lse, out,
         q_window.stride(0), q_window.stride(1), k.stride(0), k.stride(1), out.stride(0),
-        window, seq_len, num_splits, qk_scale,
-        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=scores_m, BLOCK_N=scores_n,
-        BLOCK_S=max(2, triton.next_power_of_2(num_splits)), USE_MAX=reduce == "max",
+        window, seq_len, qk_scale,
+        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=scores_m, BLOCK_N=scores_n, USE_MAX=reduce == "max",
         EVEN_ROWS=num_rows % scores_m == 0, DOT_F32=INTERPRETING, num_warps=scores_warps, num_stages=scores_stages,
     )
     return out
