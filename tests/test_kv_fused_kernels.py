@@ -18,13 +18,16 @@ from sparse_attn import build_method
 from sparse_attn.kernels.decode import (
     compact_kept,
     flat_ordered_keys,
+    keep_top,
     naive_compact_kept,
+    naive_keep_top,
     naive_pack_kept,
     naive_pool_keys,
     pack_kept,
     pool_keys,
 )
-from sparse_attn.methods import _kv, ada_snapkv
+from sparse_attn.methods import _kv, ada_snapkv, snapkv
+from sparse_attn.methods._kv import reference_top_positions
 from sparse_attn.methods._kv import KeptTokens, reference_pack
 
 from .method_matrix import METHODS
@@ -69,6 +72,22 @@ def test_compact_kernel_equals_the_reference(heads, length, width):
     assert torch.all(index[:, 1:][index[:, 1:] >= 0] > index[:, :-1][index[:, 1:] >= 0])  # ascending
 
 
+@pytest.mark.parametrize("length,count", [(203, 150), (4500, 2100), (9, 1), (9, 9), (4500, 3)])
+@pytest.mark.parametrize("levels", [2, 5, 100000])
+def test_keep_top_kernel_equals_a_stable_sort(length, count, levels):
+    """Cuts inside a run of ties (the earliest equals are kept), +inf forced tokens, several kernel blocks."""
+    gen = torch.Generator().manual_seed(length + count + levels)
+    scores = torch.randint(0, levels, (3, length), generator=gen).float() / levels
+    scores[:, :1] = float("inf")
+    scores[1, -2:] = float("inf")
+    reference = torch.sort(reference_top_positions(scores, count), dim=-1).values
+    for backend in ("naive", "triton"):
+        index, lens = keep_top(scores, count, backend=backend)
+        assert torch.equal(index, reference), backend
+        assert lens.dtype == torch.int32 and lens.tolist() == [count] * 3
+    assert torch.equal(naive_keep_top(scores, count)[0], reference)
+
+
 @pytest.mark.parametrize("heads,head_dim", [(2, 64), (3, 128)])
 def test_pack_kernel_equals_the_reference(heads, head_dim):
     gen = torch.Generator().manual_seed(heads)
@@ -102,6 +121,7 @@ def test_compress_through_the_triton_kernels_keeps_the_reference_tokens(name, he
     monkeypatch.setattr(_kv, "pool_keys", functools.partial(pool_keys, backend="triton"))
     monkeypatch.setattr(_kv, "pack_kept", functools.partial(pack_kept, backend="triton"))
     monkeypatch.setattr(ada_snapkv, "compact_kept", functools.partial(compact_kept, backend="triton"))
+    monkeypatch.setattr(snapkv, "keep_top", functools.partial(keep_top, backend="triton"))
     method = build_method(name, **METHODS[name]["small"])
     lengths = (301, 37, 129)
     gen = torch.Generator().manual_seed(11)

@@ -11,13 +11,19 @@ from typing import Optional
 import torch
 
 from .._dispatch import resolve_backend, triton_module
-from .kv_select_naive import flat_ordered_keys, naive_compact_kept, naive_pack_kept, naive_pool_keys
+from .kv_select_naive import (
+    flat_ordered_keys,
+    naive_compact_kept,
+    naive_keep_top,
+    naive_pack_kept,
+    naive_pool_keys,
+)
 from .naive import naive_decode
 from .window_naive import naive_window_importance
 
 __all__ = ["decode", "naive_decode", "window_importance", "naive_window_importance", "resolve_backend",
            "pool_keys", "naive_pool_keys", "pack_kept", "naive_pack_kept", "flat_ordered_keys", "compact_kept",
-           "naive_compact_kept"]
+           "naive_compact_kept", "keep_top", "naive_keep_top"]
 
 
 def decode(
@@ -105,3 +111,16 @@ def compact_kept(keys: torch.Tensor, cut: torch.Tensor, width: int, backend: str
     from .kv_select_triton import triton_compact_kept
 
     return triton_compact_kept(keys, cut, width)
+
+
+def keep_top(scores: torch.Tensor, count: int, backend: str = "auto"):
+    """SnapKV's kept tokens: the `count` best scores of each head of `[H, T]` fp32 (ties: the earlier token), as
+    (index `[H, count]` int64 ascending, lens `[H]` int32). See `naive_keep_top`.
+
+    backend: "auto" (Triton for CUDA tensors, else the PyTorch reference), "naive" or "triton".
+    """
+    if resolve_backend(backend, scores) == "naive":
+        return naive_keep_top(scores, count)
+    from .kv_select_triton import triton_keep_top
+
+    return triton_keep_top(scores, count)

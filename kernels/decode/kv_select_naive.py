@@ -87,3 +87,19 @@ def naive_compact_kept(keys: torch.Tensor, cut: torch.Tensor, width: int) -> Tup
     positions = torch.arange(seq_len, device=keys.device).expand(num_heads, seq_len)
     ordered = torch.sort(torch.where(mask, positions, seq_len), dim=-1).values[:, :width]  # dropped: past the end
     return torch.where(ordered == seq_len, -1, ordered), mask.sum(dim=-1).to(torch.int32)
+
+
+def naive_keep_top(scores: torch.Tensor, count: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The `count` best scores of each head (ties: the earlier token), in positional order.
+
+    Args:
+        scores: `[H, T]` fp32, no NaN; count: `1 <= count <= T`.
+
+    Returns:
+        (index `[H, count]` int64 ascending positions, lens `[H]` int32 = count). `torch.topk` on the distinct
+        int64 ranking keys, then a sort of the kept positions: the same set as a stable descending sort cut at
+        `count`.
+    """
+    keep = torch.topk(flat_ordered_keys(scores), count, dim=-1, sorted=False).indices
+    lens = torch.full((scores.shape[0],), count, dtype=torch.int32, device=scores.device)
+    return torch.sort(keep, dim=-1).values, lens

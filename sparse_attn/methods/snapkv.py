@@ -8,13 +8,13 @@ from typing import Optional, Sequence
 import torch
 
 from ..config import ConfigError, MethodConfig
+from ..kernels.decode import keep_top
 from ._kv import (
     CompressedKV,
     KeptTokens,
     check_window_shapes,
     host_bounds,
     keep_all,
-    keys_of,
     pack,
     pooled_scores_and_keys,
     reference_kept_from_mask,
@@ -113,14 +113,13 @@ class SnapKV(MethodConfig):
 
     def _allocate(self, scores: torch.Tensor, keys: Optional[torch.Tensor] = None) -> KeptTokens:
         """Uniform budget: the `token_capacity` best tokens of every KV head (ties: the earlier token), in
-        positional order. `torch.topk` on the int64 ranking keys (`keys`, computed from `scores` when None), then
-        a sort of the kept positions only (`[Hkv, C]`, not `[Hkv, T]`); the width is `token_capacity`, known on
-        the host: no device sync."""
-        if keys is None:
-            keys = keys_of(scores)
-        keep = torch.topk(keys, self.token_capacity, dim=-1, sorted=False).indices
-        index = torch.sort(keep, dim=-1).values
-        lens = torch.full((scores.shape[0],), self.token_capacity, dtype=torch.int32, device=scores.device)
+        positional order; the width is `token_capacity`, known on the host: no device sync.
+
+        `kernels.decode.keep_top`: on CUDA one fp32 `torch.topk` gives each head's cut (the C-th largest score)
+        and one Triton launch writes the scores above it plus the earliest ties, in order (no int64 radix select,
+        no sort); elsewhere `torch.topk` on the int64 ranking keys and a sort of the kept positions. `keys` (the
+        ranking keys, used by Ada-SnapKV) is not needed here."""
+        index, lens = keep_top(scores, self.token_capacity)
         return KeptTokens(index=index, lens=lens, uniform=True)
 
     def reference_allocate(self, scores: torch.Tensor) -> KeptTokens:

@@ -153,3 +153,19 @@ def test_pool_and_pack_kernels_gpu(context):
     got = pack_kept(k, v, index[None], lens, cu_seqlens)
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
     torch.testing.assert_close(got[2], expected[2])
+
+
+@pytest.mark.parametrize("context", [32 * 1024 + 37, 128 * 1024])
+@pytest.mark.parametrize("levels", [3, 1 << 20])
+def test_keep_top_kernel_gpu(context, levels):
+    """SnapKV's selection kernel (fp32 topk cut + tie-aware compaction) against a stable sort, many exact ties."""
+    from sparse_attn.kernels.decode import keep_top
+    from sparse_attn.methods._kv import reference_top_positions
+
+    gen = torch.Generator(device="cuda").manual_seed(levels)
+    scores = torch.randint(0, levels, (HKV, context), device="cuda", generator=gen).float() / levels
+    scores[:, :4] = float("inf")
+    count = context // 10
+    index, lens = keep_top(scores, count)
+    assert torch.equal(index, torch.sort(reference_top_positions(scores, count), dim=-1).values)
+    assert torch.all(lens == count)
