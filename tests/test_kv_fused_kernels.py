@@ -122,6 +122,7 @@ def test_compress_through_the_triton_kernels_keeps_the_reference_tokens(name, he
     monkeypatch.setattr(_kv, "pack_kept", functools.partial(pack_kept, backend="triton"))
     monkeypatch.setattr(ada_snapkv, "compact_kept", functools.partial(compact_kept, backend="triton"))
     monkeypatch.setattr(snapkv, "keep_top", functools.partial(keep_top, backend="triton"))
+    monkeypatch.setattr(ada_snapkv, "keep_top", functools.partial(keep_top, backend="triton"))
     method = build_method(name, **METHODS[name]["small"])
     lengths = (301, 37, 129)
     gen = torch.Generator().manual_seed(11)

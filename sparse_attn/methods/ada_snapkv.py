@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from ..kernels.decode import compact_kept
+from ..kernels.decode import compact_kept, keep_top
 from ._kv import (
     KeptTokens,
     keys_of,
@@ -68,7 +68,7 @@ class AdaSnapKV(SnapKV):
         With distinct int64 ranking keys (score descending, then flat index `h * T + t`: `keys`, computed from
         `scores` when None) both stages are thresholds: head h keeps the keys >= its floor-th largest key `f_h`,
         the shared stage the keys >= the `extra`-th largest key `g` of the rest, so head h keeps exactly the keys
-        >= min(f_h, g). Two `torch.topk` (per head, then one over the rest) give the cuts; `compact_kept` writes
+        >= min(f_h, g). `keep_top` (per head) and one `torch.topk` over the rest give the cuts; `compact_kept` writes
         the kept positions in positional order at a host-known upper width; the one host sync (the cache width)
         comes last. Pooled scores are never -inf (the reference's masked -inf would tie with such scores).
         """
@@ -78,7 +78,9 @@ class AdaSnapKV(SnapKV):
             keys = keys_of(scores)
         extra = total - floor * num_kv_heads
         if floor > 0:
-            cut = torch.topk(keys, floor, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)  # [Hkv, 1]
+            # the floor-th largest key of each head, as the minimum key of the head's top-`floor` set (`keep_top`:
+            # an fp32 topk + one kernel on CUDA, cheaper to launch than an int64 topk's radix passes)
+            cut = keys.gather(1, keep_top(scores, floor)[0]).amin(dim=-1, keepdim=True)  # [Hkv, 1]
         else:
             cut = torch.full((num_kv_heads, 1), torch.iinfo(torch.int64).max, device=keys.device)
         if extra > 0:
