@@ -33,16 +33,17 @@ def rel(a, b):
 
 
 def correctness():
-    """Banded vs the PyTorch reference (fp32) on odd varlen lengths, GQA, and vs the atomic variant at 128K."""
+    """Resident (default) and banded vs the PyTorch reference (fp32) on odd varlen lengths, GQA, and vs the atomic variant at 128K."""
     for lens, window in (([8192 + 5, 3001, 77], 256), ([20000 + 13], 512), ([1000, 64, 4100], 512)):
         cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV, dtype=torch.int32)
         q, k, _ = structured_qkv(sum(lens), seed=len(lens))
-        v_new, s_new = est.triton_last_window_sums(q, k, cu, window)
         v_ref, s_ref = naive_last_window_sums(q, k, cu, window)
-        v_new2, s_new2 = est.triton_last_window_sums(q, k, cu, window)
-        print(f"  correctness lens={lens} window={window}: vertical rel {rel(v_new, v_ref):.2e} slash rel "
-              f"{rel(s_new, s_ref):.2e}, deterministic {bool(torch.equal(s_new, s_new2) and torch.equal(v_new, v_new2))}",
-              flush=True)
+        for variant in ("resident", "banded"):
+            v_new, s_new = est.triton_last_window_sums(q, k, cu, window, variant=variant)
+            v_new2, s_new2 = est.triton_last_window_sums(q, k, cu, window, variant=variant)
+            same = bool(torch.equal(s_new, s_new2) and torch.equal(v_new, v_new2))
+            print(f"  correctness {variant} lens={lens} window={window}: vertical rel {rel(v_new, v_ref):.2e} "
+                  f"slash rel {rel(s_new, s_ref):.2e}, deterministic {same}", flush=True)
 
 
 def profile(length, inputs):
@@ -50,23 +51,26 @@ def profile(length, inputs):
     q, k, v = structured_qkv(length) if inputs == "structured" else random_qkv(length)
     row = dict(L=length, inputs=inputs)
     for window in (256, 512):
-        va, sa = est.triton_last_window_sums(q, k, cu, window, variant="atomic")
-        vb, sb = est.triton_last_window_sums(q, k, cu, window)
-        row[f"w{window}_banded_vs_atomic_rel"] = max(rel(vb, va), rel(sb, sa))
-        row[f"w{window}_atomic_ms"] = bench(lambda: est.triton_last_window_sums(q, k, cu, window, variant="atomic"))
-        row[f"w{window}_banded_ms"] = bench(lambda: est.triton_last_window_sums(q, k, cu, window))
+        ref_v, ref_s = est.triton_last_window_sums(q, k, cu, window, variant="banded")
+        for variant in ("resident", "atomic"):
+            v_, s_ = est.triton_last_window_sums(q, k, cu, window, variant=variant)
+            row[f"w{window}_{variant}_vs_banded_rel"] = max(rel(v_, ref_v), rel(s_, ref_s))
+        for variant in est.VARIANTS:
+            row[f"w{window}_{variant}_ms"] = bench(lambda: est.triton_last_window_sums(q, k, cu, window,
+                                                                                      variant=variant))
         w_max = min(window, length)
         row[f"w{window}_stats_ms"] = bench(lambda: est._row_statistics(q, k, cu, window, 0.1, w_max, length, 64, 64))
-        for launch in ((4, 3), (8, 2)):
-            est.SUMS_LAUNCH = launch
+        default_launch = est.RESIDENT_LAUNCH
+        for launch in ((4, 2), (8, 3), (16, 2)):
+            est.RESIDENT_LAUNCH = launch
             try:
-                row[f"w{window}_banded_{launch}_ms"] = bench(lambda: est.triton_last_window_sums(q, k, cu, window))
+                row[f"w{window}_resident_{launch}_ms"] = bench(lambda: est.triton_last_window_sums(q, k, cu, window))
             except Exception as error:
-                row[f"w{window}_banded_{launch}_ms"] = str(error)[:80]
-        est.SUMS_LAUNCH = (4, 2)
+                row[f"w{window}_resident_{launch}_ms"] = str(error)[:80]
+        est.RESIDENT_LAUNCH = default_launch
         for programs in (512, 2048):
             est.SUMS_PROGRAMS = programs
-            row[f"w{window}_banded_p{programs}_ms"] = bench(lambda: est.triton_last_window_sums(q, k, cu, window))
+            row[f"w{window}_resident_p{programs}_ms"] = bench(lambda: est.triton_last_window_sums(q, k, cu, window))
         est.SUMS_PROGRAMS = 1024
     # selection pieces (VS budgets 512)
     vert, slash = est.triton_last_window_sums(q, k, cu, 256)
@@ -101,7 +105,7 @@ def profile(length, inputs):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--lengths", type=int, nargs="+", default=[32768, 131072])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[131072])
     parser.add_argument("--inputs", nargs="+", default=["structured"])
     args = parser.parse_args()
     import triton
