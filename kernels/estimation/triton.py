@@ -235,7 +235,8 @@ def _window_sums_resident(QWin, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slas
     dtype exactly as the other passes do), zero rows past each sample's window; RowMax / RowInvSum are zero there
     too, so those rows contribute exactly 0 without a mask. With one chunk (windows <= 256: Vertical-Slash) the
     queries stay resident for the whole run of key tiles instead of being reloaded and rescaled per (tile, 64-query
-    block); larger windows reload one 256-query chunk per tile.
+    block); larger windows reload every 128-query chunk per tile (keeping chunk 0 resident as well needed 262 KB of
+    shared memory at window 512 on the H100: over its 227 KB).
 
     Per tile and chunk: P `[CHUNK, 64]`, its circular gather G[a, t] = P[a, (a - t) mod 64] (rows a taken mod 64),
     reshaped to `[CHUNK / 64, 64, 64]` so that one reduction gives every 64-query block's main band (lower
@@ -271,9 +272,10 @@ def _window_sums_resident(QWin, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slas
     stat_base = b * stride_rb + h * stride_rh
     k_base = K + start * stride_kn + (h // GROUP) * stride_kh
     out_base = b * stride_ob + h * stride_oh
-    q_res = tl.load(w_base + rows[:, None] * stride_wi + offs_d[None, :])  # chunk 0: resident
-    max_res = tl.load(RowMax + stat_base + rows)
-    inv_res = tl.load(RowInvSum + stat_base + rows)
+    if N_CHUNKS == 1:  # the whole window stays resident (registers / shared memory) for the run
+        q_res = tl.load(w_base + rows[:, None] * stride_wi + offs_d[None, :])
+        max_res = tl.load(RowMax + stat_base + rows)
+        inv_res = tl.load(RowInvSum + stat_base + rows)
     # c[r] gathers: row r takes block r's wrap band and block r - 1's main band (r = 0 .. NB; rows past NB: 0)
     r_col = tl.broadcast_to(ring_row[:, None], (BANDS, 64))
     for n in range(n_lo, n_hi):
@@ -284,7 +286,7 @@ def _window_sums_resident(QWin, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slas
         vertical = tl.zeros([64], dtype=tl.float32)
         contrib = tl.zeros([BANDS, 64], dtype=tl.float32)  # c[r]: the tile's addend to band n + 1 - r
         for c in tl.static_range(N_CHUNKS):
-            if c == 0:
+            if N_CHUNKS == 1:
                 q, row_max, row_inv = q_res, max_res, inv_res
             else:
                 q = tl.load(w_base + (c * CHUNK + rows)[:, None] * stride_wi + offs_d[None, :])
@@ -356,9 +358,11 @@ SUMS_PROGRAMS = 1024
 SUMS_LAUNCH = (4, 2)
 
 
-#: the sums pass variants: "resident" (default), "banded" and "atomic" (older, kept for comparison runs)
-VARIANTS = ("resident", "banded", "atomic")
-#: window queries per resident chunk (one [CHUNK, 64] probability tile per key tile and chunk) and its launch
+#: the sums pass variants: "banded" (default: the one measured fastest so far), "resident" (session 3: correct on
+#: the H100 at window 256, not yet timed) and "atomic" (the first version, kept for comparison runs)
+VARIANTS = ("banded", "resident", "atomic")
+#: the largest window kept resident (one [CHUNK, 64] probability tile per key tile; larger windows: 128-query
+#: chunks reloaded per tile) and the launch (16 warps trip a Triton 3.6 assertion on the gather, H100 12:41 UTC)
 RESIDENT_CHUNK = 256
 RESIDENT_LAUNCH = (8, 2)
 
@@ -380,7 +384,9 @@ def window_queries(q, cu_seqlens, lens, window, qk_scale, rows):
 def _resident_sums(q, k, cu_seqlens, lens, window, qk_scale, w_max, longest, row_max, row_inv_sum, vertical, slash):
     """Launch `_window_sums_resident` (see its docstring); fills and returns (vertical, slash)."""
     batch, num_q_heads, head_dim = lens.numel(), q.shape[1], q.shape[2]
-    chunk = min(RESIDENT_CHUNK, max(64, triton.next_power_of_2(w_max)))
+    chunk = max(64, triton.next_power_of_2(w_max))
+    if chunk > RESIDENT_CHUNK:
+        chunk = RESIDENT_CHUNK // 2  # reloaded per tile: double-buffered [chunk, D] + the [chunk, 64] gather fit
     n_chunks = triton.cdiv(w_max, chunk)
     rows = n_chunks * chunk
     q_win = window_queries(q, cu_seqlens, lens, window, qk_scale, rows)
@@ -410,16 +416,16 @@ def triton_last_window_sums(
     window: int,
     scale: Optional[float] = None,
     blocks: Optional[Tuple[int, int, int, int]] = None,
-    variant: str = "resident",
+    variant: str = "banded",
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Vertical and slash sums of the last-window softmax (see naive_last_window_sums).
 
     blocks: optional (stats BLOCK_M, stats BLOCK_N, sums BLOCK_M, sums BLOCK_N) override (benchmark tuning; the
     banded sums pass always uses 64 x 64 tiles).
-    variant: "resident" (default: the window queries pre-scaled once, one [<=256, 64] tile per key tile and
-    256-query chunk, resident across the run for windows <= 256), "banded" (64-query blocks reloaded per key tile;
-    atomics only at run edges, deterministic) or "atomic" (the first version: one program per key tile, 127
-    atomics per tile and query block).
+    variant: "banded" (default: 64-query blocks reloaded per key tile; atomics only at run edges,
+    deterministic), "resident" (the window queries pre-scaled once, one [<=256, 64] tile per key tile, resident
+    across the run for windows <= 256; same band bookkeeping, deterministic) or "atomic" (the first version: one
+    program per key tile, 127 atomics per tile and query block).
 
     Args:
         q: [N, Hq, D], k: [N, Hkv, D] packed varlen; cu_seqlens [B+1] int32; window: queries per sample.
