@@ -46,9 +46,12 @@ def bs_launch(chunk):
     return tuple(TUNED[f"bs_launch_{chunk}"][0]) if f"bs_launch_{chunk}" in TUNED else None
 
 
+SUMS_VARIANT = {"name": "banded"}  # --sums-variant: which last-window sums pass the VS / FlexPrefill rows time
+
+
 def window_sums(q, k, cu, window):
     blocks = tuple(TUNED["est_blocks"]) if "est_blocks" in TUNED else None
-    return triton_last_window_sums(q, k, cu, window, blocks=blocks)
+    return triton_last_window_sums(q, k, cu, window, blocks=blocks, variant=SUMS_VARIANT["name"])
 
 
 def bench(fn, rep=100):
@@ -408,10 +411,13 @@ def main():
     parser.add_argument("--chunks", type=int, nargs="+", default=[128, 64])
     parser.add_argument("--vs-inputs", choices=["structured", "random"], default="structured")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--sums-variant", default="banded", choices=["banded", "resident", "atomic"],
+                        help="vertical_slash / flexprefill: the last-window sums pass to time")
     parser.add_argument("--tune", action="store_true", help="only time kernel launch configurations")
     parser.add_argument("--tune-out", default=None, help="with --tune: write the best configurations here")
     parser.add_argument("--tuned", default=None, help="use the configurations a --tune run wrote")
     args = parser.parse_args()
+    SUMS_VARIANT["name"] = args.sums_variant
     if not torch.cuda.is_available():
         sys.exit("bench_prefill.py needs a CUDA GPU (it times Triton kernels against cuDNN / flash / FlexAttention)")
     import triton
