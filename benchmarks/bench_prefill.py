@@ -288,7 +288,7 @@ def run_vertical_slash(method, length, q, k, v, cu, dense, results):
     pairs = float(vertical_slash_pair_counts(cu, *index).sum())
     density = pairs / (HQ * length * (length + 1) / 2)
     total = sel_ms + idx_ms + ms
-    row = dict(method=method, L=length, density=density, nv_mean=float(sel[1].float().mean()),
+    row = dict(method=method, sums_variant=SUMS_VARIANT["name"], L=length, density=density, nv_mean=float(sel[1].float().mean()),
                ns_mean=float(sel[3].float().mean()), ms=ms, tflops=flops / ms / 1e9, est_sums_ms=est_ms,
                est_select_ms=sel_ms, index_ms=idx_ms, overhead_pct=100 * (sel_ms + idx_ms) / ms, total_ms=total,
                x_cudnn_total=dense["cudnn"] / total, x_flash_total=dense["flash"] / total,
