@@ -362,7 +362,7 @@ SUMS_LAUNCH = (4, 2)
 #: the H100 at window 256, not yet timed) and "atomic" (the first version, kept for comparison runs)
 VARIANTS = ("banded", "resident", "atomic")
 #: the largest window kept resident (one [CHUNK, 64] probability tile per key tile; larger windows: 128-query
-#: chunks reloaded per tile) and the launch (16 warps trip a Triton 3.6 assertion on the gather, H100 12:41 UTC)
+#: chunks reloaded per tile) and the launch (num_warps, num_stages), clamped per chunk in `_resident_sums`
 RESIDENT_CHUNK = 256
 RESIDENT_LAUNCH = (8, 2)
 
@@ -381,13 +381,29 @@ def window_queries(q, cu_seqlens, lens, window, qk_scale, rows):
     return q_win.transpose(1, 2).contiguous().view(batch, q.shape[1], rows, q.shape[2])
 
 
+def resident_plan(w_max):
+    """(CHUNK, N_CHUNKS, BANDS, num_warps, num_stages) of `_window_sums_resident` for a window of `w_max` queries.
+
+    Limits found by compiling for sm_90 with Triton 3.6 (offline, `triton.compile`): more than chunk / 32 warps
+    trips an assertion in the gather lowering (the 64-wide rows must stay inside one warp), and with several
+    chunks the pipeliner multi-buffers every chunk's load (window 512: 311-458 KB of shared memory at 2-3 stages,
+    48 KB at 1 stage; the H100 allows 227 KB). So: num_warps <= chunk / 32, one stage with several chunks.
+    Checked by benchmarks/results/vs_s3/compile_sm90.py (compiles every plan for sm_90, no GPU needed).
+    """
+    chunk = max(64, triton.next_power_of_2(w_max))
+    if chunk > RESIDENT_CHUNK:
+        chunk = RESIDENT_CHUNK // 2  # reloaded per tile
+    n_chunks = triton.cdiv(w_max, chunk)
+    warps = min(RESIDENT_LAUNCH[0], chunk // 32)
+    stages = RESIDENT_LAUNCH[1] if n_chunks == 1 else 1
+    bands = triton.next_power_of_2(n_chunks * chunk // 64 + 1)
+    return chunk, n_chunks, bands, warps, stages
+
+
 def _resident_sums(q, k, cu_seqlens, lens, window, qk_scale, w_max, longest, row_max, row_inv_sum, vertical, slash):
     """Launch `_window_sums_resident` (see its docstring); fills and returns (vertical, slash)."""
     batch, num_q_heads, head_dim = lens.numel(), q.shape[1], q.shape[2]
-    chunk = max(64, triton.next_power_of_2(w_max))
-    if chunk > RESIDENT_CHUNK:
-        chunk = RESIDENT_CHUNK // 2  # reloaded per tile: double-buffered [chunk, D] + the [chunk, 64] gather fit
-    n_chunks = triton.cdiv(w_max, chunk)
+    chunk, n_chunks, bands, warps, stages = resident_plan(w_max)
     rows = n_chunks * chunk
     q_win = window_queries(q, cu_seqlens, lens, window, qk_scale, rows)
     pad = rows - w_max  # statistics of the padded rows: max 0, 1 / sum 0 (they add exactly 0)
@@ -404,7 +420,7 @@ def _resident_sums(q, k, cu_seqlens, lens, window, qk_scale, w_max, longest, row
         q_win.stride(0), q_win.stride(1), q_win.stride(2), k.stride(0), k.stride(1),
         row_max.stride(0), row_max.stride(1), vertical.stride(0), vertical.stride(1),
         GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, CHUNK=chunk, N_CHUNKS=n_chunks,
-        BANDS=triton.next_power_of_2(n_blocks + 1), num_warps=RESIDENT_LAUNCH[0], num_stages=RESIDENT_LAUNCH[1],
+        BANDS=bands, num_warps=warps, num_stages=stages,
     )
     return vertical, slash
 
