@@ -244,6 +244,11 @@ def _window_sums_resident(QWin, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slas
     bands it touches (n + 1 - r, r = 0 .. NB) are assembled into `c[r]` (two small row gathers) and rotated into
     the ring of band accumulators (row = band mod BANDS) with one more row gather. Bands are stored exactly as in
     the banded pass: plain store once final, atomics (exactly two addends) for bands shared with a neighbour run.
+
+    Measured on the H100 (2026-11-22, 128K, window 256, 8 warps, 2 stages): SLOWER than the banded pass (sums incl.
+    statistics 5.24 vs 4.16 ms). Likely why (not profiled): 128 KB of shared memory per program leaves one program
+    of 8 warps per SM, and the [256, 64] gather still goes through shared memory; keeping Q resident saved less
+    than that cost.
     """
     NB: tl.constexpr = N_CHUNKS * CHUNK // 64  # 64-query blocks in the (padded) window
     CB: tl.constexpr = CHUNK // 64  # blocks per chunk
@@ -358,8 +363,9 @@ SUMS_PROGRAMS = 1024
 SUMS_LAUNCH = (4, 2)
 
 
-#: the sums pass variants: "banded" (default: the one measured fastest so far), "resident" (session 3: correct on
-#: the H100 at window 256, not yet timed) and "atomic" (the first version, kept for comparison runs)
+#: the sums pass variants: "banded" (default: the fastest measured), "resident" (session 3: correct on the H100 at
+#: window 256 but SLOWER there: the VS bench's sums 5.24 ms vs 4.16 ms banded at 128K, benchmarks/results/vs_s3) and
+#: "atomic" (the first version); the slower two stay for comparison runs
 VARIANTS = ("banded", "resident", "atomic")
 #: the largest window kept resident (one [CHUNK, 64] probability tile per key tile; larger windows: 128-query
 #: chunks reloaded per tile) and the launch (num_warps, num_stages), clamped per chunk in `_resident_sums`
@@ -440,7 +446,7 @@ def triton_last_window_sums(
     banded sums pass always uses 64 x 64 tiles).
     variant: "banded" (default: 64-query blocks reloaded per key tile; atomics only at run edges,
     deterministic), "resident" (the window queries pre-scaled once, one [<=256, 64] tile per key tile, resident
-    across the run for windows <= 256; same band bookkeeping, deterministic) or "atomic" (the first version: one
+    across the run for windows <= 256; same band bookkeeping, deterministic; measured slower) or "atomic" (the first version: one
     program per key tile, 127 atomics per tile and query block).
 
     Args:
