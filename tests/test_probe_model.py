@@ -60,7 +60,7 @@ def _run(probe):
 
 @pytest.mark.xfail(condition=not _evaluation().get("meets_target", False), strict=True,
                    reason="assets/probe-model/evaluation.json: the committed checkpoint is under-trained (see its "
-                          "README.md); retrain with benchmarks/results/probe/device_continue.sh")
+                          "README.md); retrain with benchmarks/results/probe/device_train_eval.sh")
 def test_probe_dense_accuracy(probe):
     model = probe[0]
     model.set_attn_implementation("sdpa")

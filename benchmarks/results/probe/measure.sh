@@ -1,4 +1,4 @@
-# Sourced by device_train_eval.sh, device_continue.sh and device_eval.sh once the checkpoint is in $M and /tmp/res
+# Sourced by device_train_eval.sh and device_eval.sh once the checkpoint is in $M and /tmp/res
 # exists: until ~575 s into the command, dense accuracy through lm-eval's CLI at 2K/4K/8K (20 held-out samples per
 # length, task seed 43) and, at the same time, four `sparse-attn sweep` processes sharing one results folder (a sweep
 # skips jobs another process holds, so they split the grid of examples/probe_sweep.yaml; the GPU is mostly idle in

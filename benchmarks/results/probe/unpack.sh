@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Unpack a device run of device_continue.sh / device_train_eval.sh (here, repo root):
+# Unpack a device run of device_train_eval.sh (here, repo root):
 #   bash benchmarks/results/probe/unpack.sh /work/.device/N v1
 # -> assets/probe-model/{model.safetensors,config.json,generation_config.json} (the new checkpoint),
 #    benchmarks/results/probe/<name>/ (training log, lm-eval dense results, sweep records and jobs),
