@@ -411,7 +411,7 @@ def main():
     parser.add_argument("--chunks", type=int, nargs="+", default=[128, 64])
     parser.add_argument("--vs-inputs", choices=["structured", "random"], default="structured")
     parser.add_argument("--json", default=None)
-    parser.add_argument("--sums-variant", default="banded", choices=["banded", "resident", "atomic"],
+    parser.add_argument("--sums-variant", default="banded", choices=["banded", "atomic"],
                         help="vertical_slash / flexprefill: the last-window sums pass to time")
     parser.add_argument("--tune", action="store_true", help="only time kernel launch configurations")
     parser.add_argument("--tune-out", default=None, help="with --tune: write the best configurations here")

@@ -1,5 +1,5 @@
 """Vertical-Slash / FlexPrefill estimation on the GPU, piece by piece: correctness of the sums passes (banded,
-resident, atomic) and the cost of each stage (row statistics, sums per variant and launch, selection, index).
+atomic) and the cost of each stage (row statistics, sums per variant and launch, selection, index).
 
 Usage: python benchmarks/profile_vs_estimation.py [--lengths 131072]
 """
@@ -33,12 +33,12 @@ def rel(a, b):
 
 
 def correctness():
-    """Resident (default) and banded vs the PyTorch reference (fp32) on odd varlen lengths, GQA, and vs the atomic variant at 128K."""
+    """Banded (default) and atomic vs the PyTorch reference (fp32) on odd varlen lengths, GQA, and vs the atomic variant at 128K."""
     for lens, window in (([8192 + 5, 3001, 77], 256), ([20000 + 13], 512), ([1000, 64, 4100], 512)):
         cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV, dtype=torch.int32)
         q, k, _ = structured_qkv(sum(lens), seed=len(lens))
         v_ref, s_ref = naive_last_window_sums(q, k, cu, window)
-        for variant in ("resident", "banded"):
+        for variant in est.VARIANTS:
             try:
                 v_new, s_new = est.triton_last_window_sums(q, k, cu, window, variant=variant)
             except Exception as error:  # report, go on with the other variant / shape
@@ -67,7 +67,7 @@ def profile(length, inputs):
 
     for window in (256, 512):
         ref_v, ref_s = est.triton_last_window_sums(q, k, cu, window, variant="banded")
-        for variant in ("resident", "atomic"):
+        for variant in ("atomic",):
             def agree(variant=variant):
                 v_, s_ = est.triton_last_window_sums(q, k, cu, window, variant=variant)
                 return max(rel(v_, ref_v), rel(s_, ref_s))
@@ -78,16 +78,10 @@ def profile(length, inputs):
         w_max = min(window, length)
         measure(f"w{window}_stats_ms",
                 lambda: bench(lambda: est._row_statistics(q, k, cu, window, 0.1, w_max, length, 64, 64)))
-        default_launch = est.RESIDENT_LAUNCH
-        for launch in ((4, 2), (8, 3), (8, 1)):  # 16 warps: Triton 3.6 asserts in the gather lowering
-            est.RESIDENT_LAUNCH = launch
-            measure(f"w{window}_resident_{launch}_ms",
-                    lambda: bench(lambda: est.triton_last_window_sums(q, k, cu, window, variant="resident")))
-        est.RESIDENT_LAUNCH = default_launch
         for programs in (512, 2048):
             est.SUMS_PROGRAMS = programs
-            measure(f"w{window}_resident_p{programs}_ms",
-                    lambda: bench(lambda: est.triton_last_window_sums(q, k, cu, window, variant="resident")))
+            measure(f"w{window}_banded_p{programs}_ms",
+                    lambda: bench(lambda: est.triton_last_window_sums(q, k, cu, window)))
         est.SUMS_PROGRAMS = 1024
     # selection pieces (VS budgets 512)
     vert, slash = est.triton_last_window_sums(q, k, cu, 256)

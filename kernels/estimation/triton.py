@@ -223,116 +223,6 @@ def _window_sums_banded(Q, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slash, qk
         tl.atomic_add(Slash + out_base + offset, done, mask=(offset >= 0) & (offset < seq_len), sem="relaxed")
 
 
-@triton.jit
-def _window_sums_resident(QWin, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slash, num_q_heads, window,
-                          tiles_per_split, stride_wb, stride_wh, stride_wi, stride_kn, stride_kh,
-                          stride_rb, stride_rh, stride_ob, stride_oh,
-                          GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, CHUNK: tl.constexpr, N_CHUNKS: tl.constexpr,
-                          BANDS: tl.constexpr):
-    """Like `_window_sums_banded`, but each key tile meets a whole CHUNK (<= 256) of window queries in ONE dot.
-
-    QWin `[B, Hq, N_CHUNKS * CHUNK, D]` holds the window queries already scaled by `scale * log2(e)` (rounded to q's
-    dtype exactly as the other passes do), zero rows past each sample's window; RowMax / RowInvSum are zero there
-    too, so those rows contribute exactly 0 without a mask. With one chunk (windows <= 256: Vertical-Slash) the
-    queries stay resident for the whole run of key tiles instead of being reloaded and rescaled per (tile, 64-query
-    block); larger windows reload every 128-query chunk per tile (keeping chunk 0 resident as well needed 262 KB of
-    shared memory at window 512 on the H100: over its 227 KB).
-
-    Per tile and chunk: P `[CHUNK, 64]`, its circular gather G[a, t] = P[a, (a - t) mod 64] (rows a taken mod 64),
-    reshaped to `[CHUNK / 64, 64, 64]` so that one reduction gives every 64-query block's main band (lower
-    triangle, band n - m) and wrap band (upper triangle, band n - m + 1). The tile's contributions to the NB + 1
-    bands it touches (n + 1 - r, r = 0 .. NB) are assembled into `c[r]` (two small row gathers) and rotated into
-    the ring of band accumulators (row = band mod BANDS) with one more row gather. Bands are stored exactly as in
-    the banded pass: plain store once final, atomics (exactly two addends) for bands shared with a neighbour run.
-
-    Measured on the H100 (2026-11-22, 128K, window 256, 8 warps, 2 stages): SLOWER than the banded pass (sums incl.
-    statistics 5.24 vs 4.16 ms). Likely why (not profiled): 128 KB of shared memory per program leaves one program
-    of 8 warps per SM, and the [256, 64] gather still goes through shared memory; keeping Q resident saved less
-    than that cost.
-    """
-    NB: tl.constexpr = N_CHUNKS * CHUNK // 64  # 64-query blocks in the (padded) window
-    CB: tl.constexpr = CHUNK // 64  # blocks per chunk
-    bh = tl.program_id(0)
-    split = tl.program_id(1)
-    b = bh // num_q_heads
-    h = bh % num_q_heads
-    seq_start = tl.load(cu_seqlens + b)
-    seq_len = tl.load(cu_seqlens + b + 1) - seq_start
-    start = seq_start.to(tl.int64)  # 64-bit row offsets: packed batches may exceed 2**31 elements
-    w = tl.minimum(window, seq_len)
-    q_first0 = seq_len - w  # position of the first window query
-    n_tiles = tl.cdiv(seq_len, 64)
-    n_lo = split * tiles_per_split
-    if n_lo >= n_tiles:
-        return
-    n_hi = tl.minimum(n_lo + tiles_per_split, n_tiles)
-    offs = tl.arange(0, 64)
-    offs_d = tl.arange(0, HEAD_DIM)
-    rows = tl.arange(0, CHUNK)
-    circ = (rows[:, None] - offs[None, :]) & 63  # G[a, t] = P[a, (a - t) mod 64]
-    lower = (rows[:, None] & 63) >= offs[None, :]
-    ring_row = tl.arange(0, BANDS)
-    ring = tl.zeros([BANDS, 64], dtype=tl.float32)  # row e % BANDS accumulates band e
-    w_base = QWin + b.to(tl.int64) * stride_wb + h.to(tl.int64) * stride_wh
-    stat_base = b * stride_rb + h * stride_rh
-    k_base = K + start * stride_kn + (h // GROUP) * stride_kh
-    out_base = b * stride_ob + h * stride_oh
-    if N_CHUNKS == 1:  # the whole window stays resident (registers / shared memory) for the run
-        q_res = tl.load(w_base + rows[:, None] * stride_wi + offs_d[None, :])
-        max_res = tl.load(RowMax + stat_base + rows)
-        inv_res = tl.load(RowInvSum + stat_base + rows)
-    # c[r] gathers: row r takes block r's wrap band and block r - 1's main band (r = 0 .. NB; rows past NB: 0)
-    r_col = tl.broadcast_to(ring_row[:, None], (BANDS, 64))
-    for n in range(n_lo, n_hi):
-        k_first = n * 64
-        k_pos = k_first + offs
-        key_ok = k_pos < seq_len
-        k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :], mask=key_ok[:, None], other=0.0)
-        vertical = tl.zeros([64], dtype=tl.float32)
-        contrib = tl.zeros([BANDS, 64], dtype=tl.float32)  # c[r]: the tile's addend to band n + 1 - r
-        for c in tl.static_range(N_CHUNKS):
-            if N_CHUNKS == 1:
-                q, row_max, row_inv = q_res, max_res, inv_res
-            else:
-                q = tl.load(w_base + (c * CHUNK + rows)[:, None] * stride_wi + offs_d[None, :])
-                row_max = tl.load(RowMax + stat_base + c * CHUNK + rows)
-                row_inv = tl.load(RowInvSum + stat_base + c * CHUNK + rows)
-            s = tl.dot(q, tl.trans(k))
-            p = tl.math.exp2(s - row_max[:, None]) * row_inv[:, None]
-            if k_first + 64 > q_first0 + c * CHUNK:  # the tile reaches the causal edge (or the sample's end)
-                q_pos = q_first0 + c * CHUNK + rows
-                p = tl.where(key_ok[None, :] & (k_pos[None, :] <= q_pos[:, None]), p, 0.0)
-            vertical += tl.sum(p, 0)
-            g = tl.gather(p, circ, 1)
-            main = tl.sum(tl.reshape(tl.where(lower, g, 0.0), (CB, 64, 64)), 1)  # [CB, 64]: band n - m
-            wrap = tl.sum(tl.reshape(tl.where(lower, 0.0, g), (CB, 64, 64)), 1)  # [CB, 64]: band n - m + 1
-            # block m = c * CB + j: its wrap goes to r = m, its main to r = m + 1
-            j_wrap = r_col - c * CB
-            j_main = r_col - 1 - c * CB
-            ok_wrap = (j_wrap >= 0) & (j_wrap < CB)
-            ok_main = (j_main >= 0) & (j_main < CB)
-            contrib += tl.where(ok_wrap, tl.gather(wrap, tl.where(ok_wrap, j_wrap, 0), 0), 0.0)
-            contrib += tl.where(ok_main, tl.gather(main, tl.where(ok_main, j_main, 0), 0), 0.0)
-        tl.store(Vertical + out_base + k_pos, vertical, mask=key_ok)
-        # ring row e holds band e (mod BANDS); band e = n + 1 - r  =>  r = (n + 1 - e) mod BANDS
-        ring += tl.gather(contrib, (n + 1 - r_col) & (BANDS - 1), 0)
-        band = n - NB + 1  # the last block's main band: nothing from later tiles
-        row_sel = ring_row[:, None] == (band & (BANDS - 1))
-        done = tl.sum(tl.where(row_sel, ring, 0.0), 0)
-        ring = tl.where(row_sel, 0.0, ring)
-        offset = q_first0 - band * 64 + offs
-        ok = (offset >= 0) & (offset < seq_len)
-        if band - 1 >= n_lo:
-            tl.store(Slash + out_base + offset, done, mask=ok)
-        else:
-            tl.atomic_add(Slash + out_base + offset, done, mask=ok, sem="relaxed")
-    # bands n_hi - NB + 1 .. n_hi still open: the next run adds to them
-    for band in range(n_hi - NB + 1, n_hi + 1):
-        done = tl.sum(tl.where(ring_row[:, None] == (band & (BANDS - 1)), ring, 0.0), 0)
-        offset = q_first0 - band * 64 + offs
-        tl.atomic_add(Slash + out_base + offset, done, mask=(offset >= 0) & (offset < seq_len), sem="relaxed")
-
-
 def _row_statistics(q, k, cu_seqlens, window, qk_scale, w_max, longest, block_m, block_n):
     """Per window query: the max and 1 / sum of exp2 over its causal keys, `[B, Hq, w_max]` fp32 each.
 
@@ -363,72 +253,10 @@ SUMS_PROGRAMS = 1024
 SUMS_LAUNCH = (4, 2)
 
 
-#: the sums pass variants: "banded" (default: the fastest measured), "resident" (session 3: correct on the H100 at
-#: window 256 but SLOWER there: the VS bench's sums 5.24 ms vs 4.16 ms banded at 128K, benchmarks/results/vs_s3) and
-#: "atomic" (the first version); the slower two stay for comparison runs
-VARIANTS = ("banded", "resident", "atomic")
-#: the largest window kept resident (one [CHUNK, 64] probability tile per key tile; larger windows: 128-query
-#: chunks reloaded per tile) and the launch (num_warps, num_stages), clamped per chunk in `_resident_sums`
-RESIDENT_CHUNK = 256
-RESIDENT_LAUNCH = (8, 2)
-
-
-def window_queries(q, cu_seqlens, lens, window, qk_scale, rows):
-    """`[B, Hq, rows, D]` the last `min(window, L_b)` queries of each sample times `qk_scale` (rounded to q's dtype,
-    as the kernels round it), zero rows after them."""
-    batch = lens.numel()
-    i = torch.arange(rows, device=q.device)
-    w = torch.clamp(lens, max=window).long()  # [B]
-    valid = i[None, :] < w[:, None]  # [B, rows]
-    pos = cu_seqlens[:-1].long()[:, None] + lens.long()[:, None] - w[:, None] + i[None, :]
-    pos = torch.where(valid, pos, 0)
-    q_win = (q[pos].float() * qk_scale).to(q.dtype)  # [B, rows, Hq, D]
-    q_win = q_win.masked_fill(~valid[:, :, None, None], 0)
-    return q_win.transpose(1, 2).contiguous().view(batch, q.shape[1], rows, q.shape[2])
-
-
-def resident_plan(w_max):
-    """(CHUNK, N_CHUNKS, BANDS, num_warps, num_stages) of `_window_sums_resident` for a window of `w_max` queries.
-
-    Limits found by compiling for sm_90 with Triton 3.6 (offline, `triton.compile`): more than chunk / 32 warps
-    trips an assertion in the gather lowering (the 64-wide rows must stay inside one warp), and with several
-    chunks the pipeliner multi-buffers every chunk's load (window 512: 311-458 KB of shared memory at 2-3 stages,
-    48 KB at 1 stage; the H100 allows 227 KB). So: num_warps <= chunk / 32, one stage with several chunks.
-    Checked by benchmarks/results/vs_s3/compile_sm90.py (compiles every plan for sm_90, no GPU needed).
-    """
-    chunk = max(64, triton.next_power_of_2(w_max))
-    if chunk > RESIDENT_CHUNK:
-        chunk = RESIDENT_CHUNK // 2  # reloaded per tile
-    n_chunks = triton.cdiv(w_max, chunk)
-    warps = min(RESIDENT_LAUNCH[0], chunk // 32)
-    stages = RESIDENT_LAUNCH[1] if n_chunks == 1 else 1
-    bands = triton.next_power_of_2(n_chunks * chunk // 64 + 1)
-    return chunk, n_chunks, bands, warps, stages
-
-
-def _resident_sums(q, k, cu_seqlens, lens, window, qk_scale, w_max, longest, row_max, row_inv_sum, vertical, slash):
-    """Launch `_window_sums_resident` (see its docstring); fills and returns (vertical, slash)."""
-    batch, num_q_heads, head_dim = lens.numel(), q.shape[1], q.shape[2]
-    chunk, n_chunks, bands, warps, stages = resident_plan(w_max)
-    rows = n_chunks * chunk
-    q_win = window_queries(q, cu_seqlens, lens, window, qk_scale, rows)
-    pad = rows - w_max  # statistics of the padded rows: max 0, 1 / sum 0 (they add exactly 0)
-    row_max = torch.nn.functional.pad(row_max, (0, pad)).contiguous()
-    row_inv_sum = torch.nn.functional.pad(row_inv_sum, (0, pad)).contiguous()
-    n_blocks = rows // 64
-    n_tiles = triton.cdiv(longest, 64)
-    # runs longer than n_blocks + 1 tiles: a band straddles at most two runs (two atomic addends, order-free)
-    splits = max(1, min(triton.cdiv(SUMS_PROGRAMS, batch * num_q_heads), n_tiles // (n_blocks + 2)))
-    tiles_per_split = triton.cdiv(n_tiles, splits)
-    splits = triton.cdiv(n_tiles, tiles_per_split)
-    _window_sums_resident[(batch * num_q_heads, splits)](
-        q_win, k, cu_seqlens, row_max, row_inv_sum, vertical, slash, num_q_heads, window, tiles_per_split,
-        q_win.stride(0), q_win.stride(1), q_win.stride(2), k.stride(0), k.stride(1),
-        row_max.stride(0), row_max.stride(1), vertical.stride(0), vertical.stride(1),
-        GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, CHUNK=chunk, N_CHUNKS=n_chunks,
-        BANDS=bands, num_warps=warps, num_stages=stages,
-    )
-    return vertical, slash
+#: the sums pass variants: "banded" (default: the fastest measured) and "atomic" (the first version, kept for
+#: comparison runs). A session-3 "resident" variant (window queries kept on chip, one [256, 64] tile per key tile) was
+#: measured SLOWER on the H100 (sums 5.24 vs 4.16 ms at 128K, benchmarks/results/vs_s3) and removed; see git history.
+VARIANTS = ("banded", "atomic")
 
 
 def triton_last_window_sums(
@@ -445,8 +273,7 @@ def triton_last_window_sums(
     blocks: optional (stats BLOCK_M, stats BLOCK_N, sums BLOCK_M, sums BLOCK_N) override (benchmark tuning; the
     banded sums pass always uses 64 x 64 tiles).
     variant: "banded" (default: 64-query blocks reloaded per key tile; atomics only at run edges,
-    deterministic), "resident" (the window queries pre-scaled once, one [<=256, 64] tile per key tile, resident
-    across the run for windows <= 256; same band bookkeeping, deterministic; measured slower) or "atomic" (the first version: one
+    deterministic) or "atomic" (the first version: one
     program per key tile, 127 atomics per tile and query block).
 
     Args:
@@ -485,9 +312,6 @@ def triton_last_window_sums(
             N_DIAG=triton.next_power_of_2(sums_m + sums_n - 1), num_warps=4, num_stages=2,
         )
         return vertical, slash
-    if variant == "resident":
-        return _resident_sums(q, k, cu_seqlens, lens, window, qk_scale, w_max, longest, row_max, row_inv_sum,
-                              vertical, slash)
     block = 64
     n_qblocks = triton.cdiv(w_max, block)
     n_tiles = triton.cdiv(longest, block)
