@@ -111,12 +111,16 @@ def target_text(sample: Dict) -> str:
 
 # -- data ----------------------------------------------------------------------------------------------------------
 def batch_plan(step: int, total_steps: int, lengths: List[int], tokens_per_step: int, seed: int,
-               curriculum=(0.3, 0.55)):
+               curriculum=(0.3, 0.55), curriculum_steps=None):
     """(target length, batch size) of batch `step`: a curriculum over the allowed lengths, short ones first
     (retrieval is learnt fastest on short prompts, then carries over to longer ones): before the fraction
     `curriculum[i]` of the steps only the first i + 1 lengths are drawn (fractions beyond the last length are
-    ignored; lengths without a fraction are allowed from the start of the last stage)."""
+    ignored; lengths without a fraction are allowed from the start of the last stage). `curriculum_steps`, when
+    given, are the same boundaries as absolute step numbers: then a batch does not depend on `total_steps`, so a
+    run whose length is decided while it trains (control.json, see main) is the same as one given that length."""
     rng = random.Random(seed * 1_000_003 + step)
+    if curriculum_steps:
+        curriculum = [b / max(total_steps, 1) for b in curriculum_steps]
     frac = step / max(total_steps, 1)
     stage = sum(1 for c in curriculum[:len(lengths) - 1] if frac >= c)
     allowed = lengths[:stage + 1] if stage < len(curriculum[:len(lengths) - 1]) else lengths
@@ -135,8 +139,9 @@ class TaskBatches(_iterable_base()):
     returns them in order, so the stream is the same for any worker count)."""
 
     def __init__(self, tokenizer_dir: str, tasks, lengths, tokens_per_step, total_steps, data_seed, plan_seed,
-                 curriculum=(0.3, 0.55), start_step: int = 0, task_args=None):
+                 curriculum=(0.3, 0.55), start_step: int = 0, task_args=None, curriculum_steps=None):
         self.curriculum = tuple(curriculum)
+        self.curriculum_steps = tuple(curriculum_steps) if curriculum_steps else None
         self.variants = task_variants(tasks, task_args or {})
         self.tokenizer_dir, self.tasks, self.lengths = tokenizer_dir, list(tasks), list(lengths)
         self.tokens_per_step, self.total_steps = tokens_per_step, total_steps
@@ -155,14 +160,14 @@ class TaskBatches(_iterable_base()):
                 for name in self.tasks}
         for step in range(self.start_step + wid, self.total_steps, nw):
             length, bsz = batch_plan(step, self.total_steps, self.lengths, self.tokens_per_step, self.plan_seed,
-                                     self.curriculum)
+                                     self.curriculum, self.curriculum_steps)
             seqs = []
             for j in range(bsz):
                 name = self.tasks[(step + j) % len(self.tasks)]
                 variants = gens[name]
                 index = step * 256 + j
                 sample = variants[index % len(variants)].generate_sample(length, index)
-                seqs.append(encode_example(tok, sample))
+                seqs.append(encode_example(tok, sample) + (self.tasks.index(name),))
             yield collate(seqs, tok.pad_token_id, step, length)
 
 
@@ -185,25 +190,37 @@ def task_variants(tasks, task_args: Dict) -> Dict[str, List[Dict]]:
 
 
 def encode_example(tok, sample):
-    """(input ids, number of prompt tokens): prompt and target tokenised apart, as lm-eval feeds the prompt and
-    the model generates the rest."""
+    """(input ids, number of prompt tokens, answer-line id of each target token): prompt and target tokenised
+    apart, as lm-eval feeds the prompt and the model generates the rest. Line ids number the gold answer's lines
+    from 1 (one per NIAH query, the one VT line); 0 marks the `<answer>` / `</answer>` tags and eos."""
     prompt = tok(sample["input"], add_special_tokens=False)["input_ids"]
-    target = tok(target_text(sample), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    return prompt + target, len(prompt)
+    text = target_text(sample)
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    starts = [i + 1 for i, c in enumerate(text) if c == "\n"]  # character offset where each line begins
+    last = len(starts)  # the "</answer>" line
+    line_ids = []
+    for begin, _ in enc["offset_mapping"]:
+        line = sum(1 for s in starts if s <= begin)
+        line_ids.append(line if 0 < line < last else 0)
+    return prompt + enc["input_ids"] + [tok.eos_token_id], len(prompt), line_ids + [0]
 
 
 def collate(seqs, pad_id: int, step: int, length: int):
-    """Right-padded batch: input_ids [B, T], labels [B, T] (-100 on prompt and padding). No attention mask is
-    needed: attention is causal and padding only follows the real tokens."""
+    """Right-padded batch from (ids, prompt length, line ids, task index) tuples: input_ids [B, T], labels [B, T]
+    (-100 on prompt and padding), lines [B, T] (answer-line id of each label, 0 elsewhere), task [B]. No attention
+    mask is needed: attention is causal and padding only follows the real tokens."""
     import torch
 
-    width = max(len(ids) for ids, _ in seqs)
+    width = max(len(seq[0]) for seq in seqs)
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     labels = torch.full((len(seqs), width), -100, dtype=torch.long)
-    for i, (ids, n_prompt) in enumerate(seqs):
+    lines = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, (ids, n_prompt, line_ids, _) in enumerate(seqs):
         input_ids[i, :len(ids)] = torch.tensor(ids)
         labels[i, n_prompt:len(ids)] = torch.tensor(ids[n_prompt:])
-    return {"input_ids": input_ids, "labels": labels, "step": step, "length": length}
+        lines[i, n_prompt:len(ids)] = torch.tensor(line_ids)
+    task = torch.tensor([seq[3] for seq in seqs], dtype=torch.long)
+    return {"input_ids": input_ids, "labels": labels, "lines": lines, "task": task, "step": step, "length": length}
 
 
 # -- model ---------------------------------------------------------------------------------------------------------
@@ -220,22 +237,42 @@ def make_config(tok, args):
     )
 
 
-def answer_loss(model, input_ids, labels, prompt_weight: float = 0.0):
+def answer_loss(model, input_ids, labels, prompt_weight: float = 0.0, lines=None):
     """Next-token cross-entropy on the target tokens, plus `prompt_weight` x the mean cross-entropy on the prompt
     tokens (0: answer only). The prompt term adds copy supervision (the question is repeated after the context,
     and needle keys and variable names recur), which shortens the plateau before retrieval is learnt; its random
-    keys are unpredictable and only cost a constant. Logits are computed only where a loss is taken."""
+    keys are unpredictable and only cost a constant. Logits are computed only where a loss is taken.
+
+    With `lines` ([B, T] answer-line ids, see `encode_example`) it also returns the teacher-forced exact match of
+    each answer line ([B, L] bool, L = the most lines of a sample; -1 where a sample has fewer lines): a line
+    whose every token is the argmax given the gold prefix. Greedy decoding writes exactly such a line when the
+    lines before it are right too, so this tracks held-out accuracy on fresh samples at no decoding cost."""
+    import torch
     import torch.nn.functional as F
 
     hidden = model.model(input_ids=input_ids).last_hidden_state[:, :-1]
     target = labels[:, 1:]
     keep = target != -100
-    answer = F.cross_entropy(model.lm_head(hidden[keep]).float(), target[keep])
+    logits = model.lm_head(hidden[keep]).float()
+    answer = F.cross_entropy(logits, target[keep])
     loss = answer
+    line_match = None
+    if lines is not None:
+        with torch.no_grad():
+            wrong = torch.zeros_like(target, dtype=torch.long)
+            wrong[keep] = (logits.argmax(-1) != target[keep]).long()
+            line_of = lines[:, 1:]
+            n_lines = int(line_of.max())
+            onehot = F.one_hot(line_of, n_lines + 1)[..., 1:]               # [B, T, L]
+            errors = (onehot * wrong[..., None]).sum(1)                      # [B, L]
+            present = onehot.sum(1) > 0
+            line_match = torch.where(present, (errors == 0).long(), torch.full_like(errors, -1))
     if prompt_weight > 0:
         prompt = (target == -100) & (input_ids[:, 1:] != model.config.pad_token_id)
         loss = loss + prompt_weight * F.cross_entropy(model.lm_head(hidden[prompt]).float(),
                                                       input_ids[:, 1:][prompt])
+    if lines is not None:
+        return loss, answer.detach(), line_match
     return loss, answer.detach()
 
 
@@ -306,6 +343,15 @@ def main(argv=None):
     p.add_argument("--data-seed", type=int, default=1000, help="task seed of the training samples (eval uses 43)")
     p.add_argument("--curriculum", default="0.3,0.55",
                    help="fractions of the steps before which only the first 1, 2, ... lengths are drawn")
+    p.add_argument("--curriculum-steps", default="",
+                   help="the curriculum's boundaries as step numbers (overrides --curriculum), e.g. 1500,3500")
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "wsd"],
+                   help="cosine: warm-up, cosine to 0.1 x lr at --steps. wsd: warm-up, constant lr, linear decay to "
+                        "0.1 x lr over the last --decay-steps steps (the steps before the decay do not depend on "
+                        "--steps, so a run can be lengthened while it trains: see control.json)")
+    p.add_argument("--decay-steps", type=int, default=2000, help="wsd: length of the final decay")
+    p.add_argument("--save-every", type=int, default=0,
+                   help="also save the bf16 checkpoint every this many steps (0: only at the end)")
     p.add_argument("--init-from", default=None,
                    help="continue from this checkpoint's weights (fresh optimizer and schedule); use another "
                         "--data-seed than the first run so no training sample repeats")
@@ -364,29 +410,71 @@ def main(argv=None):
     def lr_at(step):
         if step < args.warmup:
             return args.lr * (step + 1) / args.warmup
+        if args.schedule == "wsd":
+            decay_start = args.steps - args.decay_steps
+            if step < decay_start:
+                return args.lr
+            return args.lr * (1.0 - 0.9 * min(1.0, (step - decay_start) / max(1, args.decay_steps)))
         frac = (step - args.warmup) / max(1, args.steps - args.warmup)
         return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
     sets = held_out(tok, tasks, eval_lengths, args.eval_samples)
     data = TaskBatches(tokenizer_dir, tasks, lengths, args.tokens_per_step, args.steps, args.data_seed, args.seed,
                        curriculum=[float(x) for x in args.curriculum.split(",")],
-                       task_args=json.loads(args.task_args))
+                       task_args=json.loads(args.task_args),
+                       curriculum_steps=[int(x) for x in args.curriculum_steps.split(",") if x])
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=args.workers,
                                          prefetch_factor=4 if args.workers else None,
                                          persistent_workers=False, pin_memory=device.type == "cuda")
     t0 = time.time()
     window = {"loss": 0.0, "tokens": 0, "n": 0, "seq_tokens": 0, "wait": 0.0, "t0": 0.0}
+    matches = {name: [0, 0] for name in tasks}  # teacher-forced answer lines: [exact, total] per task
     t_fetch = time.time()
     step = 0
+    control = out / "control.json"
+
+    def save(where: Path):
+        model.config._attn_implementation = "sdpa"
+        model.generation_config.pad_token_id = tok.pad_token_id
+        model.generation_config.eos_token_id = tok.eos_token_id
+        model.generation_config.bos_token_id = tok.bos_token_id
+        # bf16 copy, shards under 16 MB: each file must fit the device's return channel and the repository
+        half = {k: v.detach().to(torch.bfloat16) for k, v in model.state_dict().items()}
+        model.save_pretrained(str(where), state_dict=half, safe_serialization=True, max_shard_size="15MB")
+        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(str(where))  # as loaded (eval set padding)
+
     for batch in loader:
         step = batch["step"]
+        if step >= args.steps:
+            break
+        if step % 50 == 0 and control.exists():
+            # A driver may set the run's length while it trains (wsd only, before the decay starts): the run is
+            # then the same as one started with these --steps / --decay-steps (batches and lr before the change
+            # do not depend on them). Logged, so the exact arguments are in the training log.
+            wanted = json.loads(control.read_text())
+            if (wanted.get("steps"), wanted.get("decay_steps")) != (args.steps, args.decay_steps):
+                new_steps = int(wanted.get("steps", args.steps))
+                new_decay = int(wanted.get("decay_steps", args.decay_steps))
+                ok = args.schedule == "wsd" and new_steps - new_decay >= step and step < args.steps - args.decay_steps
+                log({"event": "control", "step": step, "steps": new_steps, "decay_steps": new_decay,
+                     "applied": bool(ok)})
+                if ok:
+                    args.steps, args.decay_steps = new_steps, new_decay
+                else:
+                    control.unlink()
         window["wait"] += time.time() - t_fetch
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         input_ids = batch["input_ids"].to(device, non_blocking=True)
         labels = batch["labels"].to(device, non_blocking=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss, ans = answer_loss(model, input_ids, labels, args.prompt_loss_weight)
+            loss, ans, line_match = answer_loss(model, input_ids, labels, args.prompt_loss_weight,
+                                                batch["lines"].to(device, non_blocking=True))
+        per_task = batch["task"].tolist()
+        for row, name_index in zip(line_match.tolist(), per_task):
+            seen = [m for m in row if m >= 0]
+            matches[tasks[name_index]][0] += sum(seen)
+            matches[tasks[name_index]][1] += len(seen)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -399,8 +487,13 @@ def main(argv=None):
             log({"event": "train", "step": done, "loss": window["loss"] / window["n"], "answer_loss": window["tokens"] / window["n"], "lr": lr_at(step),
                  "length": batch["length"], "batch": int(input_ids.shape[0]), "elapsed_s": el,
                  "tok_per_s": window["seq_tokens"] / max(el - window["t0"], 1e-9),
-                 "data_wait_s": window["wait"]})
+                 "data_wait_s": window["wait"],
+                 **{f"tf_{name}": hit / max(total, 1) for name, (hit, total) in matches.items()}})
             window = {"loss": 0.0, "tokens": 0, "n": 0, "seq_tokens": 0, "wait": 0.0, "t0": el}
+            matches = {name: [0, 0] for name in tasks}
+        if args.save_every and done % args.save_every == 0:
+            save(out)
+            log({"event": "checkpoint", "step": done})
         stop = args.max_minutes and (time.time() - t0) > 60 * args.max_minutes
         if done % args.eval_every == 0 or done == args.steps or stop:
             scores = evaluate(model, tok, sets, device)
@@ -410,13 +503,7 @@ def main(argv=None):
             break
         t_fetch = time.time()
 
-    model.config._attn_implementation = "sdpa"
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.bos_token_id = tok.bos_token_id
-    # shards under 16 MB: each file of the checkpoint must fit the device's return channel and the repository
-    model.to(torch.bfloat16).save_pretrained(str(out), safe_serialization=True, max_shard_size="15MB")
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(str(out))  # as loaded (eval switched padding)
+    save(out)
     log({"event": "saved", "out": str(out), "steps": step + 1, "train_s": time.time() - t0})
     return 0
 
