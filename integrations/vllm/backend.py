@@ -293,7 +293,9 @@ class SparseAttentionMixin:
             stats.record(self._layer, "prefill", sparsity)
         if self.compression is None or key_cache is None:
             return
-        compressed = self.compression.compress(q, k, v, cu_seqlens, self.scale)
+        # host lengths (from vLLM's CPU query_start_loc): the method then never reads the CUDA cu_seqlens back, a
+        # sync that would wait for the prefill just queued (measured 32K snapkv: 5.37% -> 3.79% of dense prefill)
+        compressed = self.compression.compress(q, k, v, cu_seqlens, self.scale, seq_lens=lengths)
         block_tables = attn_metadata.block_table
         for i, row in enumerate(rows):
             table = block_tables[row]
