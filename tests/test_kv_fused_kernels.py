@@ -5,7 +5,10 @@ PyTorch references, and `compress` run through them against `reference_allocate`
   longer than the prompt, no pooling);
 * `pack_kept`: batch > 1, GQA, ragged widths with -1 padding, non-contiguous index; outputs checked element by
   element (every slot, padding zeros included);
-* Ada-SnapKV's threshold allocation at the budget corners (no floor, no shared slots, every token tied).
+* Ada-SnapKV's threshold allocation at the budget corners (no floor, no shared slots, every token tied);
+* `ada_cuts`: Ada-SnapKV's radix-select cuts (`allocation = "radix"`) against the sort reference: ties across
+  heads, negative / +inf / -0.0 scores, non-power-of-two heads, several kernel blocks, every budget corner; bad
+  budgets raise.
 
 Tiny shapes: CPU, Triton interpreter.
 """
@@ -16,9 +19,11 @@ import torch
 
 from sparse_attn import build_method
 from sparse_attn.kernels.decode import (
+    ada_cuts,
     compact_kept,
     flat_ordered_keys,
     keep_top,
+    naive_ada_cuts,
     naive_compact_kept,
     naive_keep_top,
     naive_pack_kept,
@@ -115,9 +120,13 @@ def test_pack_kernel_equals_the_reference(heads, head_dim):
             assert torch.all(ref_v[b, h, n:] == 0)
 
 
-@pytest.mark.parametrize("name", ["snapkv", "ada_snapkv"])
+@pytest.mark.parametrize("name", ["snapkv", "ada_snapkv", "ada_snapkv-radix"])
 @pytest.mark.parametrize("heads", [(8, 2), (6, 3)], ids=["gqa4", "gqa2"])
 def test_compress_through_the_triton_kernels_keeps_the_reference_tokens(name, heads, monkeypatch):
+    name, _, allocation = name.partition("-")
+    monkeypatch.setattr(ada_snapkv, "ada_cuts", functools.partial(ada_cuts, backend="triton"))
+    if allocation:
+        monkeypatch.setattr(ada_snapkv.AdaSnapKV, "allocation", allocation)
     monkeypatch.setattr(_kv, "pool_keys", functools.partial(pool_keys, backend="triton"))
     monkeypatch.setattr(_kv, "pack_kept", functools.partial(pack_kept, backend="triton"))
     monkeypatch.setattr(ada_snapkv, "compact_kept", functools.partial(compact_kept, backend="triton"))
@@ -162,3 +171,79 @@ def test_ada_threshold_allocation_at_the_budget_corners(params, levels):
     fast, reference = method._allocate(scores), method.reference_allocate(scores)
     assert torch.equal(fast.index, reference.index) and torch.equal(fast.lens, reference.lens)
     assert int(fast.lens.sum()) == method.token_capacity * 5
+
+
+def _sort_cuts(keys, floor, total):
+    """The cuts straight from the definition: per-head stable sorts of the keys' ranks, no shared code with
+    `naive_ada_cuts`: head h keeps its `floor` best, the next `total - H * floor` best of the rest go anywhere."""
+    heads, length = keys.shape
+    keep = torch.zeros(heads, length, dtype=torch.bool)
+    keep.scatter_(1, torch.sort(keys, dim=-1, descending=True).indices[:, :floor], True)
+    rest = keys.masked_fill(keep, torch.iinfo(torch.int64).min).view(-1)
+    extra = total - heads * floor
+    keep.view(-1)[torch.sort(rest, descending=True).indices[:extra]] = True
+    big = torch.iinfo(torch.int64).max
+    return torch.where(keep, keys, big).amin(dim=-1), keep.sum(dim=-1).max()
+
+
+@pytest.mark.parametrize("heads,length,floor,total", [
+    (3, 203, 20, 150),     # floor + shared slots
+    (5, 100, 0, 500),      # every token (no floor)
+    (5, 100, 100, 500),    # floor = every token: no shared slot
+    (4, 1030, 100, 400),   # floor only (total = H * floor)
+    (3, 300, 0, 1),        # one shared slot, no floor
+    (1, 50, 10, 10),       # one head
+    (6, 4500, 300, 9000),  # several kernel blocks per head, non-power-of-two heads
+    (2, 7, 0, 5),          # shorter than one block
+])
+@pytest.mark.parametrize("levels", [2, 1000, 1 << 22])
+def test_ada_cuts_kernel_equals_the_reference(heads, length, floor, total, levels):
+    gen = torch.Generator().manual_seed(length * 7 + levels)
+    scores = torch.randint(0, levels, (heads, length), generator=gen).float() / levels - 0.5  # negatives too
+    scores[:, : min(2, length)] = float("inf")  # the forced tokens tie at +inf
+    scores[0, -1] = -0.0
+    scores[-1, length // 2] = float("-inf")
+    keys = flat_ordered_keys(scores)
+    expected_cut, expected_width = _sort_cuts(keys, floor, total)
+    ref_cut, ref_width = naive_ada_cuts(keys, floor, total)
+    cut, width = ada_cuts(keys, floor, total, backend="triton")
+    assert cut.shape == (heads,) and cut.dtype == torch.int64 and width.dim() == 0
+    # the same kept set as the definition (its cut is the smallest kept key; min(f_h, g) may lie below it)
+    kept = keys >= cut[:, None]
+    assert torch.equal(kept, keys >= expected_cut[:, None]) and int(kept.sum()) == total
+    assert torch.equal(keys >= ref_cut[:, None], kept)
+    assert torch.equal(cut, ref_cut)  # both compute min(f_h, g) exactly
+    assert int(width) == int(expected_width) == int(ref_width)
+
+
+def test_ada_cuts_reject_bad_budgets():
+    keys = flat_ordered_keys(torch.rand(3, 40))
+    for floor, total in [(41, 123), (-1, 10), (10, 29), (0, 121)]:  # floor > T, < 0, total < H * floor, > H * T
+        for backend in ("naive", "triton"):
+            with pytest.raises(ValueError, match="budget"):
+                ada_cuts(keys, floor, total, backend=backend)
+    with pytest.raises(ValueError, match="int64"):
+        ada_cuts(torch.rand(3, 40), 2, 10, backend="triton")
+
+
+@pytest.mark.parametrize("params", [
+    {"min_head_capacity_ratio": 0.0, "local_window": 0, "prefix_tokens": 0},
+    {"min_head_capacity_ratio": 1.0},
+    {"min_head_capacity_ratio": 0.5, "token_capacity": 100},
+    {},
+], ids=["no-floor", "no-shared", "everything", "default"])
+@pytest.mark.parametrize("levels", [2, 1000])
+def test_ada_radix_allocation_equals_the_reference(params, levels, monkeypatch):
+    monkeypatch.setattr(ada_snapkv, "ada_cuts", functools.partial(ada_cuts, backend="triton"))
+    monkeypatch.setattr(ada_snapkv, "compact_kept", functools.partial(compact_kept, backend="triton"))
+    method = build_method("ada_snapkv", **dict(METHODS["ada_snapkv"]["small"], **params))
+    method.allocation = "radix"
+    gen = torch.Generator().manual_seed(levels + 1)
+    scores = torch.randint(0, levels, (5, 100), generator=gen).float() / levels
+    scores[:, :3] = float("inf")
+    fast, reference = method._allocate(scores), method.reference_allocate(scores)
+    assert torch.equal(fast.index, reference.index) and torch.equal(fast.lens, reference.lens)
+    assert int(fast.lens.sum()) == method.token_capacity * 5
+    method.allocation = "sort"
+    with pytest.raises(ValueError, match="allocation"):
+        method._allocate(scores)

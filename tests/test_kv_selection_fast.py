@@ -65,11 +65,14 @@ def test_kept_from_mask_equals_the_sort_reference(length):
     assert torch.all(wide.index[:, reference.index.shape[1]:] == -1)
 
 
-@pytest.mark.parametrize("name", ["snapkv", "ada_snapkv"])
+@pytest.mark.parametrize("name", ["snapkv", "ada_snapkv", "ada_snapkv-radix"])
 @pytest.mark.parametrize("length", [61, 300, 513])
 @pytest.mark.parametrize("levels", [3, 50, 100000])
 def test_allocate_equals_the_reference_allocation_with_ties(name, length, levels):
+    name, _, allocation = name.partition("-")
     method = build_method(name, **METHODS[name]["small"])
+    if allocation:
+        method.allocation = allocation  # Ada's radix-select cuts (`ada_cuts`); its PyTorch reference on CPU
     scores = tied_scores(4, length, levels, seed=7 * length + levels)
     fast, reference = method._allocate(scores), method.reference_allocate(scores)
     assert torch.equal(fast.index, reference.index), f"{name}: kept positions differ from the reference"
@@ -77,9 +80,11 @@ def test_allocate_equals_the_reference_allocation_with_ties(name, length, levels
     assert fast.uniform == (name == "snapkv")
 
 
-def test_ada_allocate_ties_across_heads_go_to_the_earlier_head():
+@pytest.mark.parametrize("allocation", ["topk", "radix"])
+def test_ada_allocate_ties_across_heads_go_to_the_earlier_head(allocation):
     method = build_method("ada_snapkv", token_capacity=20, local_window=2, prefix_tokens=1,
                           min_head_capacity_ratio=0.25)
+    method.allocation = allocation
     scores = torch.ones(3, 40)  # every token of every head ties: the shared slots go to head 0, earliest first
     fast, reference = method._allocate(scores), method.reference_allocate(scores)
     assert torch.equal(fast.index, reference.index) and torch.equal(fast.lens, reference.lens)

@@ -13,6 +13,7 @@ import torch
 from .._dispatch import resolve_backend, triton_module
 from .kv_select_naive import (
     flat_ordered_keys,
+    naive_ada_cuts,
     naive_compact_kept,
     naive_keep_top,
     naive_pack_kept,
@@ -23,7 +24,7 @@ from .window_naive import naive_window_importance
 
 __all__ = ["decode", "naive_decode", "window_importance", "naive_window_importance", "resolve_backend",
            "pool_keys", "naive_pool_keys", "pack_kept", "naive_pack_kept", "flat_ordered_keys", "compact_kept",
-           "naive_compact_kept", "keep_top", "naive_keep_top"]
+           "naive_compact_kept", "keep_top", "naive_keep_top", "ada_cuts", "naive_ada_cuts"]
 
 
 def decode(
@@ -124,3 +125,17 @@ def keep_top(scores: torch.Tensor, count: int, backend: str = "auto"):
     from .kv_select_triton import triton_keep_top
 
     return triton_keep_top(scores, count)
+
+
+def ada_cuts(keys: torch.Tensor, floor: int, total: int, backend: str = "auto"):
+    """Ada-SnapKV's per-head key cuts of `[H, T]` int64 ranking keys: (cut `[H]` int64, width 0-dim int64 = the
+    largest per-head count); head h keeps the keys `>= cut[h]`. See `naive_ada_cuts`; the Triton path is a radix
+    select (8 launches of one kernel, no torch.topk, no host sync).
+
+    backend: "auto" (Triton for CUDA tensors, else the PyTorch reference), "naive" or "triton".
+    """
+    if resolve_backend(backend, keys) == "naive":
+        return naive_ada_cuts(keys, floor, total)
+    from .kv_select_triton import triton_ada_cuts
+
+    return triton_ada_cuts(keys, floor, total)

@@ -103,3 +103,39 @@ def naive_keep_top(scores: torch.Tensor, count: int) -> Tuple[torch.Tensor, torc
     keep = torch.topk(flat_ordered_keys(scores), count, dim=-1, sorted=False).indices
     lens = torch.full((scores.shape[0],), count, dtype=torch.int32, device=scores.device)
     return torch.sort(keep, dim=-1).values, lens
+
+
+def naive_ada_cuts(keys: torch.Tensor, floor: int, total: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Ada-SnapKV's per-head key cuts: head h keeps exactly the keys `>= cut[h]`.
+
+    Args:
+        keys: `[H, T]` int64 distinct ranking keys (`flat_ordered_keys`: score descending, then flat index
+            `h * T + t` ascending, so ties go to the earlier head, then the earlier token).
+        floor: tokens every head keeps at least (`0 <= floor <= T`); total: tokens kept over all heads
+            (`H * floor <= total <= H * T`).
+
+    Returns:
+        (cut `[H]` int64, width: 0-dim int64 tensor = the largest per-head count). `cut[h] = min(f_h, g)` with
+        `f_h` the head's `floor`-th largest key (int64 max when `floor == 0`) and `g` the `(total - H * floor)`-th
+        largest key of the rest (the keys below their head's `f_h`; int64 max when no slot is shared). Full
+        descending sorts: the readable definition of `triton_ada_cuts`' radix select.
+    """
+    num_heads, seq_len = keys.shape
+    _check_ada_budget(num_heads, seq_len, floor, total)
+    top = torch.iinfo(torch.int64).max
+    ordered = torch.sort(keys, dim=-1, descending=True).values
+    head_cut = ordered[:, floor - 1] if floor > 0 else torch.full((num_heads,), top, device=keys.device)
+    extra = total - floor * num_heads
+    cut = head_cut
+    if extra > 0:
+        rest = keys.masked_fill(keys >= head_cut[:, None], torch.iinfo(torch.int64).min)  # below every real key
+        shared = torch.sort(rest.flatten(), descending=True).values[extra - 1]
+        cut = torch.minimum(head_cut, shared)
+    width = (keys >= cut[:, None]).sum(dim=-1).max()
+    return cut, width
+
+
+def _check_ada_budget(num_heads: int, seq_len: int, floor: int, total: int) -> None:
+    if not 0 <= floor <= seq_len or not num_heads * floor <= total <= num_heads * seq_len:
+        raise ValueError(f"Ada budget out of range: need 0 <= floor <= T={seq_len} and H * floor <= total <= H * T "
+                         f"(H={num_heads}), got floor={floor}, total={total}")

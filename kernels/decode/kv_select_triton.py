@@ -13,6 +13,11 @@ one launch each:
   `torch.topk`, whose values the kernel min-reduces): every score above it, then the earliest of the scores equal
   to it, in positional order. It replaced `torch.topk` on int64 keys (8 radix passes, ~30 small launches: ~0.4 ms
   of host time per call at 32K on the H100 profile) followed by `torch.sort` (~0.18 ms of host time).
+* `_ada_radix_pass_kernel`: Ada-SnapKV's cuts (`triton_ada_cuts`, opt-in `AdaSnapKV.allocation = "radix"`): a
+  radix select, one key byte per launch (8 launches), of the shared threshold g and of each head's floor-th key
+  f_h together; per-head histograms by `tl.histogram` + atomics, the program drawing the last ticket picks the
+  bytes. Replaces `keep_top` + a `torch.topk` over the flat `[Hkv * T]` remainder (~50 small launches at 32K)
+  and the `lens.max()` launch (the width is written on the device).
 * `_pack_kept_kernel`: gather of the kept K and V rows of a packed batch into the `[B, Hkv, C, D]` cache, zeros in
   unused slots, and the measured sparsity `1 - lens / T_b` (T_b read from the device `cu_seqlens`: no host copy).
 """
@@ -237,3 +242,144 @@ def triton_keep_top(scores: torch.Tensor, count: int) -> Tuple[torch.Tensor, tor
     _keep_top_kernel[(num_heads,)](scores, top_values, index, lens, scores.stride(0), top_values.stride(0),
                                    index.stride(0), seq_len, count, BLOCK=COMPACT_BLOCK, num_warps=8)
     return index, lens
+
+
+# -- Ada-SnapKV: the per-head cuts by a radix select over the int64 keys (no torch.topk, no host sync) -------------
+ADA_BINS = 256  # one byte of the key per pass: 8 passes over the keys
+ADA_BLOCK = 2048
+ADA_PASSES = 8
+
+
+def _ada_state_layout(h_pad: int):
+    """Offsets into the int64 scratch of `triton_ada_cuts` (zeroed once per call): per-head histograms of the
+    shared search (`[H_PAD, BINS]`) and of the per-head floor search, the ticket, the shared threshold's known
+    high bits `lo_g`, the width, then `[H_PAD]` vectors: keys above the current prefix (shared / floor search),
+    the floor searches' high bits `lo_f`, and the output cuts."""
+    hist = h_pad * ADA_BINS
+    misc = 2 * hist
+    return dict(hist_f=hist, ticket=misc, lo_g=misc + 1, width=misc + 2, above_g=misc + 4,
+                above_f=misc + 4 + h_pad, lo_f=misc + 4 + 2 * h_pad, cut=misc + 4 + 3 * h_pad,
+                size=misc + 4 + 4 * h_pad)
+
+
+@triton.jit
+def _ada_radix_pass_kernel(
+    KEYS, STATE, stride_kh, seq_len, num_heads, floor, total, shift,
+    H_PAD: tl.constexpr, BINS: tl.constexpr, BLOCK: tl.constexpr,
+    FIRST: tl.constexpr, LAST: tl.constexpr, HAS_FLOOR: tl.constexpr,
+):
+    """Program (head, block of tokens) of one radix pass: histogram the key byte at `shift` of the keys that still
+    match each search's known high bits, add it to the per-head histograms (atomics); the program drawing the
+    last ticket picks the byte of every search, updates the state, resets the histograms and the ticket.
+
+    Shared search: g = the largest key value with F(g) = sum_h max(floor, #keys_h >= g) >= total (with distinct
+    keys, the `extra`-th largest key outside the heads' floors). Floor search of head h: f_h = the largest value
+    with #keys_h >= f_h >= floor (its floor-th largest key). Candidate byte d stands for the threshold
+    `lo + (d << shift)`; #keys_h >= it = (keys above the prefix) + (prefix matches with byte >= d). The first pass
+    reads the top byte with its sign bit flipped (int64 order). STATE offsets: `_ada_state_layout`."""
+    HIST_F = H_PAD * BINS  # constexpr offsets (few launch arguments: eager compression is launch-bound)
+    TICKET = 2 * H_PAD * BINS
+    LO_G = TICKET + 1
+    WIDTH = TICKET + 2
+    ABOVE_G = TICKET + 4
+    ABOVE_F = ABOVE_G + H_PAD
+    LO_F = ABOVE_F + H_PAD
+    CUT = LO_F + H_PAD
+    head = tl.program_id(0)
+    t = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    ok = t < seq_len
+    key = tl.load(KEYS + head * stride_kh + t, mask=ok, other=0)
+    byte = ((key >> shift) & 0xFF).to(tl.int32)
+    bins = tl.arange(0, BINS)
+    if FIRST:
+        byte = byte ^ 0x80  # signed top byte -128..127 -> 0..255
+        match_g = ok
+        match_f = ok
+    else:
+        lo_g = tl.load(STATE + LO_G)
+        match_g = ok & ((key >> (shift + 8)) == (lo_g >> (shift + 8)))
+        lo_f_head = tl.load(STATE + LO_F + head)
+        match_f = ok & ((key >> (shift + 8)) == (lo_f_head >> (shift + 8)))
+    hist = tl.histogram(byte, BINS, mask=match_g).to(tl.int64)
+    tl.atomic_add(STATE + head * BINS + bins, hist, mask=hist != 0, sem="relaxed")
+    if HAS_FLOOR:
+        hist_f = tl.histogram(byte, BINS, mask=match_f).to(tl.int64)
+        tl.atomic_add(STATE + HIST_F + head * BINS + bins, hist_f, mask=hist_f != 0, sem="relaxed")
+    tl.debug_barrier()  # every thread's histogram atomics precede the ticket
+    ticket = tl.atomic_add(STATE + TICKET, 1, sem="acq_rel", scope="gpu")
+    if ticket == tl.num_programs(0) * tl.num_programs(1) - 1:
+        rows = tl.arange(0, H_PAD)
+        row_ok = rows < num_heads
+        cells = rows[:, None] * BINS + bins[None, :]
+        zero2 = tl.zeros([H_PAD, BINS], dtype=tl.int64)
+        # shared search: F(d) over the candidate bytes, the largest byte with F >= total (F(0) >= total holds)
+        hg = tl.load(STATE + cells, cache_modifier=".cg")
+        tl.store(STATE + cells, zero2)  # reset for the next pass
+        if FIRST:
+            above_g = tl.zeros([H_PAD], dtype=tl.int64)
+        else:
+            above_g = tl.load(STATE + ABOVE_G + rows, cache_modifier=".cg")
+            lo_g_old = tl.load(STATE + LO_G, cache_modifier=".cg")
+        at_least = above_g[:, None] + tl.sum(hg, 1)[:, None] - tl.cumsum(hg, 1) + hg  # keys_h >= candidate d
+        fill = tl.sum(tl.where(row_ok[:, None], tl.maximum(at_least, floor), 0), 0)  # F(d), [BINS]
+        d_g = tl.max(tl.where(fill >= total, bins, -1), 0)
+        above_g_new = above_g + tl.sum(tl.where(bins[None, :] > d_g, hg, 0), 1)
+        if FIRST:
+            lo_g_new = (d_g - 0x80).to(tl.int64) << shift
+        else:
+            lo_g_new = lo_g_old + (d_g.to(tl.int64) << shift)
+        tl.store(STATE + LO_G, lo_g_new)
+        tl.store(STATE + ABOVE_G + rows, above_g_new, mask=row_ok)
+        if HAS_FLOOR:
+            hf = tl.load(STATE + HIST_F + cells, cache_modifier=".cg")
+            tl.store(STATE + HIST_F + cells, zero2)
+            if FIRST:
+                above_f = tl.zeros([H_PAD], dtype=tl.int64)
+                lo_f_old = tl.zeros([H_PAD], dtype=tl.int64)
+            else:
+                above_f = tl.load(STATE + ABOVE_F + rows, cache_modifier=".cg")
+                lo_f_old = tl.load(STATE + LO_F + rows, cache_modifier=".cg")
+            at_least_f = above_f[:, None] + tl.sum(hf, 1)[:, None] - tl.cumsum(hf, 1) + hf
+            d_f = tl.max(tl.where(at_least_f >= floor, bins[None, :], -1), 1)  # [H_PAD]
+            above_f_new = above_f + tl.sum(tl.where(bins[None, :] > d_f[:, None], hf, 0), 1)
+            if FIRST:
+                lo_f_new = (d_f - 0x80).to(tl.int64) << shift
+            else:
+                lo_f_new = lo_f_old + (d_f.to(tl.int64) << shift)
+            tl.store(STATE + ABOVE_F + rows, above_f_new, mask=row_ok)
+            tl.store(STATE + LO_F + rows, lo_f_new, mask=row_ok)
+        if LAST:  # every byte known: lo_g = g, lo_f = f_h; head h keeps the keys >= min(f_h, g)
+            count_g = tl.sum(tl.where(bins[None, :] == d_g, at_least, 0), 1)  # keys_h >= g
+            if HAS_FLOOR:
+                cut = tl.minimum(lo_f_new, lo_g_new)
+                kept = tl.maximum(count_g, floor)
+            else:
+                cut = tl.zeros([H_PAD], dtype=tl.int64) + lo_g_new
+                kept = count_g
+            tl.store(STATE + CUT + rows, cut, mask=row_ok)
+            tl.store(STATE + WIDTH, tl.max(tl.where(row_ok, kept, 0), 0))
+        tl.store(STATE + TICKET, 0)  # every program of this pass has drawn: reset for the next pass
+
+
+def triton_ada_cuts(keys: torch.Tensor, floor: int, total: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Same contract as `naive_ada_cuts`: 8 launches of one radix-pass kernel (a byte of the key each) after one
+    zero fill, no torch.topk, no host sync. The width stays on the device (0-dim int64)."""
+    from .kv_select_naive import _check_ada_budget
+
+    if keys.dim() != 2 or keys.dtype != torch.int64:
+        raise ValueError(f"expected int64 keys [H, T], got {keys.dtype} {tuple(keys.shape)}")
+    num_heads, seq_len = keys.shape
+    _check_ada_budget(num_heads, seq_len, floor, total)
+    if keys.stride(-1) != 1:
+        keys = keys.contiguous()
+    h_pad = triton.next_power_of_2(num_heads)
+    layout = _ada_state_layout(h_pad)
+    state = torch.zeros(layout["size"], device=keys.device, dtype=torch.int64)
+    grid = (num_heads, triton.cdiv(seq_len, ADA_BLOCK))
+    for step in range(ADA_PASSES):
+        _ada_radix_pass_kernel[grid](
+            keys, state, keys.stride(0), seq_len, num_heads, floor, total, 8 * (ADA_PASSES - 1 - step),
+            H_PAD=h_pad, BINS=ADA_BINS, BLOCK=ADA_BLOCK, FIRST=step == 0, LAST=step == ADA_PASSES - 1,
+            HAS_FLOOR=floor > 0, num_warps=8,
+        )
+    return state[layout["cut"]:layout["cut"] + num_heads], state[layout["width"]]

@@ -3,11 +3,11 @@
 Based on Ada-KV (Feng et al. 2024, arXiv:2407.11550) applied to SnapKV (Li et al. 2024, arXiv:2404.14469).
 """
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 
-from ..kernels.decode import compact_kept, keep_top
+from ..kernels.decode import ada_cuts, compact_kept, keep_top
 from ._kv import (
     KeptTokens,
     keys_of,
@@ -34,6 +34,12 @@ class AdaSnapKV(SnapKV):
     """
 
     min_head_capacity_ratio: float = 0.2
+
+    #: how `_allocate` finds the cuts (not a config parameter; set on the class or an instance for an A/B):
+    #: "topk" = `keep_top` + one `torch.topk` over the flat `[Hkv * T]` remainder + `lens.max()` (the measured
+    #: default); "radix" = `kernels.decode.ada_cuts`: a radix select over the int64 keys (on CUDA 8 launches of one
+    #: Triton kernel, no torch.topk), the width read from the device. Both keep exactly `reference_allocate`'s set.
+    allocation: ClassVar[str] = "topk"
 
     name = "ada_snapkv"
     phase = "compression"
@@ -70,13 +76,22 @@ class AdaSnapKV(SnapKV):
         the shared stage the keys >= the `extra`-th largest key `g` of the rest, so head h keeps exactly the keys
         >= min(f_h, g). `keep_top` (per head) and one `torch.topk` over the rest give the cuts; `compact_kept` writes
         the kept positions in positional order at a host-known upper width; the one host sync (the cache width)
-        comes last. Pooled scores are never -inf (the reference's masked -inf would tie with such scores).
+        comes last. `allocation = "radix"` finds the same cuts by a radix select (`ada_cuts`, see the class
+        attribute). Pooled scores are never -inf (the reference's masked -inf would tie with such scores).
         """
         num_kv_heads, floor, total = self._check_budget(scores)
         seq_len = scores.shape[1]
         if keys is None:
             keys = keys_of(scores)
         extra = total - floor * num_kv_heads
+        upper = min(seq_len, floor + extra)  # most tokens one head can keep: the width before the sync
+        if self.allocation == "radix":
+            cut, width = ada_cuts(keys, floor, total)  # cut [Hkv] = min(f_h, g), width on the device
+            index, lens = compact_kept(keys, cut, upper)
+            width = int(width)  # the one host sync: the cache width (no extra launch: the select wrote it)
+            return KeptTokens(index=index[:, :width], lens=lens)
+        if self.allocation != "topk":
+            raise ValueError(f"ada_snapkv.allocation must be 'topk' or 'radix', got {self.allocation!r}")
         if floor > 0:
             # the floor-th largest key of each head, as the minimum key of the head's top-`floor` set (`keep_top`:
             # an fp32 topk + one kernel on CUDA, cheaper to launch than an int64 topk's radix passes)
@@ -87,7 +102,6 @@ class AdaSnapKV(SnapKV):
             rest = keys.masked_fill(keys >= cut, torch.iinfo(torch.int64).min)  # below every real key
             shared = torch.topk(rest.view(-1), extra, sorted=False).values.amin()
             cut = torch.minimum(cut, shared)
-        upper = min(seq_len, floor + extra)  # most tokens one head can keep: the width before the sync
         index, lens = compact_kept(keys, cut, upper)  # one Triton launch on CUDA (keys >= cut, prefix sums)
         width = int(lens.max())  # the one host sync: the cache width
         return KeptTokens(index=index[:, :width], lens=lens)

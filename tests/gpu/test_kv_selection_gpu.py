@@ -1,9 +1,12 @@
 """SnapKV / Ada-SnapKV compression on the GPU at real shapes (Llama-3.1-8B heads, bf16): the fast selection keeps
 exactly the reference's tokens, SnapKV's `compress` makes no host sync (host `seq_lens`), the window kernel's
-launch configurations and the decode split counts agree with the PyTorch references (outputs poisoned with NaN).
+launch configurations and the decode split counts agree with the PyTorch references (outputs poisoned with NaN);
+Ada-SnapKV's radix-select cuts (`ada_cuts`, `allocation = "radix"`) equal the sort reference and the "topk" path.
 
     TRITON_INTERPRET=0 python -m pytest -q -m gpu tests/gpu/test_kv_selection_gpu.py
 """
+import warnings
+
 import pytest
 import torch
 
@@ -169,3 +172,59 @@ def test_keep_top_kernel_gpu(context, levels):
     index, lens = keep_top(scores, count)
     assert torch.equal(index, torch.sort(reference_top_positions(scores, count), dim=-1).values)
     assert torch.all(lens == count)
+
+
+@pytest.mark.parametrize("context", [32 * 1024 + 37, 128 * 1024])
+@pytest.mark.parametrize("levels", [3, 1 << 20, 0], ids=["ties", "fine", "continuous"])
+@pytest.mark.parametrize("ratio", [0.2, 0.0, 1.0], ids=["floor", "no-floor", "no-shared"])
+def test_ada_cuts_kernel_gpu(context, levels, ratio):
+    """Ada-SnapKV's radix-select cuts (8 launches, atomic-ticket decisions) against the sort reference at real
+    shapes: same cuts, same width, the kept set holds exactly the budget."""
+    from sparse_attn.kernels.decode import ada_cuts, flat_ordered_keys, naive_ada_cuts
+
+    gen = torch.Generator(device="cuda").manual_seed(levels + context)
+    if levels:
+        scores = torch.randint(0, levels, (HKV, context), device="cuda", generator=gen).float() / levels - 0.25
+    else:
+        scores = torch.rand(HKV, context, device="cuda", generator=gen) * torch.rand(HKV, 1, device="cuda",
+                                                                                    generator=gen)
+    scores[:, :4] = float("inf")
+    scores[:, -128:] = float("inf")
+    keys = flat_ordered_keys(scores)
+    capacity = context // 10
+    floor = max(int(capacity * ratio), 132) if ratio else 0
+    total = capacity * HKV
+    ref_cut, ref_width = naive_ada_cuts(keys, floor, total)
+    for _ in range(2):  # twice: the scratch and the ticket start from zero every call
+        cut, width = ada_cuts(keys, floor, total)
+        assert torch.equal(cut, ref_cut) and int(width) == int(ref_width)
+    assert int((keys >= cut[:, None]).sum()) == total
+
+
+@pytest.mark.parametrize("context", [32 * 1024 + 37, 128 * 1024], ids=lambda c: f"{c}")
+def test_ada_radix_compress_keeps_the_reference_tokens_gpu(context):
+    """`allocation = "radix"` end to end: the same kept tokens as `reference_allocate` and as the "topk" path,
+    and only one host sync (the cache width) with host `seq_lens`."""
+    from sparse_attn import build_method
+
+    method = build_method("ada_snapkv", token_capacity=context // 10)
+    method.allocation = "radix"
+    q, k, v = prompt(context, context + 1)
+    scores = method.importance(q[-256:].transpose(0, 1), k.transpose(0, 1))
+    fast, reference = method._allocate(scores), method.reference_allocate(scores)
+    assert torch.equal(fast.index, reference.index) and torch.equal(fast.lens, reference.lens)
+    cu_seqlens = torch.tensor([0, context], device="cuda", dtype=torch.int32)
+    cache = method.compress(q, k, v, cu_seqlens, seq_lens=[context])
+    method.allocation = "topk"
+    expected = method.compress(q, k, v, cu_seqlens, seq_lens=[context])
+    for field in ("k", "v", "lens", "index", "sparsity"):
+        assert torch.equal(getattr(cache, field), getattr(expected, field)), field
+    method.allocation = "radix"
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")  # count the syncs: only the width read-back may remain
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        method.compress(q, k, v, cu_seqlens, seq_lens=[context])
+    torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) <= 1, [str(w.message) for w in syncs]
