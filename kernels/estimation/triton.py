@@ -10,6 +10,7 @@ x 256 queries x 128K keys): three Triton passes recompute the scores tile by til
    `tl.gather`, then atomically added, since neighbouring key tiles share diagonals). fp32 atomics make the slash
    sums' last bits depend on the order of the adds.
 """
+import os
 from typing import Optional, Tuple
 
 import torch
@@ -223,6 +224,179 @@ def _window_sums_banded(Q, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slash, qk
         tl.atomic_add(Slash + out_base + offset, done, mask=(offset >= 0) & (offset < seq_len), sem="relaxed")
 
 
+@triton.jit
+def _skew_tile_probs(qw_base, lse_base, m, k, k_pos, key_ok, q_first, k_first, offs, offs_d, stride_wq,
+                     BLOCK: tl.constexpr):
+    """Probabilities [BLOCK, BLOCK] of window block m (pre-scaled queries at positions q_first + offs) against the
+    key tile k [BLOCK, D] at positions k_pos: exp2(s - lse) with lse = row max + log2(row sum) (+inf on padding rows,
+    so they give exactly 0); future keys and keys past the sample's end are zeroed on the causal-edge tiles only."""
+    rows = m * BLOCK + offs
+    q = tl.load(qw_base + rows[:, None] * stride_wq + offs_d[None, :])
+    lse = tl.load(lse_base + rows)
+    p = tl.math.exp2(tl.dot(q, tl.trans(k)) - lse[:, None])
+    if k_first + BLOCK > q_first:
+        p = tl.where(key_ok[None, :] & (k_pos[None, :] <= (q_first + offs)[:, None]), p, 0.0)
+    return p
+
+
+@triton.jit
+def _skew_emit_band(acc, carry, band, plain, slash_base, qc0, seq_len, offs, scratch,
+                    SKEW: tl.constexpr, BLOCK: tl.constexpr):
+    """Diagonal sums of the band-sum tile `acc` [BLOCK, BLOCK] (entry (a, j) sits on diagonal a - j of band `band`).
+
+    Returns `up` and stores `low + carry`, indexed by u in [0, BLOCK): low[u] = sum of diagonal BLOCK - 1 - u
+    (offset qc0 - band * BLOCK + BLOCK - 1 - u), up[u] = sum of diagonal -1 - u, which is entry u of the NEXT band
+    (64 offsets lower); `carry` is the previous band's `up`. Plain store when no other program adds to the band.
+    SKEW 1 / 2: the tile goes through a per-program scratch tile (global memory, stays in L1/L2) and is read back skewed,
+    R[a, u] = acc[a, a - (BLOCK - 1) + u]: addresses contiguous along u (coalesced, and Triton lays the load out
+    with threads along u, so the sum over rows a stays mostly inside each thread: no shuffle trees);
+    SKEW 0: a circular tl.gather as in the banded pass, G[a, u] = acc[a, (a - (BLOCK - 1) + u) mod BLOCK] (the
+    wrapped entries are the `up` diagonals).
+    """
+    rows = offs[:, None]
+    cols = offs[None, :]
+    if SKEW == 0:
+        j = rows - (BLOCK - 1) + cols  # column of row a on diagonal BLOCK - 1 - u; wrapped (+ BLOCK): -1 - u
+        g = tl.gather(acc, j & (BLOCK - 1), 1)
+        low = tl.sum(tl.where(j >= 0, g, 0.0), 0)
+        up = tl.sum(tl.where(j >= 0, 0.0, g), 0)
+    elif SKEW == 1:
+        tl.debug_barrier()  # every thread has read the previous band's tile before it is overwritten
+        tl.store(scratch + rows * BLOCK + cols, acc)
+        tl.debug_barrier()  # the whole tile is written (bar.sync orders global memory within the CTA)
+    else:
+        # SKEW 2: the same two CTA barriers as inline PTX: Triton's pipeliner leaves loops with tl.debug_barrier
+        # unpipelined (the K / Q loads then wait in full every tile) but not loops with an opaque asm statement.
+        # The asm returns 0, added to the addresses, so the scratch store / loads cannot move across it.
+        zero = tl.inline_asm_elementwise("bar.sync 0;\n\tmov.u32 $0, 0;", "=r,r", [band], dtype=tl.int32,
+                                         is_pure=False, pack=1)
+        scratch += zero
+        tl.store(scratch + rows * BLOCK + cols, acc)
+        zero = tl.inline_asm_elementwise("bar.sync 0;\n\tmov.u32 $0, 0;", "=r,r", [band], dtype=tl.int32,
+                                         is_pure=False, pack=1)
+        scratch += zero
+    if SKEW != 0:
+        j = rows - (BLOCK - 1) + cols  # column of row a on diagonal BLOCK - 1 - u
+        low = tl.sum(tl.load(scratch + rows * BLOCK + j, mask=j >= 0, other=0.0), 0)
+        j = rows + 1 + cols  # diagonal -1 - u
+        up = tl.sum(tl.load(scratch + rows * BLOCK + j, mask=j < BLOCK, other=0.0), 0)
+    offset = qc0 - band * BLOCK + (BLOCK - 1) - offs
+    ok = (offset >= 0) & (offset < seq_len)
+    if plain:
+        tl.store(slash_base + offset, low + carry, mask=ok)
+    else:
+        tl.atomic_add(slash_base + offset, low + carry, mask=ok, sem="relaxed")
+    return up
+
+
+@triton.jit
+def _window_sums_skew(QW, K, cu_seqlens, Lse, Vertical, Slash, Scratch, num_q_heads, window, tiles_per_split, n_chunks,
+                      stride_wb, stride_wh, stride_wq, stride_kn, stride_kh, stride_lb, stride_lh,
+                      stride_oc, stride_ob, stride_oh,
+                      GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr, SKEW: tl.constexpr,
+                      NQ: tl.constexpr):
+    """One program per (query head, run of key tiles, chunk of NQ x BLOCK window queries; NQ in 1, 2, 4): vertical
+    and slash sums with ONE diagonal extraction per key tile instead of one per (key tile, query block).
+
+    Tiles (query block m, key tile n) with the same e = n - m cover the same diagonal offsets (q_first - k_first =
+    qc0 - BLOCK * e), entry (a, j) on offset qc0 - BLOCK * e + a - j. So their probabilities are first ADDED
+    elementwise into a band-sum tile A_e (registers), and only the finished A_e goes through the skew
+    (`_skew_emit_band`): NQ x fewer skews than the banded pass. Walking key tiles in order, tile n adds to
+    A_n .. A_{n-NQ+1} (ring acc0..acc{NQ-1}, acc_m = A_{n-m}); A_{n-NQ+1} is final after tile n. Vertical sums: the
+    NQ blocks' probabilities of tile n are added elementwise too, then reduced once per tile (the program owns its
+    keys). Band e is written by every program whose emitted range [n_lo - NQ + 1, n_hi] contains it: runs of >= 4
+    tiles make that at most two (two atomic addends onto zeros: the same sum in either order, so the result is
+    deterministic); bands inside a run are plain stores. Windows longer than NQ x BLOCK run as chunks.
+
+    QW [B, Hq, W_pad, D]: window queries pre-scaled by scale * log2(e) (rows past the window zero);
+    Lse [B, Hq, W_pad] fp32 (row max + log2 row sum, +inf past the window). Outputs [C, B, Hq, max_len] per chunk.
+    """
+    # axis 0 = (query head, chunk), chunk fastest: the chunks and the GQA heads sharing a KV head run side by side,
+    # so a key tile is fetched from HBM once and re-read from L2
+    chunk = tl.program_id(0) % n_chunks
+    bh = tl.program_id(0) // n_chunks
+    split = tl.program_id(1)
+    b = bh // num_q_heads
+    h = bh % num_q_heads
+    seq_start = tl.load(cu_seqlens + b)
+    seq_len = tl.load(cu_seqlens + b + 1) - seq_start
+    start = seq_start.to(tl.int64)  # 64-bit row offsets: packed batches may exceed 2**31 elements
+    w = tl.minimum(window, seq_len)
+    row0 = chunk * NQ * BLOCK  # the chunk's first window row
+    if row0 >= w:
+        return
+    qc0 = seq_len - w + row0  # position of that query
+    n_tiles = tl.cdiv(tl.minimum(qc0 + NQ * BLOCK, seq_len), BLOCK)  # the chunk's last query sees every earlier key
+    n_lo = split * tiles_per_split
+    if n_lo >= n_tiles:
+        return
+    n_hi = tl.minimum(n_lo + tiles_per_split, n_tiles)
+    offs = tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, HEAD_DIM)
+    k_base = K + start * stride_kn + (h // GROUP) * stride_kh
+    qw_base = QW + b * stride_wb + h * stride_wh + row0 * stride_wq
+    lse_base = Lse + b * stride_lb + h * stride_lh + row0
+    out_base = chunk * stride_oc + b * stride_ob + h * stride_oh
+    program = split * tl.num_programs(0) + tl.program_id(0)
+    scratch = Scratch + program.to(tl.int64) * (BLOCK * BLOCK)
+    acc0 = tl.zeros([BLOCK, BLOCK], dtype=tl.float32)
+    acc1 = tl.zeros([BLOCK, BLOCK], dtype=tl.float32)
+    acc2 = tl.zeros([BLOCK, BLOCK], dtype=tl.float32)
+    acc3 = tl.zeros([BLOCK, BLOCK], dtype=tl.float32)
+    carry = tl.zeros([BLOCK], dtype=tl.float32)
+    for n in range(n_lo, n_hi):
+        k_first = n * BLOCK
+        k_pos = k_first + offs
+        key_ok = k_pos < seq_len
+        k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :], mask=key_ok[:, None], other=0.0)
+        # every block is computed, also those whose queries all precede the tile (the causal mask zeroes them) or
+        # lie past the window (lse +inf): no branch around the loads, so Triton can pipeline them (num_stages)
+        p = _skew_tile_probs(qw_base, lse_base, 0, k, k_pos, key_ok, qc0, k_first, offs, offs_d, stride_wq, BLOCK)
+        acc0 += p
+        vert = p
+        if NQ >= 2:
+            p = _skew_tile_probs(qw_base, lse_base, 1, k, k_pos, key_ok, qc0 + BLOCK, k_first, offs, offs_d,
+                                 stride_wq, BLOCK)
+            acc1 += p
+            vert += p
+        if NQ == 4:
+            p = _skew_tile_probs(qw_base, lse_base, 2, k, k_pos, key_ok, qc0 + 2 * BLOCK, k_first, offs, offs_d,
+                                 stride_wq, BLOCK)
+            acc2 += p
+            vert += p
+            p = _skew_tile_probs(qw_base, lse_base, 3, k, k_pos, key_ok, qc0 + 3 * BLOCK, k_first, offs, offs_d,
+                                 stride_wq, BLOCK)
+            acc3 += p
+            vert += p
+        tl.store(Vertical + out_base + k_pos, tl.sum(vert, 0), mask=key_ok)
+        # A_{n-NQ+1} is final: emit band n - NQ + 1 (plain store when band n - NQ's tile was also built here)
+        plain = n - NQ >= n_lo
+        if NQ == 4:
+            carry = _skew_emit_band(acc3, carry, n - 3, plain, Slash + out_base, qc0, seq_len, offs, scratch,
+                                    SKEW, BLOCK)
+            acc3 = acc2
+            acc2 = acc1
+            acc1 = acc0
+        elif NQ == 2:
+            carry = _skew_emit_band(acc1, carry, n - 1, plain, Slash + out_base, qc0, seq_len, offs, scratch,
+                                    SKEW, BLOCK)
+            acc1 = acc0
+        else:
+            carry = _skew_emit_band(acc0, carry, n, plain, Slash + out_base, qc0, seq_len, offs, scratch, SKEW, BLOCK)
+        acc0 = tl.zeros([BLOCK, BLOCK], dtype=tl.float32)
+    # bands n_hi - NQ + 1 .. n_hi: the next run adds to them (or nobody, past the last tile): atomics
+    if NQ == 4:
+        carry = _skew_emit_band(acc3, carry, n_hi - 3, False, Slash + out_base, qc0, seq_len, offs, scratch, SKEW,
+                                BLOCK)
+        carry = _skew_emit_band(acc2, carry, n_hi - 2, False, Slash + out_base, qc0, seq_len, offs, scratch, SKEW,
+                                BLOCK)
+    if NQ >= 2:
+        carry = _skew_emit_band(acc1, carry, n_hi - 1, False, Slash + out_base, qc0, seq_len, offs, scratch, SKEW,
+                                BLOCK)
+    offset = qc0 - n_hi * BLOCK + (BLOCK - 1) - offs
+    tl.atomic_add(Slash + out_base + offset, carry, mask=(offset >= 0) & (offset < seq_len), sem="relaxed")
+
+
 def _row_statistics(q, k, cu_seqlens, window, qk_scale, w_max, longest, block_m, block_n):
     """Per window query: the max and 1 / sum of exp2 over its causal keys, `[B, Hq, w_max]` fp32 each.
 
@@ -256,7 +430,64 @@ SUMS_LAUNCH = (4, 2)
 #: the sums pass variants: "banded" (default: the fastest measured) and "atomic" (the first version, kept for
 #: comparison runs). A session-3 "resident" variant (window queries kept on chip, one [256, 64] tile per key tile) was
 #: measured SLOWER on the H100 (sums 5.24 vs 4.16 ms at 128K, benchmarks/results/vs_s3) and removed; see git history.
-VARIANTS = ("banded", "atomic")
+#: Session 5 (opt-in until measured): "skew" (band-sum tiles, one diagonal extraction per key tile, read back skewed
+#: from a per-program scratch tile), "skew_pipe" (the same with its barriers as inline PTX so that Triton pipelines the
+#: K / Q loads) and "skew_gather" (tl.gather instead of the scratch round trip; pipelined).
+VARIANTS = ("banded", "atomic", "skew", "skew_pipe", "skew_gather")
+#: what `variant=None` (the library path: VerticalSlash / FlexPrefill `select`) uses
+DEFAULT_VARIANT = "banded"
+
+#: skew variants: programs aimed for and (NQ, num_warps, num_stages). NQ = 64-query blocks per program (the
+#: band-sum ring: NQ [64, 64] fp32 tiles in registers besides the vertical tile and the scores); longer windows
+#: (VS 256 = 4 blocks, FlexPrefill 512) run as chunks of NQ blocks, each into its own output rows, summed at the end.
+#: Offline sm_90 compile (Triton 3.6, vs_est_s5/compile_sm90.log): NQ 4 needs all 255 registers at 8 warps.
+SKEW_PROGRAMS = 1024
+SKEW_LAUNCH = {"skew": (4, 8, 2), "skew_pipe": (4, 8, 2), "skew_gather": (4, 8, 2)}
+SKEW_CODE = {"skew_gather": 0, "skew": 1, "skew_pipe": 2}
+
+
+def _skew_sums(q, k, cu_seqlens, window, qk_scale, w_max, longest, row_max, row_inv_sum, variant):
+    """Vertical and slash sums through `_window_sums_skew` (see there); returns `[B, Hq, longest]` fp32 each."""
+    batch, num_q_heads, head_dim = cu_seqlens.numel() - 1, q.shape[1], q.shape[2]
+    block = 64
+    nq, num_warps, num_stages = SKEW_LAUNCH[variant]
+    if nq not in (1, 2, 4):
+        raise ValueError(f"SKEW_LAUNCH[{variant!r}]: NQ must be 1, 2 or 4, got {nq}")
+    chunks = triton.cdiv(w_max, nq * block)
+    w_pad = chunks * nq * block
+    # window queries [B, Hq, w_pad, D], scaled once here (the same bf16 rounding as the in-kernel scaling of the
+    # statistics pass); rows past a sample's window are 0 and their lse +inf, so they add exactly nothing
+    lens = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    w_b = lens.clamp(max=window)
+    rows = torch.arange(w_pad, device=q.device)
+    valid = rows[None, :] < w_b[:, None]
+    pos = torch.where(valid, (cu_seqlens[:-1].long() + lens - w_b)[:, None] + rows[None, :], 0)
+    qw = (q[pos.reshape(-1)].float() * qk_scale).to(q.dtype).view(batch, w_pad, num_q_heads, head_dim)
+    qw = torch.where(valid[:, :, None, None], qw, 0).transpose(1, 2).contiguous()  # where: NaN rows must not leak
+    lse = torch.full((batch, num_q_heads, w_pad), float("inf"), device=q.device)
+    lse[:, :, :w_max] = torch.where(row_inv_sum > 0, row_max - torch.log2(row_inv_sum), float("inf"))
+    n_tiles = triton.cdiv(longest, block)
+    # runs of >= 6 tiles (>= NQ needed) so that a band is written by at most two programs (see the kernel)
+    splits = max(1, min(triton.cdiv(SKEW_PROGRAMS, batch * num_q_heads * chunks), n_tiles // 6))
+    tiles_per_split = triton.cdiv(n_tiles, splits)
+    splits = triton.cdiv(n_tiles, tiles_per_split)
+    vertical = torch.zeros((chunks, batch, num_q_heads, longest), device=q.device, dtype=torch.float32)
+    slash = torch.zeros_like(vertical)
+    skew = SKEW_CODE[variant]
+    if skew == 2 and os.environ.get("TRITON_INTERPRET") == "1":
+        skew = 1  # the interpreter runs no inline PTX; tl.debug_barrier is the same barrier there
+    programs = batch * num_q_heads * splits * chunks
+    scratch = torch.empty(programs * block * block if skew else 1, device=q.device, dtype=torch.float32)
+    _window_sums_skew[(batch * num_q_heads * chunks, splits)](
+        qw, k, cu_seqlens, lse, vertical, slash, scratch, num_q_heads, window, tiles_per_split, chunks,
+        qw.stride(0), qw.stride(1), qw.stride(2), k.stride(0), k.stride(1), lse.stride(0), lse.stride(1),
+        vertical.stride(0), vertical.stride(1), vertical.stride(2),
+        GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK=block, SKEW=skew, NQ=nq,
+        num_warps=num_warps, num_stages=num_stages,
+    )
+    if chunks == 1:
+        return vertical[0], slash[0]
+    return vertical.sum(0), slash.sum(0)
 
 
 def triton_last_window_sums(
@@ -266,15 +497,16 @@ def triton_last_window_sums(
     window: int,
     scale: Optional[float] = None,
     blocks: Optional[Tuple[int, int, int, int]] = None,
-    variant: str = "banded",
+    variant: Optional[str] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Vertical and slash sums of the last-window softmax (see naive_last_window_sums).
 
     blocks: optional (stats BLOCK_M, stats BLOCK_N, sums BLOCK_M, sums BLOCK_N) override (benchmark tuning; the
     banded sums pass always uses 64 x 64 tiles).
-    variant: "banded" (default: 64-query blocks reloaded per key tile; atomics only at run edges,
-    deterministic) or "atomic" (the first version: one
-    program per key tile, 127 atomics per tile and query block).
+    variant: None (= DEFAULT_VARIANT), "banded" (64-query blocks reloaded per key tile; atomics only at run edges,
+    deterministic), "atomic" (the first version: one program per key tile, 127 atomics per tile and query block),
+    "skew" / "skew_gather" (band-sum tiles, one diagonal extraction per key tile; deterministic; see
+    `_window_sums_skew`).
 
     Args:
         q: [N, Hq, D], k: [N, Hkv, D] packed varlen; cu_seqlens [B+1] int32; window: queries per sample.
@@ -286,6 +518,7 @@ def triton_last_window_sums(
                          "dim or use backend='naive'")
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
+    variant = DEFAULT_VARIANT if variant is None else variant
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     num_q_heads, head_dim = q.shape[1], q.shape[2]
@@ -300,6 +533,8 @@ def triton_last_window_sums(
     stats_m, stats_n, sums_m, sums_n = blocks or DEFAULT_BLOCKS
     row_max, row_inv_sum = _row_statistics(q, k, cu_seqlens, window, qk_scale, w_max, longest, stats_m, stats_n)
 
+    if variant in SKEW_CODE:
+        return _skew_sums(q, k, cu_seqlens, window, qk_scale, w_max, longest, row_max, row_inv_sum, variant)
     vertical = torch.zeros((batch, num_q_heads, longest), device=q.device, dtype=torch.float32)
     slash = torch.zeros_like(vertical)
     if variant == "atomic":

@@ -1,0 +1,129 @@
+"""Session-5 "skew" window-sums passes (`_window_sums_skew`: band-sum tiles, one diagonal extraction per key tile)
+against the fp32 PyTorch reference and the banded pass, on the CPU interpreter.
+
+Covered: all three skew variants (scratch read-back with CTA barriers, the same with inline-PTX barriers -- the
+interpreter runs it as SKEW 1 --, tl.gather), ring sizes NQ 1 / 2 / 4, windows shorter than a chunk (64, 100) and
+spanning several chunks (300), several runs of key tiles per (sample, head) (the run-edge atomics), GQA 2:1 and 4:1,
+batches with samples shorter than the window, head dims 64 and 128, bit-identical repeats, nothing written past a
+sample's end, NaN-poisoned query rows outside the window, and the VerticalSlash / FlexPrefill selections built on
+top (same indices as with the banded pass and the reference).
+"""
+import pytest
+import torch
+
+import sparse_attn.kernels.estimation.triton as est
+from sparse_attn.kernels.estimation import naive_last_window_sums
+
+SKEW_VARIANTS = ("skew", "skew_pipe", "skew_gather")
+
+
+def packed(lengths, hq, hkv, head_dim, seed):
+    gen = torch.Generator().manual_seed(seed)
+    q, k = (torch.randn(sum(lengths), h, head_dim, generator=gen) for h in (hq, hkv))
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    return q, k, cu
+
+
+def rel_err(got, want):
+    return float((got - want).norm() / want.norm())
+
+
+def check_sums(vertical, slash, q, k, cu, window, lengths):
+    want_v, want_s = naive_last_window_sums(q, k, cu, window)
+    assert vertical.shape == want_v.shape and slash.shape == want_s.shape
+    assert torch.isfinite(vertical).all() and torch.isfinite(slash).all()
+    assert rel_err(vertical, want_v) < 1e-5 and rel_err(slash, want_s) < 1e-5
+    assert float((slash - want_s).abs().max()) < 1e-4 * float(want_s.abs().max())
+    for b, n in enumerate(lengths):
+        # each window query's probabilities sum to 1: both sums add up to the window size per head
+        w = min(window, n)
+        assert torch.allclose(vertical[b, :, :n].sum(-1), torch.full((q.shape[1],), float(w)), rtol=1e-4)
+        assert torch.allclose(slash[b, :, :n].sum(-1), torch.full((q.shape[1],), float(w)), rtol=1e-4)
+        # beyond each sample's length nothing is written but zeros (no stray sums from the next sample)
+        assert not vertical[b, :, n:].any() and not slash[b, :, n:].any()
+
+
+@pytest.fixture
+def launch(monkeypatch):
+    """Set the ring size NQ of every skew variant (8 warps, 2 stages: the interpreter ignores both)."""
+    def set_nq(nq):
+        monkeypatch.setattr(est, "SKEW_LAUNCH", {v: (nq, 8, 2) for v in SKEW_VARIANTS})
+    return set_nq
+
+
+@pytest.mark.parametrize("variant", SKEW_VARIANTS)
+def test_skew_sums_match_reference_and_banded(variant, launch):
+    launch(4)
+    lengths = (1601, 451, 65)  # 1601 tokens = 26 key tiles: 4 runs of >= 6 tiles per (sample, head); short samples
+    q, k, cu = packed(lengths, 4, 2, 64, seed=3)  # GQA 2:1, batch of 3
+    window = 100  # two of the four query blocks of the chunk are (partly) padding
+    vertical, slash = est.triton_last_window_sums(q, k, cu, window, variant=variant)
+    check_sums(vertical, slash, q, k, cu, window, lengths)
+    band_v, band_s = est.triton_last_window_sums(q, k, cu, window, variant="banded")
+    assert rel_err(vertical, band_v) < 1e-5 and rel_err(slash, band_s) < 1e-5
+    again_v, again_s = est.triton_last_window_sums(q, k, cu, window, variant=variant)
+    assert torch.equal(vertical, again_v) and torch.equal(slash, again_s)  # at most two atomic addends per band
+
+
+@pytest.mark.parametrize("nq", [1, 2, 4])
+@pytest.mark.parametrize("variant", ["skew", "skew_gather"])
+def test_skew_ring_sizes_and_chunks(variant, nq, launch):
+    launch(nq)
+    lengths = (833, 300, 37)  # a sample exactly the window long, one shorter than a query block
+    q, k, cu = packed(lengths, 4, 1, 128, seed=nq)  # GQA 4:1, head dim 128
+    window = 300  # 5 query blocks: 2 chunks at NQ 4, 3 at NQ 2, 5 at NQ 1
+    vertical, slash = est.triton_last_window_sums(q, k, cu, window, variant=variant)
+    check_sums(vertical, slash, q, k, cu, window, lengths)
+
+
+@pytest.mark.parametrize("variant", ["skew", "skew_gather"])
+def test_skew_window_one_block_and_tiny_samples(variant, launch):
+    launch(4)
+    lengths = (459, 64, 1, 63)
+    q, k, cu = packed(lengths, 2, 2, 64, seed=5)  # no GQA
+    vertical, slash = est.triton_last_window_sums(q, k, cu, 64, variant=variant)
+    check_sums(vertical, slash, q, k, cu, 64, lengths)
+
+
+def test_skew_ignores_query_rows_outside_the_window(launch):
+    """Only the window rows of q are read: NaN everywhere else changes nothing."""
+    launch(4)
+    lengths = (700, 130)
+    q, k, cu = packed(lengths, 4, 2, 64, seed=7)
+    window = 100
+    want_v, want_s = est.triton_last_window_sums(q, k, cu, window, variant="skew")
+    poisoned = q.clone()
+    for b, n in enumerate(lengths):
+        start = int(cu[b])
+        poisoned[start: start + n - window] = float("nan")
+    got_v, got_s = est.triton_last_window_sums(poisoned, k, cu, window, variant="skew")
+    assert torch.equal(got_v, want_v) and torch.equal(got_s, want_s)
+
+
+def test_skew_rejects_bad_launch(monkeypatch):
+    monkeypatch.setattr(est, "SKEW_LAUNCH", {v: (3, 8, 2) for v in SKEW_VARIANTS})
+    q, k, cu = packed((70,), 2, 1, 64, seed=0)
+    with pytest.raises(ValueError, match="NQ"):
+        est.triton_last_window_sums(q, k, cu, 16, variant="skew")
+
+
+@pytest.mark.parametrize("name", ["vertical_slash", "flexprefill"])
+def test_selection_with_skew_sums_equals_banded_and_reference(name, monkeypatch, launch):
+    """The library path (`variant=None` -> DEFAULT_VARIANT) with the skew pass selects the same verticals and
+    slashes as with the banded pass and as the naive backend."""
+    from sparse_attn.methods.flexprefill import FlexPrefill
+    from sparse_attn.methods.vertical_slash import VerticalSlash
+
+    launch(4)
+    method = (VerticalSlash(vertical_size=64, slash_size=96, approximation_size=128) if name == "vertical_slash"
+              else FlexPrefill(approximation_size=128, min_budget=64))
+    q, k, cu = packed((1100, 333), 4, 2, 64, seed=13)
+    selections = {}
+    for variant in ("banded", "skew"):
+        monkeypatch.setattr(est, "DEFAULT_VARIANT", variant)
+        selections[variant] = method.select(q, k, cu, backend="triton")
+    selections["naive"] = method.select(q, k, cu, backend="naive")
+    fields = ("vertical_idx", "vertical_count", "slash_offsets", "slash_count")
+    for other in ("banded", "naive"):
+        for field in fields:
+            assert torch.equal(getattr(selections["skew"], field), getattr(selections[other], field)), (other, field)
