@@ -8,17 +8,20 @@ What it does, in order:
    (vocabulary `--vocab-size`, digits split one per token) trained with `tokenizers` on prompts and answers that
    the task generators write (seed 900000, sized with `sparse_attn.testing`'s bootstrap tokenizer), ChatML chat
    template, eos = `<|im_end|>`. The tasks size prompts with the tokenizer, hence tokenizer first, data after.
-2. Model: `LlamaConfig` (hidden 256, 6 layers, 4 query heads / 2 KV heads of dim 64, rope_theta 100000,
-   16384 positions, tied embeddings), random init from `--seed`.
+2. Model: `LlamaConfig` (hidden 256, 8 layers, 8 query heads / 4 KV heads of dim 64, SwiGLU 768,
+   rope_theta 100000, 16384 positions, tied embeddings: 8.4M parameters), random init from `--seed`.
 3. Data: batches built on the fly by a `torch.utils.data.DataLoader` (workers = `--workers`) from the task
    generators (`sparse_attn.tasks.build_task(name, tokenizer, seed=--data-seed)`, default 1000, disjoint from the
    evaluation seed 43: sample i draws from `random.Random(seed + i)`, evaluation uses 43..142). Batch b is a pure
-   function of (b, seeds): its length comes from the curriculum (2K first, then 2K-4K, then 2K-8K), its size from
+   function of (b, seeds): its length comes from the curriculum (2K until step 2500, then 2K-3K, then 2K-4K
+   from step 5000; `--curriculum-steps`), its size from
    `--tokens-per-step`, its sample indices are b * 256 + j, so a run is reproducible and any worker count gives
    the same batches in the same order.
 4. Target: exactly what the scorers parse, `<answer>\\n{gold}\\n</answer>` then eos (lm-eval's sf_* tasks stop on
    eos only). Loss: next-token cross-entropy on those target tokens only (the prompt is random data).
-5. Training: AdamW, linear warm-up then cosine decay, bf16 autocast on CUDA, PyTorch SDPA attention.
+5. Training: AdamW, linear warm-up, constant lr, linear decay over the last `--decay-steps` ("wsd"; or cosine),
+   bf16 autocast on CUDA, PyTorch SDPA attention. Every 50 steps the log has the answer loss and the
+   teacher-forced exact match of the answer lines on that step's fresh samples (`tf_<task>`, see answer_loss).
    Every `--eval-every` steps: greedy generation on held-out samples (seed 43, indices 0..--eval-samples-1) of
    each task and `--eval-lengths`, scored by the task's own scorer. Logs go to stdout and `<out>/train.log`
    (one JSON line per event in `<out>/train_log.jsonl`).
@@ -29,7 +32,10 @@ Examples:
     python scripts/train_probe_model.py --train-tokenizer --tokenizer-only --out assets/probe-model   # CPU, secs
     python scripts/train_probe_model.py --out /tmp/probe --steps 3 --tokens-per-step 4096 --lengths 2048 \\
         --eval-lengths 2048 --eval-samples 1 --workers 0                                      # CPU smoke test
-    python scripts/train_probe_model.py --out $OUT/probe-model --steps 5000                  # the H100 run
+    python scripts/train_probe_model.py --out $OUT/probe-model     # checkpoint v5's recipe alone (one GPU, ~10 min)
+The defaults are the recipe of checkpoint v5 (assets/probe-model): it was trained as run "C" of
+benchmarks/results/probe/device_variants.sh, which stopped two other candidates at step ~2550 and gave it
+--steps 8600 --decay-steps 2182 while it trained; the same arguments from the start give the same batches and lr.
 """
 from __future__ import annotations
 
@@ -324,13 +330,13 @@ def main(argv=None):
     p.add_argument("--task-args", default="{}",
                    help='JSON {task: {argument: [choices]}} for the training samples, e.g. '
                         '\'{"ruler_niah": {"num_queries": [4, 8]}}\' (evaluation uses the defaults)')
-    p.add_argument("--heads", type=int, default=0, help="query heads (default hidden / 64; KV heads = half)")
-    p.add_argument("--tasks", default=",".join(TASKS))
-    p.add_argument("--lengths", default="2048,4096,8192", help="training target lengths, curriculum order")
-    p.add_argument("--eval-lengths", default="2048,4096,8192")
+    p.add_argument("--heads", type=int, default=8, help="query heads of dim 64 (0: hidden / 64; KV heads = half)")
+    p.add_argument("--tasks", default="ruler_niah", help=f"training tasks, comma-separated (tokenizer: {TASKS})")
+    p.add_argument("--lengths", default="2048,3072,4096", help="training target lengths, curriculum order")
+    p.add_argument("--eval-lengths", default="2048,3072,4096")
     p.add_argument("--eval-samples", type=int, default=8)
     p.add_argument("--eval-every", type=int, default=500)
-    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--steps", type=int, default=8600)
     p.add_argument("--tokens-per-step", type=int, default=32768)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=200)
@@ -338,18 +344,18 @@ def main(argv=None):
                    help="weight of the prompt tokens' loss next to the answer's (0: answer tokens only)")
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--layers", type=int, default=8)
     p.add_argument("--seed", type=int, default=0, help="model init and batch-plan seed")
     p.add_argument("--data-seed", type=int, default=1000, help="task seed of the training samples (eval uses 43)")
     p.add_argument("--curriculum", default="0.3,0.55",
                    help="fractions of the steps before which only the first 1, 2, ... lengths are drawn")
-    p.add_argument("--curriculum-steps", default="",
+    p.add_argument("--curriculum-steps", default="2500,5000",
                    help="the curriculum's boundaries as step numbers (overrides --curriculum), e.g. 1500,3500")
-    p.add_argument("--schedule", default="cosine", choices=["cosine", "wsd"],
+    p.add_argument("--schedule", default="wsd", choices=["cosine", "wsd"],
                    help="cosine: warm-up, cosine to 0.1 x lr at --steps. wsd: warm-up, constant lr, linear decay to "
                         "0.1 x lr over the last --decay-steps steps (the steps before the decay do not depend on "
                         "--steps, so a run can be lengthened while it trains: see control.json)")
-    p.add_argument("--decay-steps", type=int, default=2000, help="wsd: length of the final decay")
+    p.add_argument("--decay-steps", type=int, default=2182, help="wsd: length of the final decay")
     p.add_argument("--save-every", type=int, default=0,
                    help="also save the bf16 checkpoint every this many steps (0: only at the end)")
     p.add_argument("--init-from", default=None,
@@ -378,7 +384,7 @@ def main(argv=None):
         log_json.write(json.dumps(event) + "\n"); log_json.flush()
 
     if args.train_tokenizer:
-        tok = train_tokenizer(args.vocab_size, tasks, kind=args.pretokenizer)
+        tok = train_tokenizer(args.vocab_size, TASKS, kind=args.pretokenizer)  # the committed tokenizer's corpus
         tok.save_pretrained(str(out))
         log({"event": "tokenizer", "vocab": len(tok)})
         tokenizer_dir = str(out)

@@ -39,7 +39,7 @@ def _evaluation():
 def probe():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    assert (PROBE / "model.safetensors").exists(), f"{PROBE}/model.safetensors missing: the checkpoint is committed"
+    assert sorted(PROBE.glob("*.safetensors")), f"no *.safetensors in {PROBE}: the checkpoint is committed"
     tok = AutoTokenizer.from_pretrained(PROBE)
     tok.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(PROBE, attn_implementation="sdpa", dtype=torch.float32).eval()
