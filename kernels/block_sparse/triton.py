@@ -13,7 +13,8 @@ Two index paths:
   `_block_sparse_fwd_tma`): q stays in shared memory as the wgmma operand, the softmax scale goes into the exp2
   FMA, and the next tile's Q K^T is issued before the current tile's softmax (FlashAttention-3's intra-warpgroup
   overlap). H100, 128K, ~10% of 128-blocks: ~30 ms, ~480 TFLOP/s (benchmarks/results/block_sparse_h100_s2/).
-  Elsewhere (or with heads not contiguous within a token) the plain-pointer kernel `_block_sparse_fwd` runs.
+  Elsewhere (or with heads not contiguous within a token) the plain-pointer kernel `_block_sparse_fwd` runs; it
+  too keeps q unscaled and folds the softmax scale into the exp2 argument (scale*log2(e) on the fp32 scores).
 * chunk_size 16 or 32 (the method's default is 16): tensor cores want >= 64-row tiles, so the index is first
   converted (on the device, in torch) into 64x64 tiles: per 64-row query tile the sorted union of the 64-wide key
   tiles its sub-blocks visit, plus a bit mask saying which (query sub-block, key sub-block) pairs are selected.
@@ -30,21 +31,45 @@ try:  # Triton >= 3.4: host-side tensor descriptors (Hopper bulk tensor copies)
 except ImportError:  # older Triton: only the pointer kernel
     TensorDescriptor = None
 
-from .._triton_tile import LOG2E, check_prefill_inputs, max_seqlen, online_softmax_step
+from .._triton_tile import LOG2E, check_prefill_inputs, max_seqlen
 
 TILE = 64  # tile size used when chunk_size < 64
 
 
 @triton.jit
-def _unmasked_step(acc, m_i, l_i, q, k_base, v_base, k_pos, stride_kn, stride_vn, offs_d):
-    """Online-softmax step over a key tile that lies wholly in the past of every query row (no mask)."""
+def _unmasked_step(acc, m_i, l_i, q, k_base, v_base, k_pos, stride_kn, stride_vn, offs_d, qk_scale):
+    """Online-softmax step over a key tile that lies wholly in the past of every query row (no mask).
+
+    q [M, D] unscaled; the softmax scale (scale*log2(e), qk_scale) is folded into the exp2 argument, as in the TMA
+    kernel: scaling q in registers made q a register wgmma operand and ptxas serialized the wgmma k-steps.
+    """
     k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :])
     s = tl.dot(q, tl.trans(k))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    p = tl.math.exp2(s - m_new[:, None])
+    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+    p = tl.math.exp2(s * qk_scale - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
     v = tl.load(v_base + k_pos[:, None] * stride_vn + offs_d[None, :])
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _masked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, keep, key_ok, qk_scale):
+    """Online-softmax step over a key tile with a mask: keep [M, N] (selected, causal, key exists), key_ok [N].
+
+    q [M, D] unscaled (see _unmasked_step); rows with no kept key yet keep m = -inf and subtract 0 instead, so
+    exp2 never sees (-inf) - (-inf).
+    """
+    k = tl.load(k_ptrs, mask=key_ok[:, None], other=0.0)
+    s = tl.dot(q, tl.trans(k))
+    s = tl.where(keep, s * qk_scale, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.math.exp2(s - m_safe[:, None])
+    alpha = tl.math.exp2(m_i - m_safe)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = tl.load(v_ptrs, mask=key_ok[:, None], other=0.0)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
     return acc, m_new, l_i
 
@@ -78,7 +103,6 @@ def _block_sparse_fwd(
     row_ok = offs_m < seq_len
     q = tl.load(Q + start * stride_qn + offs_m[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
                 mask=row_ok[:, None], other=0.0)
-    q = (q * qk_scale).to(q.dtype)
     k_base = K + start * stride_kn + kv_h * stride_kh
     v_base = V + start * stride_vn + kv_h * stride_vh
 
@@ -98,18 +122,11 @@ def _block_sparse_fwd(
             bits = tl.load(mask_row + e)
             k_pos = tl.load(index_row + e) * KEY_CHUNK + offs_n
             key_ok = k_pos < seq_len
-            k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :], mask=key_ok[:, None], other=0.0)
-            s = tl.dot(q, tl.trans(k))
             sel = ((bits >> bit.to(tl.int64)) & 1) != 0
-            s = tl.where(sel & key_ok[None, :] & (k_pos[None, :] <= offs_m[:, None]), s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            p = tl.math.exp2(s - m_safe[:, None])
-            alpha = tl.math.exp2(m_i - m_safe)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(v_base + k_pos[:, None] * stride_vn + offs_d[None, :], mask=key_ok[:, None], other=0.0)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-            m_i = m_new
+            keep = sel & key_ok[None, :] & (k_pos[None, :] <= offs_m[:, None])
+            acc, m_i, l_i = _masked_step(acc, m_i, l_i, q, k_base + k_pos[:, None] * stride_kn + offs_d[None, :],
+                                         v_base + k_pos[:, None] * stride_vn + offs_d[None, :], keep, key_ok,
+                                         qk_scale)
     else:
         # 1) entries wholly left of this query tile (a sorted prefix, counted on the host): no mask at all, and
         #    every key exists, so the loop is branch-free and software-pipelined.
@@ -117,18 +134,19 @@ def _block_sparse_fwd(
         if WARP_SPECIALIZE:  # Hopper producer/consumer warps (Triton >= 3.4); a tuning option
             for j in tl.range(0, n_full * SUBS, warp_specialize=True):
                 k_pos = tl.load(index_row + j // SUBS) * KEY_CHUNK + (j % SUBS) * BLOCK_N + offs_n
-                acc, m_i, l_i = _unmasked_step(acc, m_i, l_i, q, k_base, v_base, k_pos, stride_kn, stride_vn, offs_d)
+                acc, m_i, l_i = _unmasked_step(acc, m_i, l_i, q, k_base, v_base, k_pos, stride_kn, stride_vn, offs_d, qk_scale)
         else:
             for j in range(n_full * SUBS):
                 k_pos = tl.load(index_row + j // SUBS) * KEY_CHUNK + (j % SUBS) * BLOCK_N + offs_n
-                acc, m_i, l_i = _unmasked_step(acc, m_i, l_i, q, k_base, v_base, k_pos, stride_kn, stride_vn, offs_d)
+                acc, m_i, l_i = _unmasked_step(acc, m_i, l_i, q, k_base, v_base, k_pos, stride_kn, stride_vn, offs_d, qk_scale)
         # 2) the rest (the diagonal chunk, and any block right of it): causal mask.
         for j in range(n_full * SUBS, count * SUBS):
             k_pos = tl.load(index_row + j // SUBS) * KEY_CHUNK + (j % SUBS) * BLOCK_N + offs_n
             key_ok = k_pos < seq_len
             k_ptrs = k_base + k_pos[:, None] * stride_kn + offs_d[None, :]
             v_ptrs = v_base + k_pos[:, None] * stride_vn + offs_d[None, :]
-            acc, m_i, l_i = online_softmax_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, offs_m, key_ok, True)
+            keep = key_ok[None, :] & (k_pos[None, :] <= offs_m[:, None])
+            acc, m_i, l_i = _masked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, keep, key_ok, qk_scale)
 
     # Rows that saw no key at all (an index without their diagonal) are written as zeros, never NaN.
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
