@@ -360,6 +360,85 @@ def print_tables(results):
                     f(r["x_flex_dense_total"]), f"{r['rmse']:.1e}", str(r["ok"])] for r in rows])
 
 
+# ------------------------------------------------------------------------------------------------ sums comparison
+def parse_sums_config(text):
+    """'banded' | 'skew' | 'skew_pipe:2,8,2' -> (variant, (NQ, num_warps, num_stages) or None)."""
+    variant, _, launch = text.partition(":")
+    return variant, (tuple(int(x) for x in launch.split(",")) if launch else None)
+
+
+def sums_compare(lengths, configs, sweep):
+    """--sums-compare: per length (structured inputs), every sums configuration at windows 256 (VS) and 512
+    (FlexPrefill): max error relative to the banded pass, ms; and the library `select` (sums + selection + index)
+    with the configuration as the default sums pass, against the VS attention of the same selection: overhead %.
+    `sweep` configurations (sums only) run at the longest length. Prints a JSON row each and a table."""
+    import sparse_attn.kernels.estimation.triton as est
+    from sparse_attn.methods.flexprefill import FlexPrefill
+    from sparse_attn.methods.vertical_slash import VerticalSlash
+
+    fields = ("vertical_idx", "vertical_count", "slash_offsets", "slash_count")
+    rel = lambda a, b: float((a - b).abs().max() / b.abs().max())
+    saved_launch, rows = dict(est.SKEW_LAUNCH), []
+    for length in lengths:
+        print(f"== L={length}", flush=True)
+        cu = torch.tensor([0, length], device=DEV, dtype=torch.int32)
+        q, k, v = structured_qkv(length)
+        methods = {"vs": VerticalSlash(), "flex": FlexPrefill()}
+        attn, ref_sel = {}, {}
+        est.DEFAULT_VARIANT = "banded"
+        for name, method in methods.items():
+            sel = method.select(q, k, cu, backend="triton")
+            index = (sel.block_count, sel.block_offset, sel.column_count, sel.column_index)
+            out = torch.empty_like(q)
+            attn[name] = bench(lambda: triton_vertical_slash_attention(q, k, v, cu, *index, out=out), rep=50)
+            ref_sel[name] = sel
+        ref = {w: triton_last_window_sums(q, k, cu, w, variant="banded") for w in (256, 512)}
+        todo = [(c, True) for c in configs] + ([(c, False) for c in sweep] if length == max(lengths) else [])
+        for config, with_select in todo:
+            variant, launch = parse_sums_config(config)
+            row = dict(L=length, config=config, vs_attn_ms=attn["vs"], flex_attn_ms=attn["flex"])
+            try:
+                if launch is not None:
+                    est.SKEW_LAUNCH[variant] = launch
+                for w in (256, 512):
+                    got_v, got_s = triton_last_window_sums(q, k, cu, w, variant=variant)
+                    row[f"rel_w{w}"] = max(rel(got_v, ref[w][0]), rel(got_s, ref[w][1]))
+                    row[f"sums_w{w}_ms"] = bench(lambda: triton_last_window_sums(q, k, cu, w, variant=variant),
+                                                 rep=50)
+                if with_select:
+                    est.DEFAULT_VARIANT = variant
+                    for name, method in methods.items():
+                        sel = method.select(q, k, cu, backend="triton")
+                        differ = sum(int((getattr(sel, f) != getattr(ref_sel[name], f)).sum()) for f in fields)
+                        row[f"{name}_sel_diff"] = differ  # entries that differ from the banded selection
+                        row[f"{name}_select_ms"] = bench(lambda: method.select(q, k, cu, backend="triton"), rep=50)
+                        row[f"{name}_overhead_pct"] = 100 * row[f"{name}_select_ms"] / attn[name]
+            except Exception as error:  # e.g. out of shared memory: record, go on with the next configuration
+                row["error"] = f"{type(error).__name__}: {error}"[:160]
+            finally:
+                est.DEFAULT_VARIANT = "banded"
+                est.SKEW_LAUNCH.clear()
+                est.SKEW_LAUNCH.update(saved_launch)
+            rows.append(row)
+            print("  " + json.dumps({a: (round(b, 4) if isinstance(b, float) else b) for a, b in row.items()}),
+                  flush=True)
+        torch.cuda.empty_cache()
+    f = lambda r, key, n=3: "-" if key not in r else (f"{r[key]:.{n}f}" if isinstance(r[key], float) else str(r[key]))
+    header = ["L", "sums config", "sums ms w256 (VS)", "sums ms w512 (flex)", "max rel. diff vs banded",
+              "VS select ms (sums+sel+index)", "VS attn ms", "VS overhead %", "VS sel. diff",
+              "flex select ms", "flex attn ms", "flex overhead %", "flex sel. diff", "error"]
+    print("\n### last-window sums variants (structured inputs, library select)\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        worst = max(r.get("rel_w256", float("nan")), r.get("rel_w512", float("nan")))
+        print("| " + " | ".join([str(r["L"]), r["config"], f(r, "sums_w256_ms"), f(r, "sums_w512_ms"), f"{worst:.1e}",
+                                  f(r, "vs_select_ms"), f(r, "vs_attn_ms", 2), f(r, "vs_overhead_pct", 1),
+                                  f(r, "vs_sel_diff"), f(r, "flex_select_ms"), f(r, "flex_attn_ms", 2),
+                                  f(r, "flex_overhead_pct", 1), f(r, "flex_sel_diff"), r.get("error", "")]) + " |")
+    return rows
+
+
 def tune(lengths):
     """Time launch configurations (block-sparse kernel, estimation block sizes); return the best as a dict."""
     best = {}
@@ -411,8 +490,14 @@ def main():
     parser.add_argument("--chunks", type=int, nargs="+", default=[128, 64])
     parser.add_argument("--vs-inputs", choices=["structured", "random"], default="structured")
     parser.add_argument("--json", default=None)
-    parser.add_argument("--sums-variant", default="banded", choices=["banded", "atomic"],
+    parser.add_argument("--sums-variant", default="banded",
+                        choices=["banded", "atomic", "skew", "skew_pipe", "skew_gather"],
                         help="vertical_slash / flexprefill: the last-window sums pass to time")
+    parser.add_argument("--sums-compare", nargs="+", default=None, metavar="VARIANT[:NQ,WARPS,STAGES]",
+                        help="only compare last-window sums passes (e.g. banded skew skew_pipe:2,8,2) at --lengths: "
+                             "sums ms, difference vs banded, library select / overhead % of the VS attention")
+    parser.add_argument("--sums-sweep", nargs="*", default=[], metavar="VARIANT[:NQ,WARPS,STAGES]",
+                        help="with --sums-compare: more configurations, sums only, at the longest length")
     parser.add_argument("--tune", action="store_true", help="only time kernel launch configurations")
     parser.add_argument("--tune-out", default=None, help="with --tune: write the best configurations here")
     parser.add_argument("--tuned", default=None, help="use the configurations a --tune run wrote")
@@ -425,6 +510,12 @@ def main():
     print(f"device={torch.cuda.get_device_name()} torch={torch.__version__} triton={triton.__version__} "
           f"cudnn={torch.backends.cudnn.version()} date={time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"command: python benchmarks/bench_prefill.py {' '.join(sys.argv[1:])}", flush=True)
+    if args.sums_compare:
+        rows = sums_compare(args.lengths, args.sums_compare, args.sums_sweep)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(rows, fh, indent=1)
+        return
     if args.tune:
         best = tune(args.lengths)
         if args.tune_out:
