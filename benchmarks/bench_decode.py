@@ -583,7 +583,7 @@ def main():
                         help="shipped window configs only and a 6-config decode sweep (fits a short device call)")
     parser.add_argument("--profile", action="store_true",
                         help="print a torch.profiler table of eager compress at the smallest compression context")
-    parser.add_argument("--ada-allocations", nargs="+", default=["topk"], choices=["topk", "radix"],
+    parser.add_argument("--ada-allocations", nargs="+", default=["radix"], choices=["topk", "radix"],
                         help="AdaSnapKV.allocation variants to time in the compression table (one row each)")
     parser.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_decode.json"))
     args = parser.parse_args()
