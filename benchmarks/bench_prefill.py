@@ -422,6 +422,8 @@ def sums_compare(lengths, configs, sweep):
             rows.append(row)
             print("  " + json.dumps({a: (round(b, 4) if isinstance(b, float) else b) for a, b in row.items()}),
                   flush=True)
+        if sweep and length == max(lengths):
+            stats_sweep(q, k, cu, length)
         torch.cuda.empty_cache()
     f = lambda r, key, n=3: "-" if key not in r else (f"{r[key]:.{n}f}" if isinstance(r[key], float) else str(r[key]))
     header = ["L", "sums config", "sums ms w256 (VS)", "sums ms w512 (flex)", "max rel. diff vs banded",
@@ -437,6 +439,25 @@ def sums_compare(lengths, configs, sweep):
                                   f(r, "vs_sel_diff"), f(r, "flex_select_ms"), f(r, "flex_attn_ms", 2),
                                   f(r, "flex_overhead_pct", 1), f(r, "flex_sel_diff"), r.get("error", "")]) + " |")
     return rows
+
+
+def stats_sweep(q, k, cu, length):
+    """The row-statistics pass (first pass of every sums variant) per launch (BLOCK_M, BLOCK_N, warps, stages) at
+    windows 256 / 512: ms and max difference of the row max / 1/sum vs the default launch (64, 64, 4, 3)."""
+    import sparse_attn.kernels.estimation.triton as est
+    qk_scale = D ** -0.5 * 1.4426950408889634
+    for window in (256, 512):
+        w_max = min(window, length)
+        ref = est._row_statistics(q, k, cu, window, qk_scale, w_max, length, 64, 64, 4, 3)
+        for launch in ((64, 64, 4, 3), (128, 64, 8, 3), (128, 64, 4, 3), (256, 64, 8, 3), (128, 128, 8, 3)):
+            try:
+                got = est._row_statistics(q, k, cu, window, qk_scale, w_max, length, *launch)
+                diff = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(got, ref))
+                ms = bench(lambda: est._row_statistics(q, k, cu, window, qk_scale, w_max, length, *launch), rep=50)
+                print(f"  stats L={length} window={window} launch={launch}: {ms:.3f} ms, max rel. diff {diff:.1e}"
+                      f"{' (skew default)' if launch == tuple(est.SKEW_STATS) else ''}", flush=True)
+            except Exception as error:
+                print(f"  stats window={window} launch={launch}: {type(error).__name__}: {error}"[:200], flush=True)
 
 
 def tune(lengths):

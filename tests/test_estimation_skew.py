@@ -2,7 +2,7 @@
 against the fp32 PyTorch reference and the banded pass, on the CPU interpreter.
 
 Covered: all three skew variants (scratch read-back with CTA barriers, the same with inline-PTX barriers -- the
-interpreter runs it as SKEW 1 --, tl.gather), ring sizes NQ 1 / 2 / 4, windows shorter than a chunk (64, 100) and
+interpreter runs it as SKEW 1 --, tl.gather), ring sizes NQ 1 / 2 / 4, queries reloaded per key tile or resident, windows shorter than a chunk (64, 100) and
 spanning several chunks (300), several runs of key tiles per (sample, head) (the run-edge atomics), GQA 2:1 and 4:1,
 batches with samples shorter than the window, head dims 64 and 128, bit-identical repeats, nothing written past a
 sample's end, NaN-poisoned query rows outside the window, and the VerticalSlash / FlexPrefill selections built on
@@ -45,9 +45,9 @@ def check_sums(vertical, slash, q, k, cu, window, lengths):
 
 @pytest.fixture
 def launch(monkeypatch):
-    """Set the ring size NQ of every skew variant (8 warps, 2 stages: the interpreter ignores both)."""
-    def set_nq(nq):
-        monkeypatch.setattr(est, "SKEW_LAUNCH", {v: (nq, 8, 2) for v in SKEW_VARIANTS})
+    """Set the ring size NQ and Q residency of every skew variant (8 warps, 2 stages: the interpreter ignores both)."""
+    def set_nq(nq, resident=False):
+        monkeypatch.setattr(est, "SKEW_LAUNCH", {v: (nq, 8, 2, int(resident)) for v in SKEW_VARIANTS})
     return set_nq
 
 
@@ -65,10 +65,11 @@ def test_skew_sums_match_reference_and_banded(variant, launch):
     assert torch.equal(vertical, again_v) and torch.equal(slash, again_s)  # at most two atomic addends per band
 
 
-@pytest.mark.parametrize("nq", [1, 2, 4])
-@pytest.mark.parametrize("variant", ["skew", "skew_gather"])
-def test_skew_ring_sizes_and_chunks(variant, nq, launch):
-    launch(nq)
+@pytest.mark.parametrize("variant,nq,resident", [("skew", 1, False), ("skew", 2, True), ("skew", 4, False),
+                                                 ("skew", 4, True), ("skew_gather", 1, True),
+                                                 ("skew_gather", 2, False), ("skew_gather", 4, True)])
+def test_skew_ring_sizes_and_chunks(variant, nq, resident, launch):
+    launch(nq, resident)
     lengths = (833, 300, 37)  # a sample exactly the window long, one shorter than a query block
     q, k, cu = packed(lengths, 4, 1, 128, seed=nq)  # GQA 4:1, head dim 128
     window = 300  # 5 query blocks: 2 chunks at NQ 4, 3 at NQ 2, 5 at NQ 1
@@ -85,9 +86,10 @@ def test_skew_window_one_block_and_tiny_samples(variant, launch):
     check_sums(vertical, slash, q, k, cu, 64, lengths)
 
 
-def test_skew_ignores_query_rows_outside_the_window(launch):
+@pytest.mark.parametrize("resident", [False, True])
+def test_skew_ignores_query_rows_outside_the_window(resident, launch):
     """Only the window rows of q are read: NaN everywhere else changes nothing."""
-    launch(4)
+    launch(4, resident)
     lengths = (700, 130)
     q, k, cu = packed(lengths, 4, 2, 64, seed=7)
     window = 100

@@ -225,14 +225,18 @@ def _window_sums_banded(Q, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slash, qk
 
 
 @triton.jit
-def _skew_tile_probs(qw_base, lse_base, m, k, k_pos, key_ok, q_first, k_first, offs, offs_d, stride_wq,
-                     BLOCK: tl.constexpr):
-    """Probabilities [BLOCK, BLOCK] of window block m (pre-scaled queries at positions q_first + offs) against the
-    key tile k [BLOCK, D] at positions k_pos: exp2(s - lse) with lse = row max + log2(row sum) (+inf on padding rows,
-    so they give exactly 0); future keys and keys past the sample's end are zeroed on the causal-edge tiles only."""
+def _skew_load_block(qw_base, lse_base, m, offs, offs_d, stride_wq, BLOCK: tl.constexpr):
+    """Window block m: pre-scaled queries [BLOCK, D] and their lse [BLOCK] (no masks: the buffers are padded)."""
     rows = m * BLOCK + offs
-    q = tl.load(qw_base + rows[:, None] * stride_wq + offs_d[None, :])
-    lse = tl.load(lse_base + rows)
+    return tl.load(qw_base + rows[:, None] * stride_wq + offs_d[None, :]), tl.load(lse_base + rows)
+
+
+@triton.jit
+def _skew_tile_probs(q, lse, k, k_pos, key_ok, q_first, k_first, offs, BLOCK: tl.constexpr):
+    """Probabilities [BLOCK, BLOCK] of a window block (pre-scaled queries q [BLOCK, D] at positions q_first + offs)
+    against the key tile k [BLOCK, D] at positions k_pos: exp2(s - lse) with lse = row max + log2(row sum) (+inf on
+    padding rows, so they give exactly 0); future keys and keys past the sample's end are zeroed on the causal-edge
+    tiles only."""
     p = tl.math.exp2(tl.dot(q, tl.trans(k)) - lse[:, None])
     if k_first + BLOCK > q_first:
         p = tl.where(key_ok[None, :] & (k_pos[None, :] <= (q_first + offs)[:, None]), p, 0.0)
@@ -294,7 +298,7 @@ def _window_sums_skew(QW, K, cu_seqlens, Lse, Vertical, Slash, Scratch, num_q_he
                       stride_wb, stride_wh, stride_wq, stride_kn, stride_kh, stride_lb, stride_lh,
                       stride_oc, stride_ob, stride_oh,
                       GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr, SKEW: tl.constexpr,
-                      NQ: tl.constexpr):
+                      NQ: tl.constexpr, Q_RESIDENT: tl.constexpr):
     """One program per (query head, run of key tiles, chunk of NQ x BLOCK window queries; NQ in 1, 2, 4): vertical
     and slash sums with ONE diagonal extraction per key tile instead of one per (key tile, query block).
 
@@ -344,6 +348,13 @@ def _window_sums_skew(QW, K, cu_seqlens, Lse, Vertical, Slash, Scratch, num_q_he
     acc2 = tl.zeros([BLOCK, BLOCK], dtype=tl.float32)
     acc3 = tl.zeros([BLOCK, BLOCK], dtype=tl.float32)
     carry = tl.zeros([BLOCK], dtype=tl.float32)
+    if Q_RESIDENT:  # the chunk's queries, loaded once (Triton keeps loop-invariant dot operands in shared memory)
+        q0, lse0 = _skew_load_block(qw_base, lse_base, 0, offs, offs_d, stride_wq, BLOCK)
+        if NQ >= 2:
+            q1, lse1 = _skew_load_block(qw_base, lse_base, 1, offs, offs_d, stride_wq, BLOCK)
+        if NQ == 4:
+            q2, lse2 = _skew_load_block(qw_base, lse_base, 2, offs, offs_d, stride_wq, BLOCK)
+            q3, lse3 = _skew_load_block(qw_base, lse_base, 3, offs, offs_d, stride_wq, BLOCK)
     for n in range(n_lo, n_hi):
         k_first = n * BLOCK
         k_pos = k_first + offs
@@ -351,21 +362,25 @@ def _window_sums_skew(QW, K, cu_seqlens, Lse, Vertical, Slash, Scratch, num_q_he
         k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :], mask=key_ok[:, None], other=0.0)
         # every block is computed, also those whose queries all precede the tile (the causal mask zeroes them) or
         # lie past the window (lse +inf): no branch around the loads, so Triton can pipeline them (num_stages)
-        p = _skew_tile_probs(qw_base, lse_base, 0, k, k_pos, key_ok, qc0, k_first, offs, offs_d, stride_wq, BLOCK)
+        if not Q_RESIDENT:
+            q0, lse0 = _skew_load_block(qw_base, lse_base, 0, offs, offs_d, stride_wq, BLOCK)
+        p = _skew_tile_probs(q0, lse0, k, k_pos, key_ok, qc0, k_first, offs, BLOCK)
         acc0 += p
         vert = p
         if NQ >= 2:
-            p = _skew_tile_probs(qw_base, lse_base, 1, k, k_pos, key_ok, qc0 + BLOCK, k_first, offs, offs_d,
-                                 stride_wq, BLOCK)
+            if not Q_RESIDENT:
+                q1, lse1 = _skew_load_block(qw_base, lse_base, 1, offs, offs_d, stride_wq, BLOCK)
+            p = _skew_tile_probs(q1, lse1, k, k_pos, key_ok, qc0 + BLOCK, k_first, offs, BLOCK)
             acc1 += p
             vert += p
         if NQ == 4:
-            p = _skew_tile_probs(qw_base, lse_base, 2, k, k_pos, key_ok, qc0 + 2 * BLOCK, k_first, offs, offs_d,
-                                 stride_wq, BLOCK)
+            if not Q_RESIDENT:
+                q2, lse2 = _skew_load_block(qw_base, lse_base, 2, offs, offs_d, stride_wq, BLOCK)
+                q3, lse3 = _skew_load_block(qw_base, lse_base, 3, offs, offs_d, stride_wq, BLOCK)
+            p = _skew_tile_probs(q2, lse2, k, k_pos, key_ok, qc0 + 2 * BLOCK, k_first, offs, BLOCK)
             acc2 += p
             vert += p
-            p = _skew_tile_probs(qw_base, lse_base, 3, k, k_pos, key_ok, qc0 + 3 * BLOCK, k_first, offs, offs_d,
-                                 stride_wq, BLOCK)
+            p = _skew_tile_probs(q3, lse3, k, k_pos, key_ok, qc0 + 3 * BLOCK, k_first, offs, BLOCK)
             acc3 += p
             vert += p
         tl.store(Vertical + out_base + k_pos, tl.sum(vert, 0), mask=key_ok)
@@ -397,7 +412,7 @@ def _window_sums_skew(QW, K, cu_seqlens, Lse, Vertical, Slash, Scratch, num_q_he
     tl.atomic_add(Slash + out_base + offset, carry, mask=(offset >= 0) & (offset < seq_len), sem="relaxed")
 
 
-def _row_statistics(q, k, cu_seqlens, window, qk_scale, w_max, longest, block_m, block_n):
+def _row_statistics(q, k, cu_seqlens, window, qk_scale, w_max, longest, block_m, block_n, num_warps=4, num_stages=3):
     """Per window query: the max and 1 / sum of exp2 over its causal keys, `[B, Hq, w_max]` fp32 each.
 
     The keys are split so the pass fills the GPU (>= ~4 programs per SM on an H100); the splits merge in torch.
@@ -412,8 +427,8 @@ def _row_statistics(q, k, cu_seqlens, window, qk_scale, w_max, longest, block_m,
         q, k, cu_seqlens, part_max, part_sum, qk_scale, num_q_heads, window, keys_per_split,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1),
         part_max.stride(0), part_max.stride(1), part_max.stride(2),
-        GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4,
-        num_stages=3,
+        GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+        num_stages=num_stages,
     )
     row_max = part_max.max(dim=2).values
     row_max = torch.where(row_max == float("-inf"), 0.0, row_max)
@@ -437,12 +452,18 @@ VARIANTS = ("banded", "atomic", "skew", "skew_pipe", "skew_gather")
 #: what `variant=None` (the library path: VerticalSlash / FlexPrefill `select`) uses
 DEFAULT_VARIANT = "banded"
 
-#: skew variants: programs aimed for and (NQ, num_warps, num_stages). NQ = 64-query blocks per program (the
-#: band-sum ring: NQ [64, 64] fp32 tiles in registers besides the vertical tile and the scores); longer windows
+#: skew variants: programs aimed for and (NQ, num_warps, num_stages, Q resident). NQ = 64-query blocks per program
+#: (the band-sum ring: NQ [64, 64] fp32 tiles in registers besides the vertical tile and the scores); longer windows
 #: (VS 256 = 4 blocks, FlexPrefill 512) run as chunks of NQ blocks, each into its own output rows, summed at the end.
-#: Offline sm_90 compile (Triton 3.6, vs_est_s5/compile_sm90.log): NQ 4 needs all 255 registers at 8 warps.
+#: Q resident: the chunk's queries are loaded once before the key loop (shared memory) instead of per key tile.
+#: Not yet timed on a GPU; picked by the offline sm_90 compile (Triton 3.6, vs_est_s5/compile_sm90.log: registers,
+#: spills, pipelining): NQ 4 fills all 255 registers at 8 warps; "skew" cannot be pipelined (tl.debug_barrier).
 SKEW_PROGRAMS = 1024
-SKEW_LAUNCH = {"skew": (4, 8, 2), "skew_pipe": (4, 8, 2), "skew_gather": (4, 8, 2)}
+SKEW_LAUNCH = {"skew": (4, 8, 2, 1), "skew_pipe": (2, 8, 2, 0), "skew_gather": (4, 8, 2, 1)}
+#: statistics pass of the skew variants (BLOCK_M, BLOCK_N, num_warps, num_stages): 128-query blocks halve the
+#: key-tile reads from L2 of the 64-query default (every (query block, head) program streams all of its keys);
+#: 121 registers at 8 warps (offline sm_90 compile), so two programs fit per SM
+SKEW_STATS = (128, 64, 8, 3)
 SKEW_CODE = {"skew_gather": 0, "skew": 1, "skew_pipe": 2}
 
 
@@ -450,7 +471,8 @@ def _skew_sums(q, k, cu_seqlens, window, qk_scale, w_max, longest, row_max, row_
     """Vertical and slash sums through `_window_sums_skew` (see there); returns `[B, Hq, longest]` fp32 each."""
     batch, num_q_heads, head_dim = cu_seqlens.numel() - 1, q.shape[1], q.shape[2]
     block = 64
-    nq, num_warps, num_stages = SKEW_LAUNCH[variant]
+    nq, num_warps, num_stages, *rest = SKEW_LAUNCH[variant]
+    q_resident = bool(rest[0]) if rest else False
     if nq not in (1, 2, 4):
         raise ValueError(f"SKEW_LAUNCH[{variant!r}]: NQ must be 1, 2 or 4, got {nq}")
     chunks = triton.cdiv(w_max, nq * block)
@@ -483,7 +505,7 @@ def _skew_sums(q, k, cu_seqlens, window, qk_scale, w_max, longest, row_max, row_
         qw.stride(0), qw.stride(1), qw.stride(2), k.stride(0), k.stride(1), lse.stride(0), lse.stride(1),
         vertical.stride(0), vertical.stride(1), vertical.stride(2),
         GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK=block, SKEW=skew, NQ=nq,
-        num_warps=num_warps, num_stages=num_stages,
+        Q_RESIDENT=q_resident, num_warps=num_warps, num_stages=num_stages,
     )
     if chunks == 1:
         return vertical[0], slash[0]
@@ -531,7 +553,11 @@ def triton_last_window_sums(
     qk_scale = scale * LOG2E
     group = num_q_heads // k.shape[1]
     stats_m, stats_n, sums_m, sums_n = blocks or DEFAULT_BLOCKS
-    row_max, row_inv_sum = _row_statistics(q, k, cu_seqlens, window, qk_scale, w_max, longest, stats_m, stats_n)
+    stats_launch = (4, 3)
+    if variant in SKEW_CODE and blocks is None:
+        stats_m, stats_n, *stats_launch = SKEW_STATS
+    row_max, row_inv_sum = _row_statistics(q, k, cu_seqlens, window, qk_scale, w_max, longest, stats_m, stats_n,
+                                           *stats_launch)
 
     if variant in SKEW_CODE:
         return _skew_sums(q, k, cu_seqlens, window, qk_scale, w_max, longest, row_max, row_inv_sum, variant)

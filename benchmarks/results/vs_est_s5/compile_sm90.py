@@ -15,8 +15,9 @@ import sparse_attn.kernels.estimation.triton as est
 
 H100_SHARED = 232448
 POINTERS = {"QW": "*bf16", "K": "*bf16", "cu_seqlens": "*i32", "Lse": "*fp32", "Vertical": "*fp32", "Slash": "*fp32",
-            "Scratch": "*fp32", "Q": "*bf16", "RowMax": "*fp32", "RowInvSum": "*fp32"}
-NOT_ALIGNED = ("num_q_heads", "window", "tiles_per_split", "n_chunks", "qk_scale")
+            "Scratch": "*fp32", "Q": "*bf16", "RowMax": "*fp32", "RowInvSum": "*fp32", "MaxOut": "*fp32",
+            "SumOut": "*fp32"}
+NOT_ALIGNED = ("num_q_heads", "window", "tiles_per_split", "n_chunks", "qk_scale", "keys_per_split")
 
 
 def compile_kernel(fn, consts, warps, stages):
@@ -44,14 +45,15 @@ def ptxas_usage(ptx):
 
 def main():
     print(f"triton {triton.__version__}")
-    launches = [(4, 8, 2), (4, 16, 2), (2, 8, 2), (2, 4, 2), (1, 8, 2), (1, 4, 2)]
+    launches = [(4, 8, 2, 0), (4, 8, 2, 1), (4, 16, 2, 1), (2, 8, 2, 0), (2, 8, 2, 1), (2, 4, 2, 1), (1, 8, 2, 0),
+                (1, 4, 2, 1), (1, 8, 2, 1)]
     if len(sys.argv) > 1:
         launches = [eval(a) for a in sys.argv[1:]]
     for skew, name in ((1, "skew"), (2, "skew_pipe"), (0, "skew_gather")):
-        for nq, warps, stages in launches:
-            label = f"{name} (NQ, warps, stages)={(nq, warps, stages)}"
+        for nq, warps, stages, resident in launches:
+            label = f"{name} (NQ, warps, stages, Q resident)={(nq, warps, stages, resident)}"
             try:
-                consts = dict(GROUP=4, HEAD_DIM=128, BLOCK=64, SKEW=skew, NQ=nq)
+                consts = dict(GROUP=4, HEAD_DIM=128, BLOCK=64, SKEW=skew, NQ=nq, Q_RESIDENT=bool(resident))
                 shared, regs, spills = compile_kernel(est._window_sums_skew, consts, warps, stages)
                 verdict = "ok" if shared <= H100_SHARED else "OVER the H100 limit"
                 print(f"{label}: shared={shared} {verdict} registers={regs} spill bytes={spills}", flush=True)

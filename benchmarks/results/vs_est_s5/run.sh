@@ -19,11 +19,11 @@ echo "gpu tests: rc=$? $(tail -n 1 "$LOG/gpu_tests.log")  ($(( $(date +%s) - sta
 grep -E "^(FAILED|ERROR)|Error" "$LOG/gpu_tests.log" | head -n 12
 
 # 2. timing: banded vs the skew variants at 16K..128K (sums at windows 256 / 512, library select + index, overhead %
-#    of the VS attention), plus a launch sweep (sums only) at 128K
+#    of the VS attention), plus a launch sweep (sums only) and the row-statistics launches at 128K
 cd benchmarks
 timeout $(( 148 - ($(date +%s) - start) )) python3 bench_prefill.py --lengths 16384 32768 65536 131072 \
     --sums-compare banded skew skew_pipe skew_gather \
-    --sums-sweep skew_pipe:2,8,2 skew_pipe:1,8,2 skew:1,8,2 skew_gather:2,8,2 skew_pipe:4,16,2 \
+    --sums-sweep skew_pipe:4,8,2,1 skew_pipe:1,8,2,1 skew_gather:2,8,2,1 skew:2,8,2,1 skew_gather:4,8,2,0 \
     > "$LOG/sums_compare.log" 2>&1
 echo "sums compare: rc=$?  ($(( $(date +%s) - start )) s)"
 if grep -q "^### last-window sums variants" "$LOG/sums_compare.log"; then
@@ -31,4 +31,5 @@ if grep -q "^### last-window sums variants" "$LOG/sums_compare.log"; then
 else  # timed out before the table: the rows measured so far
     grep -E '^(== L|  \{)' "$LOG/sums_compare.log" | cut -c1-400
 fi
+grep -E "^  stats L=" "$LOG/sums_compare.log"
 grep -E "Error|error\"" "$LOG/sums_compare.log" | head -n 8
