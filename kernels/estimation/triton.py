@@ -9,6 +9,9 @@ x 256 queries x 128K keys): three Triton passes recompute the scores tile by til
    owns its keys) and along each diagonal the tile crosses (slash; pulled out of the [64, 64] probability tile with
    `tl.gather`, then atomically added, since neighbouring key tiles share diagonals). fp32 atomics make the slash
    sums' last bits depend on the order of the adds.
+
+Pass 2 has three implementations (`VARIANTS`): "banded" (default), "atomic" (the first one) and the opt-in "skew"
+family (`_window_sums_skew`): tiles on the same diagonals are added before ONE diagonal extraction per key tile.
 """
 import os
 from typing import Optional, Tuple
