@@ -296,7 +296,7 @@ def _skew_emit_band(acc, carry, band, plain, slash_base, qc0, seq_len, offs, scr
     return up
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["tiles_per_split", "n_chunks"])  # one compile per launch for every length / window
 def _window_sums_skew(QW, K, cu_seqlens, Lse, Vertical, Slash, Scratch, num_q_heads, window, tiles_per_split, n_chunks,
                       stride_wb, stride_wh, stride_wq, stride_kn, stride_kh, stride_lb, stride_lh,
                       stride_oc, stride_ob, stride_oh,
