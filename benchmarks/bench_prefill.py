@@ -409,8 +409,10 @@ def sums_compare(lengths, configs, sweep):
                     est.DEFAULT_VARIANT = variant
                     for name, method in methods.items():
                         sel = method.select(q, k, cu, backend="triton")
-                        differ = sum(int((getattr(sel, f) != getattr(ref_sel[name], f)).sum()) for f in fields)
-                        row[f"{name}_sel_diff"] = differ  # entries that differ from the banded selection
+                        pairs = [(getattr(sel, f), getattr(ref_sel[name], f)) for f in fields]
+                        # entries that differ from the banded selection (-1: other shapes, i.e. other budgets)
+                        row[f"{name}_sel_diff"] = (sum(int((a != b).sum()) for a, b in pairs)
+                                                   if all(a.shape == b.shape for a, b in pairs) else -1)
                         row[f"{name}_select_ms"] = bench(lambda: method.select(q, k, cu, backend="triton"), rep=50)
                         row[f"{name}_overhead_pct"] = 100 * row[f"{name}_select_ms"] / attn[name]
             except Exception as error:  # e.g. out of shared memory: record, go on with the next configuration
