@@ -11,7 +11,7 @@ start=$(date +%s)
 python3 -c "import torch, triton; print(torch.cuda.get_device_name(), 'torch', torch.__version__, 'triton', triton.__version__)"
 
 # 0. compile every configuration below in parallel processes (Triton disk cache), so the timed steps do not compile
-timeout 60 python3 benchmarks/results/vs_est_s5/warm_cache.py 12 2>&1 | tail -n 14
+timeout 60 python3 benchmarks/results/vs_est_s5/warm_cache.py 14 2>&1 | tail -n 15
 echo "warm cache: ($(( $(date +%s) - start )) s)"
 
 # 1. correctness at real shapes (32 q / 8 KV heads, hd 128, bf16): every skew variant (and ring sizes NQ 1/2/4 of the

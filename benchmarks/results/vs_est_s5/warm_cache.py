@@ -13,7 +13,7 @@ ITEMS = [("banded", None), ("skew", None), ("skew_pipe", None), ("skew_gather", 
          ("skew_pipe", (4, 8, 2, 1)), ("skew_pipe", (1, 8, 2, 1)), ("skew_gather", (2, 8, 2, 1)),
          ("skew", (2, 8, 2, 1)), ("skew_gather", (4, 8, 2, 0)),
          ("stats", (64, 64, 4, 3)), ("stats", (128, 64, 4, 3)), ("stats", (256, 64, 8, 3)),
-         ("stats", (128, 128, 8, 3))]
+         ("stats", (128, 128, 8, 3)), ("pipeline", None)]
 
 
 def work(item):
@@ -27,6 +27,17 @@ def work(item):
     k = torch.randn(length, 8, 128, device="cuda", dtype=torch.bfloat16)
     cu = torch.tensor([0, length], device="cuda", dtype=torch.int32)
     try:
+        if variant == "pipeline":  # the library select (selection, index builder) and the VS attention kernel
+            from sparse_attn.kernels.vertical_slash.triton import triton_vertical_slash_attention
+            from sparse_attn.methods.flexprefill import FlexPrefill
+            from sparse_attn.methods.vertical_slash import VerticalSlash
+            v = torch.randn_like(k)
+            for method in (VerticalSlash(), FlexPrefill()):
+                sel = method.select(q, k, cu, backend="triton")
+                index = (sel.block_count, sel.block_offset, sel.column_count, sel.column_index)
+                triton_vertical_slash_attention(q, k, v, cu, *index, out=torch.empty_like(q))
+            torch.cuda.synchronize()
+            return f"{item}: compiled in {time.time() - start:.1f} s"
         for window in (256, 512):
             if variant == "stats":
                 est._row_statistics(q, k, cu, window, 0.1, window, length, *launch)
