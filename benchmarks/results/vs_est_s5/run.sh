@@ -11,7 +11,7 @@ start=$(date +%s)
 python3 -c "import torch, triton; print(torch.cuda.get_device_name(), 'torch', torch.__version__, 'triton', triton.__version__)"
 
 # 0. compile every configuration below in parallel processes (Triton disk cache), so the timed steps do not compile
-timeout 60 python3 benchmarks/results/vs_est_s5/warm_cache.py 14 2>&1 | tail -n 15
+timeout 60 python3 benchmarks/results/vs_est_s5/warm_cache.py 16 2>&1 | tail -n 18
 echo "warm cache: ($(( $(date +%s) - start )) s)"
 
 # 1. correctness at real shapes (32 q / 8 KV heads, hd 128, bf16): every skew variant (and ring sizes NQ 1/2/4 of the
@@ -27,7 +27,8 @@ grep -E "^(FAILED|ERROR)|Error" "$LOG/gpu_tests.log" | head -n 12
 cd benchmarks
 timeout $(( 148 - ($(date +%s) - start) )) python3 bench_prefill.py --lengths 16384 32768 65536 131072 \
     --sums-compare banded skew skew_pipe skew_gather \
-    --sums-sweep skew_pipe:4,8,2,1 skew_pipe:1,8,2,1 skew_gather:2,8,2,1 skew:2,8,2,1 skew_gather:4,8,2,0 \
+    --sums-sweep skew_pipe:4,8,2,1 skew_pipe:2,8,2,1 skew_pipe:1,8,2,1 skew_gather:2,8,2,1 skew_gather:4,8,2,0 \
+                 skew_gather:4,16,2,1 skew:2,8,2,1 \
     > "$LOG/sums_compare.log" 2>&1
 echo "sums compare: rc=$?  ($(( $(date +%s) - start )) s)"
 if grep -q "^### last-window sums variants" "$LOG/sums_compare.log"; then

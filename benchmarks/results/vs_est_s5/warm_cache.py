@@ -11,7 +11,8 @@ import time
 #: (variant, SKEW_LAUNCH entry or None = default) and ("stats", launch): what run.sh's tests and sweeps use
 ITEMS = [("banded", None), ("skew", None), ("skew_pipe", None), ("skew_gather", None),
          ("skew_pipe", (4, 8, 2, 1)), ("skew_pipe", (1, 8, 2, 1)), ("skew_gather", (2, 8, 2, 1)),
-         ("skew", (2, 8, 2, 1)), ("skew_gather", (4, 8, 2, 0)),
+         ("skew", (2, 8, 2, 1)), ("skew_gather", (4, 8, 2, 0)), ("skew_gather", (4, 16, 2, 1)),
+         ("skew_pipe", (2, 8, 2, 1)),
          ("stats", (64, 64, 4, 3)), ("stats", (128, 64, 4, 3)), ("stats", (256, 64, 8, 3)),
          ("stats", (128, 128, 8, 3)), ("pipeline", None)]
 
