@@ -311,9 +311,9 @@ def _window_sums_skew(QW, K, cu_seqlens, Lse, Vertical, Slash, Scratch, num_q_he
     (`_skew_emit_band`): NQ x fewer skews than the banded pass. Walking key tiles in order, tile n adds to
     A_n .. A_{n-NQ+1} (ring acc0..acc{NQ-1}, acc_m = A_{n-m}); A_{n-NQ+1} is final after tile n. Vertical sums: the
     NQ blocks' probabilities of tile n are added elementwise too, then reduced once per tile (the program owns its
-    keys). Band e is written by every program whose emitted range [n_lo - NQ + 1, n_hi] contains it: runs of >= 4
+    keys). Band e is written by every program whose emitted range [n_lo - NQ + 1, n_hi] contains it: runs of >= NQ
     tiles make that at most two (two atomic addends onto zeros: the same sum in either order, so the result is
-    deterministic); bands inside a run are plain stores. Windows longer than NQ x BLOCK run as chunks.
+    deterministic; the host uses runs of >= 6); bands inside a run are plain stores. Windows longer than NQ x BLOCK run as chunks.
 
     QW [B, Hq, W_pad, D]: window queries pre-scaled by scale * log2(e) (rows past the window zero);
     Lse [B, Hq, W_pad] fp32 (row max + log2 row sum, +inf past the window). Outputs [C, B, Hq, max_len] per chunk.
