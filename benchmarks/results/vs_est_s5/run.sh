@@ -25,7 +25,8 @@ grep -E "^(FAILED|ERROR)|Error" "$LOG/gpu_tests.log" | head -n 12
 # 2. timing: banded vs the skew variants at 16K..128K (sums at windows 256 / 512, library select + index, overhead %
 #    of the VS attention), plus a launch sweep (sums only) and the row-statistics launches at 128K
 cd benchmarks
-timeout $(( 148 - ($(date +%s) - start) )) python3 bench_prefill.py --lengths 16384 32768 65536 131072 \
+left=$(( 148 - ($(date +%s) - start) )); [ "$left" -lt 5 ] && left=5  # (timeout 0 would mean no limit)
+timeout "$left" python3 bench_prefill.py --lengths 16384 32768 65536 131072 \
     --sums-compare banded skew skew_pipe skew_gather \
     --sums-sweep skew_pipe:4,8,2,1 skew_pipe:2,8,2,1 skew_pipe:1,8,2,1 skew_gather:2,8,2,1 skew_gather:4,8,2,0 \
                  skew_gather:4,16,2,1 skew:2,8,2,1 \
