@@ -129,3 +129,18 @@ def test_selection_with_skew_sums_equals_banded_and_reference(name, monkeypatch,
     for other in ("banded", "naive"):
         for field in fields:
             assert torch.equal(getattr(selections["skew"], field), getattr(selections[other], field)), (other, field)
+
+
+@pytest.mark.parametrize("threshold, expected", [(1, "skew_gather"), (10 ** 9, "banded")])
+def test_auto_variant_picks_by_length(threshold, expected, monkeypatch):
+    """`variant=None` with DEFAULT_VARIANT "auto" runs skew_gather from SKEW_MIN_LENGTH tokens (the longest sequence)
+    and banded below: the same sums, bit for bit, as naming that variant."""
+    monkeypatch.setattr(est, "DEFAULT_VARIANT", "auto")
+    monkeypatch.setattr(est, "SKEW_MIN_LENGTH", threshold)
+    q, k, cu = packed((301, 77), 4, 2, 64, seed=11)
+    got = est.triton_last_window_sums(q, k, cu, 64)
+    want = est.triton_last_window_sums(q, k, cu, 64, variant=expected)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    check_sums(*got, q, k, cu, 64, (301, 77))
+    with pytest.raises(ValueError, match="variant must be one of"):
+        est.triton_last_window_sums(q, k, cu, 64, variant="fastest")

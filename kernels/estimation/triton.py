@@ -448,25 +448,29 @@ SUMS_LAUNCH = (4, 2)
 #: the sums pass variants: "banded" (default: the fastest measured) and "atomic" (the first version, kept for
 #: comparison runs). A session-3 "resident" variant (window queries kept on chip, one [256, 64] tile per key tile) was
 #: measured SLOWER on the H100 (sums 5.24 vs 4.16 ms at 128K, benchmarks/results/vs_s3) and removed; see git history.
-#: Session 5 (opt-in until measured): "skew" (band-sum tiles, one diagonal extraction per key tile, read back skewed
+#: Session 5: "skew" (band-sum tiles, one diagonal extraction per key tile, read back skewed
 #: from a per-program scratch tile), "skew_pipe" (the same with its barriers as inline PTX so that Triton pipelines the
 #: K / Q loads) and "skew_gather" (tl.gather instead of the scratch round trip; pipelined).
 VARIANTS = ("banded", "atomic", "skew", "skew_pipe", "skew_gather")
-#: what `variant=None` (the library path: VerticalSlash / FlexPrefill `select`) uses
-DEFAULT_VARIANT = "banded"
+#: what `variant=None` (the library path: VerticalSlash / FlexPrefill `select`) uses; "auto" = "skew_gather" when
+#: the longest sequence has >= SKEW_MIN_LENGTH tokens, else "banded". Measured on the H200 (2026-12-02,
+#: benchmarks/results/vs_est_s5, sums ms at window 256 / 512): 128K banded 4.34 / 7.93, skew_gather 3.44 / 5.50;
+#: 64K 2.49 / 4.18 vs 2.39 / 3.37; but 32K 1.64 / 2.31 vs 1.86 / 2.33 and 16K 1.04 / 1.56 vs 1.58 / 1.87.
+DEFAULT_VARIANT = "auto"
+SKEW_MIN_LENGTH = 65536
 
 #: skew variants: programs aimed for and (NQ, num_warps, num_stages, Q resident). NQ = 64-query blocks per program
 #: (the band-sum ring: NQ [64, 64] fp32 tiles in registers besides the vertical tile and the scores); longer windows
 #: (VS 256 = 4 blocks, FlexPrefill 512) run as chunks of NQ blocks, each into its own output rows, summed at the end.
 #: Q resident: the chunk's queries are loaded once before the key loop (shared memory) instead of per key tile.
-#: Not yet timed on a GPU; picked by the offline sm_90 compile (Triton 3.6, vs_est_s5/compile_sm90.log: registers,
+#: Picked by the offline sm_90 compile (Triton 3.6, vs_est_s5/compile_sm90.log: registers,
 #: spills, pipelining): NQ 4 fills all 255 registers at 8 warps; "skew" cannot be pipelined (tl.debug_barrier).
 SKEW_PROGRAMS = 1024
 SKEW_LAUNCH = {"skew": (4, 8, 2, 1), "skew_pipe": (2, 8, 2, 0), "skew_gather": (4, 8, 2, 1)}
-#: statistics pass of the skew variants (BLOCK_M, BLOCK_N, num_warps, num_stages): 128-query blocks halve the
-#: key-tile reads from L2 of the 64-query default (every (query block, head) program streams all of its keys);
-#: 121 registers at 8 warps (offline sm_90 compile), so two programs fit per SM
-SKEW_STATS = (128, 64, 8, 3)
+#: statistics pass of the skew variants (BLOCK_M, BLOCK_N, num_warps, num_stages): the banded default's launch.
+#: 128-query blocks (fewer key-tile reads from L2) were measured slower on the H200 at 128K: 0.881 vs 0.757 ms
+#: (window 256), 1.556 vs 1.453 ms (window 512) (vs_est_s5/sums_compare.log).
+SKEW_STATS = (64, 64, 4, 3)
 SKEW_CODE = {"skew_gather": 0, "skew": 1, "skew_pipe": 2}
 
 
@@ -528,7 +532,7 @@ def triton_last_window_sums(
 
     blocks: optional (stats BLOCK_M, stats BLOCK_N, sums BLOCK_M, sums BLOCK_N) override (benchmark tuning; the
     banded sums pass always uses 64 x 64 tiles).
-    variant: None (= DEFAULT_VARIANT), "banded" (64-query blocks reloaded per key tile; atomics only at run edges,
+    variant: None (= DEFAULT_VARIANT, "auto": skew_gather from SKEW_MIN_LENGTH tokens, else banded), "banded" (64-query blocks reloaded per key tile; atomics only at run edges,
     deterministic), "atomic" (the first version: one program per key tile, 127 atomics per tile and query block),
     "skew" / "skew_gather" (band-sum tiles, one diagonal extraction per key tile; deterministic; see
     `_window_sums_skew`).
@@ -543,14 +547,16 @@ def triton_last_window_sums(
                          "dim or use backend='naive'")
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
-    variant = DEFAULT_VARIANT if variant is None else variant
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     num_q_heads, head_dim = q.shape[1], q.shape[2]
     batch = cu_seqlens.numel() - 1
     cu_seqlens = cu_seqlens.to(torch.int32)
     lens = cu_seqlens[1:] - cu_seqlens[:-1]
     longest = int(lens.max())
+    variant = DEFAULT_VARIANT if variant is None else variant
+    if variant == "auto":
+        variant = "skew_gather" if longest >= SKEW_MIN_LENGTH else "banded"
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS} or 'auto', got {variant!r}")
     w_max = min(window, longest)
     scale = head_dim ** -0.5 if scale is None else scale
     qk_scale = scale * LOG2E
