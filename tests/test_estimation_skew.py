@@ -14,18 +14,9 @@ import torch
 import sparse_attn.kernels.estimation.triton as est
 from sparse_attn.kernels.estimation import naive_last_window_sums
 
+from .test_estimation_kernels_fast import packed, rel_err
+
 SKEW_VARIANTS = ("skew", "skew_pipe", "skew_gather")
-
-
-def packed(lengths, hq, hkv, head_dim, seed):
-    gen = torch.Generator().manual_seed(seed)
-    q, k = (torch.randn(sum(lengths), h, head_dim, generator=gen) for h in (hq, hkv))
-    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
-    return q, k, cu
-
-
-def rel_err(got, want):
-    return float((got - want).norm() / want.norm())
 
 
 def check_sums(vertical, slash, q, k, cu, window, lengths):
