@@ -250,7 +250,7 @@ def answer_loss(model, input_ids, labels, prompt_weight: float = 0.0, lines=None
     keys are unpredictable and only cost a constant. Logits are computed only where a loss is taken.
 
     With `lines` ([B, T] answer-line ids, see `encode_example`) it also returns the teacher-forced exact match of
-    each answer line ([B, L] bool, L = the most lines of a sample; -1 where a sample has fewer lines): a line
+    each answer line ([B, L] long: 1 exact, 0 not, -1 where a sample has fewer than L lines): a line
     whose every token is the argmax given the gold prefix. Greedy decoding writes exactly such a line when the
     lines before it are right too, so this tracks held-out accuracy on fresh samples at no decoding cost."""
     import torch

@@ -2,13 +2,14 @@
 # ended; print progress every 60 s, then copy the newest checkpoint of the winner (or of each run still alive)
 # and the logs to $OUT. Usage: UNTIL=560 bash benchmarks/results/probe/device_watch.sh
 source benchmarks/results/probe/device_setup.sh
-T0=$(cat .probe/t0); UNTIL=${UNTIL:-560}
-alive() { pgrep -f "train_probe_model.py --out .probe" > /dev/null; }
+R=${PROBE_RUNS:-/tmp/probe_runs}
+T0=$(cat $R/t0); UNTIL=${UNTIL:-560}
+alive() { pgrep -f "train_probe_model.py --out $R" > /dev/null; }
 show() {
   echo "== +$(( $(date +%s) - T0 ))s"
   for V in A B C; do
-    [ -f .probe/$V/train_log.jsonl ] || continue
-    python3 - .probe/$V <<'PY'
+    [ -f $R/$V/train_log.jsonl ] || continue
+    python3 - $R/$V <<'PY'
 import json, sys
 ev = [json.loads(l) for l in open(sys.argv[1] + "/train_log.jsonl")]
 tr = [e for e in ev if e.get("event") == "train"]
@@ -23,13 +24,13 @@ for e in other[-3:]:
     print("  ", json.dumps(e)[:300])
 PY
   done
-  cat .probe/select.log 2>/dev/null | cut -c1-400
+  cat $R/select.log 2>/dev/null | cut -c1-400
 }
 while alive && [ $(( $(date +%s) - T0 )) -lt $UNTIL ]; do show; sleep 60; done
 show
-tail -n 5 .probe/*.log | cut -c1-300 > .probe/tails.txt
-tar czf $OUT/logs.tar.gz .probe/*/train_log.jsonl .probe/*.log .probe/tails.txt 2>/dev/null
-W=$(grep -o "\"winner\": \"[A-Z]\"" .probe/select.log | head -1 | cut -d\" -f4)
-if [ -n "$W" ] && [ -f .probe/$W/config.json ]; then
-  mkdir -p $OUT/ckpt && cp .probe/$W/*.safetensors .probe/$W/config.json $OUT/ckpt/ && echo "winner $W checkpoint -> \$OUT/ckpt"
+tail -n 5 $R/*.log | cut -c1-300 > $R/tails.txt
+tar czf $OUT/logs.tar.gz --exclude="*.safetensors" -C $R . 2>/dev/null
+W=$(grep -o "\"winner\": \"[A-Z]\"" $R/select.log | head -1 | cut -d\" -f4)
+if [ -n "$W" ] && [ -f $R/$W/config.json ]; then
+  mkdir -p $OUT/ckpt && cp $R/$W/*.safetensors $R/$W/*.json $OUT/ckpt/ && echo "winner $W checkpoint -> \$OUT/ckpt"
 fi

@@ -2,7 +2,7 @@
 """Pick the best of several probe-model training runs while they train, stop the others, and set the length of the
 winner's run so that it ends at a wall-clock deadline (device_variants.sh starts this beside the runs).
 
-Each run is `scripts/train_probe_model.py --schedule wsd --steps <large> --out .probe/<name>` in its own process.
+Each run is `scripts/train_probe_model.py --schedule wsd --steps <large> --out <root>/<name>` in its own process.
 At `--select-at` seconds after the runs started, the winner is the run with the highest teacher-forced answer-line
 exact match on `ruler_niah` (`tf_ruler_niah`, fresh training samples, see `answer_loss`) over its last
 `--window` logged steps, ties broken by the lower answer loss. The others are killed (SIGTERM); after
@@ -37,7 +37,7 @@ def score(events):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", nargs="+", required=True, help="name of each run; its folder is <root>/<name>")
-    p.add_argument("--root", default=".probe")
+    p.add_argument("--root", default="/tmp/probe_runs")
     p.add_argument("--select-at", type=float, required=True, help="seconds after --t0 to choose")
     p.add_argument("--end-at", type=float, required=True, help="seconds after --t0 the winner must end")
     p.add_argument("--t0", type=float, required=True, help="the runs' start (unix time)")
