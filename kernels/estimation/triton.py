@@ -445,12 +445,14 @@ SUMS_PROGRAMS = 1024
 SUMS_LAUNCH = (4, 2)
 
 
-#: the sums pass variants: "banded" (default: the fastest measured) and "atomic" (the first version, kept for
+#: the sums pass variants: "banded" (the fastest measured below 64K tokens) and "atomic" (the first version, kept for
 #: comparison runs). A session-3 "resident" variant (window queries kept on chip, one [256, 64] tile per key tile) was
 #: measured SLOWER on the H100 (sums 5.24 vs 4.16 ms at 128K, benchmarks/results/vs_s3) and removed; see git history.
 #: Session 5: "skew" (band-sum tiles, one diagonal extraction per key tile, read back skewed
 #: from a per-program scratch tile), "skew_pipe" (the same with its barriers as inline PTX so that Triton pipelines the
-#: K / Q loads) and "skew_gather" (tl.gather instead of the scratch round trip; pipelined).
+#: K / Q loads) and "skew_gather" (tl.gather instead of the scratch round trip; pipelined). On the H200 at 128K skew
+#: and skew_pipe were slower than skew_gather (sums 4.12 / 4.29 vs 3.44 ms at window 256): kept opt-in for comparison
+#: runs only; remove them if a later device run confirms it.
 VARIANTS = ("banded", "atomic", "skew", "skew_pipe", "skew_gather")
 #: what `variant=None` (the library path: VerticalSlash / FlexPrefill `select`) uses; "auto" = "skew_gather" when
 #: the longest sequence has >= SKEW_MIN_LENGTH tokens, else "banded". Measured on the H200 (2026-12-02,

@@ -9,20 +9,14 @@ Run on a CUDA machine, compiled (not interpreted):
 import pytest
 import torch
 
-from .common import GPU_MARKS, HKV, HQ, D
+from .common import GPU_MARKS
+from .test_prefill_gpu import packed  # q, k, v, cu: bf16 packed varlen at the real head shapes
 
 pytestmark = GPU_MARKS
 
 DEV = "cuda"
 
 
-def packed(lens, seed=0):
-    g = torch.Generator(device=DEV).manual_seed(seed)
-    n = sum(lens)
-    q = torch.randn(n, HQ, D, device=DEV, dtype=torch.bfloat16, generator=g)
-    k = torch.randn(n, HKV, D, device=DEV, dtype=torch.bfloat16, generator=g)
-    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV, dtype=torch.int32)
-    return q, k, cu
 
 
 _REFERENCE = {}
@@ -35,7 +29,7 @@ def inputs_and_reference(lens, window):
 
     key = (tuple(lens), window)
     if key not in _REFERENCE:
-        q, k, cu = packed(lens, seed=len(lens))
+        q, k, _, cu = packed(lens, seed=len(lens))
         for b, n in enumerate(lens):
             start = int(cu[b])
             q[start: start + max(0, n - window)] = float("nan")

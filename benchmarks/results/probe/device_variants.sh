@@ -26,7 +26,6 @@ for V in A B C; do
     > $R/$V.log 2>&1 < /dev/null &
   RUNS+=("$V")
 done
-echo "${RUNS[@]}" > $R/runs
 setsid python3 benchmarks/results/probe/select_variant.py --runs "${RUNS[@]}" --t0 $T0 --select-at $SELECT_AT \
   --end-at $END_AT --root $R > $R/select.log 2>&1 < /dev/null &
 echo "started ${RUNS[*]} at $T0 (select at +${SELECT_AT}s, end at +${END_AT}s)"

@@ -47,7 +47,7 @@ def main():
     p.add_argument("--decay-frac", type=float, default=0.4)
     args = p.parse_args()
 
-    runs = [item.split("=")[0] for item in args.runs]
+    runs = args.runs
     root = Path(args.root)
     time.sleep(max(0.0, args.t0 + args.select_at - time.time()))
     scores = {name: score(last_train_events(root / name, args.window)) for name in runs}
