@@ -31,9 +31,26 @@ try:  # Triton >= 3.4: host-side tensor descriptors (Hopper bulk tensor copies)
 except ImportError:  # older Triton: only the pointer kernel
     TensorDescriptor = None
 
-from .._triton_tile import LOG2E, check_prefill_inputs, max_seqlen
+from .._triton_tile import LOG2E, check_prefill_inputs
+from .._triton_tile import max_seqlen as max_seqlen_of
 
 TILE = 64  # tile size used when chunk_size < 64
+
+
+@triton.jit
+def _unmasked_prefix(index_row, count, row):
+    """Entries of a sorted index row strictly left of query chunk `row`: they need no causal mask.
+
+    The row is sorted ascending, so those entries form a prefix; walk back from the last valid entry while the
+    entry is >= row (the diagonal and anything right of it: usually one step). Replaces a per-call torch pass
+    over the whole index on the host side.
+    """
+    n_full = count
+    last = tl.load(index_row + n_full - 1, mask=n_full > 0, other=-1)
+    while last >= row:
+        n_full -= 1
+        last = tl.load(index_row + n_full - 1, mask=n_full > 0, other=-1)
+    return n_full
 
 
 @triton.jit
@@ -76,7 +93,7 @@ def _masked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, keep, key_ok, qk_scale):
 
 @triton.jit
 def _block_sparse_fwd(
-    Q, K, V, Out, cu_seqlens, Index, Count, FullCount, Mask,
+    Q, K, V, Out, cu_seqlens, Index, Count, Mask,
     qk_scale, num_q_heads, n_tiles_m,
     stride_qn, stride_qh, stride_kn, stride_kh, stride_vn, stride_vh, stride_on, stride_oh,
     stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
@@ -128,9 +145,9 @@ def _block_sparse_fwd(
                                          v_base + k_pos[:, None] * stride_vn + offs_d[None, :], keep, key_ok,
                                          qk_scale)
     else:
-        # 1) entries wholly left of this query tile (a sorted prefix, counted on the host): no mask at all, and
-        #    every key exists, so the loop is branch-free and software-pipelined.
-        n_full = tl.load(FullCount + b * stride_cb + h * stride_ch + row)
+        # 1) entries wholly left of this query tile (a sorted prefix, counted here): no mask at all, and every key
+        #    exists, so the loop is branch-free and software-pipelined.
+        n_full = _unmasked_prefix(index_row, count, row)
         if WARP_SPECIALIZE:  # Hopper producer/consumer warps (Triton >= 3.4); a tuning option
             for j in tl.range(0, n_full * SUBS, warp_specialize=True):
                 k_pos = tl.load(index_row + j // SUBS) * KEY_CHUNK + (j % SUBS) * BLOCK_N + offs_n
@@ -169,30 +186,33 @@ def _softmax_pv_tma(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col):
 
 
 @triton.jit
-def _block_sparse_fwd_tma(
-    desc_q, desc_k, desc_v, Out, cu_seqlens, Index, Count, FullCount,
-    qk_scale, num_q_heads, n_tiles_m, stride_on, stride_oh,
+def _masked_softmax_pv_tma(acc, m_i, l_i, s, qk_scale, desc_v, seq_start, k_pos, kv_col, offs_m, offs_n, seq_len):
+    """Fold a raw score tile s [M, N] of keys k_pos + offs_n with the causal mask (keys right of a query row, or
+    past the sample, dropped); the values of keys past the sample are zeroed (they may be the next sample's)."""
+    key_pos = k_pos + offs_n
+    keep = (key_pos[None, :] < seq_len) & (key_pos[None, :] <= offs_m[:, None])
+    s = tl.where(keep, s * qk_scale, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no key yet: avoid (-inf) - (-inf)
+    p = tl.math.exp2(s - m_safe[:, None])
+    alpha = tl.math.exp2(m_i - m_safe)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    v = desc_v.load([seq_start + k_pos, kv_col])
+    v = tl.where((key_pos < seq_len)[:, None], v, 0.0)
+    acc = tl.dot(p.to(v.dtype), v, acc)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _tma_tile(
+    desc_q, desc_k, desc_v, Out, Index, Count, qk_scale, b, h, seq_start, seq_len, q_first, stride_on, stride_oh,
     stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CHUNK: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, PIPELINE_QK: tl.constexpr,
+    CHUNK: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, PIPELINE_QK: tl.constexpr, PEEL_DIAG: tl.constexpr,
 ):
-    """chunk_size >= 64 through Hopper tensor descriptors (bulk tensor copies) for Q, K and V.
-
-    desc_q: 2-D view [N, Hq * D] with block [BLOCK_M, D]; desc_k / desc_v: [N, Hkv * D] with block [BLOCK_N, D].
-    A head is a column offset (h * D), a token a row; rows past the end of the tensor come back as zeros, rows of
-    the next packed sample are read but never kept (keys masked, query rows not stored).
-    """
-    tile_m = n_tiles_m - 1 - tl.program_id(0)  # heavy (late) query tiles first
-    bh = tl.program_id(1)
-    b = bh // num_q_heads
-    h = bh % num_q_heads
+    """One query tile (rows q_first .. q_first + BLOCK_M - 1 of sample b, query head h; q_first < seq_len)."""
     kv_col = (h // GROUP) * HEAD_DIM
-    seq_start = tl.load(cu_seqlens + b)
-    seq_len = tl.load(cu_seqlens + b + 1) - seq_start
-    q_first = tile_m * BLOCK_M
-    if q_first >= seq_len:
-        return
-
     offs_m = q_first + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     # q stays as loaded (in shared memory): scaling it here would move it into registers (64 per thread) as the
@@ -207,24 +227,37 @@ def _block_sparse_fwd_tma(
     row = q_first // CHUNK
     index_row = Index + b * stride_ib + h * stride_ih + row * stride_ir
     count = tl.load(Count + b * stride_cb + h * stride_ch + row)
-    n_full = tl.load(FullCount + b * stride_cb + h * stride_ch + row)
+    n_full = _unmasked_prefix(index_row, count, row)
     SUBS: tl.constexpr = CHUNK // BLOCK_N
     # 1) key tiles wholly left of this query tile: no mask; the loop body is nothing but loads, two dots and the
     #    softmax update, so Triton pipelines the copies (and, with WARP_SPECIALIZE, gives them a producer warp).
     n_unmasked = n_full * SUBS
+    masked_from = n_unmasked  # first key tile of the masked loop (2)
     if PIPELINE_QK:
         # Software-pipelined as in FlashAttention-3: issue the next tile's Q K^T (an asynchronous wgmma) before the
         # softmax of the current one, so the tensor cores work while the exponentials run.
-        if n_unmasked > 0:
-            k_row = seq_start + tl.load(index_row) * CHUNK
-            s = tl.dot(q, tl.trans(desc_k.load([k_row, kv_col])))
-            for j in range(1, n_unmasked):
-                next_row = seq_start + tl.load(index_row + j // SUBS) * CHUNK + (j % SUBS) * BLOCK_N
-                s_next = tl.dot(q, tl.trans(desc_k.load([next_row, kv_col])))
-                acc, m_i, l_i = _softmax_pv_tma(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col)
+        # PEEL_DIAG: the first masked tile (normally the diagonal) joins the pipelined loop as its last "next"
+        # tile, so its K copy and Q K^T are issued while the last unmasked tile's softmax runs; it is then folded
+        # with the causal mask after the loop.
+        n_pipe = n_unmasked
+        if PEEL_DIAG:
+            n_pipe = tl.minimum(n_unmasked + 1, count * SUBS)
+        if n_pipe > 0:
+            k_pos = tl.load(index_row) * CHUNK
+            s = tl.dot(q, tl.trans(desc_k.load([seq_start + k_pos, kv_col])))
+            for j in range(1, n_pipe):
+                next_pos = tl.load(index_row + j // SUBS) * CHUNK + (j % SUBS) * BLOCK_N
+                s_next = tl.dot(q, tl.trans(desc_k.load([seq_start + next_pos, kv_col])))
+                acc, m_i, l_i = _softmax_pv_tma(acc, m_i, l_i, s, qk_scale, desc_v, seq_start + k_pos, kv_col)
                 s = s_next
-                k_row = next_row
-            acc, m_i, l_i = _softmax_pv_tma(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col)
+                k_pos = next_pos
+            if PEEL_DIAG:
+                # the last tile may be unmasked (no masked tile in this row): the mask then keeps every key
+                acc, m_i, l_i = _masked_softmax_pv_tma(acc, m_i, l_i, s, qk_scale, desc_v, seq_start, k_pos, kv_col,
+                                                       offs_m, offs_n, seq_len)
+            else:
+                acc, m_i, l_i = _softmax_pv_tma(acc, m_i, l_i, s, qk_scale, desc_v, seq_start + k_pos, kv_col)
+        masked_from = n_pipe
     else:
         for j in tl.range(0, n_unmasked, warp_specialize=WARP_SPECIALIZE):
             k_row = seq_start + tl.load(index_row + j // SUBS) * CHUNK + (j % SUBS) * BLOCK_N
@@ -232,23 +265,11 @@ def _block_sparse_fwd_tma(
             acc, m_i, l_i = _softmax_pv_tma(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col)
     # 2) the diagonal chunk (and anything right of it): causal mask; keys past the sample masked, their values
     #    zeroed (they may belong to the next sample).
-    for j in range(n_full * SUBS, count * SUBS):
+    for j in range(masked_from, count * SUBS):
         k_pos = tl.load(index_row + j // SUBS) * CHUNK + (j % SUBS) * BLOCK_N
-        k = desc_k.load([seq_start + k_pos, kv_col])
-        s = tl.dot(q, tl.trans(k))
-        key_pos = k_pos + offs_n
-        keep = (key_pos[None, :] < seq_len) & (key_pos[None, :] <= offs_m[:, None])
-        s = tl.where(keep, s * qk_scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no key yet: avoid (-inf) - (-inf)
-        p = tl.math.exp2(s - m_safe[:, None])
-        alpha = tl.math.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        v = desc_v.load([seq_start + k_pos, kv_col])
-        v = tl.where((key_pos < seq_len)[:, None], v, 0.0)
-        acc = tl.dot(p.to(v.dtype), v, acc)
-        m_i = m_new
+        s = tl.dot(q, tl.trans(desc_k.load([seq_start + k_pos, kv_col])))
+        acc, m_i, l_i = _masked_softmax_pv_tma(acc, m_i, l_i, s, qk_scale, desc_v, seq_start, k_pos, kv_col,
+                                               offs_m, offs_n, seq_len)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # rows that saw no key are written as zeros, never NaN
     out = acc / l_safe[:, None]
@@ -257,6 +278,63 @@ def _block_sparse_fwd_tma(
     offs_d = tl.arange(0, HEAD_DIM)
     tl.store(Out + start * stride_on + offs_m[:, None] * stride_on + h * stride_oh + offs_d[None, :],
              out.to(Out.dtype.element_ty), mask=(offs_m < seq_len)[:, None])
+
+
+@triton.jit
+def _block_sparse_fwd_tma(
+    desc_q, desc_k, desc_v, Out, cu_seqlens, Index, Count,
+    qk_scale, num_q_heads, n_tiles_m, stride_on, stride_oh,
+    stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CHUNK: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, PIPELINE_QK: tl.constexpr, PEEL_DIAG: tl.constexpr,
+):
+    """chunk_size >= 64 through Hopper tensor descriptors (bulk tensor copies) for Q, K and V; grid
+    (n_tiles_m, B * Hq), one query tile per program.
+
+    desc_q: 2-D view [N, Hq * D] with block [BLOCK_M, D]; desc_k / desc_v: [N, Hkv * D] with block [BLOCK_N, D].
+    A head is a column offset (h * D), a token a row; rows past the end of the tensor come back as zeros, rows of
+    the next packed sample are read but never kept (keys masked, query rows not stored).
+    """
+    tile_m = n_tiles_m - 1 - tl.program_id(0)  # heavy (late) query tiles first
+    bh = tl.program_id(1)
+    b = bh // num_q_heads
+    h = bh % num_q_heads
+    seq_start = tl.load(cu_seqlens + b)
+    seq_len = tl.load(cu_seqlens + b + 1) - seq_start
+    q_first = tile_m * BLOCK_M
+    if q_first >= seq_len:
+        return
+    _tma_tile(desc_q, desc_k, desc_v, Out, Index, Count, qk_scale, b, h, seq_start, seq_len, q_first,
+              stride_on, stride_oh, stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
+              GROUP, HEAD_DIM, BLOCK_M, BLOCK_N, CHUNK, WARP_SPECIALIZE, PIPELINE_QK, PEEL_DIAG)
+
+
+@triton.jit
+def _block_sparse_fwd_tma_persistent(
+    desc_q, desc_k, desc_v, Out, cu_seqlens, Index, Count, Order,
+    qk_scale, num_q_heads, n_bh, n_items, stride_on, stride_oh,
+    stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CHUNK: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, PIPELINE_QK: tl.constexpr, PEEL_DIAG: tl.constexpr,
+):
+    """Persistent grid of the TMA kernel: program p runs work items Order[p], Order[p + P], ... (P programs).
+
+    Order [n_items] int32: work item = tile_m * (B * Hq) + b * Hq + h, sorted heaviest first (by block count of
+    the tile's index row) on the device by the wrapper, so each program's next item is the next-heaviest left.
+    """
+    for it in range(tl.program_id(0), n_items, tl.num_programs(0)):
+        item = tl.load(Order + it)
+        bh = item % n_bh
+        tile_m = item // n_bh
+        b = bh // num_q_heads
+        h = bh % num_q_heads
+        seq_start = tl.load(cu_seqlens + b)
+        seq_len = tl.load(cu_seqlens + b + 1) - seq_start
+        q_first = tile_m * BLOCK_M
+        if q_first < seq_len:
+            _tma_tile(desc_q, desc_k, desc_v, Out, Index, Count, qk_scale, b, h, seq_start, seq_len, q_first,
+                      stride_on, stride_oh, stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
+                      GROUP, HEAD_DIM, BLOCK_M, BLOCK_N, CHUNK, WARP_SPECIALIZE, PIPELINE_QK, PEEL_DIAG)
 
 
 def chunk_index_to_tiles(block_index: torch.Tensor, block_count: torch.Tensor, chunk_size: int,
@@ -305,22 +383,73 @@ def chunk_index_to_tiles(block_index: torch.Tensor, block_count: torch.Tensor, c
     return tile_index[..., :width].to(torch.int32).contiguous(), tile_count, tile_bits[..., :width].contiguous()
 
 
-def _launch_config(chunk_size: int, head_dim: int, tma: bool = False):
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages, warp_specialize, pipeline_qk) tuned on H100.
+# Launch options for the TMA path chosen by the index width (block_index.shape[-1], the most key blocks one query
+# block visits: a host-known proxy for the work per row). Rows that visit few blocks pay the per-program fixed costs
+# (Q copy, pipeline fill, diagonal tile, epilogue: ~1.5-2 block-times) more often. Entries:
+# (chunk_size, head_dim, widest index this rule applies to, launch tuple). Empty until a tuning run shows a variant
+# beating the default at small widths (benchmarks/tune_block_sparse.py prints the winner per case; results in
+# benchmarks/results/block_sparse_s6/). Checked in order; the first match wins.
+WIDTH_RULES = []
+
+
+def _launch_config(chunk_size: int, head_dim: int, tma: bool = False, index_width: Optional[int] = None):
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages, warp_specialize, pipeline_qk, peel_diag, persistent) tuned on H100.
 
     benchmarks/results/block_sparse_h100_s2/tune_r2.log (128K, ~10% of blocks, best of 3 interleaved medians):
     tma path, chunk 128: (128, 128, 8, 2) + pipelined Q K^T 29.9 ms; (128, 128, 8, 2) 31.8; (128, 128, 8, 3) 32.1;
     (64, 64, 4, 3) 34.2; (64, 128, 4, 2) 39.7; pointer (128, 128, 8, 3) 32.7. chunk 64: (64, 64, 4, 3) pipelined
     33.4 ms; (64, 64, 4, 2) 34.0; (64, 64, 4, 3) 35.4; pointer (64, 64, 4, 2) 37.0. warp_specialize: no effect at
-    8 warps, does not compile at 4 (tune_r1.log).
+    8 warps, does not compile at 4 (tune_r1.log). `WIDTH_RULES` (by index width) take precedence on the tma path.
     """
     if tma:
+        for rule_chunk, rule_dim, max_width, launch in WIDTH_RULES:
+            if rule_chunk == chunk_size and rule_dim == head_dim and index_width is not None \
+                    and index_width <= max_width:
+                return _full_launch(launch)
         if chunk_size >= 128:
-            return 128, 128, 8, 2, False, True
-        return 64, 64, 4, 3, False, True
+            return 128, 128, 8, 2, False, True, False, 0
+        return 64, 64, 4, 3, False, True, False, 0
     if chunk_size >= 128:
-        return 128, 128, 8, 3, False, False
-    return 64, 64, 4, 2, False, False
+        return 128, 128, 8, 3, False, False, False, 0
+    return 64, 64, 4, 2, False, False, False, 0
+
+
+def _full_launch(launch) -> tuple:
+    """A launch tuple (BLOCK_M, BLOCK_N, num_warps, num_stages[, warp_specialize[, pipeline_qk[, peel_diag[,
+    persistent]]]]) with the optional fields filled in (False / 0)."""
+    launch = tuple(launch)
+    if not 4 <= len(launch) <= 8:
+        raise ValueError(f"launch must be (BLOCK_M, BLOCK_N, num_warps, num_stages[, warp_specialize[, pipeline_qk"
+                         f"[, peel_diag[, persistent]]]]), got {launch}")
+    block_m, block_n, warps, stages = (int(x) for x in launch[:4])
+    flags = [bool(x) for x in launch[4:7]] + [False] * (7 - len(launch[:7]))
+    persistent = int(launch[7]) if len(launch) > 7 else 0
+    if flags[2] and not flags[1]:
+        raise ValueError("launch: peel_diag needs pipeline_qk (the diagonal tile joins the pipelined Q K^T loop); "
+                         "set pipeline_qk=True or peel_diag=False")
+    if persistent < 0:
+        raise ValueError(f"launch: persistent is programs per SM (0 = off), got {persistent}")
+    return (block_m, block_n, warps, stages, *flags, persistent)
+
+
+def _num_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (a cached host query, no sync); 4 for the CPU interpreter, so
+    the persistent loop runs several items per program in tests."""
+    if device.type != "cuda":
+        return 4
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def persistent_order(count: torch.Tensor, n_tiles_m: int, block_m: int, chunk_size: int) -> torch.Tensor:
+    """Work items of the persistent kernel, heaviest first, computed on the device (no host sync).
+
+    count [B, Hq, n_qblocks] int32 entries per index row. Item = tile_m * (B * Hq) + b * Hq + h, its weight the
+    entry count of the index row that query tile reads. Returns [n_tiles_m * B * Hq] int32 (stable sort: among
+    equal weights, lower item ids first).
+    """
+    rows = torch.arange(n_tiles_m, device=count.device) * block_m // chunk_size  # [T] index row of each tile
+    weight = count[:, :, rows].permute(2, 0, 1).reshape(-1)  # [T * B * Hq]
+    return torch.argsort(weight, descending=True, stable=True).to(torch.int32)
 
 
 def tma_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
@@ -352,6 +481,7 @@ def triton_block_sparse_attention(
     out: Optional[torch.Tensor] = None,
     launch: Optional[tuple] = None,
     path: str = "auto",
+    max_seqlen: Optional[int] = None,
 ) -> torch.Tensor:
     """Block-sparse causal attention over an explicit block index (see naive_block_sparse_attention).
 
@@ -360,10 +490,17 @@ def triton_block_sparse_attention(
         block_index: [B, Hq, n_qblocks, max_k] int32 key-chunk ids sorted ascending (-1 padded).
         block_count: [B, Hq, n_qblocks] int32.
         chunk_size: rows and columns per block, a power of two >= 16.
-        launch: optional (BLOCK_M, BLOCK_N, num_warps, num_stages[, warp_specialize[, pipeline_qk]]) override
-            (tuning); pipeline_qk (tma path only) issues the next Q K^T before the current softmax.
+        launch: optional (BLOCK_M, BLOCK_N, num_warps, num_stages[, warp_specialize[, pipeline_qk[, peel_diag[,
+            persistent]]]]) override (tuning). tma path only: pipeline_qk issues the next Q K^T before the current
+            softmax; peel_diag (needs pipeline_qk) moves the first masked (diagonal) tile into that pipelined loop;
+            persistent > 0 launches persistent * (number of SMs) programs that loop over the (query tile, head)
+            items, heaviest first. The pointer kernel ignores these three.
         path: "tma" (tensor descriptors, chunk_size >= 64), "pointer" (plain loads) or "auto" (tma where
             `tma_supported`, else pointer). chunk_size < 64 always runs the pointer kernel with selection bits.
+        max_seqlen: the longest sample's length, when the caller knows it on the host. Given, the wrapper does no
+            device -> host read (the grid comes from block_index.shape[2]); it must agree with the index
+            (ceil(max_seqlen / chunk_size) == n_qblocks) or a ValueError is raised. None: read from cu_seqlens
+            (one host sync) and checked the same way.
     Returns:
         out [N, Hq, D] in q's dtype (written in place when `out` is given).
     """
@@ -373,13 +510,22 @@ def triton_block_sparse_attention(
                          "use chunk_size=16 or backend='naive'")
     n_tokens, num_q_heads, head_dim = q.shape
     batch = cu_seqlens.numel() - 1
-    longest = max_seqlen(cu_seqlens)
-    n_qblocks = -(-longest // chunk_size)
+    if block_index.dim() != 4 or block_count.dim() != 3:
+        raise ValueError(f"block_index must be [B, Hq, n_qblocks, max_k] and block_count [B, Hq, n_qblocks]; got "
+                         f"{tuple(block_index.shape)}, {tuple(block_count.shape)}")
+    n_qblocks = block_index.shape[2]  # host-known: the grid needs no device read
     if tuple(block_index.shape[:3]) != (batch, num_q_heads, n_qblocks) or \
             tuple(block_count.shape) != (batch, num_q_heads, n_qblocks):
-        raise ValueError(f"block_index must be [B={batch}, Hq={num_q_heads}, n_qblocks={n_qblocks}, max_k] and "
-                         f"block_count [B, Hq, n_qblocks]; got {tuple(block_index.shape)}, "
-                         f"{tuple(block_count.shape)}")
+        raise ValueError(f"block_index must be [B={batch}, Hq={num_q_heads}, n_qblocks, max_k] and block_count "
+                         f"[B, Hq, n_qblocks]; got {tuple(block_index.shape)}, {tuple(block_count.shape)}")
+    given = max_seqlen is not None
+    longest = int(max_seqlen) if given else max_seqlen_of(cu_seqlens)
+    if -(-longest // chunk_size) != n_qblocks:
+        fix = ("pass the longest sample's length as max_seqlen (or leave it None to read it from cu_seqlens)"
+               if given else "build the index for ceil(max_len / chunk_size) query blocks")
+        raise ValueError(f"block_index has n_qblocks={n_qblocks} rows but the longest sample "
+                         f"({'max_seqlen=' if given else ''}{longest} tokens) needs ceil({longest} / {chunk_size}) = "
+                         f"{-(-longest // chunk_size)}: {fix}")
     scale = head_dim ** -0.5 if scale is None else scale
     if out is None:
         out = torch.empty_like(q)
@@ -392,9 +538,9 @@ def triton_block_sparse_attention(
         block_m, block_n, warps, stages = TILE, TILE, 4, 3
         if launch is not None:
             warps, stages = launch[2], launch[3]
-        n_tiles_m = -(-longest // block_m)
+        n_tiles_m = index.shape[2]
         _block_sparse_fwd[(n_tiles_m, batch * num_q_heads)](
-            q, k, v, out, cu_seqlens, index, count, count, bits,
+            q, k, v, out, cu_seqlens, index, count, bits,
             scale * LOG2E, num_q_heads, n_tiles_m,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0),
             out.stride(1), index.stride(0), index.stride(1), index.stride(2), count.stride(0), count.stride(1),
@@ -404,37 +550,41 @@ def triton_block_sparse_attention(
         )
         return out
 
-    index = block_index.to(torch.int32).contiguous()
-    count = block_count.to(torch.int32).contiguous()
-    # Entries strictly left of their query chunk need no causal mask (the kernel's fast loop).
-    rows = torch.arange(n_qblocks, device=index.device).view(1, 1, -1, 1)
-    in_count = torch.arange(index.shape[-1], device=index.device) < count[..., None]
-    full_count = ((index < rows) & in_count).sum(-1, dtype=torch.int32)
+    index = block_index if block_index.dtype == torch.int32 else block_index.to(torch.int32)
+    count = block_count if block_count.dtype == torch.int32 else block_count.to(torch.int32)
+    index, count = index.contiguous(), count.contiguous()
+    # The unmasked prefix of each row (entries left of the query chunk) is counted inside the kernels.
     use_tma = path == "tma" or (path == "auto" and tma_supported(q, k, v))
     if use_tma and TensorDescriptor is None:
         raise RuntimeError("path='tma' needs Triton >= 3.4 (triton.tools.tensor_descriptor); use path='pointer'")
     if use_tma and not all(t.stride(2) == 1 and t.stride(1) == t.shape[2] for t in (q, k, v)):
         raise ValueError("path='tma' needs q, k, v with heads contiguous within a token (stride(1) == head_dim): "
                          "call .contiguous() or use path='pointer'")
-    cfg = tuple(launch) if launch is not None else _launch_config(chunk_size, head_dim, use_tma)
-    block_m, block_n, warps, stages = cfg[:4]
-    warp_specialize = bool(len(cfg) > 4 and cfg[4])
-    pipeline_qk = bool(len(cfg) > 5 and cfg[5])
+    cfg = _full_launch(launch) if launch is not None else \
+        _launch_config(chunk_size, head_dim, use_tma, index_width=block_index.shape[-1])
+    block_m, block_n, warps, stages, warp_specialize, pipeline_qk, peel_diag, persistent = cfg
     block_m, block_n = min(block_m, chunk_size), min(block_n, chunk_size)
-    n_tiles_m = -(-longest // block_m)
-    grid = (n_tiles_m, batch * num_q_heads)
+    n_tiles_m = n_qblocks * chunk_size // block_m
     if use_tma:
-        _block_sparse_fwd_tma[grid](
-            _descriptor(q, block_m), _descriptor(k, block_n), _descriptor(v, block_n), out, cu_seqlens, index,
-            count, full_count, scale * LOG2E, num_q_heads, n_tiles_m, out.stride(0), out.stride(1),
-            index.stride(0), index.stride(1), index.stride(2), count.stride(0), count.stride(1),
-            GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
-            CHUNK=chunk_size, WARP_SPECIALIZE=warp_specialize, PIPELINE_QK=pipeline_qk, num_warps=warps,
-            num_stages=stages,
-        )
+        descs = (_descriptor(q, block_m), _descriptor(k, block_n), _descriptor(v, block_n))
+        consts = dict(GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
+                      CHUNK=chunk_size, WARP_SPECIALIZE=warp_specialize, PIPELINE_QK=pipeline_qk,
+                      PEEL_DIAG=peel_diag, num_warps=warps, num_stages=stages)
+        strides = (out.stride(0), out.stride(1), index.stride(0), index.stride(1), index.stride(2),
+                   count.stride(0), count.stride(1))
+        if persistent:
+            n_items = n_tiles_m * batch * num_q_heads
+            order = persistent_order(count, n_tiles_m, block_m, chunk_size)
+            n_programs = min(n_items, persistent * _num_sms(q.device))
+            _block_sparse_fwd_tma_persistent[(n_programs,)](
+                *descs, out, cu_seqlens, index, count, order, scale * LOG2E, num_q_heads, batch * num_q_heads,
+                n_items, *strides, **consts)
+            return out
+        _block_sparse_fwd_tma[(n_tiles_m, batch * num_q_heads)](
+            *descs, out, cu_seqlens, index, count, scale * LOG2E, num_q_heads, n_tiles_m, *strides, **consts)
         return out
-    _block_sparse_fwd[grid](
-        q, k, v, out, cu_seqlens, index, count, full_count, index,
+    _block_sparse_fwd[(n_tiles_m, batch * num_q_heads)](
+        q, k, v, out, cu_seqlens, index, count, index,
         scale * LOG2E, num_q_heads, n_tiles_m,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
         index.stride(0), index.stride(1), index.stride(2), count.stride(0), count.stride(1),
