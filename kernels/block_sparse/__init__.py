@@ -18,9 +18,15 @@ def block_sparse_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
     block_index: torch.Tensor, block_count: torch.Tensor, chunk_size: int,
     scale: Optional[float] = None, out: Optional[torch.Tensor] = None, backend: str = "auto",
+    max_seqlen: Optional[int] = None,
 ) -> torch.Tensor:
-    """Dispatch to `naive_block_sparse_attention` or `triton_block_sparse_attention` (same signature)."""
+    """Dispatch to `naive_block_sparse_attention` or `triton_block_sparse_attention` (same signature).
+
+    max_seqlen: the longest sample's length when the caller knows it on the host; the Triton kernel then reads
+    nothing back from the device (the naive reference ignores it).
+    """
     module = triton_module_for(__name__, "the Triton block-sparse kernel is", q, backend)
     if module is None:
         return naive_block_sparse_attention(q, k, v, cu_seqlens, block_index, block_count, chunk_size, scale, out)
-    return module.triton_block_sparse_attention(q, k, v, cu_seqlens, block_index, block_count, chunk_size, scale, out)
+    return module.triton_block_sparse_attention(q, k, v, cu_seqlens, block_index, block_count, chunk_size, scale, out,
+                                                max_seqlen=max_seqlen)

@@ -121,8 +121,8 @@ class BlockSparse(MethodConfig):
     def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
                 scale: Optional[float] = None, backend: str = "auto") -> PrefillResult:
         """Sparse causal prefill: `select`, then block-sparse attention. `out [N, Hq, D]` in q's dtype."""
-        check_inputs(q, k, cu_seqlens, v)
+        lens = check_inputs(q, k, cu_seqlens, v)
         selection = self.select(q, k, cu_seqlens, backend=backend)
         out = block_sparse_attention(q, k, v, cu_seqlens, selection.block_index, selection.block_count,
-                                     self.chunk_size, scale=scale, backend=backend)
+                                     self.chunk_size, scale=scale, backend=backend, max_seqlen=max(lens))
         return PrefillResult(out=out, sparsity=selection.sparsity(), selection=selection)
