@@ -11,11 +11,12 @@ layout (`q [N, Hq, D]`, `k, v [N, Hkv, D]`, `cu_seqlens [B+1]` int32, causal wit
 Decisions are made per query head (Hq), reading the shared KV head `h // (Hq // Hkv)`, as in the reference system.
 """
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from ..kernels._dispatch import resolve_backend
 from ..kernels._varlen import check_varlen
 from ..kernels.estimation.topk import stable_topk, threshold_topk
 from ..kernels.vertical_slash import build_vertical_slash_index, vertical_slash_attention, vertical_slash_pair_counts
@@ -149,6 +150,7 @@ def select_vertical_slash(
     backend: str = "auto",
     vertical_kth: Optional[torch.Tensor] = None,
     slash_kth: Optional[torch.Tensor] = None,
+    max_budget: Optional[Tuple[int, int]] = None,
 ) -> VerticalSlashSelection:
     """Top verticals and slashes per sample and query head, with the forced sinks and local diagonals, and the index.
 
@@ -161,6 +163,9 @@ def select_vertical_slash(
         vertical_kth, slash_kth: optional `[B, Hq, 1]`: the budget-th largest of the FORCED scores
             (`forced_scores`), when the caller knows it already (FlexPrefill, from its budget sort); else one
             `torch.topk` per pattern finds it.
+        max_budget: optional host-side `(vertical, slash)` largest entries of the budgets (VerticalSlash: its sizes),
+            so that the Triton top-k (`triton_stable_topk`, backend "triton" / CUDA) knows its output width without
+            reading the budgets back (a host sync). Must equal the budgets' maxima (a smaller value would cut rows).
 
     The first `NUM_SINK_KEYS` keys and the `NUM_LOCAL_DIAGONALS` nearest diagonals score +inf, so they are kept
     whenever the budget allows (the configs require budgets >= those numbers). Ties go to the lower index
@@ -171,11 +176,23 @@ def select_vertical_slash(
     slash = forced_scores(slash_scores, lens, NUM_LOCAL_DIAGONALS)
     vertical_count = torch.minimum(vertical_budget.long(), lens[:, None])
     slash_count = torch.minimum(slash_budget.long(), lens[:, None])
-    # With a known threshold (FlexPrefill) the prefix-sum selection needs no top-k; without one, the int64-key
-    # top-k is faster (0.72 vs 1.05 ms for 32 heads x 128K, k = 512, H100: profile_vs_estimation_128k.log).
-    pick = lambda s, c, kth, desc: stable_topk(s, c, desc) if kth is None else threshold_topk(s, c, kth, desc)
-    vertical_idx = pick(vertical, vertical_count, vertical_kth, False)  # ascending key positions
-    slash_offsets = pick(slash, slash_count, slash_kth, True)  # descending offsets
+    # With a known threshold (FlexPrefill) the prefix-sum selection needs no top-k. Without one: on the Triton
+    # backend, with the widths known on the host, a radix select + compaction (triton_stable_topk, no host sync);
+    # else the int64-key top-k (0.72 ms for 32 heads x 128K, k = 512, H100: profile_vs_estimation_128k.log, and
+    # faster than threshold_topk's 1.05 ms). All three select the same entries (ties -> lower index).
+    use_triton = max_budget is not None and resolve_backend(backend, vertical) == "triton"
+
+    def pick(s, c, kth, desc, budget):
+        if kth is not None:
+            return threshold_topk(s, c, kth, desc)
+        if use_triton:
+            from ..kernels.estimation.topk_triton import triton_stable_topk
+
+            return triton_stable_topk(s, c, min(int(budget), s.shape[-1]), desc)
+        return stable_topk(s, c, desc)
+
+    vertical_idx = pick(vertical, vertical_count, vertical_kth, False, max_budget and max_budget[0])  # ascending
+    slash_offsets = pick(slash, slash_count, slash_kth, True, max_budget and max_budget[1])  # descending offsets
     vertical_count, slash_count = vertical_count.int(), slash_count.int()
     index = build_vertical_slash_index(cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count,
                                        backend=backend)

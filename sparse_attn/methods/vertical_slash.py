@@ -76,4 +76,6 @@ class VerticalSlash(VerticalSlashPrefill, MethodConfig):
         shape = (len(lens), q.shape[1])
         vertical_budget = torch.full(shape, self.vertical_size, dtype=torch.long, device=q.device)
         slash_budget = torch.full(shape, self.slash_size, dtype=torch.long, device=q.device)
-        return select_vertical_slash(cu_seqlens, vertical, slash, vertical_budget, slash_budget, backend=backend)
+        # the sizes are the budgets' maxima, known here: the Triton top-k needs no read-back of the budgets
+        return select_vertical_slash(cu_seqlens, vertical, slash, vertical_budget, slash_budget, backend=backend,
+                                     max_budget=(self.vertical_size, self.slash_size))

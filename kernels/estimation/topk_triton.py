@@ -1,0 +1,226 @@
+"""`stable_topk` in Triton: a radix select of each row's count-th largest score, then one compaction, no host sync.
+
+`stable_topk` (topk.py, the reference) packs scores and indices into int64 keys, runs `torch.topk` and sorts the
+chosen indices: ~0.7 ms for 32 rows x 128K at k = 512 on an H100 (topk.py's int64 radix passes are ~30 small
+launches) plus a host sync (`torch.aminmax(counts)`) for the output width. Vertical-Slash runs it twice per layer.
+Here the width `kmax` comes from the caller (a host-known budget) and the work is 6 launches over the fp32 scores:
+
+* one zero fill of the histograms;
+* `_radix_pass_kernel`, 4 launches (one byte each, high byte first) of the row's 32-bit monotone score key
+  (`ordered_keys`' high half: fp32 bits, negatives with their 31 low bits flipped, -0.0 as 0.0, then the sign bit
+  flipped so that the key is an unsigned 0 .. 2**32 - 1). A row is spread over several programs (the rows are few
+  and long: 32 x 128K), each adds the histogram of the byte of the keys that still match the known high bytes to
+  the row's histogram (atomics). No program resolves a byte: every program of the next launch re-derives the known
+  bytes from the row histograms (256 bins per byte, a few hundred operations), so no ticket, no extra launch.
+  The last pass keeps per-program histograms instead (stored, not added) and the number of keys above the
+  24-bit prefix per program: the compaction reads its offsets from them.
+* `_compact_kernel`: the threshold kth (the count-th largest key) is known; every program keeps its keys > kth and
+  the keys == kth whose rank among the row's equal keys is below `count - #(keys > kth)` (ties go to the lower
+  index), and writes their indices in index order at `kept before this program + block-wise prefix sum`. Slots
+  `[count, kmax)` get -1; descending output writes slot `count - 1 - s` instead of `s`.
+
+Tie rule and -inf: identical to `stable_topk` (the order is score descending, index ascending over all n entries,
+-inf included), so -inf entries are only taken when `count` exceeds the finite entries. NaN is not allowed.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["triton_stable_topk"]
+
+BINS = 256  # one byte of the 32-bit key per pass
+PASSES = 4
+BLOCK = 2048  # keys per tile of a program
+MAX_PROGRAMS_PER_ROW = 64  # bounds the compaction's reads of the per-program last-byte histograms (64 x 256)
+PROGRAMS_PER_SM = 4
+
+
+@triton.jit
+def _load_keys(SCORES, row, stride_r, t, ok):
+    """int64 keys in [0, 2**32) of the scores at positions `t` (masked by `ok`), ordered as the fp32 scores."""
+    bits = tl.load(SCORES + row * stride_r + t, mask=ok, other=0.0).to(tl.int32, bitcast=True)
+    bits = tl.where(bits == -2147483648, 0, bits)  # -0.0 -> +0.0 (a float comparison treats them as equal)
+    monotone = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # signed int32 order == float order
+    return monotone.to(tl.int64) + 2147483648  # unsigned order, so that bytes compare like the keys
+
+
+@triton.jit
+def _known_prefix(HIST, row, num_rows, count, NUM_KNOWN: tl.constexpr, BINS: tl.constexpr):
+    """The `NUM_KNOWN` high bytes of the row's count-th largest key, from the row histograms of the earlier passes.
+
+    Returns (prefix, need): `prefix` int64 with those bytes in place (lower bytes 0), `need` how many of the keys
+    that match the prefix still have to be taken (>= 1 when count >= 1; 0 when count == 0, then the prefix is all
+    ones and no key can exceed it)."""
+    bins = tl.arange(0, BINS)
+    prefix = tl.zeros([1], dtype=tl.int64)
+    need = tl.zeros([1], dtype=tl.int64) + count
+    for i in tl.static_range(NUM_KNOWN):
+        hist = tl.load(HIST + (i * num_rows + row) * BINS + bins).to(tl.int64)
+        at_least = tl.sum(hist, 0) - tl.cumsum(hist, 0) + hist  # matching keys with byte >= d
+        digit = tl.max(tl.where(at_least[None, :] >= need[:, None], bins[None, :], -1), 1)  # [1]
+        above = tl.sum(tl.where(bins[None, :] > digit[:, None], hist[None, :], 0), 1)
+        need = need - above
+        prefix = prefix + (digit.to(tl.int64) << (24 - 8 * i))
+    return prefix, need
+
+
+@triton.jit
+def _radix_pass_kernel(SCORES, COUNTS, HIST, LAST_HIST, LAST_ABOVE, stride_r, num_rows, n, chunk,
+                       PASS: tl.constexpr, BINS: tl.constexpr, BLOCK: tl.constexpr):
+    """Program (row, chunk): histogram of byte `PASS` (0 = high byte) of the chunk's keys matching the known bytes.
+
+    Passes 0..2 add it to `HIST [3, R, BINS]`; pass 3 stores it to `LAST_HIST [R, P, BINS]` and the chunk's number
+    of keys above the 24-bit prefix to `LAST_ABOVE [R, P]`."""
+    row = tl.program_id(0)
+    part = tl.program_id(1)
+    count = tl.load(COUNTS + row).to(tl.int64)
+    prefix, need = _known_prefix(HIST, row, num_rows, count, PASS, BINS)
+    high_shift: tl.constexpr = 32 - 8 * PASS  # bits above this pass's byte (32: none, every key matches)
+    shift: tl.constexpr = 24 - 8 * PASS
+    offs = tl.arange(0, BLOCK)
+    hist = tl.zeros([BINS], dtype=tl.int32)
+    above = tl.zeros([BLOCK], dtype=tl.int32)
+    start = part * chunk
+    for t0 in range(start, tl.minimum(start + chunk, n), BLOCK):
+        t = t0 + offs
+        ok = t < tl.minimum(start + chunk, n)
+        key = _load_keys(SCORES, row, stride_r, t, ok)
+        high = key >> high_shift
+        known = prefix >> high_shift  # [1]
+        match = ok & (high == known)
+        digit = ((key >> shift) & (BINS - 1)).to(tl.int32)
+        hist += tl.histogram(digit, BINS, mask=match)
+        if PASS == 3:
+            above += (ok & (high > known)).to(tl.int32)
+    bins = tl.arange(0, BINS)
+    if PASS == 3:
+        parts = tl.num_programs(1)
+        tl.store(LAST_HIST + (row * parts + part) * BINS + bins, hist)
+        tl.store(LAST_ABOVE + row * parts + part + tl.arange(0, 1), tl.sum(above, 0) + tl.zeros([1], tl.int32))
+    else:
+        tl.atomic_add(HIST + (PASS * num_rows + row) * BINS + bins, hist, mask=hist != 0, sem="relaxed")
+
+
+@triton.jit
+def _compact_kernel(SCORES, COUNTS, HIST, LAST_HIST, LAST_ABOVE, OUT, stride_r, stride_o, num_rows, n, chunk, kmax,
+                    DESCENDING: tl.constexpr, BINS: tl.constexpr, BLOCK: tl.constexpr):
+    """Program (row, chunk): the chunk's kept indices, in index order, at their slots of the row's output."""
+    row = tl.program_id(0)
+    part = tl.program_id(1)
+    parts = tl.num_programs(1)
+    count = tl.load(COUNTS + row).to(tl.int64)
+    prefix, need = _known_prefix(HIST, row, num_rows, count, 3, BINS)
+    bins = tl.arange(0, BINS)
+    # last byte: the row's histogram (sum over chunks) and the part of it in the chunks before this one
+    hist = tl.zeros([BINS], dtype=tl.int64)
+    hist_before = tl.zeros([BINS], dtype=tl.int64)
+    above_before = tl.zeros([1], dtype=tl.int64)
+    for q in range(0, parts):
+        h = tl.load(LAST_HIST + (row * parts + q) * BINS + bins).to(tl.int64)
+        hist += h
+        earlier = q < part
+        hist_before += tl.where(earlier, h, 0)
+        above_before += tl.where(earlier, tl.load(LAST_ABOVE + row * parts + q + tl.arange(0, 1)).to(tl.int64), 0)
+    at_least = tl.sum(hist, 0) - tl.cumsum(hist, 0) + hist
+    digit = tl.max(tl.where(at_least[None, :] >= need[:, None], bins[None, :], -1), 1)  # [1]
+    greater = bins[None, :] > digit[:, None]
+    ties_wanted = need - tl.sum(tl.where(greater, hist[None, :], 0), 1)  # keys == kth to take (lowest indices)
+    kth = prefix + digit.to(tl.int64)
+    above_before += tl.sum(tl.where(greater, hist_before[None, :], 0), 1)
+    equal_before = tl.sum(tl.where(bins[None, :] == digit[:, None], hist_before[None, :], 0), 1)
+    taken = above_before + tl.minimum(equal_before, ties_wanted)  # [1] kept entries of the earlier chunks
+    seen_equal = equal_before
+    offs = tl.arange(0, BLOCK)
+    start = part * chunk
+    stop = tl.minimum(start + chunk, n)
+    for t0 in range(start, stop, BLOCK):
+        t = t0 + offs
+        ok = t < stop
+        key = _load_keys(SCORES, row, stride_r, t, ok)
+        equal = (ok & (key == kth)).to(tl.int32)
+        equal_rank = seen_equal + (tl.cumsum(equal, 0) - equal).to(tl.int64)
+        keep = (ok & (key > kth)) | ((equal != 0) & (equal_rank < ties_wanted))
+        keep32 = keep.to(tl.int32)
+        slot = taken + (tl.cumsum(keep32, 0) - keep32).to(tl.int64)
+        if DESCENDING:
+            slot = count - 1 - slot
+        # slot < kmax holds when counts <= kmax (the caller's promise); the mask keeps a broken promise in bounds
+        tl.store(OUT + row * stride_o + slot, t, mask=keep & (slot >= 0) & (slot < kmax))
+        taken += tl.sum(keep32, 0).to(tl.int64)
+        seen_equal += tl.sum(equal, 0).to(tl.int64)
+    # -1 in the unused slots [count, kmax); this chunk's positions cover the same range of slots (kmax <= n)
+    for t0 in range(start, stop, BLOCK):
+        s = t0 + offs
+        tl.store(OUT + row * stride_o + s, tl.full([BLOCK], -1, tl.int32), mask=(s >= count) & (s < kmax))
+
+
+def _programs_per_row(rows: int, n: int, device: torch.device, block: int) -> int:
+    tiles = triton.cdiv(n, block)
+    if device.type == "cuda":
+        target = PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+    else:  # the interpreter: a few chunks per row so that the offsets between chunks are exercised
+        target = 4 * rows
+    return max(1, min(tiles, triton.cdiv(target, rows), MAX_PROGRAMS_PER_ROW))
+
+
+def triton_stable_topk(scores: torch.Tensor, counts: torch.Tensor, kmax: int, descending: bool = False,
+                       block: int = BLOCK, programs_per_row: int = None, out: torch.Tensor = None) -> torch.Tensor:
+    """`stable_topk(scores, counts, descending)` entry for entry, with the output width given (no host sync).
+
+    Args:
+        scores: `[..., n]` fp32 (other float dtypes are converted), no NaN; `-inf` for entries never to be chosen
+            unless `counts` exceeds the finite ones.
+        counts: `[...]` int, how many to keep per row; must satisfy `0 <= counts <= kmax` (not checked: that
+            would need a host sync; a larger count is cut at `kmax` slots, wrongly).
+        kmax: output width, `0 <= kmax <= n`; equals `stable_topk`'s width `max(counts)` when some row's count
+            reaches it (otherwise the extra columns are -1).
+        descending: indices in descending order (slash offsets) instead of ascending.
+        block, programs_per_row: tile size (power of 2) and programs per row (default: ~4 programs per SM in all).
+        out: optional `[..., kmax]` int32 contiguous tensor to write (every entry is written).
+
+    Returns:
+        `[..., kmax]` int32: the `counts` best indices of each row (score descending, then index ascending),
+        sorted by index, -1 padded after `counts`.
+    """
+    if counts.shape != scores.shape[:-1]:
+        raise ValueError(f"counts {tuple(counts.shape)} must match scores {tuple(scores.shape)} without the last dim")
+    num = scores.shape[-1]
+    if not 0 <= kmax <= num:
+        raise ValueError(f"kmax must lie in [0, n={num}], got {kmax}; pass the largest count (a host-known budget)")
+    if num >= 2 ** 31:
+        raise ValueError(f"rows of {num} entries overflow the int32 histograms; split the rows")
+    if block & (block - 1) or block < 16:
+        raise ValueError(f"block must be a power of 2 >= 16, got {block}")
+    lead = scores.shape[:-1]
+    rows = counts.numel()
+    if out is None:
+        out = torch.empty(*lead, kmax, dtype=torch.int32, device=scores.device)
+    elif out.shape != (*lead, kmax) or out.dtype != torch.int32 or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous int32 tensor of shape {(*lead, kmax)}, got {out.dtype} "
+                         f"{tuple(out.shape)}")
+    if rows == 0 or kmax == 0:
+        return out
+    flat = scores.reshape(rows, num)
+    if flat.dtype != torch.float32:
+        flat = flat.float()
+    if flat.stride(-1) != 1:
+        flat = flat.contiguous()
+    flat_counts = counts.reshape(rows)
+    if flat_counts.dtype not in (torch.int32, torch.int64):
+        flat_counts = flat_counts.long()
+    parts = programs_per_row or _programs_per_row(rows, num, scores.device, block)
+    chunk = triton.cdiv(triton.cdiv(num, parts), block) * block
+    parts = triton.cdiv(num, chunk)
+    hist = torch.zeros(PASSES - 1, rows, BINS, dtype=torch.int32, device=scores.device)
+    last_hist = torch.empty(rows, parts, BINS, dtype=torch.int32, device=scores.device)
+    last_above = torch.empty(rows, parts, dtype=torch.int32, device=scores.device)
+    grid = (rows, parts)
+    for step in range(PASSES):
+        _radix_pass_kernel[grid](flat, flat_counts, hist, last_hist, last_above, flat.stride(0), rows, num, chunk,
+                                 PASS=step, BINS=BINS, BLOCK=block, num_warps=8)
+    out2 = out.view(rows, kmax)
+    _compact_kernel[grid](flat, flat_counts, hist, last_hist, last_above, out2, flat.stride(0), out2.stride(0), rows,
+                          num, chunk, kmax, DESCENDING=descending, BINS=BINS, BLOCK=block, num_warps=8)
+    return out
