@@ -16,12 +16,29 @@ pytestmark = GPU_MARKS
 DEV = "cuda"
 
 
-def run_and_check(lens, chunk, p, rows, path, launch=None, seed=0):
+def messy_index(lens, chunk, p, seed=0):
+    """random_block_index, then ~10% of the diagonals dropped and ~20% of the rows given one block right of the
+    diagonal (allowed: the causal mask removes it): the unmasked prefix the kernel counts is then not count - 1."""
+    index, count, keep = random_block_index(lens, chunk, p, seed=seed)
+    n = keep.shape[-1]
+    g = torch.Generator(device=DEV).manual_seed(seed + 1)
+    r = torch.arange(n, device=DEV)
+    keep = keep & ~((torch.rand(keep.shape[:-1], device=DEV, generator=g) < 0.1)[..., None] & (r[:, None] == r))
+    right = (r[:, None] + 1 + (torch.rand(keep.shape[:-1], device=DEV, generator=g) * 4).long()[..., None])
+    add = (torch.rand(keep.shape[:-1], device=DEV, generator=g) < 0.2)[..., None] & (r == right) & (right < n)
+    keep = keep | add
+    count = keep.sum(-1).to(torch.int32)
+    index = torch.where(keep, r, n).sort(-1).values[..., : int(count.max())]
+    return torch.where(index == n, -1, index).to(torch.int32).contiguous(), count.contiguous(), keep
+
+
+def run_and_check(lens, chunk, p, rows, path, launch=None, seed=0, messy=False, max_seqlen=None):
     from sparse_attn.kernels.block_sparse.triton import triton_block_sparse_attention
     q, k, v, cu = packed(lens, seed=seed)
-    index, count, keep = random_block_index(lens, chunk, p, seed=seed)
+    index, count, keep = (messy_index if messy else random_block_index)(lens, chunk, p, seed=seed)
     out = torch.full_like(q, float("nan"))
-    triton_block_sparse_attention(q, k, v, cu, index, count, chunk, out=out, launch=launch, path=path)
+    triton_block_sparse_attention(q, k, v, cu, index, count, chunk, out=out, launch=launch, path=path,
+                                  max_seqlen=max_seqlen)
 
     def allowed(b, h, r, length):
         kpos = torch.arange(length, device=DEV)
@@ -57,3 +74,50 @@ def test_auto_picks_tma_on_hopper_and_pointer_for_strided_heads():
     a = triton_block_sparse_attention(padded, k, v, cu, index, count, 128)  # auto: the pointer path, no error
     b = triton_block_sparse_attention(padded.contiguous(), k, v, cu, index, count, 128, path="pointer")
     assert not a.isnan().any() and torch.equal(a, b), "auto on strided heads must run the pointer kernel"
+
+
+# Session 6 launch options: (BLOCK_M, BLOCK_N, warps, stages, warp_specialize, pipeline_qk, peel_diag, persistent).
+NEW_LAUNCHES = [
+    (128, 128, 8, 2, False, True, True, 0),   # peeled diagonal
+    (128, 128, 8, 2, False, True, False, 1),  # persistent grid, one program per SM
+    (128, 128, 8, 2, False, True, True, 1),
+    (64, 64, 4, 2, False, True, True, 2),     # two programs per SM, persistent
+    (64, 128, 4, 2, False, True, True, 0),
+]
+
+
+@pytest.mark.parametrize("launch", NEW_LAUNCHES)
+def test_new_launch_options_real_shapes(launch):
+    """Varlen samples ending mid-tile, dropped diagonals, blocks right of the diagonal, max_seqlen passed."""
+    run_and_check([8192 + 77, 4096 + 5], 128, 0.2, None, "tma", launch=launch, seed=5, messy=True,
+                  max_seqlen=8192 + 77)
+
+
+@pytest.mark.parametrize("launch", [(128, 128, 8, 2, False, True, True, 1), (64, 64, 4, 2, False, True, True, 2)])
+def test_persistent_long(launch):
+    run_and_check([131072], 128, 0.035, 2048, "tma", launch=launch, seed=6, max_seqlen=131072)
+
+
+@pytest.mark.parametrize("path,chunk,launch", [
+    ("tma", 128, None), ("tma", 128, (128, 128, 8, 2, False, True, True, 1)), ("pointer", 128, None),
+    ("auto", 16, None),
+])
+def test_max_seqlen_means_no_host_sync(path, chunk, launch):
+    """With max_seqlen given the wrapper must not read the device (torch's sync debug mode raises on a sync); the
+    result equals the call that reads max_seqlen from cu_seqlens."""
+    from sparse_attn.kernels.block_sparse.triton import triton_block_sparse_attention
+    lens = [16384 + 37, 9000 + 5]
+    q, k, v, cu = packed(lens, seed=7)
+    index, count, _ = messy_index(lens, chunk, 0.1, seed=7)
+    want = triton_block_sparse_attention(q, k, v, cu, index, count, chunk, launch=launch, path=path)  # compiles
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = triton_block_sparse_attention(q, k, v, cu, index, count, chunk, launch=launch, path=path,
+                                            max_seqlen=max(lens))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="max_seqlen"):
+        triton_block_sparse_attention(q, k, v, cu, index, count, chunk, launch=launch, path=path,
+                                      max_seqlen=max(lens) - 4 * chunk)
