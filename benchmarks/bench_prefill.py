@@ -518,7 +518,7 @@ def main():
                         help="vertical_slash / flexprefill: the last-window sums pass to time")
     parser.add_argument("--sums-compare", nargs="+", default=None, metavar="VARIANT[:NQ,WARPS,STAGES]",
                         help="only compare last-window sums passes (e.g. banded skew skew_pipe:2,8,2) at --lengths: "
-                             "sums ms, difference vs banded, library select / overhead % of the VS attention")
+                             "sums ms, difference vs banded, library select / overhead %% of the VS attention")
     parser.add_argument("--sums-sweep", nargs="*", default=[], metavar="VARIANT[:NQ,WARPS,STAGES]",
                         help="with --sums-compare: more configurations, sums only, at the longest length")
     parser.add_argument("--tune", action="store_true", help="only time kernel launch configurations")

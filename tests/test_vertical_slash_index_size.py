@@ -137,3 +137,55 @@ def test_pair_counts_do_not_depend_on_the_row_chunk(monkeypatch):
     monkeypatch.setattr(vs_naive, "PAIR_COUNT_CHUNK", 7)  # one row per chunk
     assert torch.equal(vertical_slash_pair_counts(cu, *index), whole)
     assert int(whole.min()) > 0
+
+
+@pytest.mark.parametrize("lengths", [(200, 77, 129), (190,), (64, 1)])
+def test_host_max_len_builds_in_one_pass_at_the_bound_widths(lengths, monkeypatch):
+    """With the longest length given on the host, the Triton builder reads nothing back: one pass at the
+    `index_widths` bounds. Counts and the used slots equal the reference; slots past each count stay -1."""
+    import sparse_attn.kernels.vertical_slash.triton as vs_triton
+
+    gen = torch.Generator().manual_seed(sum(lengths))
+    num_vert, num_slash = 90, 70
+    pattern = wide_pattern(lengths, 3, num_vert, num_slash, gen)
+    cu = cu_of(lengths)
+    want = naive_build_vertical_slash_index(cu, *pattern)
+    reads = []
+    monkeypatch.setattr(torch.Tensor, "max", lambda self, *a, **kw: reads.append(1) or torch.amax(self))
+    got = build_vertical_slash_index(cu, *pattern, backend="triton", max_len=max(lengths))
+    monkeypatch.undo()
+    assert not reads, "the one-pass build must not read the widths back"
+    bound_blocks, bound_columns = index_widths(max(lengths), num_slash, num_vert)
+    assert got[1].shape[-1] == bound_blocks and got[3].shape[-1] == bound_columns
+    assert torch.equal(got[0], want[0]) and torch.equal(got[2], want[2])
+    for full, exact in ((got[1], want[1]), (got[3], want[3])):
+        width = exact.shape[-1]
+        assert torch.equal(full[..., :width], exact), "used slots differ from the reference"
+        assert bool((full[..., width:] == -1).all()), "slots past the widest row must stay -1"
+    # above the size limit the two-pass build sizes the index to the widest row, as without max_len
+    monkeypatch.setattr(vs_triton, "SINGLE_PASS_MAX_BYTES", 0)
+    exact = build_vertical_slash_index(cu, *pattern, backend="triton", max_len=max(lengths))
+    for a, b in zip(exact, want):
+        assert a.shape == b.shape and torch.equal(a, b)
+
+
+def test_attention_over_a_bound_width_index_equals_the_exact_one():
+    """The mixed attention reads only `count` slots per row: the one-pass (wider) index gives the same output,
+    and the host max_len hint gives the same output as reading it from cu_seqlens."""
+    from sparse_attn.kernels.vertical_slash import vertical_slash_attention
+
+    gen = torch.Generator().manual_seed(3)
+    lengths = (150, 67)
+    cu = cu_of(lengths)
+    pattern = wide_pattern(lengths, 4, 40, 30, gen)
+    q = torch.randn(sum(lengths), 4, 64, generator=gen)
+    k, v = torch.randn(2, sum(lengths), 2, 64, generator=gen)
+    exact = naive_build_vertical_slash_index(cu, *pattern)
+    wide = build_vertical_slash_index(cu, *pattern, backend="triton", max_len=max(lengths))
+    assert wide[1].shape[-1] > exact[1].shape[-1] or wide[3].shape[-1] > exact[3].shape[-1]
+    outs = []
+    for index, hint in ((exact, None), (wide, max(lengths))):
+        out = torch.full_like(q, float("nan"))
+        outs.append(vertical_slash_attention(q, k, v, cu, *index, out=out, backend="triton", max_len=hint))
+    assert not outs[1].isnan().any()
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=0)

@@ -23,13 +23,16 @@ def _triton_module(tensor: torch.Tensor, backend: str):
 
 def last_window_sums(
     q: torch.Tensor, k: torch.Tensor, cu_seqlens: torch.Tensor, window: int,
-    scale: Optional[float] = None, backend: str = "auto",
+    scale: Optional[float] = None, backend: str = "auto", max_len: Optional[int] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Dispatch `naive_last_window_sums` / `triton_last_window_sums` (same signature; see the naive docstring)."""
+    """Dispatch `naive_last_window_sums` / `triton_last_window_sums` (same signature; see the naive docstring).
+
+    max_len: the longest sample's length, when known on the host (saves the Triton path a device-to-host read).
+    """
     module = _triton_module(q, backend)
     if module is None:
         return naive_last_window_sums(q, k, cu_seqlens, window, scale=scale)
-    return module.triton_last_window_sums(q, k, cu_seqlens, window, scale=scale)
+    return module.triton_last_window_sums(q, k, cu_seqlens, window, scale=scale, max_len=max_len)
 
 
 def pooled_block_scores(

@@ -529,8 +529,12 @@ def triton_last_window_sums(
     scale: Optional[float] = None,
     blocks: Optional[Tuple[int, int, int, int]] = None,
     variant: Optional[str] = None,
+    max_len: Optional[int] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Vertical and slash sums of the last-window softmax (see naive_last_window_sums).
+
+    max_len: the longest sample's length when the caller knows it on the host (the library's select does): no
+    device-to-host read here, so the launches queue behind the GPU's earlier work instead of waiting for it.
 
     blocks: optional (stats BLOCK_M, stats BLOCK_N, sums BLOCK_M, sums BLOCK_N) override (benchmark tuning; the
     banded sums pass always uses 64 x 64 tiles).
@@ -553,7 +557,7 @@ def triton_last_window_sums(
     batch = cu_seqlens.numel() - 1
     cu_seqlens = cu_seqlens.to(torch.int32)
     lens = cu_seqlens[1:] - cu_seqlens[:-1]
-    longest = int(lens.max())
+    longest = int(lens.max()) if max_len is None else int(max_len)
     variant = DEFAULT_VARIANT if variant is None else variant
     if variant == "auto":
         variant = "skew_gather" if longest >= SKEW_MIN_LENGTH else "banded"

@@ -33,22 +33,33 @@ def _triton_module(tensor: torch.Tensor, backend: str):
 
 def build_vertical_slash_index(
     cu_seqlens: torch.Tensor, vertical_idx: torch.Tensor, vertical_count: torch.Tensor,
-    slash_offsets: torch.Tensor, slash_count: torch.Tensor, backend: str = "auto",
+    slash_offsets: torch.Tensor, slash_count: torch.Tensor, backend: str = "auto", max_len: Optional[int] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Dispatch `naive_build_vertical_slash_index` / `triton_build_vertical_slash_index` (see the naive docstring)."""
+    """Dispatch `naive_build_vertical_slash_index` / `triton_build_vertical_slash_index` (see the naive docstring).
+
+    max_len: the longest sample's length when known on the host: the Triton builder then reads nothing back from
+    the device (its index may be wider than the widest row, up to `index_widths`; see its docstring).
+    """
     module = _triton_module(vertical_idx, backend)
     if module is None:
         return naive_build_vertical_slash_index(cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count)
     return module.triton_build_vertical_slash_index(cu_seqlens, vertical_idx, vertical_count, slash_offsets,
-                                                    slash_count)
+                                                    slash_count, max_len=max_len)
 
 
 def vertical_slash_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
     block_count: torch.Tensor, block_offset: torch.Tensor, column_count: torch.Tensor, column_index: torch.Tensor,
     scale: Optional[float] = None, out: Optional[torch.Tensor] = None, backend: str = "auto",
+    max_len: Optional[int] = None,
 ) -> torch.Tensor:
-    """Dispatch `naive_vertical_slash_attention` / `triton_vertical_slash_attention` (see the naive docstring)."""
+    """Dispatch `naive_vertical_slash_attention` / `triton_vertical_slash_attention` (see the naive docstring).
+
+    max_len: the longest sample's length when known on the host (saves the Triton path a device-to-host read).
+    """
     module = _triton_module(q, backend)
-    fn = naive_vertical_slash_attention if module is None else module.triton_vertical_slash_attention
-    return fn(q, k, v, cu_seqlens, block_count, block_offset, column_count, column_index, scale, out)
+    if module is None:
+        return naive_vertical_slash_attention(q, k, v, cu_seqlens, block_count, block_offset, column_count,
+                                              column_index, scale, out)
+    return module.triton_vertical_slash_attention(q, k, v, cu_seqlens, block_count, block_offset, column_count,
+                                                  column_index, scale, out, max_seqlen_hint=max_len)

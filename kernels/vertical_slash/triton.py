@@ -12,9 +12,13 @@ import triton
 import triton.language as tl
 
 from .._triton_tile import LOG2E, check_prefill_inputs, max_seqlen, online_softmax_step
-from .naive import check_index_fits
+from .naive import check_index_fits, index_bytes, index_widths
 
 BLOCK = 64  # rows per index row and width of a slash block (MInference format)
+# Largest index (bytes, at its upper-bound widths) built in one pass without reading the widths back. At the
+# reference budgets (512 verticals and slashes) a 128K-token sample with 32 heads needs 268 MB at the bounds, about
+# what the exact widths give at that length (rows late in the sample reach ~NS blocks).
+SINGLE_PASS_MAX_BYTES = 1 << 30
 
 
 @triton.jit
@@ -93,6 +97,7 @@ def triton_build_vertical_slash_index(
     vertical_count: torch.Tensor,
     slash_offsets: torch.Tensor,
     slash_count: torch.Tensor,
+    max_len: Optional[int] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Build MInference's per-row index on the device (same rules and outputs as naive_build_vertical_slash_index).
 
@@ -105,14 +110,19 @@ def triton_build_vertical_slash_index(
         column_index [B, Hq, n_rows, WC] (int32, -1 padded), n_rows = ceil(max_len / 64),
         WB = max(1, max block_count) <= min(NS, n_rows), WC = max(1, max column_count) <= min(NV, max_len).
 
-    A first pass counts (one sync to read the widths), `check_index_fits` raises before an index that would not fit
-    in free GPU memory is allocated, a second pass fills it.
+    max_len: the longest sample's length when the caller knows it on the host (the library's select does). Then
+        nothing here reads the device: if the index at its upper-bound widths (`index_widths`) takes at most
+        `SINGLE_PASS_MAX_BYTES`, ONE pass counts and fills it (WB, WC = the bounds; rows are -1 padded past their
+        counts, as always). Otherwise, and when max_len is None, a first pass counts, the widths are read back
+        (one sync) and sized to the widest row, a second pass fills.
+    `check_index_fits` raises before an index that would not fit in free GPU memory is allocated.
     """
     batch, heads, num_vert = vertical_idx.shape
     num_slash = slash_offsets.shape[-1]
     device = vertical_idx.device
     cu_seqlens = cu_seqlens.to(device=device, dtype=torch.int32)
-    n_rows = -(-max_seqlen(cu_seqlens) // BLOCK)
+    longest = max_seqlen(cu_seqlens) if max_len is None else int(max_len)
+    n_rows = -(-longest // BLOCK)
     vertical_idx = vertical_idx.to(torch.int32).contiguous()
     slash_offsets = slash_offsets.to(torch.int32).contiguous()
     vertical_count = vertical_count.to(torch.int32).contiguous()
@@ -132,6 +142,14 @@ def triton_build_vertical_slash_index(
             block_offset.shape[-1], column_index.shape[-1], BLOCK_R=block_r, STORE=store, num_warps=4,
         )
 
+    if max_len is not None:
+        block_width, column_width = index_widths(longest, num_slash, num_vert)
+        if index_bytes(batch, heads, n_rows, block_width, column_width) <= SINGLE_PASS_MAX_BYTES:
+            check_index_fits(batch, heads, n_rows, block_width, column_width, device)
+            block_offset = torch.full((batch, heads, n_rows, block_width), -1, dtype=torch.int32, device=device)
+            column_index = torch.full((batch, heads, n_rows, column_width), -1, dtype=torch.int32, device=device)
+            walk(block_offset, column_index, True)
+            return block_count, block_offset, column_count, column_index
     unused = torch.empty(1, 1, 1, 1, dtype=torch.int32, device=device)  # no entries are written when counting
     walk(unused, unused, False)
     block_width = max(1, int(block_count.max())) if block_count.numel() else 1
@@ -229,6 +247,7 @@ def triton_vertical_slash_attention(
     scale: Optional[float] = None,
     out: Optional[torch.Tensor] = None,
     launch: Optional[Tuple[int, int]] = None,
+    max_seqlen_hint: Optional[int] = None,
 ) -> torch.Tensor:
     """Mixed block + column causal attention (see naive_vertical_slash_attention).
 
@@ -237,13 +256,14 @@ def triton_vertical_slash_attention(
         block_count [B, Hq, n_rows], block_offset [B, Hq, n_rows, NS], column_count [B, Hq, n_rows],
         column_index [B, Hq, n_rows, NV]: the index of build_vertical_slash_index (rows of 64 queries).
         launch: optional (num_warps, num_stages) override (benchmark tuning).
+        max_seqlen_hint: the longest sample's length when known on the host (no device-to-host read here).
     Returns:
         out [N, Hq, D] in q's dtype (written in place when `out` is given).
     """
     check_prefill_inputs(q, k, v, cu_seqlens)
     n_tokens, num_q_heads, head_dim = q.shape
     batch = cu_seqlens.numel() - 1
-    n_rows = -(-max_seqlen(cu_seqlens) // BLOCK)
+    n_rows = -(-(max_seqlen(cu_seqlens) if max_seqlen_hint is None else int(max_seqlen_hint)) // BLOCK)
     for name, t in (("block_count", block_count), ("column_count", column_count)):
         if tuple(t.shape) != (batch, num_q_heads, n_rows):
             raise ValueError(f"{name} must be [B={batch}, Hq={num_q_heads}, n_rows={n_rows}], got {tuple(t.shape)}")

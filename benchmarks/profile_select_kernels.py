@@ -1,0 +1,64 @@
+"""Where the time of a sparse-prefill selection goes, kernel by kernel (torch.profiler on the GPU).
+
+Runs `VerticalSlash().select` and `FlexPrefill().select` (reference defaults) on the structured inputs of
+bench_prefill.py, prints the do_bench median of the whole select and a table of the CUDA kernels it launches
+(total device time per kernel name over one call, and the number of launches), so the estimation / top-k / index
+stages can be told apart without guessing.
+
+Usage: python benchmarks/profile_select_kernels.py [--lengths 131072] [--methods vertical_slash flexprefill]
+"""
+import argparse
+import time
+from collections import defaultdict
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from triton.testing import do_bench
+
+from bench_prefill import structured_qkv
+from sparse_attn.methods.flexprefill import FlexPrefill
+from sparse_attn.methods.vertical_slash import VerticalSlash
+
+METHODS = {"vertical_slash": VerticalSlash, "flexprefill": FlexPrefill}
+
+
+def kernel_table(fn, calls=3):
+    """{kernel name: (device ms per call, launches per call)} over `calls` calls of fn."""
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    totals, counts = defaultdict(float), defaultdict(int)
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            totals[event.name] += event.device_time / 1000 / calls  # us -> ms
+            counts[event.name] += 1
+    return {name: (totals[name], counts[name] / calls) for name in totals}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lengths", type=int, nargs="+", default=[131072])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    args = parser.parse_args()
+    print(f"device={torch.cuda.get_device_name()} torch={torch.__version__} "
+          f"date={time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
+    for length in args.lengths:
+        cu = torch.tensor([0, length], device="cuda", dtype=torch.int32)
+        q, k, _ = structured_qkv(length)
+        for name in args.methods:
+            method = METHODS[name]()
+            select = lambda: method.select(q, k, cu, backend="triton")
+            total = do_bench(select, warmup=10, rep=50, return_mode="median")
+            table = kernel_table(select)
+            device_sum = sum(ms for ms, _ in table.values())
+            print(f"\n## {name} L={length}: select {total:.3f} ms (do_bench median); kernels sum {device_sum:.3f} ms")
+            print("| kernel | ms per call | launches | % of kernels |\n|---|---|---|---|")
+            for kernel, (ms, n) in sorted(table.items(), key=lambda kv: -kv[1][0]):
+                print(f"| {kernel[:90]} | {ms:.4f} | {n:g} | {100 * ms / device_sum:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
