@@ -41,7 +41,7 @@ PROGRAMS_PER_SM = 4
 def _load_keys(SCORES, row, stride_r, t, ok):
     """int64 keys in [0, 2**32) of the scores at positions `t` (masked by `ok`), ordered as the fp32 scores."""
     bits = tl.load(SCORES + row * stride_r + t, mask=ok, other=0.0).to(tl.int32, bitcast=True)
-    bits = tl.where(bits == -2147483648, 0, bits)  # -0.0 -> +0.0 (a float comparison treats them as equal)
+    bits = tl.where((bits & 0x7FFFFFFF) == 0, 0, bits)  # -0.0 -> +0.0 (a float comparison treats them as equal)
     monotone = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # signed int32 order == float order
     return monotone.to(tl.int64) + 2147483648  # unsigned order, so that bytes compare like the keys
 
@@ -77,8 +77,6 @@ def _radix_pass_kernel(SCORES, COUNTS, HIST, LAST_HIST, LAST_ABOVE, stride_r, nu
     part = tl.program_id(1)
     count = tl.load(COUNTS + row).to(tl.int64)
     prefix, need = _known_prefix(HIST, row, num_rows, count, PASS, BINS)
-    high_shift: tl.constexpr = 32 - 8 * PASS  # bits above this pass's byte (32: none, every key matches)
-    shift: tl.constexpr = 24 - 8 * PASS
     offs = tl.arange(0, BLOCK)
     hist = tl.zeros([BINS], dtype=tl.int32)
     above = tl.zeros([BLOCK], dtype=tl.int32)
@@ -87,10 +85,11 @@ def _radix_pass_kernel(SCORES, COUNTS, HIST, LAST_HIST, LAST_ABOVE, stride_r, nu
         t = t0 + offs
         ok = t < tl.minimum(start + chunk, n)
         key = _load_keys(SCORES, row, stride_r, t, ok)
-        high = key >> high_shift
-        known = prefix >> high_shift  # [1]
+        # the bits above this pass's byte must match the known prefix (pass 0: 32 bits up, every key matches)
+        high = key >> (32 - 8 * PASS)
+        known = prefix >> (32 - 8 * PASS)  # [1]
         match = ok & (high == known)
-        digit = ((key >> shift) & (BINS - 1)).to(tl.int32)
+        digit = ((key >> (24 - 8 * PASS)) & (BINS - 1)).to(tl.int32)
         hist += tl.histogram(digit, BINS, mask=match)
         if PASS == 3:
             above += (ok & (high > known)).to(tl.int32)
