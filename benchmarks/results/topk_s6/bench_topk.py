@@ -15,9 +15,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))  # bench
 from bench_prefill import structured_qkv  # noqa: E402
 
 from sparse_attn import VerticalSlash  # noqa: E402
-from sparse_attn.kernels.estimation import last_window_sums  # noqa: E402
 from sparse_attn.kernels.estimation.topk import stable_topk  # noqa: E402
 from sparse_attn.kernels.estimation.topk_triton import triton_stable_topk  # noqa: E402
+from sparse_attn.methods import vertical_slash as vs_module  # noqa: E402
 from sparse_attn.methods._prefill import select_vertical_slash  # noqa: E402
 
 DEV = "cuda"
@@ -52,11 +52,17 @@ def select_rows(length=131072):
     q, k, _ = structured_qkv(length)
     cu = torch.tensor([0, length], device=DEV, dtype=torch.int32)
     method = VerticalSlash()
-    budget = lambda size: torch.full((1, q.shape[1]), size, device=DEV, dtype=torch.long)
 
-    def before():  # the pipeline of VerticalSlash.select without max_budget: the reference top-k (host syncs)
-        vertical, slash = last_window_sums(q, k, cu, method.approximation_size)
-        return select_vertical_slash(cu, vertical, slash, budget(method.vertical_size), budget(method.slash_size))
+    def before():  # VerticalSlash.select with max_budget dropped: the reference top-k (host syncs), all else equal
+        def without_budget(*args, **kwargs):
+            kwargs.pop("max_budget", None)
+            return select_vertical_slash(*args, **kwargs)
+
+        vs_module.select_vertical_slash = without_budget
+        try:
+            return method.select(q, k, cu)
+        finally:
+            vs_module.select_vertical_slash = select_vertical_slash
 
     def after():
         return method.select(q, k, cu)
