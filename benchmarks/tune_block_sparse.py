@@ -153,6 +153,14 @@ def main():
     results, reports, checks, flex_ms, flops, widths = {}, {}, {}, {}, {}, {}
     ok_variants = dict(variants)
     t_start = time.time()
+
+    def save():  # after every case, so a run cut short by a timeout keeps what it measured
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(dict(results={n: {str(k): v for k, v in r.items()} for n, r in results.items()},
+                               reports=reports, checks=checks, flex={str(k): v for k, v in flex_ms.items()},
+                               flops={str(k): v for k, v in flops.items()},
+                               widths={str(k): v for k, v in widths.items()}), fh, indent=1)
     by_length = {}
     for case in cases:  # keep the given order, but build q/k/v once per length
         by_length.setdefault(case[1], []).append(case)
@@ -212,6 +220,7 @@ def main():
                 print(f"  flex same mask: {flex_ms[key]:.3f} ms (first call {time.time() - t0:.1f} s)", flush=True)
                 del qb, kb, vb, mask
             print(case_table(key, names + [DEFAULT], results, flops, flex_ms, widths[key], checks), flush=True)
+            save()
             del index, count, chosen
         del q, k, v, out
         torch.cuda.empty_cache()
@@ -238,12 +247,7 @@ def main():
         print("| Flex same mask | | | | | " + " | ".join(f"{flex_ms[k]:.3f}" if k in flex_ms else "-" for k in keys)
               + " |")
     print(f"\ntotal {time.time() - t_start:.0f} s", flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(dict(results={n: {str(k): v for k, v in r.items()} for n, r in results.items()},
-                           reports=reports, checks=checks, flex={str(k): v for k, v in flex_ms.items()},
-                           flops={str(k): v for k, v in flops.items()}, widths={str(k): v for k, v in widths.items()}),
-                      fh, indent=1)
+    save()
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ def test_tma_path_refuses_layouts_it_cannot_read():
 
 def messy_block_index(lengths, hq, chunk, gen, p_right=0.3, p_drop_diag=0.2):
     """Per sample, head and query block: random earlier blocks, the diagonal (dropped with p_drop_diag) and, with
-    p_right, a block right of the diagonal (allowed: the causal mask removes it). Sorted ascending, -1 padded."""
+    p_right, one or two blocks right of the diagonal (allowed: the causal mask removes them; with the diagonal,
+    up to three entries >= the row, so the kernel's prefix count walks back). Sorted ascending, -1 padded."""
     n = -(-max(lengths) // chunk)
     width = n + 1
     index = torch.full((len(lengths), hq, n, width), -1, dtype=torch.int32)
@@ -64,8 +65,9 @@ def messy_block_index(lengths, hq, chunk, gen, p_right=0.3, p_drop_diag=0.2):
                 keep = torch.randperm(m, generator=gen)[: int(torch.randint(0, m + 1, (1,), generator=gen))].tolist()
                 if float(torch.rand(1, generator=gen)) >= p_drop_diag:
                     keep.append(m)
-                if m + 1 < nb and float(torch.rand(1, generator=gen)) < p_right:
-                    keep.append(int(torch.randint(m + 1, nb, (1,), generator=gen)))
+                if m + 1 < nb and float(torch.rand(1, generator=gen)) < p_right:  # 1-2 blocks right of it
+                    keep += torch.randint(m + 1, nb, (int(torch.randint(1, 3, (1,), generator=gen)),),
+                                          generator=gen).tolist()
                 keep = sorted(set(keep))
                 index[b, h, m, : len(keep)] = torch.tensor(keep, dtype=torch.int32)
                 count[b, h, m] = len(keep)
@@ -150,3 +152,22 @@ def test_launch_by_index_width_and_launch_validation(monkeypatch):
         bs._full_launch((128, 128, 8, 2, False, False, True))
     with pytest.raises(ValueError, match="launch must be"):
         bs._full_launch((128, 128))
+
+
+@pytest.mark.parametrize("path", ["tma", "pointer"])
+def test_prefix_walks_back_over_several_entries_right_of_the_row(path):
+    """Hand-made rows with 0-4 entries >= the query chunk (the kernel's walk-back loop) and a row with no diagonal."""
+    rows = [[0, 1, 2, 3], [1, 2, 3], [0, 3], [0, 1, 2, 3]]  # row 2 lacks its diagonal, rows 0/1 see the future
+    index = torch.full((1, 4, 4, 4), -1, dtype=torch.int32)
+    count = torch.zeros(1, 4, 4, dtype=torch.int32)
+    for h in range(4):
+        for m, entries in enumerate(rows[h:] + rows[:h]):  # every head a different rotation
+            index[0, h, m, : len(entries)] = torch.tensor(entries, dtype=torch.int32)
+            count[0, h, m] = len(entries)
+    q, k, v, cu = packed((500,), 4, 1, 64, seed=11)
+    want = naive_block_sparse_attention(q, k, v, cu, index, count, 128)
+    out = torch.full_like(q, float("nan"))
+    got = triton_block_sparse_attention(q, k, v, cu, index, count, 128, out=out, path=path, max_seqlen=500,
+                                        launch=(128, 64, 4, 2, False, path == "tma", path == "tma", 0))
+    assert not got.isnan().any(), "rows left unwritten"
+    assert rel_err(got, want) < 1e-5

@@ -41,15 +41,20 @@ TILE = 64  # tile size used when chunk_size < 64
 def _unmasked_prefix(index_row, count, row):
     """Entries of a sorted index row strictly left of query chunk `row`: they need no causal mask.
 
-    The row is sorted ascending, so those entries form a prefix; walk back from the last valid entry while the
-    entry is >= row (the diagonal and anything right of it: usually one step). Replaces a per-call torch pass
-    over the whole index on the host side.
+    The row is sorted ascending (distinct ids), so those entries form a prefix. The last two valid entries are
+    loaded together (one memory round trip after `count`): a row with its diagonal and nothing right of it
+    (the usual case) is settled by the last one, a row with one block right of the diagonal by both; only rows
+    with two or more entries >= row walk further back, one load per step. Replaces a per-call torch pass over
+    the whole index on the host side.
     """
-    n_full = count
-    last = tl.load(index_row + n_full - 1, mask=n_full > 0, other=-1)
-    while last >= row:
+    last = tl.load(index_row + count - 1, mask=count > 0, other=-1)
+    prev = tl.load(index_row + count - 2, mask=count > 1, other=-1)
+    # sorted: prev >= row implies last >= row
+    n_full = count - (last >= row).to(tl.int32) - (prev >= row).to(tl.int32)
+    probe = tl.load(index_row + n_full - 1, mask=(n_full > 0) & (prev >= row), other=-1)
+    while probe >= row:
         n_full -= 1
-        last = tl.load(index_row + n_full - 1, mask=n_full > 0, other=-1)
+        probe = tl.load(index_row + n_full - 1, mask=n_full > 0, other=-1)
     return n_full
 
 
@@ -218,16 +223,16 @@ def _tma_tile(
     # q stays as loaded (in shared memory): scaling it here would move it into registers (64 per thread) as the
     # register operand of every wgmma, which made ptxas serialize the wgmma k-steps; the scale goes into the
     # exponent's FMA instead.
+    # the index row's bounds first: their (dependent) global loads are then in flight during the Q copy's wait
+    row = q_first // CHUNK
+    index_row = Index + b * stride_ib + h * stride_ih + row * stride_ir
+    count = tl.load(Count + b * stride_cb + h * stride_ch + row)
+    n_full = _unmasked_prefix(index_row, count, row)
     q = desc_q.load([seq_start + q_first, h * HEAD_DIM])
 
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-
-    row = q_first // CHUNK
-    index_row = Index + b * stride_ib + h * stride_ih + row * stride_ir
-    count = tl.load(Count + b * stride_cb + h * stride_ch + row)
-    n_full = _unmasked_prefix(index_row, count, row)
     SUBS: tl.constexpr = CHUNK // BLOCK_N
     # 1) key tiles wholly left of this query tile: no mask; the loop body is nothing but loads, two dots and the
     #    softmax update, so Triton pipelines the copies (and, with WARP_SPECIALIZE, gives them a producer warp).
