@@ -4,6 +4,11 @@ Same signatures as `naive.naive_build_vertical_slash_index` and `naive.naive_ver
 format and the rules are in docs/architecture.md ("Prefill primitives"). Rows are 64 queries; a row visits
 64-wide key blocks (where the slashes cross it, merged) and individual key columns (the verticals not already
 inside a block).
+
+Attention paths (`path=`): "pointer" (plain loads, any GPU) and "tma" (Hopper, 16-bit: q and the slash blocks' K/V
+through tensor descriptors, the unmasked blocks' Q K^T software-pipelined; columns gathered with pointer loads).
+Both keep q unscaled (the wgmma reads it from shared memory) and fold scale*log2(e) into the exp2 argument, and
+count each row's unmasked prefix in the kernel (benchmarks/results/vs_attn_s6/).
 """
 from typing import Optional, Tuple
 
@@ -11,7 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .._triton_tile import LOG2E, check_prefill_inputs, max_seqlen, online_softmax_step
+from .._triton_tile import LOG2E, check_prefill_inputs, max_seqlen
+from ..block_sparse.triton import TensorDescriptor, _descriptor, tma_supported
 from .naive import check_index_fits, index_bytes, index_widths
 
 BLOCK = 64  # rows per index row and width of a slash block (MInference format)
@@ -162,14 +168,89 @@ def triton_build_vertical_slash_index(
 
 
 @triton.jit
+def _unmasked_count(offsets, n_blocks, q_first, BLOCK_N: tl.constexpr):
+    """Slash blocks of an index row that end at or before the row's first query (`start + BLOCK_N <= q_first`):
+    they need no mask (every key exists and precedes every query of the row).
+
+    Starts ascend, so those blocks are a prefix; walk back from the last block while it reaches past q_first. The
+    blocks are disjoint and 64 wide, so at most two of them reach into [q_first - 63, q_first + 63]: <= 3 loads.
+    Replaces the torch pre-pass over the whole index that the wrapper used to launch.
+    """
+    n_full = n_blocks
+    last = tl.load(offsets + n_full - 1, mask=n_full > 0, other=-BLOCK_N)
+    while last + BLOCK_N > q_first:
+        n_full -= 1
+        last = tl.load(offsets + n_full - 1, mask=n_full > 0, other=-BLOCK_N)
+    return n_full
+
+
+@triton.jit
+def _vs_unmasked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, qk_scale):
+    """Online-softmax step over a key tile wholly in the past of every query of the row (no mask).
+
+    q [M, D] unscaled: the softmax scale (scale*log2(e), qk_scale) is folded into the exp2 argument. Scaling q in
+    registers made q the register operand of every wgmma and ptxas serialized the wgmma k-steps (session 2,
+    kernels/block_sparse/triton.py). A local variant of _triton_tile.online_softmax_step, which expects q scaled.
+    """
+    k = tl.load(k_ptrs)
+    s = tl.dot(q, tl.trans(k))
+    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+    p = tl.math.exp2(s * qk_scale - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = tl.load(v_ptrs)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _vs_masked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, q_pos, key_ok, qk_scale):
+    """Online-softmax step with the causal mask: key_ok [N] keys that exist and are selected, k_pos [N] / q_pos [M]
+    positions within the sample; q unscaled (see _vs_unmasked_step). Rows with no kept key yet keep m = -inf and
+    subtract 0 instead, so exp2 never sees (-inf) - (-inf)."""
+    k = tl.load(k_ptrs, mask=key_ok[:, None], other=0.0)
+    s = tl.dot(q, tl.trans(k))
+    keep = key_ok[None, :] & (k_pos[None, :] <= q_pos[:, None])
+    s = tl.where(keep, s * qk_scale, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.math.exp2(s - m_safe[:, None])
+    alpha = tl.math.exp2(m_i - m_safe)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = tl.load(v_ptrs, mask=key_ok[:, None], other=0.0)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _columns(acc, m_i, l_i, q, k_base, v_base, ColumnCount, ColumnIndex, b, h, row, offs_m, seq_len, qk_scale,
+             stride_kn, stride_vn, stride_ccb, stride_cch, stride_cib, stride_cih, stride_cir,
+             HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Fold the row's vertical columns, gathered BLOCK_N at a time with pointer loads (both paths)."""
+    offs_d = tl.arange(0, HEAD_DIM)
+    offs_n = tl.arange(0, BLOCK_N)
+    n_cols = tl.load(ColumnCount + index_row_offset(b, h, row, stride_ccb, stride_cch, 1))
+    columns = ColumnIndex + index_row_offset(b, h, row, stride_cib, stride_cih, stride_cir)
+    for c in range(0, n_cols, BLOCK_N):
+        slot = c + offs_n
+        k_pos = tl.load(columns + slot, mask=slot < n_cols, other=0)
+        key_ok = (slot < n_cols) & (k_pos >= 0) & (k_pos < seq_len)
+        k_ptrs = k_base + k_pos[:, None] * stride_kn + offs_d[None, :]
+        v_ptrs = v_base + k_pos[:, None] * stride_vn + offs_d[None, :]
+        acc, m_i, l_i = _vs_masked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, offs_m, key_ok, qk_scale)
+    return acc, m_i, l_i
+
+
+@triton.jit
 def _vertical_slash_fwd(
-    Q, K, V, Out, cu_seqlens, BlockCount, FullCount, BlockOffset, ColumnCount, ColumnIndex,
+    Q, K, V, Out, cu_seqlens, BlockCount, BlockOffset, ColumnCount, ColumnIndex,
     qk_scale, num_q_heads, n_rows,
     stride_qn, stride_qh, stride_kn, stride_kh, stride_vn, stride_vh, stride_on, stride_oh,
     stride_bcb, stride_bch, stride_bob, stride_boh, stride_bor, stride_ccb, stride_cch,
     stride_cib, stride_cih, stride_cir,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
+    """Plain-pointer kernel; grid (n_rows, B * Hq), one 64-query index row per program."""
     row = n_rows - 1 - tl.program_id(0)  # heavy rows first
     bh = tl.program_id(1)
     b = bh // num_q_heads
@@ -186,9 +267,9 @@ def _vertical_slash_fwd(
     offs_d = tl.arange(0, HEAD_DIM)
     offs_n = tl.arange(0, BLOCK_N)
     row_ok = offs_m < seq_len
+    # q stays unscaled (the scale goes into the exp2 argument, see _vs_unmasked_step)
     q = tl.load(Q + start * stride_qn + offs_m[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
                 mask=row_ok[:, None], other=0.0)
-    q = (q * qk_scale).to(q.dtype)
     k_base = K + start * stride_kn + kv_h * stride_kh
     v_base = V + start * stride_vn + kv_h * stride_vh
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
@@ -196,43 +277,158 @@ def _vertical_slash_fwd(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
 
     # 1) slash blocks: 64 consecutive keys from each listed start (starts need not be 64-aligned). Blocks ending
-    #    left of this row (a sorted prefix, counted on the host) need no mask: a branch-free, pipelined loop.
+    #    left of this row (a sorted prefix, counted here) need no mask: a branch-free, pipelined loop.
     n_blocks = tl.load(BlockCount + index_row_offset(b, h, row, stride_bcb, stride_bch, 1))
-    n_full = tl.load(FullCount + index_row_offset(b, h, row, stride_bcb, stride_bch, 1))
     offsets = BlockOffset + index_row_offset(b, h, row, stride_bob, stride_boh, stride_bor)
+    n_full = _unmasked_count(offsets, n_blocks, q_first, BLOCK_N)
     for e in range(n_full):
         k_pos = tl.load(offsets + e) + offs_n
-        k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :])
-        s = tl.dot(q, tl.trans(k))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.math.exp2(s - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + k_pos[:, None] * stride_vn + offs_d[None, :])
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        acc, m_i, l_i = _vs_unmasked_step(acc, m_i, l_i, q, k_base + k_pos[:, None] * stride_kn + offs_d[None, :],
+                                          v_base + k_pos[:, None] * stride_vn + offs_d[None, :], qk_scale)
     for e in range(n_full, n_blocks):
         k_pos = tl.load(offsets + e) + offs_n
         key_ok = (k_pos >= 0) & (k_pos < seq_len)
         k_ptrs = k_base + k_pos[:, None] * stride_kn + offs_d[None, :]
         v_ptrs = v_base + k_pos[:, None] * stride_vn + offs_d[None, :]
-        acc, m_i, l_i = online_softmax_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, offs_m, key_ok, True)
+        acc, m_i, l_i = _vs_masked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, offs_m, key_ok, qk_scale)
 
     # 2) vertical columns, gathered BLOCK_N at a time.
-    n_cols = tl.load(ColumnCount + index_row_offset(b, h, row, stride_ccb, stride_cch, 1))
-    columns = ColumnIndex + index_row_offset(b, h, row, stride_cib, stride_cih, stride_cir)
-    for c in range(0, n_cols, BLOCK_N):
-        slot = c + offs_n
-        k_pos = tl.load(columns + slot, mask=slot < n_cols, other=0)
-        key_ok = (slot < n_cols) & (k_pos >= 0) & (k_pos < seq_len)
-        k_ptrs = k_base + k_pos[:, None] * stride_kn + offs_d[None, :]
-        v_ptrs = v_base + k_pos[:, None] * stride_vn + offs_d[None, :]
-        acc, m_i, l_i = online_softmax_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, offs_m, key_ok, True)
+    acc, m_i, l_i = _columns(acc, m_i, l_i, q, k_base, v_base, ColumnCount, ColumnIndex, b, h, row, offs_m, seq_len,
+                             qk_scale, stride_kn, stride_vn, stride_ccb, stride_cch, stride_cib, stride_cih,
+                             stride_cir, HEAD_DIM, BLOCK_N)
 
-    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # rows that saw no key are written as zeros, never NaN
     out = acc / l_safe[:, None]
     tl.store(Out + start * stride_on + offs_m[:, None] * stride_on + h * stride_oh + offs_d[None, :],
              out.to(Out.dtype.element_ty), mask=row_ok[:, None])
+
+
+@triton.jit
+def _softmax_pv_desc(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col):
+    """Fold an unmasked raw score tile s [M, N] and the value rows at k_row (descriptor coordinates)."""
+    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+    p = tl.math.exp2(s * qk_scale - m_new[:, None])  # one FMA per score
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    v = desc_v.load([k_row, kv_col])
+    acc = tl.dot(p.to(v.dtype), v, acc)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _vertical_slash_fwd_tma(
+    desc_q, desc_k, desc_v, K, V, Out, cu_seqlens, BlockCount, BlockOffset, ColumnCount, ColumnIndex,
+    qk_scale, num_q_heads, n_rows, stride_kn, stride_kh, stride_vn, stride_vh, stride_on, stride_oh,
+    stride_bcb, stride_bch, stride_bob, stride_boh, stride_bor, stride_ccb, stride_cch,
+    stride_cib, stride_cih, stride_cir,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PIPELINE_QK: tl.constexpr,
+):
+    """Hopper kernel: q and the slash blocks' K/V through tensor descriptors (bulk tensor copies), columns gathered
+    with pointer loads; grid (n_rows, B * Hq).
+
+    desc_q: 2-D view [N, Hq * D], block [BLOCK_M, D]; desc_k / desc_v: [N, Hkv * D], block [BLOCK_N, D]. A head is a
+    column offset (h * D), a token a row (seq_start + position; slash block starts need not be aligned). Rows past
+    the tensor come back as zeros; rows of the next packed sample are read but never kept (keys masked, their
+    values zeroed, query rows not stored).
+    """
+    row = n_rows - 1 - tl.program_id(0)  # heavy rows first
+    bh = tl.program_id(1)
+    b = bh // num_q_heads
+    h = bh % num_q_heads
+    kv_h = h // GROUP
+    kv_col = kv_h * HEAD_DIM
+    seq_start = tl.load(cu_seqlens + b)
+    seq_len = tl.load(cu_seqlens + b + 1) - seq_start
+    q_first = row * BLOCK_M
+    if q_first >= seq_len:
+        return
+    offs_m = q_first + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    # q stays as loaded (shared memory, the wgmma operand); the scale goes into the exp2 FMA.
+    q = desc_q.load([seq_start + q_first, h * HEAD_DIM])
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+
+    n_blocks = tl.load(BlockCount + index_row_offset(b, h, row, stride_bcb, stride_bch, 1))
+    offsets = BlockOffset + index_row_offset(b, h, row, stride_bob, stride_boh, stride_bor)
+    n_full = _unmasked_count(offsets, n_blocks, q_first, BLOCK_N)
+    # 1) unmasked prefix (every key exists and precedes every query of the row).
+    if PIPELINE_QK:
+        # FlashAttention-3's intra-warpgroup overlap: the next block's Q K^T (an asynchronous wgmma) is issued
+        # before the current block's softmax.
+        if n_full > 0:
+            k_row = seq_start + tl.load(offsets)
+            s = tl.dot(q, tl.trans(desc_k.load([k_row, kv_col])))
+            for e in range(1, n_full):
+                next_row = seq_start + tl.load(offsets + e)
+                s_next = tl.dot(q, tl.trans(desc_k.load([next_row, kv_col])))
+                acc, m_i, l_i = _softmax_pv_desc(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col)
+                s = s_next
+                k_row = next_row
+            acc, m_i, l_i = _softmax_pv_desc(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col)
+    else:
+        for e in range(n_full):
+            k_row = seq_start + tl.load(offsets + e)
+            s = tl.dot(q, tl.trans(desc_k.load([k_row, kv_col])))
+            acc, m_i, l_i = _softmax_pv_desc(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col)
+    # 2) blocks reaching into the row (at most two): causal mask; keys past the sample masked and their values
+    #    zeroed (those rows may belong to the next sample).
+    for e in range(n_full, n_blocks):
+        k_first = tl.load(offsets + e)
+        k_pos = k_first + offs_n
+        s = tl.dot(q, tl.trans(desc_k.load([seq_start + k_first, kv_col])))
+        keep = (k_pos[None, :] < seq_len) & (k_pos[None, :] <= offs_m[:, None])
+        s = tl.where(keep, s * qk_scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.math.exp2(s - m_safe[:, None])
+        alpha = tl.math.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        v = desc_v.load([seq_start + k_first, kv_col])
+        v = tl.where((k_pos < seq_len)[:, None], v, 0.0)
+        acc = tl.dot(p.to(v.dtype), v, acc)
+        m_i = m_new
+
+    # 3) vertical columns: scattered keys, gathered with pointer loads.
+    start = seq_start.to(tl.int64)  # 64-bit row offsets: packed batches may exceed 2**31 elements
+    k_base = K + start * stride_kn + kv_h * stride_kh
+    v_base = V + start * stride_vn + kv_h * stride_vh
+    acc, m_i, l_i = _columns(acc, m_i, l_i, q, k_base, v_base, ColumnCount, ColumnIndex, b, h, row, offs_m, seq_len,
+                             qk_scale, stride_kn, stride_vn, stride_ccb, stride_cch, stride_cib, stride_cih,
+                             stride_cir, HEAD_DIM, BLOCK_N)
+
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # rows that saw no key are written as zeros, never NaN
+    out = acc / l_safe[:, None]
+    # Plain masked store: a bulk store of the whole tile would overwrite the next sample's first rows.
+    offs_d = tl.arange(0, HEAD_DIM)
+    tl.store(Out + start * stride_on + offs_m[:, None] * stride_on + h * stride_oh + offs_d[None, :],
+             out.to(Out.dtype.element_ty), mask=(offs_m < seq_len)[:, None])
+
+
+# Default launches (num_warps, num_stages, pipeline_qk): the pointer kernel's are the pre-session-6 ones; the tma
+# path's are the block_sparse tma path's chunk-64 winner on H100 (benchmarks/results/block_sparse_h100_s2/:
+# (64, 64, 4, 3) pipelined). benchmarks/results/vs_attn_s6/ times the variants on an H200.
+POINTER_LAUNCH = (4, 3, False)
+TMA_LAUNCH = (4, 3, True)
+
+
+def _vs_launch(launch, use_tma: bool) -> Tuple[int, int, bool]:
+    """(num_warps, num_stages, pipeline_qk) from an optional override; see triton_vertical_slash_attention."""
+    if launch is None:
+        return TMA_LAUNCH if use_tma else POINTER_LAUNCH
+    launch = tuple(launch)
+    if len(launch) == 4:  # (BLOCK_N, warps, stages, pipeline): BLOCK_N is fixed by the index format
+        if int(launch[0]) != BLOCK:
+            raise ValueError(f"launch: BLOCK_N must be {BLOCK} (slash blocks are {BLOCK} keys wide), got {launch[0]}")
+        launch = launch[1:]
+    if len(launch) not in (2, 3):
+        raise ValueError(f"launch must be (num_warps, num_stages[, pipeline_qk]) or (BLOCK_N={BLOCK}, num_warps, "
+                         f"num_stages, pipeline_qk), got {launch}")
+    return int(launch[0]), int(launch[1]), bool(launch[2]) if len(launch) == 3 else False
 
 
 def triton_vertical_slash_attention(
@@ -246,8 +442,9 @@ def triton_vertical_slash_attention(
     column_index: torch.Tensor,
     scale: Optional[float] = None,
     out: Optional[torch.Tensor] = None,
-    launch: Optional[Tuple[int, int]] = None,
+    launch: Optional[tuple] = None,
     max_seqlen_hint: Optional[int] = None,
+    path: str = "auto",
 ) -> torch.Tensor:
     """Mixed block + column causal attention (see naive_vertical_slash_attention).
 
@@ -255,12 +452,21 @@ def triton_vertical_slash_attention(
         q: [N, Hq, D]; k, v: [N, Hkv, D] packed varlen; cu_seqlens [B+1] int32.
         block_count [B, Hq, n_rows], block_offset [B, Hq, n_rows, NS], column_count [B, Hq, n_rows],
         column_index [B, Hq, n_rows, NV]: the index of build_vertical_slash_index (rows of 64 queries).
-        launch: optional (num_warps, num_stages) override (benchmark tuning).
+        launch: optional (num_warps, num_stages[, pipeline_qk]) or (BLOCK_N, num_warps, num_stages, pipeline_qk)
+            override (benchmark tuning). BLOCK_M = BLOCK_N = 64 always (index rows and slash blocks are 64 wide).
+            pipeline_qk (tma path only; the pointer kernel ignores it) issues the next block's Q K^T before the
+            current block's softmax.
         max_seqlen_hint: the longest sample's length when known on the host (no device-to-host read here).
+        path: "tma" (Hopper tensor descriptors for q and the slash blocks' K/V), "pointer" (plain loads) or "auto"
+            (tma where block_sparse's `tma_supported`: compute capability >= 9, 16-bit data, heads contiguous).
     Returns:
         out [N, Hq, D] in q's dtype (written in place when `out` is given).
+
+    The wrapper launches nothing but the kernel (the unmasked-prefix count of each row is made in the kernel).
     """
     check_prefill_inputs(q, k, v, cu_seqlens)
+    if path not in ("auto", "tma", "pointer"):
+        raise ValueError(f"path must be 'auto', 'tma' or 'pointer', got {path!r}")
     n_tokens, num_q_heads, head_dim = q.shape
     batch = cu_seqlens.numel() - 1
     n_rows = -(-(max_seqlen(cu_seqlens) if max_seqlen_hint is None else int(max_seqlen_hint)) // BLOCK)
@@ -270,25 +476,33 @@ def triton_vertical_slash_attention(
     for name, t in (("block_offset", block_offset), ("column_index", column_index)):
         if tuple(t.shape[:3]) != (batch, num_q_heads, n_rows) or t.stride(-1) != 1:
             raise ValueError(f"{name} must be a contiguous [B, Hq, n_rows, width] tensor, got {tuple(t.shape)}")
+    use_tma = path == "tma" or (path == "auto" and tma_supported(q, k, v))
+    if use_tma and TensorDescriptor is None:
+        raise RuntimeError("path='tma' needs Triton >= 3.4 (triton.tools.tensor_descriptor); use path='pointer'")
+    if use_tma and not all(t.stride(1) == t.shape[2] for t in (q, k, v)):
+        raise ValueError("path='tma' needs q, k, v with heads contiguous within a token (stride(1) == head_dim): "
+                         "call .contiguous() or use path='pointer'")
+    warps, stages, pipeline_qk = _vs_launch(launch, use_tma)
     scale = head_dim ** -0.5 if scale is None else scale
     if out is None:
         out = torch.empty_like(q)
-    warps, stages = launch or (4, 3)
-    # Blocks ending at or before their row's first query (a prefix: starts ascend) run without a mask.
-    row_first = BLOCK * torch.arange(n_rows, device=q.device, dtype=torch.int32).view(1, 1, -1, 1)
-    in_count = torch.arange(block_offset.shape[-1], device=q.device) < block_count[..., None]
-    full_count = ((block_offset + BLOCK <= row_first) & in_count).sum(-1, dtype=torch.int32)
+    cu_seqlens = cu_seqlens if cu_seqlens.dtype == torch.int32 else cu_seqlens.to(torch.int32)
     block_count, column_count = block_count.contiguous(), column_count.contiguous()
+    index_args = (block_count, block_offset, column_count, column_index, scale * LOG2E, num_q_heads, n_rows)
+    index_strides = (block_count.stride(0), block_count.stride(1), block_offset.stride(0), block_offset.stride(1),
+                     block_offset.stride(2), column_count.stride(0), column_count.stride(1),
+                     column_index.stride(0), column_index.stride(1), column_index.stride(2))
     grid = (n_rows, batch * num_q_heads)
+    consts = dict(GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK_M=BLOCK, BLOCK_N=BLOCK,
+                  num_warps=warps, num_stages=stages)
+    if use_tma:
+        _vertical_slash_fwd_tma[grid](
+            _descriptor(q, BLOCK), _descriptor(k, BLOCK), _descriptor(v, BLOCK), k, v, out, cu_seqlens,
+            *index_args, k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+            *index_strides, PIPELINE_QK=pipeline_qk, **consts)
+        return out
     _vertical_slash_fwd[grid](
-        q, k, v, out, cu_seqlens.to(torch.int32), block_count, full_count, block_offset, column_count,
-        column_index,
-        scale * LOG2E, num_q_heads, n_rows,
+        q, k, v, out, cu_seqlens, *index_args,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        block_count.stride(0), block_count.stride(1), block_offset.stride(0), block_offset.stride(1),
-        block_offset.stride(2), column_count.stride(0), column_count.stride(1),
-        column_index.stride(0), column_index.stride(1), column_index.stride(2),
-        GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK_M=BLOCK, BLOCK_N=BLOCK,
-        num_warps=warps, num_stages=stages,
-    )
+        *index_strides, **consts)
     return out
