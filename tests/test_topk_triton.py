@@ -107,6 +107,7 @@ def packed(lengths, hq, hkv, head_dim, seed):
 
 
 def selections_equal(a, b):
+    a, b = a.trimmed(), b.trimmed()  # the one-pass Triton index may be wider (-1 padded), see trimmed()
     for name in ("vertical_idx", "vertical_count", "slash_offsets", "slash_count", "block_count", "block_offset",
                  "column_count", "column_index"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name

@@ -189,3 +189,28 @@ def test_attention_over_a_bound_width_index_equals_the_exact_one():
         outs.append(vertical_slash_attention(q, k, v, cu, *index, out=out, backend="triton", max_len=hint))
     assert not outs[1].isnan().any()
     torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=0)
+
+
+def test_library_select_with_host_lengths_equals_the_reference_selection():
+    """VerticalSlash / FlexPrefill select on the Triton backend (host lengths: one-pass index, no read-backs) pick the
+    same pattern and index as the naive backend, and count the same computed pairs."""
+    from sparse_attn.methods.flexprefill import FlexPrefill
+    from sparse_attn.methods.vertical_slash import VerticalSlash
+
+    gen = torch.Generator().manual_seed(11)
+    lengths = (900, 97)
+    cu = cu_of(lengths)
+    q = torch.randn(sum(lengths), 4, 64, generator=gen)
+    k = torch.randn(sum(lengths), 2, 64, generator=gen)
+    for method in (VerticalSlash(vertical_size=16, slash_size=66, approximation_size=64),
+                   FlexPrefill(alpha=0.0, approximation_size=64, min_budget=64)):
+        got = method.select(q, k, cu, backend="triton")
+        want = method.select(q, k, cu, backend="naive")
+        assert got.max_len == max(lengths)
+        trimmed_got, trimmed_want = got.trimmed(), want.trimmed()
+        for name in ("vertical_idx", "vertical_count", "slash_offsets", "slash_count", "block_count", "block_offset",
+                     "column_count", "column_index"):
+            a, b = getattr(trimmed_got, name), getattr(trimmed_want, name)
+            assert a.shape == b.shape and torch.equal(a, b), f"{type(method).__name__}: {name}"
+        assert torch.equal(got.pair_counts(), want.pair_counts())
+        assert float(got.sparsity()[0].min()) > 0.2, "the selection must skip pairs at these budgets"

@@ -23,8 +23,9 @@ from .naive import check_index_fits, index_bytes, index_widths
 BLOCK = 64  # rows per index row and width of a slash block (MInference format)
 # Largest index (bytes, at its upper-bound widths) built in one pass without reading the widths back. At the
 # reference budgets (512 verticals and slashes) a 128K-token sample with 32 heads needs 268 MB at the bounds, about
-# what the exact widths give at that length (rows late in the sample reach ~NS blocks).
-SINGLE_PASS_MAX_BYTES = 1 << 30
+# what the exact widths give at that length (rows late in the sample reach ~NS blocks). Larger bounds (FlexPrefill's
+# adaptive budgets, batches) would cost more to fill with -1 than the counting pass and its read-back: two passes.
+SINGLE_PASS_MAX_BYTES = 384 << 20
 
 
 @triton.jit

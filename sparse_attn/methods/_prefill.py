@@ -10,6 +10,7 @@ layout (`q [N, Hq, D]`, `k, v [N, Hkv, D]`, `cu_seqlens [B+1]` int32, causal wit
 
 Decisions are made per query head (Hq), reading the shared KV head `h // (Hq // Hkv)`, as in the reference system.
 """
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
@@ -89,6 +90,7 @@ class VerticalSlashSelection:
     block_offset: torch.Tensor
     column_count: torch.Tensor
     column_index: torch.Tensor
+    max_len: Optional[int] = None  # longest sample, when known on the host (the attention then reads nothing back)
 
     def pair_counts(self) -> torch.Tensor:
         """`[B, Hq]` int64: causal (q, k) pairs the index computes (exact)."""
@@ -99,6 +101,17 @@ class VerticalSlashSelection:
     def sparsity(self) -> torch.Tensor:
         """`[B, Hq]` float32: `1 - computed causal pairs / (L (L + 1) / 2)`."""
         return sparsity_from_pairs(self.pair_counts(), self.cu_seqlens).float()
+
+    def trimmed(self) -> "VerticalSlashSelection":
+        """The same selection with the index cut to its widest row (`max(1, max count)` slots; one device read).
+
+        The one-pass Triton builder sizes the index to its upper bounds (`index_widths`); the slots past each row's
+        count are -1 either way, so two selections are the same exactly when their trimmed fields are equal.
+        """
+        block_width = max(1, int(self.block_count.max())) if self.block_count.numel() else 1
+        column_width = max(1, int(self.column_count.max())) if self.column_count.numel() else 1
+        return dataclasses.replace(self, block_offset=self.block_offset[..., :block_width].contiguous(),
+                                   column_index=self.column_index[..., :column_width].contiguous())
 
 
 def check_inputs(
@@ -151,6 +164,7 @@ def select_vertical_slash(
     vertical_kth: Optional[torch.Tensor] = None,
     slash_kth: Optional[torch.Tensor] = None,
     max_budget: Optional[Tuple[int, int]] = None,
+    max_len: Optional[int] = None,
 ) -> VerticalSlashSelection:
     """Top verticals and slashes per sample and query head, with the forced sinks and local diagonals, and the index.
 
@@ -166,6 +180,8 @@ def select_vertical_slash(
         max_budget: optional host-side `(vertical, slash)` largest entries of the budgets (VerticalSlash: its sizes),
             so that the Triton top-k (`triton_stable_topk`, backend "triton" / CUDA) knows its output width without
             reading the budgets back (a host sync). Must equal the budgets' maxima (a smaller value would cut rows).
+        max_len: optional host-side longest sample length (`check_inputs` returns the lengths): the Triton index
+            builder and the attention then read nothing back from the device (see `build_vertical_slash_index`).
 
     The first `NUM_SINK_KEYS` keys and the `NUM_LOCAL_DIAGONALS` nearest diagonals score +inf, so they are kept
     whenever the budget allows (the configs require budgets >= those numbers). Ties go to the lower index
@@ -195,8 +211,9 @@ def select_vertical_slash(
     slash_offsets = pick(slash, slash_count, slash_kth, True, max_budget and max_budget[1])  # descending offsets
     vertical_count, slash_count = vertical_count.int(), slash_count.int()
     index = build_vertical_slash_index(cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count,
-                                       backend=backend)
-    return VerticalSlashSelection(cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count, *index)
+                                       backend=backend, max_len=max_len)
+    return VerticalSlashSelection(cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count, *index,
+                                  max_len=max_len)
 
 
 def run_vertical_slash(
@@ -210,7 +227,7 @@ def run_vertical_slash(
     """Mixed block + column attention over a `VerticalSlashSelection`; returns the `PrefillResult`."""
     s = selection
     out = vertical_slash_attention(q, k, v, s.cu_seqlens, s.block_count, s.block_offset, s.column_count,
-                                   s.column_index, scale=scale, backend=backend)
+                                   s.column_index, scale=scale, backend=backend, max_len=s.max_len)
     return PrefillResult(out=out, sparsity=s.sparsity(), selection=s)
 
 

@@ -116,8 +116,9 @@ class FlexPrefill(VerticalSlashPrefill, MethodConfig):
 
         q `[N, Hq, D]`, k `[N, Hkv, D]` varlen packed, cu_seqlens `[B+1]` int32; scale defaults to `D ** -0.5`.
         """
-        check_inputs(q, k, cu_seqlens)
-        vertical, slash = last_window_sums(q, k, cu_seqlens, self.approximation_size, scale=scale, backend=backend)
+        max_len = max(check_inputs(q, k, cu_seqlens))  # host lengths: the sums and the index read nothing back
+        vertical, slash = last_window_sums(q, k, cu_seqlens, self.approximation_size, scale=scale, backend=backend,
+                                           max_len=max_len)
         lens = sample_lengths(cu_seqlens).to(q.device)
         window = lens.clamp(max=self.approximation_size).float()[:, None, None]  # w_b queries per sample
         vertical, slash = vertical / window, slash / window  # [B, Hq, max_len], rows sum to 1
@@ -126,4 +127,4 @@ class FlexPrefill(VerticalSlashPrefill, MethodConfig):
                                                              NUM_SINK_KEYS)
         slash_budget, slash_kth = budget_and_threshold(slash, self.alpha, self.min_budget, lens, NUM_LOCAL_DIAGONALS)
         return select_vertical_slash(cu_seqlens, vertical, slash, vertical_budget, slash_budget, backend=backend,
-                                     vertical_kth=vertical_kth, slash_kth=slash_kth)
+                                     vertical_kth=vertical_kth, slash_kth=slash_kth, max_len=max_len)

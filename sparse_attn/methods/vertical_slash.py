@@ -72,10 +72,12 @@ class VerticalSlash(VerticalSlashPrefill, MethodConfig):
         q `[N, Hq, D]`, k `[N, Hkv, D]` varlen packed, cu_seqlens `[B+1]` int32; scale defaults to `D ** -0.5`.
         """
         lens = check_inputs(q, k, cu_seqlens)
-        vertical, slash = last_window_sums(q, k, cu_seqlens, self.approximation_size, scale=scale, backend=backend)
+        max_len = max(lens)  # known on the host: no kernel below reads lengths back from the device
+        vertical, slash = last_window_sums(q, k, cu_seqlens, self.approximation_size, scale=scale, backend=backend,
+                                           max_len=max_len)
         shape = (len(lens), q.shape[1])
         vertical_budget = torch.full(shape, self.vertical_size, dtype=torch.long, device=q.device)
         slash_budget = torch.full(shape, self.slash_size, dtype=torch.long, device=q.device)
         # the sizes are the budgets' maxima, known here: the Triton top-k needs no read-back of the budgets
         return select_vertical_slash(cu_seqlens, vertical, slash, vertical_budget, slash_budget, backend=backend,
-                                     max_budget=(self.vertical_size, self.slash_size))
+                                     max_budget=(self.vertical_size, self.slash_size), max_len=max_len)
