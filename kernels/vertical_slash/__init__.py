@@ -3,7 +3,8 @@
 `naive_*` are the PyTorch references; the dispatchers without prefix take `backend="auto" | "naive" | "triton"`
 ("auto": the Triton kernel for CUDA tensors, the reference for CPU tensors; a CUDA tensor without Triton raises).
 `vertical_slash_pair_counts` counts the computed pairs (sparsity statistic). The index is as wide as its widest row
-(`index_widths` bounds it) and both builders raise before allocating one that does not fit in free GPU memory
+(`index_widths` bounds it; the Triton builder given a host `max_len` may size it to those bounds instead, to skip
+its counting pass and the read-back) and both builders raise before allocating one that does not fit in free GPU memory
 (`check_index_fits`).
 """
 from typing import Optional, Tuple
