@@ -326,8 +326,13 @@ def _block_sparse_fwd_tma_persistent(
 
     Order [n_items] int32: work item = tile_m * (B * Hq) + b * Hq + h, sorted heaviest first (by block count of
     the tile's index row) on the device by the wrapper, so each program's next item is the next-heaviest left.
+    The next item's Q copy is not overlapped with this item's epilogue (Triton 3.6 does not pipeline across the
+    item loop). Local sm_90 build with Triton 3.6 (benchmarks/results/block_sparse_s6/compile_sm90.log): at
+    128x128 / 8 warps this kernel needs 232-272 bytes of stack (spills; the grid kernel: none), with or without a
+    branch around the tile; at 64x64 / 4 warps 8 bytes.
     """
-    for it in range(tl.program_id(0), n_items, tl.num_programs(0)):
+    # num_stages=1: only the inner key loops are software-pipelined, not this loop over work items
+    for it in tl.range(tl.program_id(0), n_items, tl.num_programs(0), num_stages=1):
         item = tl.load(Order + it)
         bh = item % n_bh
         tile_m = item // n_bh
