@@ -415,6 +415,9 @@ def _vertical_slash_fwd_tma(
 # (64, 64, 4, 3) pipelined). benchmarks/results/vs_attn_s6/ times the variants on an H200.
 POINTER_LAUNCH = (4, 3, False)
 TMA_LAUNCH = (4, 3, True)
+# The path a call without `path` takes. "pointer" until an H200 run of benchmarks/results/vs_attn_s6/run.sh shows
+# the tma path correct and faster there; then "auto" (tma where `tma_supported`), as block_sparse does.
+DEFAULT_PATH = "pointer"
 
 
 def _vs_launch(launch, use_tma: bool) -> Tuple[int, int, bool]:
@@ -445,7 +448,7 @@ def triton_vertical_slash_attention(
     out: Optional[torch.Tensor] = None,
     launch: Optional[tuple] = None,
     max_seqlen_hint: Optional[int] = None,
-    path: str = "auto",
+    path: Optional[str] = None,
 ) -> torch.Tensor:
     """Mixed block + column causal attention (see naive_vertical_slash_attention).
 
@@ -460,12 +463,14 @@ def triton_vertical_slash_attention(
         max_seqlen_hint: the longest sample's length when known on the host (no device-to-host read here).
         path: "tma" (Hopper tensor descriptors for q and the slash blocks' K/V), "pointer" (plain loads) or "auto"
             (tma where block_sparse's `tma_supported`: compute capability >= 9, 16-bit data, heads contiguous).
+            None: `DEFAULT_PATH`.
     Returns:
         out [N, Hq, D] in q's dtype (written in place when `out` is given).
 
     The wrapper launches nothing but the kernel (the unmasked-prefix count of each row is made in the kernel).
     """
     check_prefill_inputs(q, k, v, cu_seqlens)
+    path = DEFAULT_PATH if path is None else path
     if path not in ("auto", "tma", "pointer"):
         raise ValueError(f"path must be 'auto', 'tma' or 'pointer', got {path!r}")
     n_tokens, num_q_heads, head_dim = q.shape
