@@ -122,3 +122,17 @@ def test_launch_and_path_errors_name_the_fix():
     q_strided = torch.randn(64, 2, 128)[..., :64]  # heads padded: stride(1) != head_dim
     with pytest.raises(ValueError, match="path='pointer'"):
         triton_vertical_slash_attention(q_strided, k, v, cu, *index, path="tma")
+
+
+def test_default_and_auto_paths_run_the_pointer_kernel_off_hopper():
+    """path=None takes DEFAULT_PATH; "auto" falls back to the pointer kernel where `tma_supported` is False (CPU)."""
+    from sparse_attn.kernels.vertical_slash.triton import DEFAULT_PATH
+    assert DEFAULT_PATH in ("auto", "tma", "pointer")
+    lengths = (100, 30)
+    q, k, v, cu = packed(lengths, 2, 1, 64, seed=5)
+    index = naive_build_vertical_slash_index(cu, *random_vs_pattern(lengths, 2, 4, 4, torch.Generator().manual_seed(5)))
+    want = naive_vertical_slash_attention(q, k, v, cu, *index)
+    for path in (None, "auto"):
+        got = triton_vertical_slash_attention(q, k, v, cu, *index, out=torch.full_like(q, float("nan")), path=path)
+        assert not got.isnan().any()
+        assert rel_err(got, want) < 1e-5, path
