@@ -10,13 +10,13 @@ peel_diag, persistent). For each:
     sampled rows, the reference and mask generator of benchmarks/bench_prefill.py);
   * `do_bench` medians per case (chunk, length, p), `--passes` interleaved passes (best kept, the spread printed),
     and FlexAttention compiled with exactly the same blocks (once per case; `--no-flex` skips it).
-Every call passes max_seqlen (no device -> host read in the wrapper). After each case a table: ms, spread, TFLOP/s on
+Every call passes max_seqlen (no device -> host read in the wrapper; --sync-default also times the default without it). After each case a table: ms, spread, TFLOP/s on
 computed blocks, speed vs the library default and vs Flex, the index width (block_index.shape[-1], what
 `_launch_config` can choose by) and the winner; those tables print as soon as a case ends, so a run cut short by a
 timeout still reports the cases it finished.
 
 Usage: python benchmarks/tune_block_sparse.py [--json out.json] [--quick] [--variants NAME ...] [--lengths L ...]
-       [--cases CHUNK:LENGTH:P ...] [--passes 3] [--rep 200] [--no-flex]
+       [--cases CHUNK:LENGTH:P ...] [--passes 3] [--rep 200] [--no-flex] [--sync-default]
 """
 import argparse
 import json
@@ -64,6 +64,7 @@ VARIANTS = {  # name: (chunk, path, launch). Round 1 (tune_r1.log): warp_special
 CASES = [(128, 32768, 0.1), (128, 131072, 0.035), (128, 131072, 0.1), (128, 65536, 0.1),
          (64, 32768, 0.1), (64, 131072, 0.1)]
 DEFAULT = "library default"
+DEFAULT_SYNC = "library default, max_seqlen read"  # --sync-default: the wrapper reads max_seqlen (a host sync)
 
 
 def bench(fn, rep):
@@ -102,7 +103,7 @@ def case_table(key, names, results, flops, flex_ms, width, checks):
         return f"(c{chunk} {length // 1024}K p={p}: nothing timed)"
     default = timed.get(DEFAULT)
     flex = flex_ms.get(key)
-    best = min((n for n in timed if n != DEFAULT), key=timed.get, default=None)
+    best = min((n for n in timed if n not in (DEFAULT, DEFAULT_SYNC)), key=timed.get, default=DEFAULT)
     lines = [f"\n#### c{chunk} {length // 1024}K p={p}: index width {width}, best variant: {best} "
              f"({timed[best]:.3f} ms" + (f", {default / timed[best]:.3f}x default" if default else "") +
              (f", {flex / timed[best]:.2f}x Flex" if flex else "") + ")\n",
@@ -133,6 +134,8 @@ def main():
     parser.add_argument("--passes", type=int, default=3, help="interleaved timing passes per case")
     parser.add_argument("--rep", type=int, default=200, help="do_bench rep (ms of timed calls per median)")
     parser.add_argument("--no-flex", action="store_true", help="skip the FlexAttention same-mask timing")
+    parser.add_argument("--sync-default", action="store_true",
+                        help=f"also time '{DEFAULT_SYNC}': the default without max_seqlen (one device->host read)")
     args = parser.parse_args()
     import triton
     from torch.nn.attention.flex_attention import flex_attention
@@ -175,9 +178,9 @@ def main():
             flops[key] = float(count.sum()) * 4 * chunk * chunk * D
             widths[key] = index.shape[-1]
 
-            def run(launch, path, dst, index=index, count=count, chunk=chunk):
+            def run(launch, path, dst, index=index, count=count, chunk=chunk, known=length):
                 return bs.triton_block_sparse_attention(q, k, v, cu, index, count, chunk, out=dst, launch=launch,
-                                                        path=path, max_seqlen=length)
+                                                        path=path, max_seqlen=known)
             names = [n for n, (c, _, _) in ok_variants.items() if c == chunk]
             for name in names:  # correctness, the first time each variant runs
                 if name in checks:
@@ -203,12 +206,14 @@ def main():
                 if not checks[name][0]:
                     ok_variants.pop(name)
             names = [n for n in names if n in ok_variants]
+            defaults = [DEFAULT] + ([DEFAULT_SYNC] if args.sync_default else [])
             for _ in range(args.passes):  # interleaved passes: drift between variants shows as spread
-                for name in names + [DEFAULT]:
-                    path, launch = ("auto", None) if name == DEFAULT else ok_variants[name][1:]
-                    ms = bench(lambda: run(launch, path, out), args.rep)
+                for name in names + defaults:
+                    path, launch = ("auto", None) if name in defaults else ok_variants[name][1:]
+                    known = None if name == DEFAULT_SYNC else length
+                    ms = bench(lambda: run(launch, path, out, known=known), args.rep)
                     results.setdefault(name, {}).setdefault(key, []).append(ms)
-            line = {n: [round(x, 3) for x in results[n][key]] for n in names + [DEFAULT]}
+            line = {n: [round(x, 3) for x in results[n][key]] for n in names + defaults}
             print(f"  ms per pass: {json.dumps(line)}", flush=True)
             if use_flex:
                 mask = flex_block_mask(chosen, chunk, length)
@@ -219,7 +224,7 @@ def main():
                 flex_ms[key] = bench(lambda: flex(qb, kb, vb, block_mask=mask, enable_gqa=True), args.rep)
                 print(f"  flex same mask: {flex_ms[key]:.3f} ms (first call {time.time() - t0:.1f} s)", flush=True)
                 del qb, kb, vb, mask
-            print(case_table(key, names + [DEFAULT], results, flops, flex_ms, widths[key], checks), flush=True)
+            print(case_table(key, names + defaults, results, flops, flex_ms, widths[key], checks), flush=True)
             save()
             del index, count, chosen
         del q, k, v, out
@@ -230,7 +235,7 @@ def main():
     print("| variant | regs | spills | smem KB | ok (rel-RMSE) | " +
           " | ".join(f"c{c} {length // 1024}K p={p}" for c, length, p in keys) + " |")
     print("|" + "---|" * (5 + len(keys)))
-    for name in list(variants) + [DEFAULT]:
+    for name in list(variants) + [DEFAULT, DEFAULT_SYNC]:
         rep = reports.get(name, {})
         good, rmse = checks.get(name, (None, float("nan")))
         cells = []
