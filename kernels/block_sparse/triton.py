@@ -9,6 +9,10 @@ Two index paths:
   row of its chunk; every listed key chunk is swept in key tiles of BLOCK_N. The entries left of the query chunk
   (a sorted prefix, counted on the host) run in a branch-free loop with no mask at all, which lets Triton
   software-pipeline the K/V loads; only the diagonal chunk (and any block right of it) pays for the causal mask.
+  That prefix is counted inside the kernel (`_unmasked_prefix`), and with `max_seqlen` given the wrapper reads
+  nothing back from the device (the grid comes from block_index.shape). Opt-in launch options of the TMA kernel:
+  peel_diag (the diagonal tile joins the pipelined Q K^T loop) and persistent (a grid of programs per SM looping
+  over (query tile, head) items, heaviest first); `WIDTH_RULES` can pick a launch by the index width.
   On Hopper (compute capability >= 9, 16-bit data) Q/K/V are read through tensor descriptors (bulk tensor copies,
   `_block_sparse_fwd_tma`): q stays in shared memory as the wgmma operand, the softmax scale goes into the exp2
   FMA, and the next tile's Q K^T is issued before the current tile's softmax (FlashAttention-3's intra-warpgroup
