@@ -60,6 +60,7 @@ CASES = [  # lengths, hq, hkv, head_dim, launch
     ((200, 77, 5), 4, 1, 64, None),
     ((130, 64), 4, 2, 128, None),
     ((257,), 2, 1, 64, (4, 2, False)),
+    ((190, 66), 4, 2, 64, (64, 4, 3, True, 1)),  # column gathers not pipelined (col_stages=1)
     ((333, 70), 4, 1, 128, (64, 4, 2, True)),
 ]
 
@@ -82,7 +83,7 @@ def test_paths_match_reference_on_random_patterns(path, lengths, hq, hkv, head_d
 
 
 @pytest.mark.parametrize("path", ["tma", "pointer"])
-@pytest.mark.parametrize("launch", [None, (4, 3, False)])
+@pytest.mark.parametrize("launch", [None, (4, 3, False), (64, 4, 2, True, 2)])
 def test_paths_match_reference_on_blocks_past_the_sample(path, launch):
     lengths = (150, 100, 70)  # samples end mid-row; another sample follows (foreign rows behind the end)
     gen = torch.Generator().manual_seed(7)
@@ -117,6 +118,8 @@ def test_launch_and_path_errors_name_the_fix():
         triton_vertical_slash_attention(q, k, v, cu, *index, path="fast")
     with pytest.raises(ValueError, match="BLOCK_N must be 64"):
         triton_vertical_slash_attention(q, k, v, cu, *index, launch=(128, 4, 2, True))
+    with pytest.raises(ValueError, match="col_stages must be"):
+        triton_vertical_slash_attention(q, k, v, cu, *index, launch=(64, 4, 2, True, -1))
     with pytest.raises(ValueError, match="launch must be"):
         triton_vertical_slash_attention(q, k, v, cu, *index, launch=(4,))
     q_strided = torch.randn(64, 2, 128)[..., :64]  # heads padded: stride(1) != head_dim

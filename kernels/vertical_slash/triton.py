@@ -224,21 +224,39 @@ def _vs_masked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, q_pos, key_ok, qk_s
 
 
 @triton.jit
+def _column_tile(acc, m_i, l_i, q, k_base, v_base, columns, n_cols, c, offs_m, seq_len, qk_scale, stride_kn,
+                 stride_vn, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Fold column slots c .. c + BLOCK_N - 1 of a row (gathered key rows, causal mask)."""
+    offs_d = tl.arange(0, HEAD_DIM)
+    slot = c + tl.arange(0, BLOCK_N)
+    k_pos = tl.load(columns + slot, mask=slot < n_cols, other=0)
+    key_ok = (slot < n_cols) & (k_pos >= 0) & (k_pos < seq_len)
+    k_ptrs = k_base + k_pos[:, None] * stride_kn + offs_d[None, :]
+    v_ptrs = v_base + k_pos[:, None] * stride_vn + offs_d[None, :]
+    return _vs_masked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, offs_m, key_ok, qk_scale)
+
+
+@triton.jit
 def _columns(acc, m_i, l_i, q, k_base, v_base, ColumnCount, ColumnIndex, b, h, row, offs_m, seq_len, qk_scale,
              stride_kn, stride_vn, stride_ccb, stride_cch, stride_cib, stride_cih, stride_cir,
-             HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Fold the row's vertical columns, gathered BLOCK_N at a time with pointer loads (both paths)."""
-    offs_d = tl.arange(0, HEAD_DIM)
-    offs_n = tl.arange(0, BLOCK_N)
+             HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, COL_STAGES: tl.constexpr):
+    """Fold the row's vertical columns, gathered BLOCK_N at a time with pointer loads (both paths).
+
+    COL_STAGES: 0 = a plain loop (pipelined by the kernel's num_stages, the pre-session-6 code), else this loop's
+    own pipeline depth (tl.range num_stages; 1 = not pipelined). The pipelined gathers are what spill registers at
+    4 warps on sm_90 (compile_sm90.log: 80-88 B of stack at 3 stages; 64 B pointer / 24 B tma with 1), so it is a
+    launch option of its own.
+    """
     n_cols = tl.load(ColumnCount + index_row_offset(b, h, row, stride_ccb, stride_cch, 1))
     columns = ColumnIndex + index_row_offset(b, h, row, stride_cib, stride_cih, stride_cir)
-    for c in range(0, n_cols, BLOCK_N):
-        slot = c + offs_n
-        k_pos = tl.load(columns + slot, mask=slot < n_cols, other=0)
-        key_ok = (slot < n_cols) & (k_pos >= 0) & (k_pos < seq_len)
-        k_ptrs = k_base + k_pos[:, None] * stride_kn + offs_d[None, :]
-        v_ptrs = v_base + k_pos[:, None] * stride_vn + offs_d[None, :]
-        acc, m_i, l_i = _vs_masked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, offs_m, key_ok, qk_scale)
+    if COL_STAGES == 0:
+        for c in range(0, n_cols, BLOCK_N):
+            acc, m_i, l_i = _column_tile(acc, m_i, l_i, q, k_base, v_base, columns, n_cols, c, offs_m, seq_len,
+                                         qk_scale, stride_kn, stride_vn, HEAD_DIM, BLOCK_N)
+    else:
+        for c in tl.range(0, n_cols, BLOCK_N, num_stages=COL_STAGES):
+            acc, m_i, l_i = _column_tile(acc, m_i, l_i, q, k_base, v_base, columns, n_cols, c, offs_m, seq_len,
+                                         qk_scale, stride_kn, stride_vn, HEAD_DIM, BLOCK_N)
     return acc, m_i, l_i
 
 
@@ -250,6 +268,7 @@ def _vertical_slash_fwd(
     stride_bcb, stride_bch, stride_bob, stride_boh, stride_bor, stride_ccb, stride_cch,
     stride_cib, stride_cih, stride_cir,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    COL_STAGES: tl.constexpr,
 ):
     """Plain-pointer kernel; grid (n_rows, B * Hq), one 64-query index row per program."""
     row = n_rows - 1 - tl.program_id(0)  # heavy rows first
@@ -296,7 +315,7 @@ def _vertical_slash_fwd(
     # 2) vertical columns, gathered BLOCK_N at a time.
     acc, m_i, l_i = _columns(acc, m_i, l_i, q, k_base, v_base, ColumnCount, ColumnIndex, b, h, row, offs_m, seq_len,
                              qk_scale, stride_kn, stride_vn, stride_ccb, stride_cch, stride_cib, stride_cih,
-                             stride_cir, HEAD_DIM, BLOCK_N)
+                             stride_cir, HEAD_DIM, BLOCK_N, COL_STAGES)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # rows that saw no key are written as zeros, never NaN
     out = acc / l_safe[:, None]
@@ -324,7 +343,7 @@ def _vertical_slash_fwd_tma(
     stride_bcb, stride_bch, stride_bob, stride_boh, stride_bor, stride_ccb, stride_cch,
     stride_cib, stride_cih, stride_cir,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    PIPELINE_QK: tl.constexpr,
+    PIPELINE_QK: tl.constexpr, COL_STAGES: tl.constexpr,
 ):
     """Hopper kernel: q and the slash blocks' K/V through tensor descriptors (bulk tensor copies), columns gathered
     with pointer loads; grid (n_rows, B * Hq).
@@ -400,7 +419,7 @@ def _vertical_slash_fwd_tma(
     v_base = V + start * stride_vn + kv_h * stride_vh
     acc, m_i, l_i = _columns(acc, m_i, l_i, q, k_base, v_base, ColumnCount, ColumnIndex, b, h, row, offs_m, seq_len,
                              qk_scale, stride_kn, stride_vn, stride_ccb, stride_cch, stride_cib, stride_cih,
-                             stride_cir, HEAD_DIM, BLOCK_N)
+                             stride_cir, HEAD_DIM, BLOCK_N, COL_STAGES)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # rows that saw no key are written as zeros, never NaN
     out = acc / l_safe[:, None]
@@ -420,19 +439,27 @@ TMA_LAUNCH = (4, 3, True)
 DEFAULT_PATH = "pointer"
 
 
-def _vs_launch(launch, use_tma: bool) -> Tuple[int, int, bool]:
-    """(num_warps, num_stages, pipeline_qk) from an optional override; see triton_vertical_slash_attention."""
+def _vs_launch(launch, use_tma: bool) -> Tuple[int, int, bool, int]:
+    """(num_warps, num_stages, pipeline_qk, col_stages) from an optional override (see
+    triton_vertical_slash_attention); col_stages 0 (default): the column loop follows num_stages."""
     if launch is None:
-        return TMA_LAUNCH if use_tma else POINTER_LAUNCH
+        warps, stages, pipeline_qk = TMA_LAUNCH if use_tma else POINTER_LAUNCH
+        return warps, stages, pipeline_qk, 0
     launch = tuple(launch)
-    if len(launch) == 4:  # (BLOCK_N, warps, stages, pipeline): BLOCK_N is fixed by the index format
+    if len(launch) in (4, 5):  # (BLOCK_N, warps, stages, pipeline_qk[, col_stages]): BLOCK_N is fixed
         if int(launch[0]) != BLOCK:
             raise ValueError(f"launch: BLOCK_N must be {BLOCK} (slash blocks are {BLOCK} keys wide), got {launch[0]}")
         launch = launch[1:]
-    if len(launch) not in (2, 3):
+    elif len(launch) not in (2, 3):
         raise ValueError(f"launch must be (num_warps, num_stages[, pipeline_qk]) or (BLOCK_N={BLOCK}, num_warps, "
-                         f"num_stages, pipeline_qk), got {launch}")
-    return int(launch[0]), int(launch[1]), bool(launch[2]) if len(launch) == 3 else False
+                         f"num_stages, pipeline_qk[, col_stages]), got {launch}")
+    warps, stages = int(launch[0]), int(launch[1])
+    pipeline_qk = bool(launch[2]) if len(launch) > 2 else False
+    col_stages = int(launch[3]) if len(launch) > 3 else 0
+    if col_stages < 0:
+        raise ValueError(f"launch: col_stages must be >= 0 (0 = the kernel's num_stages, 1 = column gathers not "
+                         f"pipelined), got {col_stages}")
+    return warps, stages, pipeline_qk, col_stages
 
 
 def triton_vertical_slash_attention(
@@ -456,10 +483,11 @@ def triton_vertical_slash_attention(
         q: [N, Hq, D]; k, v: [N, Hkv, D] packed varlen; cu_seqlens [B+1] int32.
         block_count [B, Hq, n_rows], block_offset [B, Hq, n_rows, NS], column_count [B, Hq, n_rows],
         column_index [B, Hq, n_rows, NV]: the index of build_vertical_slash_index (rows of 64 queries).
-        launch: optional (num_warps, num_stages[, pipeline_qk]) or (BLOCK_N, num_warps, num_stages, pipeline_qk)
-            override (benchmark tuning). BLOCK_M = BLOCK_N = 64 always (index rows and slash blocks are 64 wide).
-            pipeline_qk (tma path only; the pointer kernel ignores it) issues the next block's Q K^T before the
-            current block's softmax.
+        launch: optional (num_warps, num_stages[, pipeline_qk]) or (BLOCK_N, num_warps, num_stages, pipeline_qk[,
+            col_stages]) override (benchmark tuning). BLOCK_M = BLOCK_N = 64 always (index rows and slash blocks
+            are 64 wide). pipeline_qk (tma path only; the pointer kernel ignores it) issues the next block's Q K^T
+            before the current block's softmax; col_stages (default 0: follow num_stages) is the pipeline depth
+            of the column-gather loop alone (1: not pipelined, fewer register spills at 4 warps).
         max_seqlen_hint: the longest sample's length when known on the host (no device-to-host read here).
         path: "tma" (Hopper tensor descriptors for q and the slash blocks' K/V), "pointer" (plain loads) or "auto"
             (tma where block_sparse's `tma_supported`: compute capability >= 9, 16-bit data, heads contiguous).
@@ -488,7 +516,7 @@ def triton_vertical_slash_attention(
     if use_tma and not all(t.stride(1) == t.shape[2] for t in (q, k, v)):
         raise ValueError("path='tma' needs q, k, v with heads contiguous within a token (stride(1) == head_dim): "
                          "call .contiguous() or use path='pointer'")
-    warps, stages, pipeline_qk = _vs_launch(launch, use_tma)
+    warps, stages, pipeline_qk, col_stages = _vs_launch(launch, use_tma)
     scale = head_dim ** -0.5 if scale is None else scale
     if out is None:
         out = torch.empty_like(q)
@@ -500,7 +528,7 @@ def triton_vertical_slash_attention(
                      column_index.stride(0), column_index.stride(1), column_index.stride(2))
     grid = (n_rows, batch * num_q_heads)
     consts = dict(GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK_M=BLOCK, BLOCK_N=BLOCK,
-                  num_warps=warps, num_stages=stages)
+                  COL_STAGES=col_stages, num_warps=warps, num_stages=stages)
     if use_tma:
         _vertical_slash_fwd_tma[grid](
             _descriptor(q, BLOCK), _descriptor(k, BLOCK), _descriptor(v, BLOCK), k, v, out, cu_seqlens,

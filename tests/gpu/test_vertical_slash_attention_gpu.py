@@ -56,7 +56,7 @@ def test_paths_real_shapes(case, path):
     check_rows(f"vertical_slash {case} path={path}", q, k, v, cu, out, _allowed(index), rows)
 
 
-@pytest.mark.parametrize("launch", [(4, 2, True), (4, 3, False), (8, 2, True), (64, 8, 3, True)])
+@pytest.mark.parametrize("launch", [(4, 2, True), (4, 3, False), (8, 2, True), (64, 8, 3, True), (64, 4, 3, True, 1)])
 def test_tma_launch_variants_match_reference(launch):
     from sparse_attn.kernels.vertical_slash.triton import tma_supported, triton_vertical_slash_attention
     lens = CASES["16K+37 varlen"][0]

@@ -5,7 +5,7 @@ selection (Llama-3.1-8B heads, bf16, one sample). do_bench medians, passes inter
 Per (method, length) it prints density, each variant's ms, TFLOP/s (bench_prefill's formula: 64x64 per block,
 64 per column) and x legacy, plus each output's relative RMSE vs the legacy kernel's (a bf16 sanity check; the
 fp32 comparison is tests/gpu/test_vertical_slash_attention_gpu.py).
-Usage: python benchmarks/results/vs_attn_s6/bench_vs_attn.py [--lengths 32768 131072] [--passes 2] [--json F]
+Usage: python benchmarks/results/vs_attn_s6/bench_vs_attn.py [--lengths 131072 32768] [--passes 2] [--json F]
 """
 import argparse
 import json
@@ -28,11 +28,13 @@ from sparse_attn.kernels.vertical_slash.triton import (triton_build_vertical_sla
 VARIANTS = {  # name -> (path, launch); None launch = the library default of that path
     "legacy (pre-s6)": ("legacy", None),
     "pointer default": ("pointer", None),
-    "pointer w4 s2": ("pointer", (4, 2)),
+    "pointer w4 s3 cols1": ("pointer", (64, 4, 3, False, 1)),
     "tma default": ("tma", None),
-    "tma w4 s2 pipe": ("tma", (4, 2, True)),
-    "tma w4 s3 nopipe": ("tma", (4, 3, False)),
-    "tma w8 s2 pipe": ("tma", (8, 2, True)),
+    "tma w4 s3 pipe cols1": ("tma", (64, 4, 3, True, 1)),
+    "tma w4 s2 pipe cols1": ("tma", (64, 4, 2, True, 1)),
+    "tma w4 s3 nopipe": ("tma", (64, 4, 3, False)),
+    "tma w8 s2 pipe": ("tma", (64, 8, 2, True)),
+    "tma w8 s3 pipe": ("tma", (64, 8, 3, True)),
 }
 
 
@@ -46,7 +48,7 @@ def runner(name, q, k, v, cu, index, out, length):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lengths", type=int, nargs="+", default=[32768, 131072])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[131072, 32768])
     parser.add_argument("--methods", nargs="+", default=["vertical_slash", "flexprefill"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--passes", type=int, default=2)
