@@ -58,7 +58,7 @@ def main():
     print(f"device={torch.cuda.get_device_name()} torch={torch.__version__}", flush=True)
     results = []
     for length in args.lengths:
-        q, k, v = structured_qkv(length)
+        q, k, v = (t.contiguous() for t in structured_qkv(length))  # the tma path needs heads contiguous
         cu = torch.tensor([0, length], device=DEV, dtype=torch.int32)
         for method in args.methods:
             t0 = time.time()
