@@ -429,14 +429,16 @@ def _vertical_slash_fwd_tma(
              out.to(Out.dtype.element_ty), mask=(offs_m < seq_len)[:, None])
 
 
-# Default launches (num_warps, num_stages, pipeline_qk): the pointer kernel's are the pre-session-6 ones; the tma
-# path's are the block_sparse tma path's chunk-64 winner on H100 (benchmarks/results/block_sparse_h100_s2/:
-# (64, 64, 4, 3) pipelined). benchmarks/results/vs_attn_s6/ times the variants on an H200.
+# Default launches (num_warps, num_stages, pipeline_qk). H200, 128K, structured inputs, real selections
+# (benchmarks/results/vs_attn_s6/bench.log, do_bench medians, ms): vertical_slash legacy 33.44, pointer (4, 3) 31.99,
+# tma (4, 3, pipelined) 33.00, tma (4, 3, not pipelined) 30.24; flexprefill legacy 114.0, pointer 103.8, tma
+# pipelined 106.9, tma not pipelined 98.7 (best: tma (4, 2) pipelined, column gathers unpipelined, 96.4). At 32K
+# tma (4, 3) not pipelined was the fastest for both methods. 8 warps: 2.2x slower.
 POINTER_LAUNCH = (4, 3, False)
-TMA_LAUNCH = (4, 3, True)
-# The path a call without `path` takes. "pointer" until an H200 run of benchmarks/results/vs_attn_s6/run.sh shows
-# the tma path correct and faster there; then "auto" (tma where `tma_supported`), as block_sparse does.
-DEFAULT_PATH = "pointer"
+TMA_LAUNCH = (4, 3, False)
+# The path a call without `path` takes: "auto" = tma where `tma_supported` (Hopper, 16-bit, heads contiguous), else
+# the pointer kernel; both passed tests/gpu/test_vertical_slash_attention_gpu.py on the H200 (11 passed).
+DEFAULT_PATH = "auto"
 
 
 def _vs_launch(launch, use_tma: bool) -> Tuple[int, int, bool, int]:

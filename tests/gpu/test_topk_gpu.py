@@ -46,7 +46,7 @@ def vs_like(rows, n, seed, ties):
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("descending", [False, True])
 def test_vs_shape_k512(ties, descending):
-    scores = vs_like(HQ, 131072, seed=ties, ties=ties)
+    scores = vs_like(HQ, 131072, seed=int(ties), ties=ties)
     check(scores, torch.full((HQ,), 512, device=DEV, dtype=torch.long), 512, descending)
 
 

@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))  # bench
 from bench_prefill import structured_qkv  # noqa: E402
 
 from sparse_attn import VerticalSlash  # noqa: E402
+from sparse_attn.kernels.estimation import last_window_sums  # noqa: E402
 from sparse_attn.kernels.estimation.topk import stable_topk  # noqa: E402
 from sparse_attn.kernels.estimation.topk_triton import triton_stable_topk  # noqa: E402
 from sparse_attn.methods import vertical_slash as vs_module  # noqa: E402
