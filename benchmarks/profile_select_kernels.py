@@ -38,6 +38,19 @@ def kernel_table(fn, calls=3):
     return {name: (totals[name], counts[name] / calls) for name in totals}
 
 
+def host_enqueue_ms(fn, calls=10):
+    """Median host (CPU) time of one call that starts on an idle GPU: if it is close to the do_bench time, the
+    call is bound by Python / launch overhead, not by its kernels."""
+    times = []
+    for _ in range(calls):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        times.append(1000 * (time.perf_counter() - start))
+    torch.cuda.synchronize()
+    return sorted(times)[len(times) // 2]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--lengths", type=int, nargs="+", default=[131072])
@@ -52,9 +65,11 @@ def main():
             method = METHODS[name]()
             select = lambda: method.select(q, k, cu, backend="triton")
             total = do_bench(select, warmup=10, rep=50, return_mode="median")
+            host = host_enqueue_ms(select)
             table = kernel_table(select)
             device_sum = sum(ms for ms, _ in table.values())
-            print(f"\n## {name} L={length}: select {total:.3f} ms (do_bench median); kernels sum {device_sum:.3f} ms")
+            print(f"\n## {name} L={length}: select {total:.3f} ms (do_bench median); kernels sum {device_sum:.3f} ms; "
+                  f"host time to enqueue one call {host:.3f} ms (median of 10, GPU idle at the start)")
             print("| kernel | ms per call | launches | % of kernels |\n|---|---|---|---|")
             for kernel, (ms, n) in sorted(table.items(), key=lambda kv: -kv[1][0]):
                 print(f"| {kernel[:90]} | {ms:.4f} | {n:g} | {100 * ms / device_sum:.1f} |")
