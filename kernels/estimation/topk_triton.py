@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["triton_stable_topk"]
+__all__ = ["triton_stable_topk", "triton_threshold_topk"]
 
 BINS = 256  # one byte of the 32-bit key per pass
 PASSES = 4
@@ -222,4 +222,120 @@ def triton_stable_topk(scores: torch.Tensor, counts: torch.Tensor, kmax: int, de
     out2 = out.view(rows, kmax)
     _compact_kernel[grid](flat, flat_counts, hist, last_hist, last_above, out2, flat.stride(0), out2.stride(0), rows,
                           num, chunk, kmax, DESCENDING=descending, BINS=BINS, BLOCK=block, num_warps=8)
+    return out
+
+
+# -- threshold_topk in Triton: the threshold is known (FlexPrefill reads it off its budget sort) ------------------
+
+
+@triton.jit
+def _threshold_count_kernel(SCORES, KTH, ABOVE, EQUAL, stride_r, n, chunk, BLOCK: tl.constexpr):
+    """Program (row, chunk): how many of the chunk's scores are > kth and == kth (float comparisons)."""
+    row = tl.program_id(0)
+    part = tl.program_id(1)
+    parts = tl.num_programs(1)
+    kth = tl.load(KTH + row)
+    offs = tl.arange(0, BLOCK)
+    start = part * chunk
+    stop = tl.minimum(start + chunk, n)
+    above = tl.zeros([BLOCK], dtype=tl.int32)
+    equal = tl.zeros([BLOCK], dtype=tl.int32)
+    for t0 in range(start, stop, BLOCK):
+        t = t0 + offs
+        ok = t < stop
+        s = tl.load(SCORES + row.to(tl.int64) * stride_r + t, mask=ok, other=float("-inf"))
+        above += (ok & (s > kth)).to(tl.int32)
+        equal += (ok & (s == kth)).to(tl.int32)
+    tl.store(ABOVE + row * parts + part + tl.arange(0, 1), tl.sum(above, 0) + tl.zeros([1], tl.int32))
+    tl.store(EQUAL + row * parts + part + tl.arange(0, 1), tl.sum(equal, 0) + tl.zeros([1], tl.int32))
+
+
+@triton.jit
+def _threshold_compact_kernel(SCORES, KTH, COUNTS, ABOVE, EQUAL, OUT, stride_r, stride_o, n, chunk, kmax,
+                              DESCENDING: tl.constexpr, BLOCK: tl.constexpr, PARTS_POW2: tl.constexpr):
+    """Program (row, chunk): the chunk's kept indices (> kth, or == kth among the first `count - #above` ties of
+    the row), in index order, at their slots of the row's output; -1 in the slots [count, kmax) it covers."""
+    row = tl.program_id(0)
+    part = tl.program_id(1)
+    parts = tl.num_programs(1)
+    kth = tl.load(KTH + row)
+    count = tl.load(COUNTS + row).to(tl.int64)
+    q = tl.arange(0, PARTS_POW2)
+    above = tl.load(ABOVE + row * parts + q, mask=q < parts, other=0).to(tl.int64)
+    equal = tl.load(EQUAL + row * parts + q, mask=q < parts, other=0).to(tl.int64)
+    ties_wanted = count - tl.sum(above, 0)
+    above_before = tl.sum(tl.where(q < part, above, 0), 0)
+    seen_equal = tl.sum(tl.where(q < part, equal, 0), 0)
+    taken = above_before + tl.maximum(tl.minimum(seen_equal, ties_wanted), 0)
+    offs = tl.arange(0, BLOCK)
+    start = part * chunk
+    stop = tl.minimum(start + chunk, n)
+    for t0 in range(start, stop, BLOCK):
+        t = t0 + offs
+        ok = t < stop
+        s = tl.load(SCORES + row.to(tl.int64) * stride_r + t, mask=ok, other=float("-inf"))
+        is_equal = (ok & (s == kth)).to(tl.int32)
+        equal_rank = seen_equal + (tl.cumsum(is_equal, 0) - is_equal).to(tl.int64)
+        keep = (ok & (s > kth)) | ((is_equal != 0) & (equal_rank < ties_wanted))
+        keep32 = keep.to(tl.int32)
+        slot = taken + (tl.cumsum(keep32, 0) - keep32).to(tl.int64)
+        if DESCENDING:
+            slot = count - 1 - slot
+        tl.store(OUT + row.to(tl.int64) * stride_o + slot, t, mask=keep & (slot >= 0) & (slot < kmax))
+        taken += tl.sum(keep32, 0).to(tl.int64)
+        seen_equal += tl.sum(is_equal, 0).to(tl.int64)
+    for t0 in range(start, stop, BLOCK):  # -1 past the row's count; the chunks together cover [0, n) >= kmax
+        s = t0 + offs
+        tl.store(OUT + row.to(tl.int64) * stride_o + s, tl.full([BLOCK], -1, tl.int32), mask=(s >= count) & (s < kmax))
+
+
+def triton_threshold_topk(scores: torch.Tensor, counts: torch.Tensor, kth: torch.Tensor, kmax: int,
+                          descending: bool = False, block: int = BLOCK,
+                          programs_per_row: int = None) -> torch.Tensor:
+    """`threshold_topk(scores, counts, kth, descending)` (topk.py) entry for entry, in two launches, no host sync.
+
+    Row r keeps every score > kth[r] and, of the scores == kth[r], the lowest indices until counts[r] are kept;
+    the kept indices come out in index order (descending when `descending`), -1 padded to `kmax` slots. Replaces
+    the reference's two int32 prefix sums over whole rows (FlexPrefill at 128K: ~1 ms of scans on an H200).
+
+    Args:
+        scores: `[..., n]` float (converted to fp32), no NaN.
+        counts: `[...]` int, `0 <= counts <= kmax` and at most the entries >= kth (not checked: a host sync).
+        kth: `[..., 1]` (or `[...]`) the counts-th largest score of each row (+inf where counts == 0).
+        kmax: output width (the largest count, known on the host), `0 <= kmax <= n`.
+    Returns:
+        `[..., kmax]` int32.
+    """
+    if counts.shape != scores.shape[:-1]:
+        raise ValueError(f"counts {tuple(counts.shape)} must match scores {tuple(scores.shape)} without the last dim")
+    num = scores.shape[-1]
+    if not 0 <= kmax <= num:
+        raise ValueError(f"kmax must lie in [0, n={num}], got {kmax}: pass the largest count")
+    if block & (block - 1) or block < 16:
+        raise ValueError(f"block must be a power of 2 >= 16, got {block}")
+    lead = scores.shape[:-1]
+    rows = counts.numel()
+    if kth.numel() != rows:
+        raise ValueError(f"kth must hold one threshold per row ({rows}), got {tuple(kth.shape)}")
+    out = torch.empty(*lead, kmax, dtype=torch.int32, device=scores.device)
+    if rows == 0 or kmax == 0:
+        return out
+    flat = scores.reshape(rows, num).float()
+    if flat.stride(-1) != 1:
+        flat = flat.contiguous()
+    flat_kth = kth.reshape(rows).float().contiguous()
+    flat_counts = counts.reshape(rows)
+    if flat_counts.dtype not in (torch.int32, torch.int64):
+        flat_counts = flat_counts.long()
+    parts = programs_per_row or _programs_per_row(rows, num, scores.device, block)
+    chunk = triton.cdiv(triton.cdiv(num, parts), block) * block
+    parts = triton.cdiv(num, chunk)
+    above = torch.empty(rows, parts, dtype=torch.int32, device=scores.device)
+    equal = torch.empty_like(above)
+    grid = (rows, parts)
+    _threshold_count_kernel[grid](flat, flat_kth, above, equal, flat.stride(0), num, chunk, BLOCK=block, num_warps=8)
+    out2 = out.view(rows, kmax)
+    _threshold_compact_kernel[grid](flat, flat_kth, flat_counts, above, equal, out2, flat.stride(0), out2.stride(0),
+                                    num, chunk, kmax, DESCENDING=descending, BLOCK=block,
+                                    PARTS_POW2=max(16, triton.next_power_of_2(parts)), num_warps=8)
     return out

@@ -192,14 +192,24 @@ def select_vertical_slash(
     slash = forced_scores(slash_scores, lens, NUM_LOCAL_DIAGONALS)
     vertical_count = torch.minimum(vertical_budget.long(), lens[:, None])
     slash_count = torch.minimum(slash_budget.long(), lens[:, None])
-    # With a known threshold (FlexPrefill) the prefix-sum selection needs no top-k. Without one: on the Triton
+    # With a known threshold (FlexPrefill) no top-k is needed: the kept entries are those above it plus the lowest
+    # tied ones (threshold_topk; on the Triton backend triton_threshold_topk, two launches instead of two int32
+    # prefix sums over whole rows, ~1 ms at 128K, with ONE read of both output widths). Without one: on the Triton
     # backend, with the widths known on the host, a radix select + compaction (triton_stable_topk, no host sync);
-    # else the int64-key top-k (0.72 ms for 32 heads x 128K, k = 512, H100: profile_vs_estimation_128k.log, and
-    # faster than threshold_topk's 1.05 ms). All three select the same entries (ties -> lower index).
-    use_triton = max_budget is not None and resolve_backend(backend, vertical) == "triton"
+    # else the int64-key top-k (0.72 ms for 32 heads x 128K, k = 512, H100: profile_vs_estimation_128k.log).
+    # All select the same entries (ties -> lower index).
+    on_triton = resolve_backend(backend, vertical) == "triton"
+    use_triton = max_budget is not None and on_triton
+    widths = None
+    if on_triton and vertical_kth is not None and slash_kth is not None:
+        widths = torch.stack([vertical_count.max(), slash_count.max()]).tolist()  # the one host read of the widths
 
-    def pick(s, c, kth, desc, budget):
+    def pick(s, c, kth, desc, budget, width):
         if kth is not None:
+            if width is not None:
+                from ..kernels.estimation.topk_triton import triton_threshold_topk
+
+                return triton_threshold_topk(s, c, kth, int(width), desc)
             return threshold_topk(s, c, kth, desc)
         if use_triton:
             from ..kernels.estimation.topk_triton import triton_stable_topk
@@ -207,8 +217,10 @@ def select_vertical_slash(
             return triton_stable_topk(s, c, min(int(budget), s.shape[-1]), desc)
         return stable_topk(s, c, desc)
 
-    vertical_idx = pick(vertical, vertical_count, vertical_kth, False, max_budget and max_budget[0])  # ascending
-    slash_offsets = pick(slash, slash_count, slash_kth, True, max_budget and max_budget[1])  # descending offsets
+    vertical_idx = pick(vertical, vertical_count, vertical_kth, False, max_budget and max_budget[0],
+                        widths and widths[0])  # ascending key positions
+    slash_offsets = pick(slash, slash_count, slash_kth, True, max_budget and max_budget[1],
+                         widths and widths[1])  # descending offsets
     vertical_count, slash_count = vertical_count.int(), slash_count.int()
     index = build_vertical_slash_index(cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count,
                                        backend=backend, max_len=max_len)
