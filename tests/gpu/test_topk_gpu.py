@@ -94,3 +94,22 @@ def test_vertical_slash_select_triton_topk_equals_reference():
     for name in ("vertical_idx", "vertical_count", "slash_offsets", "slash_count", "block_count", "block_offset",
                  "column_count", "column_index"):
         assert torch.equal(getattr(got, name), getattr(want, name)), name
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_threshold_topk_flexprefill_shape(descending):
+    """triton_threshold_topk (FlexPrefill's path) vs threshold_topk at 32 x 128K with heavy ties at the threshold,
+    forced +inf entries and varlen -inf tails; per-row counts from 0 to 3000."""
+    from sparse_attn.kernels.estimation.topk import kth_largest, threshold_topk
+    from sparse_attn.kernels.estimation.topk_triton import triton_threshold_topk
+    g = torch.Generator(device=DEV).manual_seed(11)
+    n = 131072
+    scores = (torch.rand(HQ, n, device=DEV, generator=g) * 64).floor() / 64  # 64 levels: many ties
+    scores[:, :64] = float("inf")
+    scores[HQ // 2:, n - 5000:] = float("-inf")
+    counts = torch.randint(0, 3001, (HQ,), device=DEV, generator=g)
+    counts[0] = 0
+    kth = kth_largest(scores, counts)
+    want = threshold_topk(scores, counts, kth, descending)
+    got = triton_threshold_topk(scores, counts, kth, want.shape[-1], descending)
+    assert torch.equal(got, want)
