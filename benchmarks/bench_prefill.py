@@ -46,12 +46,12 @@ def bs_launch(chunk):
     return tuple(TUNED[f"bs_launch_{chunk}"][0]) if f"bs_launch_{chunk}" in TUNED else None
 
 
-SUMS_VARIANT = {"name": "banded"}  # --sums-variant: which last-window sums pass the VS / FlexPrefill rows time
+SUMS_VARIANT = {"name": None}  # --sums-variant: the last-window sums pass the VS / FlexPrefill rows time (None: library)
 
 
 def window_sums(q, k, cu, window):
     blocks = tuple(TUNED["est_blocks"]) if "est_blocks" in TUNED else None
-    return triton_last_window_sums(q, k, cu, window, blocks=blocks, variant=SUMS_VARIANT["name"])
+    return triton_last_window_sums(q, k, cu, window, blocks=blocks, variant=SUMS_VARIANT["name"] or "auto")
 
 
 def bench(fn, rep=100):
@@ -256,13 +256,27 @@ def select_vertical_slash(q, k, cu, length, method):
     return v_idx, nv.to(torch.int32)[None].contiguous(), s_idx, ns.to(torch.int32)[None].contiguous()
 
 
+def library_method(method):
+    """The library's method object with the reference defaults (what the integrations run)."""
+    from sparse_attn.methods.flexprefill import FlexPrefill
+    from sparse_attn.methods.vertical_slash import VerticalSlash
+    return VerticalSlash() if method == "vertical_slash" else FlexPrefill()
+
+
 def run_vertical_slash(method, length, q, k, v, cu, dense, results):
+    """The library path, timed in pieces: `select` (estimation + selection + index, as the integrations call it,
+    with the host-known length) and the mixed attention over its index (the library's default kernel path)."""
+    from sparse_attn.kernels.estimation import last_window_sums
     rows = sample_rows(length)
-    sel = select_vertical_slash(q, k, cu, length, method)
-    index = triton_build_vertical_slash_index(cu, *sel)
+    config = library_method(method)
+    if SUMS_VARIANT["name"] is not None:  # --sums-variant: time another last-window sums pass in the library path
+        import sparse_attn.kernels.estimation.triton as est
+        est.DEFAULT_VARIANT = SUMS_VARIANT["name"]
+    selection = config.select(q, k, cu, backend="triton")
+    index = (selection.block_count, selection.block_offset, selection.column_count, selection.column_index)
     bc, bo, cc, ci = index
     out = torch.full_like(q, float("nan"))
-    triton_vertical_slash_attention(q, k, v, cu, *index, out=out)
+    triton_vertical_slash_attention(q, k, v, cu, *index, out=out, max_seqlen_hint=length)
 
     def allowed(h, rr):
         r = rr // 64
@@ -277,21 +291,23 @@ def run_vertical_slash(method, length, q, k, v, cu, dense, results):
         return m[:, :length] & (torch.arange(length, device=DEV)[None, :] <= rr[:, None])
     ok, rmse = check(f"{method} L={length}", out, q, k, v, rows, allowed)
 
-    est_ms = bench(lambda: window_sums(q, k, cu, 256 if method == "vertical_slash" else 512), rep=50)
-    sel_ms = bench(lambda: select_vertical_slash(q, k, cu, length, method), rep=50)
-    idx_ms = bench(lambda: triton_build_vertical_slash_index(cu, *sel), rep=50)
-    ms = bench(lambda: triton_vertical_slash_attention(q, k, v, cu, *index, out=out))
+    window = config.approximation_size
+    est_ms = bench(lambda: last_window_sums(q, k, cu, window, backend="triton", max_len=length), rep=50)
+    sel_ms = bench(lambda: config.select(q, k, cu, backend="triton"), rep=50)  # includes the index
+    pattern = (selection.vertical_idx, selection.vertical_count, selection.slash_offsets, selection.slash_count)
+    idx_ms = bench(lambda: triton_build_vertical_slash_index(cu, *pattern, max_len=length), rep=50)
+    ms = bench(lambda: triton_vertical_slash_attention(q, k, v, cu, *index, out=out, max_seqlen_hint=length))
     n_rows = bc.shape[-1]
     blocks, cols = float(bc.sum()), float(cc.sum())
     flops = (blocks * 64 * 64 + cols * 64) * 4 * D
-    from sparse_attn.kernels.vertical_slash.naive import vertical_slash_pair_counts
-    pairs = float(vertical_slash_pair_counts(cu, *index).sum())
+    pairs = float(selection.pair_counts().sum())
     density = pairs / (HQ * length * (length + 1) / 2)
-    total = sel_ms + idx_ms + ms
-    row = dict(method=method, sums_variant=SUMS_VARIANT["name"], L=length, density=density, nv_mean=float(sel[1].float().mean()),
-               ns_mean=float(sel[3].float().mean()), ms=ms, tflops=flops / ms / 1e9, est_sums_ms=est_ms,
-               est_select_ms=sel_ms, index_ms=idx_ms, overhead_pct=100 * (sel_ms + idx_ms) / ms, total_ms=total,
-               x_cudnn_total=dense["cudnn"] / total, x_flash_total=dense["flash"] / total,
+    total = sel_ms + ms
+    row = dict(method=method, sums_variant=SUMS_VARIANT["name"] or "library", L=length, density=density,
+               nv_mean=float(selection.vertical_count.float().mean()),
+               ns_mean=float(selection.slash_count.float().mean()), ms=ms, tflops=flops / ms / 1e9,
+               est_sums_ms=est_ms, est_select_ms=sel_ms, index_ms=idx_ms, overhead_pct=100 * sel_ms / ms,
+               total_ms=total, x_cudnn_total=dense["cudnn"] / total, x_flash_total=dense["flash"] / total,
                x_flex_dense_total=dense["flex"] / total, ok=ok, rmse=rmse, n_rows=n_rows)
     results.append(row)
     print("  " + json.dumps({a: (round(b, 4) if isinstance(b, float) else b) for a, b in row.items()}), flush=True)
@@ -351,8 +367,8 @@ def print_tables(results):
         rows = [r for r in results if r["method"] == method]
         if rows:
             table(f"{method} (reference defaults)",
-                  ["L", "density", "mean NV / NS", "attn ms", "TFLOP/s (computed)", "sums ms", "select ms (incl. sums)",
-                   "index ms", "overhead % of attn", "total ms", "x cuDNN", "x flash", "x Flex dense", "rel-RMSE",
+                  ["L", "density", "mean NV / NS", "attn ms", "TFLOP/s (computed)", "sums ms (alone)",
+                   "library select ms (sums + selection + index)", "index ms (alone)", "overhead = select % of attn", "total ms", "x cuDNN", "x flash", "x Flex dense", "rel-RMSE",
                    "ok"],
                   [[str(r["L"]), f(r["density"], 4), f"{r['nv_mean']:.0f} / {r['ns_mean']:.0f}", f(r["ms"]),
                     f(r["tflops"], 0), f(r["est_sums_ms"], 3), f(r["est_select_ms"], 3), f(r["index_ms"], 3),
@@ -513,9 +529,10 @@ def main():
     parser.add_argument("--chunks", type=int, nargs="+", default=[128, 64])
     parser.add_argument("--vs-inputs", choices=["structured", "random"], default="structured")
     parser.add_argument("--json", default=None)
-    parser.add_argument("--sums-variant", default="banded",
-                        choices=["banded", "atomic", "skew", "skew_pipe", "skew_gather"],
-                        help="vertical_slash / flexprefill: the last-window sums pass to time")
+    parser.add_argument("--sums-variant", default=None,
+                        choices=["auto", "banded", "atomic", "skew", "skew_pipe", "skew_gather"],
+                        help="vertical_slash / flexprefill: the last-window sums pass the library select runs "
+                             "(default: the library's own choice)")
     parser.add_argument("--sums-compare", nargs="+", default=None, metavar="VARIANT[:NQ,WARPS,STAGES]",
                         help="only compare last-window sums passes (e.g. banded skew skew_pipe:2,8,2) at --lengths: "
                              "sums ms, difference vs banded, library select / overhead %% of the VS attention")
