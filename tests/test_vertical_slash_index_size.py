@@ -139,14 +139,16 @@ def test_pair_counts_do_not_depend_on_the_row_chunk(monkeypatch):
     assert int(whole.min()) > 0
 
 
-@pytest.mark.parametrize("lengths", [(200, 77, 129), (190,), (64, 1)])
-def test_host_max_len_builds_in_one_pass_at_the_bound_widths(lengths, monkeypatch):
+@pytest.mark.parametrize("lengths,num_vert,num_slash", [((200, 77, 129), 90, 70), ((190,), 90, 70),
+                                                       ((64, 1), 90, 70), ((1100, 70), 40, 300),
+                                                       ((900, 70), 300, 8)])
+def test_host_max_len_builds_in_one_pass_at_the_bound_widths(lengths, num_vert, num_slash, monkeypatch):
     """With the longest length given on the host, the Triton builder reads nothing back: one pass at the
-    `index_widths` bounds. Counts and the used slots equal the reference; slots past each count stay -1."""
+    `index_widths` bounds (rounded up to 16 slots; entries written in groups of 8 by vector stores). Counts and the
+    used slots equal the reference; slots past each count stay -1."""
     import sparse_attn.kernels.vertical_slash.triton as vs_triton
 
     gen = torch.Generator().manual_seed(sum(lengths))
-    num_vert, num_slash = 90, 70
     pattern = wide_pattern(lengths, 3, num_vert, num_slash, gen)
     cu = cu_of(lengths)
     want = naive_build_vertical_slash_index(cu, *pattern)
@@ -155,9 +157,11 @@ def test_host_max_len_builds_in_one_pass_at_the_bound_widths(lengths, monkeypatc
     got = build_vertical_slash_index(cu, *pattern, backend="triton", max_len=max(lengths))
     monkeypatch.undo()
     assert not reads, "the one-pass build must not read the widths back"
-    bound_blocks, bound_columns = index_widths(max(lengths), num_slash, num_vert)
-    assert got[1].shape[-1] == bound_blocks and got[3].shape[-1] == bound_columns
+    bound_blocks, bound_columns = (-(-w // 16) * 16 for w in index_widths(max(lengths), num_slash, num_vert))
+    assert got[1].shape[-1] == bound_blocks and got[3].shape[-1] == bound_columns  # bounds, in whole 16-slot groups
     assert torch.equal(got[0], want[0]) and torch.equal(got[2], want[2])
+    if max(lengths) >= 900:  # rows with whole 8-slot groups: blocks (1100), columns (900)
+        assert int(want[0].max() if num_slash > num_vert else want[2].max()) > 8
     for full, exact in ((got[1], want[1]), (got[3], want[3])):
         width = exact.shape[-1]
         assert torch.equal(full[..., :width], exact), "used slots differ from the reference"

@@ -26,6 +26,9 @@ BLOCK = 64  # rows per index row and width of a slash block (MInference format)
 # what the exact widths give at that length (rows late in the sample reach ~NS blocks). Larger bounds (FlexPrefill's
 # adaptive budgets, batches) would cost more to fill with -1 than the counting pass and its read-back: two passes.
 SINGLE_PASS_MAX_BYTES = 384 << 20
+# Entries per vector store of the one-pass build (its widths are rounded up to a multiple of 16, so that Triton's
+# divisibility specialisation of the row strides proves every group of STORE_VEC slots 32-byte aligned).
+STORE_VEC = 4
 
 
 @triton.jit
@@ -36,10 +39,16 @@ def index_row_offset(b, h, row, stride_b, stride_h, stride_r):
 
 
 @triton.jit
+def _four(a, b, c, d):
+    """[R] x 4 -> [R, 4] (a, b, c, d side by side), built in registers (join keeps the new dim in the thread)."""
+    return tl.reshape(tl.join(tl.join(a, c), tl.join(b, d)), [a.shape[0], 4])  # join stacks on a new last dim
+
+
+@triton.jit
 def _build_index(cu_seqlens, Vert, VertCount, Slash, SlashCount, BlockCount, BlockOffset, ColumnCount, ColumnIndex,
                  num_heads, n_rows, stride_vb, stride_vh, stride_sb, stride_sh,
                  stride_bob, stride_boh, stride_bor, stride_cib, stride_cih, stride_cir, block_width, column_width,
-                 BLOCK_R: tl.constexpr, STORE: tl.constexpr):
+                 BLOCK_R: tl.constexpr, STORE: tl.constexpr, VEC: tl.constexpr = 1):
     """One lane per query row (MInference's one thread per row): a merge walk over the head's slashes and verticals.
 
     Run twice: with STORE=False it only writes the counts (so the host can size the index to the widest row), with
@@ -48,6 +57,11 @@ def _build_index(cu_seqlens, Vert, VertCount, Slash, SlashCount, BlockCount, Blo
     Each step, every row consumes its next vertical if that vertical lies left of its current span's end (so its
     fate is known: column, or covered by the span) or if no slash is left; otherwise its next slash, which opens a
     new span, extends the current one by 64 keys, or falls inside it.
+
+    VEC == 4 (index rows and widths multiples of 16 slots, so every group of 4 slots is 16-byte aligned): each
+    lane keeps its row's next 4 entries in registers and writes them as one 16-byte store when the group is full
+    (and the partial last group at the end). One scalar store per entry, each lane in another row, was one L2 transaction
+    per 4 bytes: ~26M of them for a 128K-token VS index.
     """
     bh = tl.program_id(1)
     b = bh // num_heads
@@ -69,6 +83,16 @@ def _build_index(cu_seqlens, Vert, VertCount, Slash, SlashCount, BlockCount, Blo
     span_end = tl.full([BLOCK_R], -1, dtype=tl.int32)  # -1: no span yet
     n_blocks = tl.zeros([BLOCK_R], dtype=tl.int32)
     n_cols = tl.zeros([BLOCK_R], dtype=tl.int32)
+    lane = tl.arange(0, 4)[None, :]
+    # VEC == 4: the row's pending entries, one register each (a 2-D buffer would cost a layout conversion per step)
+    c0 = tl.full([BLOCK_R], -1, dtype=tl.int32)
+    c1 = c0
+    c2 = c0
+    c3 = c0
+    b0 = c0
+    b1 = c0
+    b2 = c0
+    b3 = c0
     for _ in range(n_vert + n_slash):
         v_left = v_next < n_vert
         s_left = s_next < n_slash
@@ -77,7 +101,18 @@ def _build_index(cu_seqlens, Vert, VertCount, Slash, SlashCount, BlockCount, Blo
         take_v = v_left & ((v < span_end) | ~s_left)
         is_col = take_v & (v < end_m) & ~((v >= span_start) & (v < span_end))
         if STORE:
-            tl.store(column_index + n_cols, v, mask=is_col & row_ok & (n_cols < column_width))
+            if VEC == 1:
+                tl.store(column_index + n_cols, v, mask=is_col & row_ok & (n_cols < column_width))
+            else:
+                slot = n_cols % 4
+                c0 = tl.where(is_col & (slot == 0), v, c0)
+                c1 = tl.where(is_col & (slot == 1), v, c1)
+                c2 = tl.where(is_col & (slot == 2), v, c2)
+                c3 = tl.where(is_col & (slot == 3), v, c3)
+                group = tl.multiple_of(n_cols - slot, 4)
+                full = is_col & (slot == 3) & row_ok
+                tl.store(column_index[:, None] + group[:, None] + lane, _four(c0, c1, c2, c3),
+                         mask=full[:, None] & (group[:, None] + lane < column_width))
         n_cols += is_col.to(tl.int32)
         v_next += take_v.to(tl.int32)
 
@@ -87,12 +122,33 @@ def _build_index(cu_seqlens, Vert, VertCount, Slash, SlashCount, BlockCount, Blo
         opens = valid & ((span_end < 0) | (e > span_end + 64))
         extends = valid & ~opens & (e > span_end)
         if STORE:
-            tl.store(block_offset + n_blocks, tl.where(opens, e - 64, span_end),
-                     mask=(opens | extends) & row_ok & (n_blocks < block_width))
+            emitted = tl.where(opens, e - 64, span_end)
+            if VEC == 1:
+                tl.store(block_offset + n_blocks, emitted, mask=(opens | extends) & row_ok & (n_blocks < block_width))
+            else:
+                emits = opens | extends
+                slot = n_blocks % 4
+                b0 = tl.where(emits & (slot == 0), emitted, b0)
+                b1 = tl.where(emits & (slot == 1), emitted, b1)
+                b2 = tl.where(emits & (slot == 2), emitted, b2)
+                b3 = tl.where(emits & (slot == 3), emitted, b3)
+                group = tl.multiple_of(n_blocks - slot, 4)
+                full = emits & (slot == 3) & row_ok
+                tl.store(block_offset[:, None] + group[:, None] + lane, _four(b0, b1, b2, b3),
+                         mask=full[:, None] & (group[:, None] + lane < block_width))
         n_blocks += (opens | extends).to(tl.int32)
         span_start = tl.where(opens, e - 64, span_start)
         span_end = tl.where(opens, e, tl.where(extends, span_end + 64, span_end))
         s_next += take_s.to(tl.int32)
+    if STORE and VEC > 1:  # the partial last groups
+        slot = n_cols % 4
+        group = tl.multiple_of(n_cols - slot, 4)
+        tl.store(column_index[:, None] + group[:, None] + lane, _four(c0, c1, c2, c3),
+                 mask=row_ok[:, None] & (lane < slot[:, None]) & (group[:, None] + lane < column_width))
+        slot = n_blocks % 4
+        group = tl.multiple_of(n_blocks - slot, 4)
+        tl.store(block_offset[:, None] + group[:, None] + lane, _four(b0, b1, b2, b3),
+                 mask=row_ok[:, None] & (lane < slot[:, None]) & (group[:, None] + lane < block_width))
     row_ptr = bh.to(tl.int64) * n_rows + rows
     tl.store(BlockCount + row_ptr, tl.where(row_ok, n_blocks, 0), mask=rows < n_rows)
     tl.store(ColumnCount + row_ptr, tl.where(row_ok, n_cols, 0), mask=rows < n_rows)
@@ -139,23 +195,24 @@ def triton_build_vertical_slash_index(
     block_r = 128 if n_rows >= 128 else max(16, triton.next_power_of_2(n_rows))
     grid = (triton.cdiv(n_rows, block_r), batch * heads)
 
-    def walk(block_offset, column_index, store):
+    def walk(block_offset, column_index, store, vec=1):
         _build_index[grid](
             cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count,
             block_count, block_offset, column_count, column_index, heads, n_rows,
             vertical_idx.stride(0), vertical_idx.stride(1), slash_offsets.stride(0), slash_offsets.stride(1),
             block_offset.stride(0), block_offset.stride(1), block_offset.stride(2),
             column_index.stride(0), column_index.stride(1), column_index.stride(2),
-            block_offset.shape[-1], column_index.shape[-1], BLOCK_R=block_r, STORE=store, num_warps=4,
+            block_offset.shape[-1], column_index.shape[-1], BLOCK_R=block_r, STORE=store, VEC=vec, num_warps=4,
         )
 
     if max_len is not None:
-        block_width, column_width = index_widths(longest, num_slash, num_vert)
+        # widths rounded up to multiples of 16 slots: rows stay aligned for the vector stores (STORE_VEC)
+        block_width, column_width = (-(-w // 16) * 16 for w in index_widths(longest, num_slash, num_vert))
         if index_bytes(batch, heads, n_rows, block_width, column_width) <= SINGLE_PASS_MAX_BYTES:
             check_index_fits(batch, heads, n_rows, block_width, column_width, device)
             block_offset = torch.full((batch, heads, n_rows, block_width), -1, dtype=torch.int32, device=device)
             column_index = torch.full((batch, heads, n_rows, column_width), -1, dtype=torch.int32, device=device)
-            walk(block_offset, column_index, True)
+            walk(block_offset, column_index, True, STORE_VEC)
             return block_count, block_offset, column_count, column_index
     unused = torch.empty(1, 1, 1, 1, dtype=torch.int32, device=device)  # no entries are written when counting
     walk(unused, unused, False)
