@@ -111,6 +111,25 @@ def test_vertical_slash_builder_matches_reference():
         assert torch.equal(a, b.to(a.device)), f"{name} differs from the reference builder"
 
 
+def test_vertical_slash_one_pass_builder_matches_reference():
+    """The one-pass build (host max_len: widths at the bounds, 16-byte grouped stores) equals the reference on the
+    used slots, -1 elsewhere, and reads nothing back from the device."""
+    from sparse_attn.kernels.vertical_slash import build_vertical_slash_index
+    lens = [8192 + 5, 3000]
+    cu = torch.tensor([0, lens[0], sum(lens)], device=DEV, dtype=torch.int32)
+    pattern = structured_pattern(lens, 48, 96)
+    want = build_vertical_slash_index(cu, *pattern, backend="naive")
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = build_vertical_slash_index(cu, *pattern, backend="triton", max_len=max(lens))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(got[0], want[0].to(DEV)) and torch.equal(got[2], want[2].to(DEV))
+    for a, b in ((got[1], want[1]), (got[3], want[3])):
+        width = b.shape[-1]
+        assert torch.equal(a[..., :width], b.to(DEV)) and bool((a[..., width:] == -1).all())
+
+
 @pytest.mark.parametrize("lens,nv,ns,rows", [([16384 + 11, 5000], 512, 512, None), ([131072], 512, 512, 2048)])
 def test_vertical_slash_real_shapes(lens, nv, ns, rows):
     from sparse_attn.kernels.vertical_slash import build_vertical_slash_index, vertical_slash_attention
