@@ -4,7 +4,7 @@ set -u
 export PYTHONPATH=$PWD TRITON_INTERPRET=0 PYTHONUNBUFFERED=1
 for d in kernels integrations tasks; do ln -sfn $PWD/$d sparse_attn/$d; done
 mkdir -p $OUT/s6_call3
-timeout 50 python3 -m pytest -q -m gpu tests/gpu/test_topk_gpu.py > $OUT/s6_call3/topk_tests.log 2>&1; echo "topk tests rc=$?"; tail -n 3 $OUT/s6_call3/topk_tests.log
+timeout 90 python3 -m pytest -q -m gpu tests/gpu/test_topk_gpu.py tests/gpu/test_prefill_gpu.py -k "topk or threshold or k512 or odd or varlen or vertical_slash or select" > $OUT/s6_call3/topk_tests.log 2>&1; echo "tests rc=$?"; tail -n 8 $OUT/s6_call3/topk_tests.log | cut -c1-250
 cd benchmarks
 timeout 60 python3 profile_select_kernels.py --lengths 131072 > $OUT/s6_call3/select_kernels.log 2>&1; echo "select rc=$?"
 grep -A12 "^## " $OUT/s6_call3/select_kernels.log | cut -c1-150
