@@ -51,10 +51,33 @@ def host_enqueue_ms(fn, calls=10):
     return sorted(times)[len(times) // 2]
 
 
+def timeline(fn, path):
+    """One call of fn, after a sync, with CPU and CUDA activity: a chrome trace at `path`, and a printed summary of
+    when the GPU waited on the host (gaps between consecutive kernels larger than 10 us)."""
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    prof.export_chrome_trace(path)
+    kernels = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                     if e.device_type == torch.autograd.DeviceType.CUDA)
+    if not kernels:
+        return
+    gaps = [(b[0] - a[1], a[2], b[2]) for a, b in zip(kernels, kernels[1:]) if b[0] - a[1] > 10]
+    span = (kernels[-1][1] - kernels[0][0]) / 1000
+    busy = sum(e - s for s, e, _ in kernels) / 1000
+    print(f"  timeline: first to last kernel {span:.3f} ms, kernels busy {busy:.3f} ms, idle gaps > 10 us: "
+          f"{sum(g for g, _, _ in gaps) / 1000:.3f} ms in {len(gaps)}")
+    for gap, before, after in sorted(gaps, reverse=True)[:8]:
+        print(f"    {gap / 1000:.3f} ms idle after {before[:50]} before {after[:50]}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--lengths", type=int, nargs="+", default=[131072])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--trace-dir", default=None, help="write a chrome trace of one call per method here")
     args = parser.parse_args()
     print(f"device={torch.cuda.get_device_name()} torch={torch.__version__} "
           f"date={time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
@@ -70,6 +93,8 @@ def main():
             device_sum = sum(ms for ms, _ in table.values())
             print(f"\n## {name} L={length}: select {total:.3f} ms (do_bench median); kernels sum {device_sum:.3f} ms; "
                   f"host time to enqueue one call {host:.3f} ms (median of 10, GPU idle at the start)")
+            if args.trace_dir:
+                timeline(select, f"{args.trace_dir}/{name}_{length}.json")
             print("| kernel | ms per call | launches | % of kernels |\n|---|---|---|---|")
             for kernel, (ms, n) in sorted(table.items(), key=lambda kv: -kv[1][0]):
                 print(f"| {kernel[:90]} | {ms:.4f} | {n:g} | {100 * ms / device_sum:.1f} |")
