@@ -18,14 +18,16 @@ import triton.language as tl
 
 from .._triton_tile import LOG2E, check_prefill_inputs, max_seqlen
 from ..block_sparse.triton import TensorDescriptor, _descriptor, tma_supported
-from .naive import check_index_fits, index_bytes, index_widths
+from .naive import INDEX_HEADROOM, check_index_fits, index_bytes, index_widths
 
 BLOCK = 64  # rows per index row and width of a slash block (MInference format)
 # Largest index (bytes, at its upper-bound widths) built in one pass without reading the widths back. At the
 # reference budgets (512 verticals and slashes) a 128K-token sample with 32 heads needs 268 MB at the bounds, about
-# what the exact widths give at that length (rows late in the sample reach ~NS blocks). Larger bounds (FlexPrefill's
-# adaptive budgets, batches) would cost more to fill with -1 than the counting pass and its read-back: two passes.
-SINGLE_PASS_MAX_BYTES = 384 << 20
+# what the exact widths give at that length (rows late in the sample reach ~NS blocks). FlexPrefill's adaptive
+# budgets give wider bounds (~1.3 GB at 128K on the structured benchmark inputs): filling them with -1 (~0.35 ms on
+# an H200) still costs less than the counting pass (~0.8 ms there) and its read-back. Past this size, or when the
+# bound does not fit in free GPU memory (with INDEX_HEADROOM), the exact two-pass build runs instead.
+SINGLE_PASS_MAX_BYTES = 2 << 30
 # Entries per vector store of the one-pass build (its widths are rounded up to a multiple of 16, so that Triton's
 # divisibility specialisation of the row strides proves every group of STORE_VEC slots 32-byte aligned).
 STORE_VEC = 4
@@ -36,6 +38,13 @@ def index_row_offset(b, h, row, stride_b, stride_h, stride_r):
     """Element offset of index row (b, h, row) in 64 bits: `h * stride_h` alone passes 2**31 at 128K tokens
     (32 heads x 2048 rows x 32768 slots), which wrapped around in int32 (the illegal memory access)."""
     return b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h + row.to(tl.int64) * stride_r
+
+
+def _fits_with_headroom(nbytes: int, device: torch.device) -> bool:
+    """Whether `nbytes` (+INDEX_HEADROOM) fit in the free memory of a CUDA device (host devices: always)."""
+    if torch.device(device).type != "cuda":
+        return True
+    return nbytes * (1 + INDEX_HEADROOM) <= torch.cuda.mem_get_info(device)[0]
 
 
 @triton.jit
@@ -208,8 +217,8 @@ def triton_build_vertical_slash_index(
     if max_len is not None:
         # widths rounded up to multiples of 16 slots: rows stay aligned for the vector stores (STORE_VEC)
         block_width, column_width = (-(-w // 16) * 16 for w in index_widths(longest, num_slash, num_vert))
-        if index_bytes(batch, heads, n_rows, block_width, column_width) <= SINGLE_PASS_MAX_BYTES:
-            check_index_fits(batch, heads, n_rows, block_width, column_width, device)
+        bound_bytes = index_bytes(batch, heads, n_rows, block_width, column_width)
+        if bound_bytes <= SINGLE_PASS_MAX_BYTES and _fits_with_headroom(bound_bytes, device):
             block_offset = torch.full((batch, heads, n_rows, block_width), -1, dtype=torch.int32, device=device)
             column_index = torch.full((batch, heads, n_rows, column_width), -1, dtype=torch.int32, device=device)
             walk(block_offset, column_index, True, STORE_VEC)
