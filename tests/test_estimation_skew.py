@@ -135,3 +135,33 @@ def test_auto_variant_picks_by_length(threshold, expected, monkeypatch):
     check_sums(*got, q, k, cu, 64, (301, 77))
     with pytest.raises(ValueError, match="variant must be one of"):
         est.triton_last_window_sums(q, k, cu, 64, variant="fastest")
+
+
+@pytest.mark.parametrize("lengths,window,dtype", [((700, 451, 65), 256, torch.float16), ((1601, 37), 300, torch.float32)])
+def test_skew_prep_kernel_equals_the_torch_preparation(lengths, window, dtype):
+    """`_skew_prep` (one launch: window queries scaled and padded, lse merged from the statistics partials) gives the
+    inputs the torch preparation gave: the same queries, the same lse (+inf past each window), NaN never leaks."""
+    q, k, cu = packed(lengths, 4, 2, 64, seed=len(lengths))
+    q, k = q.to(dtype), k.to(dtype)
+    q_nan = q.clone()
+    q_nan[:lengths[0] - window] = float("nan")  # rows before the first window: must never be read
+    scale = 64 ** -0.5
+    qk_scale = scale * est.LOG2E
+    longest = max(lengths)
+    w_max = min(window, longest)
+    w_pad = -(-w_max // 256) * 256
+    stats = (q_nan, k, cu, window, qk_scale, w_max, longest, 64, 64)
+    part_max, part_sum = est._row_statistics(*stats, merge=False)
+    row_max, row_inv_sum = est._row_statistics(*stats)
+    want_q, want_lse = est._skew_inputs_torch(q_nan, cu, window, qk_scale, w_max, w_pad, row_max, row_inv_sum)
+    got_q = torch.full_like(want_q, float("nan"))
+    got_lse = torch.full_like(want_lse, float("nan"))
+    est._skew_prep[(len(lengths) * 4, w_pad // 64)](
+        q_nan, cu, part_max, part_sum, got_q, got_lse, qk_scale, 4, window, w_max, part_max.shape[2],
+        q_nan.stride(0), q_nan.stride(1), part_max.stride(0), part_max.stride(1), part_max.stride(2),
+        got_q.stride(0), got_q.stride(1), got_q.stride(2), got_lse.stride(0), got_lse.stride(1),
+        HEAD_DIM=64, BLOCK_R=64)
+    assert torch.equal(got_q, want_q)
+    assert torch.equal(torch.isinf(got_lse), torch.isinf(want_lse))
+    finite = torch.isfinite(want_lse)
+    torch.testing.assert_close(got_lse[finite], want_lse[finite], rtol=1e-6, atol=1e-6)

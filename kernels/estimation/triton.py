@@ -415,10 +415,12 @@ def _window_sums_skew(QW, K, cu_seqlens, Lse, Vertical, Slash, Scratch, num_q_he
     tl.atomic_add(Slash + out_base + offset, carry, mask=(offset >= 0) & (offset < seq_len), sem="relaxed")
 
 
-def _row_statistics(q, k, cu_seqlens, window, qk_scale, w_max, longest, block_m, block_n, num_warps=4, num_stages=3):
+def _row_statistics(q, k, cu_seqlens, window, qk_scale, w_max, longest, block_m, block_n, num_warps=4, num_stages=3,
+                    merge=True):
     """Per window query: the max and 1 / sum of exp2 over its causal keys, `[B, Hq, w_max]` fp32 each.
 
-    The keys are split so the pass fills the GPU (>= ~4 programs per SM on an H100); the splits merge in torch.
+    The keys are split so the pass fills the GPU (>= ~4 programs per SM on an H100); the splits merge in torch, or,
+    with merge=False, are returned as they are (`[B, Hq, splits, w_max]` partial max and sum, for `_skew_prep`).
     """
     batch, num_q_heads, head_dim = cu_seqlens.numel() - 1, q.shape[1], q.shape[2]
     n_iblocks = triton.cdiv(w_max, block_m)
@@ -433,6 +435,8 @@ def _row_statistics(q, k, cu_seqlens, window, qk_scale, w_max, longest, block_m,
         GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
         num_stages=num_stages,
     )
+    if not merge:
+        return part_max, part_sum
     row_max = part_max.max(dim=2).values
     row_max = torch.where(row_max == float("-inf"), 0.0, row_max)
     row_sum = (part_sum * torch.exp2(part_max - row_max[:, :, None, :])).sum(dim=2)
@@ -476,18 +480,53 @@ SKEW_STATS = (64, 64, 4, 3)
 SKEW_CODE = {"skew_gather": 0, "skew": 1, "skew_pipe": 2}
 
 
-def _skew_sums(q, k, cu_seqlens, window, qk_scale, w_max, longest, row_max, row_inv_sum, variant):
-    """Vertical and slash sums through `_window_sums_skew` (see there); returns `[B, Hq, longest]` fp32 each."""
+@triton.jit
+def _skew_prep(Q, cu_seqlens, PartMax, PartSum, QW, Lse, qk_scale, num_q_heads, window, w_max, splits,
+               stride_qn, stride_qh, stride_pb, stride_ph, stride_ps, stride_wb, stride_wh, stride_wq,
+               stride_lb, stride_lh, HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Program (query head, block of window rows): the skew pass's inputs in one launch (was ~35 torch ops, whose
+    host time left the GPU idle between the statistics and the sums pass at 128K).
+
+    QW [B, Hq, W_pad, D]: the sample's last w_b queries scaled by qk_scale and rounded to q's dtype (as the
+    statistics pass scales them), rows >= w_b zero. Lse [B, Hq, W_pad]: row max + log2(row sum) merged from the
+    statistics pass's per-split partials (`_row_statistics(merge=False)`, the formulas of its torch merge:
+    max over splits, sum * exp2(max_s - max), 1 / sum, max - log2(1 / sum)), +inf on rows >= w_b.
+    """
+    bh = tl.program_id(0)
+    b = bh // num_q_heads
+    h = bh % num_q_heads
+    seq_start = tl.load(cu_seqlens + b)
+    seq_len = tl.load(cu_seqlens + b + 1) - seq_start
+    w = tl.minimum(window, seq_len)
+    rows = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
+    valid = rows < w
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_pos = seq_start.to(tl.int64) + seq_len - w + rows
+    qv = tl.load(Q + q_pos[:, None] * stride_qn + h * stride_qh + offs_d[None, :], mask=valid[:, None], other=0.0)
+    qv = (qv.to(tl.float32) * qk_scale).to(QW.dtype.element_ty)
+    qv = tl.where(valid[:, None], qv, 0.0)  # rows past the window: exact zeros (never NaN from q's padding)
+    tl.store(QW + b * stride_wb + h * stride_wh + rows[:, None] * stride_wq + offs_d[None, :], qv)
+    part = PartMax + b * stride_pb + h * stride_ph + rows
+    stat_ok = valid & (rows < w_max)
+    row_max = tl.full([BLOCK_R], float("-inf"), dtype=tl.float32)
+    for split in range(splits):
+        row_max = tl.maximum(row_max, tl.load(part + split * stride_ps, mask=stat_ok, other=float("-inf")))
+    row_max = tl.where(row_max == float("-inf"), 0.0, row_max)
+    row_sum = tl.zeros([BLOCK_R], dtype=tl.float32)
+    part_sum = PartSum + b * stride_pb + h * stride_ph + rows
+    for split in range(splits):
+        m_s = tl.load(part + split * stride_ps, mask=stat_ok, other=float("-inf"))
+        l_s = tl.load(part_sum + split * stride_ps, mask=stat_ok, other=0.0)
+        row_sum += l_s * tl.math.exp2(m_s - row_max)
+    inv = tl.where(row_sum > 0, tl.math.div_rn(tl.full([BLOCK_R], 1.0, tl.float32), row_sum), 0.0)
+    lse = tl.where(inv > 0, row_max - tl.math.log2(inv), float("inf"))
+    tl.store(Lse + b * stride_lb + h * stride_lh + rows, tl.where(valid, lse, float("inf")))
+
+
+def _skew_inputs_torch(q, cu_seqlens, window, qk_scale, w_max, w_pad, row_max, row_inv_sum):
+    """The torch version of `_skew_prep` (the pre-session-6 code path): window queries `[B, Hq, w_pad, D]` and lse
+    `[B, Hq, w_pad]` from merged statistics. Kept as its reference (tests)."""
     batch, num_q_heads, head_dim = cu_seqlens.numel() - 1, q.shape[1], q.shape[2]
-    block = 64
-    nq, num_warps, num_stages, *rest = SKEW_LAUNCH[variant]
-    q_resident = bool(rest[0]) if rest else False
-    if nq not in (1, 2, 4):
-        raise ValueError(f"SKEW_LAUNCH[{variant!r}]: NQ must be 1, 2 or 4, got {nq}")
-    chunks = triton.cdiv(w_max, nq * block)
-    w_pad = chunks * nq * block
-    # window queries [B, Hq, w_pad, D], scaled once here (the same bf16 rounding as the in-kernel scaling of the
-    # statistics pass); rows past a sample's window are 0 and their lse +inf, so they add exactly nothing
     lens = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
     w_b = lens.clamp(max=window)
     rows = torch.arange(w_pad, device=q.device)
@@ -497,6 +536,32 @@ def _skew_sums(q, k, cu_seqlens, window, qk_scale, w_max, longest, row_max, row_
     qw = torch.where(valid[:, :, None, None], qw, 0).transpose(1, 2).contiguous()  # where: NaN rows must not leak
     lse = torch.full((batch, num_q_heads, w_pad), float("inf"), device=q.device)
     lse[:, :, :w_max] = torch.where(row_inv_sum > 0, row_max - torch.log2(row_inv_sum), float("inf"))
+    return qw, lse
+
+
+def _skew_sums(q, k, cu_seqlens, window, qk_scale, w_max, longest, part_max, part_sum, variant):
+    """Vertical and slash sums through `_window_sums_skew` (see there); returns `[B, Hq, longest]` fp32 each.
+
+    part_max, part_sum: `[B, Hq, splits, w_max]` partial row statistics (`_row_statistics(merge=False)`)."""
+    batch, num_q_heads, head_dim = cu_seqlens.numel() - 1, q.shape[1], q.shape[2]
+    block = 64
+    nq, num_warps, num_stages, *rest = SKEW_LAUNCH[variant]
+    q_resident = bool(rest[0]) if rest else False
+    if nq not in (1, 2, 4):
+        raise ValueError(f"SKEW_LAUNCH[{variant!r}]: NQ must be 1, 2 or 4, got {nq}")
+    chunks = triton.cdiv(w_max, nq * block)
+    w_pad = chunks * nq * block
+    # window queries [B, Hq, w_pad, D], scaled once (the same bf16 rounding as the in-kernel scaling of the
+    # statistics pass), and their lse; rows past a sample's window are 0 and their lse +inf, so they add nothing
+    qw = torch.empty((batch, num_q_heads, w_pad, head_dim), device=q.device, dtype=q.dtype)
+    lse = torch.empty((batch, num_q_heads, w_pad), device=q.device, dtype=torch.float32)
+    prep_rows = 64
+    _skew_prep[(batch * num_q_heads, w_pad // prep_rows)](
+        q, cu_seqlens, part_max, part_sum, qw, lse, qk_scale, num_q_heads, window, w_max, part_max.shape[2],
+        q.stride(0), q.stride(1), part_max.stride(0), part_max.stride(1), part_max.stride(2),
+        qw.stride(0), qw.stride(1), qw.stride(2), lse.stride(0), lse.stride(1),
+        HEAD_DIM=head_dim, BLOCK_R=prep_rows, num_warps=4,
+    )
     n_tiles = triton.cdiv(longest, block)
     # runs of >= 6 tiles (>= NQ needed) so that a band is written by at most two programs (see the kernel)
     splits = max(1, min(triton.cdiv(SKEW_PROGRAMS, batch * num_q_heads * chunks), n_tiles // 6))
@@ -571,11 +636,12 @@ def triton_last_window_sums(
     stats_launch = (4, 3)
     if variant in SKEW_CODE and blocks is None:
         stats_m, stats_n, *stats_launch = SKEW_STATS
+    if variant in SKEW_CODE:  # the skew pass merges the statistics itself (`_skew_prep`): fewer host ops
+        part_max, part_sum = _row_statistics(q, k, cu_seqlens, window, qk_scale, w_max, longest, stats_m, stats_n,
+                                             *stats_launch, merge=False)
+        return _skew_sums(q, k, cu_seqlens, window, qk_scale, w_max, longest, part_max, part_sum, variant)
     row_max, row_inv_sum = _row_statistics(q, k, cu_seqlens, window, qk_scale, w_max, longest, stats_m, stats_n,
                                            *stats_launch)
-
-    if variant in SKEW_CODE:
-        return _skew_sums(q, k, cu_seqlens, window, qk_scale, w_max, longest, row_max, row_inv_sum, variant)
     vertical = torch.zeros((batch, num_q_heads, longest), device=q.device, dtype=torch.float32)
     slash = torch.zeros_like(vertical)
     if variant == "atomic":
