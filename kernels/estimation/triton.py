@@ -518,8 +518,10 @@ def _skew_prep(Q, cu_seqlens, PartMax, PartSum, QW, Lse, qk_scale, num_q_heads, 
         m_s = tl.load(part + split * stride_ps, mask=stat_ok, other=float("-inf"))
         l_s = tl.load(part_sum + split * stride_ps, mask=stat_ok, other=0.0)
         row_sum += l_s * tl.math.exp2(m_s - row_max)
-    inv = tl.where(row_sum > 0, tl.math.div_rn(tl.full([BLOCK_R], 1.0, tl.float32), row_sum), 0.0)
-    lse = tl.where(inv > 0, row_max - tl.math.log2(inv), float("inf"))
+    has_mass = row_sum > 0  # (safe operands on the other rows: tl.where evaluates both sides)
+    inv = tl.where(has_mass, tl.math.div_rn(tl.full([BLOCK_R], 1.0, tl.float32), tl.where(has_mass, row_sum, 1.0)),
+                   0.0)
+    lse = tl.where(inv > 0, row_max - tl.math.log2(tl.where(inv > 0, inv, 1.0)), float("inf"))
     tl.store(Lse + b * stride_lb + h * stride_lh + rows, tl.where(valid, lse, float("inf")))
 
 
