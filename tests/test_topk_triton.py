@@ -157,3 +157,20 @@ def test_vertical_slash_select_uses_triton_topk_and_matches_reference(monkeypatc
     budget = lambda size: torch.full((2, 4), size, dtype=torch.long)
     want = select_vertical_slash(cu, vertical, slash, budget(24), budget(72), backend="naive")
     selections_equal(got, want)
+
+
+@pytest.mark.parametrize("num_forced,descending", [(4, False), (64, True)])
+def test_forcing_on_the_fly_equals_forced_scores(num_forced, descending):
+    """lens / num_forced: the same selection as stable_topk over forced_scores (first entries +inf, entries past each
+    sample's length -inf), for [B, H, n] scores of varlen samples, one shorter than num_forced."""
+    from sparse_attn.methods._prefill import forced_scores
+    gen = torch.Generator().manual_seed(num_forced)
+    lens = torch.tensor([700, 31, 450])
+    scores = torch.rand(3, 2, 700, generator=gen)
+    scores[1] = float("nan")  # past the sample's length: never read as a score (forced to -inf first)
+    scores[1, :, :31] = torch.rand(2, 31, generator=gen)
+    counts = torch.minimum(torch.tensor([[80, 5], [31, 31], [200, 0]]), lens[:, None])
+    want = stable_topk(forced_scores(torch.nan_to_num(scores, nan=0.0), lens, num_forced), counts, descending)
+    got = triton_stable_topk(scores, counts, want.shape[-1], descending, programs_per_row=3, block=64, lens=lens,
+                             num_forced=num_forced)
+    assert torch.equal(got, want)

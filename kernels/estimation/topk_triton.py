@@ -38,9 +38,17 @@ PROGRAMS_PER_SM = 4
 
 
 @triton.jit
-def _load_keys(SCORES, row, stride_r, t, ok):
-    """int64 keys in [0, 2**32) of the scores at positions `t` (masked by `ok`), ordered as the fp32 scores."""
+def _load_keys(SCORES, row, stride_r, t, ok, LENS, rows_per_sample, NUM_FORCED: tl.constexpr,
+               FORCE: tl.constexpr):
+    """int64 keys in [0, 2**32) of the scores at positions `t` (masked by `ok`), ordered as the fp32 scores.
+
+    FORCE: the scores as `forced_scores` (sparse_attn/methods/_prefill.py) would make them, on the fly: positions
+    < NUM_FORCED +inf, then positions >= the sample's length (LENS[row // rows_per_sample]) -inf."""
     bits = tl.load(SCORES + row * stride_r + t, mask=ok, other=0.0).to(tl.int32, bitcast=True)
+    if FORCE:
+        length = tl.load(LENS + row // rows_per_sample)
+        bits = tl.where(t < NUM_FORCED, 0x7F800000, bits)  # +inf
+        bits = tl.where(t >= length, -8388608, bits)  # -inf (0xFF800000 as int32)
     bits = tl.where((bits & 0x7FFFFFFF) == 0, 0, bits)  # -0.0 -> +0.0 (a float comparison treats them as equal)
     monotone = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # signed int32 order == float order
     return monotone.to(tl.int64) + 2147483648  # unsigned order, so that bytes compare like the keys
@@ -68,7 +76,9 @@ def _known_prefix(HIST, row, num_rows, count, NUM_KNOWN: tl.constexpr, BINS: tl.
 
 @triton.jit
 def _radix_pass_kernel(SCORES, COUNTS, HIST, LAST_HIST, LAST_ABOVE, stride_r, num_rows, n, chunk,
-                       PASS: tl.constexpr, BINS: tl.constexpr, BLOCK: tl.constexpr):
+                       LENS, rows_per_sample,
+                       PASS: tl.constexpr, BINS: tl.constexpr, BLOCK: tl.constexpr, NUM_FORCED: tl.constexpr,
+                       FORCE: tl.constexpr):
     """Program (row, chunk): histogram of byte `PASS` (0 = high byte) of the chunk's keys matching the known bytes.
 
     Passes 0..2 add it to `HIST [3, R, BINS]`; pass 3 stores it to `LAST_HIST [R, P, BINS]` and the chunk's number
@@ -84,7 +94,7 @@ def _radix_pass_kernel(SCORES, COUNTS, HIST, LAST_HIST, LAST_ABOVE, stride_r, nu
     for t0 in range(start, tl.minimum(start + chunk, n), BLOCK):
         t = t0 + offs
         ok = t < tl.minimum(start + chunk, n)
-        key = _load_keys(SCORES, row, stride_r, t, ok)
+        key = _load_keys(SCORES, row, stride_r, t, ok, LENS, rows_per_sample, NUM_FORCED, FORCE)
         # the bits above this pass's byte must match the known prefix (pass 0: 32 bits up, every key matches)
         high = key >> (32 - 8 * PASS)
         known = prefix >> (32 - 8 * PASS)  # [1]
@@ -104,7 +114,9 @@ def _radix_pass_kernel(SCORES, COUNTS, HIST, LAST_HIST, LAST_ABOVE, stride_r, nu
 
 @triton.jit
 def _compact_kernel(SCORES, COUNTS, HIST, LAST_HIST, LAST_ABOVE, OUT, stride_r, stride_o, num_rows, n, chunk, kmax,
-                    DESCENDING: tl.constexpr, BINS: tl.constexpr, BLOCK: tl.constexpr):
+                    LENS, rows_per_sample,
+                    DESCENDING: tl.constexpr, BINS: tl.constexpr, BLOCK: tl.constexpr, NUM_FORCED: tl.constexpr,
+                    FORCE: tl.constexpr):
     """Program (row, chunk): the chunk's kept indices, in index order, at their slots of the row's output."""
     row = tl.program_id(0)
     part = tl.program_id(1)
@@ -137,7 +149,7 @@ def _compact_kernel(SCORES, COUNTS, HIST, LAST_HIST, LAST_ABOVE, OUT, stride_r, 
     for t0 in range(start, stop, BLOCK):
         t = t0 + offs
         ok = t < stop
-        key = _load_keys(SCORES, row, stride_r, t, ok)
+        key = _load_keys(SCORES, row, stride_r, t, ok, LENS, rows_per_sample, NUM_FORCED, FORCE)
         equal = (ok & (key == kth)).to(tl.int32)
         equal_rank = seen_equal + (tl.cumsum(equal, 0) - equal).to(tl.int64)
         keep = (ok & (key > kth)) | ((equal != 0) & (equal_rank < ties_wanted))
@@ -165,7 +177,8 @@ def _programs_per_row(rows: int, n: int, device: torch.device, block: int) -> in
 
 
 def triton_stable_topk(scores: torch.Tensor, counts: torch.Tensor, kmax: int, descending: bool = False,
-                       block: int = BLOCK, programs_per_row: int = None, out: torch.Tensor = None) -> torch.Tensor:
+                       block: int = BLOCK, programs_per_row: int = None, out: torch.Tensor = None,
+                       lens: torch.Tensor = None, num_forced: int = 0) -> torch.Tensor:
     """`stable_topk(scores, counts, descending)` entry for entry, with the output width given (no host sync).
 
     Args:
@@ -178,6 +191,9 @@ def triton_stable_topk(scores: torch.Tensor, counts: torch.Tensor, kmax: int, de
         descending: indices in descending order (slash offsets) instead of ascending.
         block, programs_per_row: tile size (power of 2) and programs per row (default: ~4 programs per SM in all).
         out: optional `[..., kmax]` int32 contiguous tensor to write (every entry is written).
+        lens, num_forced: optional; select on `forced_scores(scores, lens, num_forced)` (sparse_attn/methods/
+            _prefill.py: the first num_forced positions +inf, positions >= lens[b] -inf) without materialising it;
+            scores `[B, ..., n]` with `lens [B]` (rows of a sample are consecutive).
 
     Returns:
         `[..., kmax]` int32: the `counts` best indices of each row (score descending, then index ascending),
@@ -212,16 +228,23 @@ def triton_stable_topk(scores: torch.Tensor, counts: torch.Tensor, kmax: int, de
     parts = programs_per_row or _programs_per_row(rows, num, scores.device, block)
     chunk = triton.cdiv(triton.cdiv(num, parts), block) * block
     parts = triton.cdiv(num, chunk)
+    force = lens is not None
+    rows_per_sample = rows // lens.numel() if force else 1
+    if force and rows_per_sample * lens.numel() != rows:
+        raise ValueError(f"lens [{lens.numel()}] must divide the {rows} rows (scores [B, ..., n], lens [B])")
+    lens_arg = lens.to(device=scores.device, dtype=torch.int32) if force else flat_counts
     hist = torch.zeros(PASSES - 1, rows, BINS, dtype=torch.int32, device=scores.device)
     last_hist = torch.empty(rows, parts, BINS, dtype=torch.int32, device=scores.device)
     last_above = torch.empty(rows, parts, dtype=torch.int32, device=scores.device)
     grid = (rows, parts)
     for step in range(PASSES):
         _radix_pass_kernel[grid](flat, flat_counts, hist, last_hist, last_above, flat.stride(0), rows, num, chunk,
-                                 PASS=step, BINS=BINS, BLOCK=block, num_warps=8)
+                                 lens_arg, rows_per_sample, PASS=step, BINS=BINS, BLOCK=block,
+                                 NUM_FORCED=num_forced, FORCE=force, num_warps=8)
     out2 = out.view(rows, kmax)
     _compact_kernel[grid](flat, flat_counts, hist, last_hist, last_above, out2, flat.stride(0), out2.stride(0), rows,
-                          num, chunk, kmax, DESCENDING=descending, BINS=BINS, BLOCK=block, num_warps=8)
+                          num, chunk, kmax, lens_arg, rows_per_sample, DESCENDING=descending, BINS=BINS,
+                          BLOCK=block, NUM_FORCED=num_forced, FORCE=force, num_warps=8)
     return out
 
 

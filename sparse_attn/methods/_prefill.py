@@ -188,8 +188,6 @@ def select_vertical_slash(
     (`threshold_topk`: the same selection as a stable sort).
     """
     lens = sample_lengths(cu_seqlens).to(vertical_scores.device)  # [B]
-    vertical = forced_scores(vertical_scores, lens, NUM_SINK_KEYS)
-    slash = forced_scores(slash_scores, lens, NUM_LOCAL_DIAGONALS)
     vertical_count = torch.minimum(vertical_budget.long(), lens[:, None])
     slash_count = torch.minimum(slash_budget.long(), lens[:, None])
     # With a known threshold (FlexPrefill) no top-k is needed: the kept entries are those above it plus the lowest
@@ -198,29 +196,30 @@ def select_vertical_slash(
     # backend, with the widths known on the host, a radix select + compaction (triton_stable_topk, no host sync);
     # else the int64-key top-k (0.72 ms for 32 heads x 128K, k = 512, H100: profile_vs_estimation_128k.log).
     # All select the same entries (ties -> lower index).
-    on_triton = resolve_backend(backend, vertical) == "triton"
+    on_triton = resolve_backend(backend, vertical_scores) == "triton"
     use_triton = max_budget is not None and on_triton
     widths = None
     if on_triton and vertical_kth is not None and slash_kth is not None:
         widths = torch.stack([vertical_count.max(), slash_count.max()]).tolist()  # the one host read of the widths
 
-    def pick(s, c, kth, desc, budget, width):
+    def pick(raw, num_forced, c, kth, desc, budget, width):
+        if kth is None and use_triton:  # the Triton top-k applies the forcing while it reads the scores
+            from ..kernels.estimation.topk_triton import triton_stable_topk
+
+            return triton_stable_topk(raw, c, min(int(budget), raw.shape[-1]), desc, lens=lens, num_forced=num_forced)
+        s = forced_scores(raw, lens, num_forced)
         if kth is not None:
             if width is not None:
                 from ..kernels.estimation.topk_triton import triton_threshold_topk
 
                 return triton_threshold_topk(s, c, kth, int(width), desc)
             return threshold_topk(s, c, kth, desc)
-        if use_triton:
-            from ..kernels.estimation.topk_triton import triton_stable_topk
-
-            return triton_stable_topk(s, c, min(int(budget), s.shape[-1]), desc)
         return stable_topk(s, c, desc)
 
-    vertical_idx = pick(vertical, vertical_count, vertical_kth, False, max_budget and max_budget[0],
-                        widths and widths[0])  # ascending key positions
-    slash_offsets = pick(slash, slash_count, slash_kth, True, max_budget and max_budget[1],
-                         widths and widths[1])  # descending offsets
+    vertical_idx = pick(vertical_scores, NUM_SINK_KEYS, vertical_count, vertical_kth, False,
+                        max_budget and max_budget[0], widths and widths[0])  # ascending key positions
+    slash_offsets = pick(slash_scores, NUM_LOCAL_DIAGONALS, slash_count, slash_kth, True,
+                         max_budget and max_budget[1], widths and widths[1])  # descending offsets
     vertical_count, slash_count = vertical_count.int(), slash_count.int()
     index = build_vertical_slash_index(cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count,
                                        backend=backend, max_len=max_len)
