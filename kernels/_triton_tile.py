@@ -38,6 +38,58 @@ def online_softmax_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, q_pos, key_ok, 
     return acc, m_new, l_i
 
 
+@triton.jit
+def unscaled_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, qk_scale):
+    """Online-softmax step over a key tile wholly in the past of every query row (no mask), q [M, D] UNSCALED.
+
+    The softmax scale (scale*log2(e), qk_scale) goes into the exp2 argument (one FMA per score): scaling q in
+    registers made q the register operand of every wgmma and ptxas serialized the wgmma k-steps (block_sparse,
+    session 2). Used by the block-sparse and vertical-slash pointer kernels.
+    """
+    k = tl.load(k_ptrs)
+    s = tl.dot(q, tl.trans(k))
+    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+    p = tl.math.exp2(s * qk_scale - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = tl.load(v_ptrs)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def unscaled_masked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, keep, key_ok, qk_scale):
+    """`unscaled_step` with a mask: keep [M, N] (selected, causal, key exists), key_ok [N] (keys to load).
+
+    Rows with no kept key yet keep m = -inf and subtract 0 instead, so exp2 never sees (-inf) - (-inf).
+    """
+    k = tl.load(k_ptrs, mask=key_ok[:, None], other=0.0)
+    s = tl.dot(q, tl.trans(k))
+    s = tl.where(keep, s * qk_scale, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.math.exp2(s - m_safe[:, None])
+    alpha = tl.math.exp2(m_i - m_safe)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = tl.load(v_ptrs, mask=key_ok[:, None], other=0.0)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def softmax_pv_desc(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col):
+    """Fold an unmasked raw score tile s [M, N] (Q unscaled) and the value rows at k_row of a tensor descriptor
+    (column kv_col) into (acc, m, l); m in base 2. The tensor-descriptor (Hopper) kernels' unmasked step."""
+    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+    p = tl.math.exp2(s * qk_scale - m_new[:, None])  # one FMA per score
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    v = desc_v.load([k_row, kv_col])
+    acc = tl.dot(p.to(v.dtype), v, acc)
+    return acc, m_new, l_i
+
+
 def check_prefill_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor) -> None:
     """Raise a ValueError naming the fix when the packed varlen inputs do not fit the Triton kernels."""
     if q.dim() != 3 or k.dim() != 3 or v.shape != k.shape:

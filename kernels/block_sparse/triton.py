@@ -35,7 +35,7 @@ try:  # Triton >= 3.4: host-side tensor descriptors (Hopper bulk tensor copies)
 except ImportError:  # older Triton: only the pointer kernel
     TensorDescriptor = None
 
-from .._triton_tile import LOG2E, check_prefill_inputs
+from .._triton_tile import LOG2E, check_prefill_inputs, softmax_pv_desc, unscaled_masked_step, unscaled_step
 from .._triton_tile import max_seqlen as max_seqlen_of
 
 TILE = 64  # tile size used when chunk_size < 64
@@ -64,40 +64,9 @@ def _unmasked_prefix(index_row, count, row):
 
 @triton.jit
 def _unmasked_step(acc, m_i, l_i, q, k_base, v_base, k_pos, stride_kn, stride_vn, offs_d, qk_scale):
-    """Online-softmax step over a key tile that lies wholly in the past of every query row (no mask).
-
-    q [M, D] unscaled; the softmax scale (scale*log2(e), qk_scale) is folded into the exp2 argument, as in the TMA
-    kernel: scaling q in registers made q a register wgmma operand and ptxas serialized the wgmma k-steps.
-    """
-    k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :])
-    s = tl.dot(q, tl.trans(k))
-    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
-    p = tl.math.exp2(s * qk_scale - m_new[:, None])
-    alpha = tl.math.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    v = tl.load(v_base + k_pos[:, None] * stride_vn + offs_d[None, :])
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-    return acc, m_new, l_i
-
-
-@triton.jit
-def _masked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, keep, key_ok, qk_scale):
-    """Online-softmax step over a key tile with a mask: keep [M, N] (selected, causal, key exists), key_ok [N].
-
-    q [M, D] unscaled (see _unmasked_step); rows with no kept key yet keep m = -inf and subtract 0 instead, so
-    exp2 never sees (-inf) - (-inf).
-    """
-    k = tl.load(k_ptrs, mask=key_ok[:, None], other=0.0)
-    s = tl.dot(q, tl.trans(k))
-    s = tl.where(keep, s * qk_scale, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    p = tl.math.exp2(s - m_safe[:, None])
-    alpha = tl.math.exp2(m_i - m_safe)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    v = tl.load(v_ptrs, mask=key_ok[:, None], other=0.0)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-    return acc, m_new, l_i
+    """`unscaled_step` over the key rows k_pos (a key tile wholly in the past of every query row: no mask)."""
+    return unscaled_step(acc, m_i, l_i, q, k_base + k_pos[:, None] * stride_kn + offs_d[None, :],
+                         v_base + k_pos[:, None] * stride_vn + offs_d[None, :], qk_scale)
 
 
 @triton.jit
@@ -150,9 +119,9 @@ def _block_sparse_fwd(
             key_ok = k_pos < seq_len
             sel = ((bits >> bit.to(tl.int64)) & 1) != 0
             keep = sel & key_ok[None, :] & (k_pos[None, :] <= offs_m[:, None])
-            acc, m_i, l_i = _masked_step(acc, m_i, l_i, q, k_base + k_pos[:, None] * stride_kn + offs_d[None, :],
-                                         v_base + k_pos[:, None] * stride_vn + offs_d[None, :], keep, key_ok,
-                                         qk_scale)
+            k_ptrs = k_base + k_pos[:, None] * stride_kn + offs_d[None, :]
+            v_ptrs = v_base + k_pos[:, None] * stride_vn + offs_d[None, :]
+            acc, m_i, l_i = unscaled_masked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, keep, key_ok, qk_scale)
     else:
         # 1) entries wholly left of this query tile (a sorted prefix, counted here): no mask at all, and every key
         #    exists, so the loop is branch-free and software-pipelined.
@@ -172,26 +141,13 @@ def _block_sparse_fwd(
             k_ptrs = k_base + k_pos[:, None] * stride_kn + offs_d[None, :]
             v_ptrs = v_base + k_pos[:, None] * stride_vn + offs_d[None, :]
             keep = key_ok[None, :] & (k_pos[None, :] <= offs_m[:, None])
-            acc, m_i, l_i = _masked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, keep, key_ok, qk_scale)
+            acc, m_i, l_i = unscaled_masked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, keep, key_ok, qk_scale)
 
     # Rows that saw no key at all (an index without their diagonal) are written as zeros, never NaN.
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
     tl.store(Out + start * stride_on + offs_m[:, None] * stride_on + h * stride_oh + offs_d[None, :],
              out.to(Out.dtype.element_ty), mask=row_ok[:, None])
-
-
-@triton.jit
-def _softmax_pv_tma(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col):
-    """Fold an unmasked raw score tile s [M, N] and the value rows at k_row into (acc, m, l); m in base 2."""
-    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
-    p = tl.math.exp2(s * qk_scale - m_new[:, None])  # one FMA per score
-    alpha = tl.math.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None]
-    v = desc_v.load([k_row, kv_col])
-    acc = tl.dot(p.to(v.dtype), v, acc)
-    return acc, m_new, l_i
 
 
 @triton.jit
@@ -257,7 +213,7 @@ def _tma_tile(
             for j in range(1, n_pipe):
                 next_pos = tl.load(index_row + j // SUBS) * CHUNK + (j % SUBS) * BLOCK_N
                 s_next = tl.dot(q, tl.trans(desc_k.load([seq_start + next_pos, kv_col])))
-                acc, m_i, l_i = _softmax_pv_tma(acc, m_i, l_i, s, qk_scale, desc_v, seq_start + k_pos, kv_col)
+                acc, m_i, l_i = softmax_pv_desc(acc, m_i, l_i, s, qk_scale, desc_v, seq_start + k_pos, kv_col)
                 s = s_next
                 k_pos = next_pos
             if PEEL_DIAG:
@@ -265,13 +221,13 @@ def _tma_tile(
                 acc, m_i, l_i = _masked_softmax_pv_tma(acc, m_i, l_i, s, qk_scale, desc_v, seq_start, k_pos, kv_col,
                                                        offs_m, offs_n, seq_len)
             else:
-                acc, m_i, l_i = _softmax_pv_tma(acc, m_i, l_i, s, qk_scale, desc_v, seq_start + k_pos, kv_col)
+                acc, m_i, l_i = softmax_pv_desc(acc, m_i, l_i, s, qk_scale, desc_v, seq_start + k_pos, kv_col)
         masked_from = n_pipe
     else:
         for j in tl.range(0, n_unmasked, warp_specialize=WARP_SPECIALIZE):
             k_row = seq_start + tl.load(index_row + j // SUBS) * CHUNK + (j % SUBS) * BLOCK_N
             s = tl.dot(q, tl.trans(desc_k.load([k_row, kv_col])))
-            acc, m_i, l_i = _softmax_pv_tma(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col)
+            acc, m_i, l_i = softmax_pv_desc(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col)
     # 2) the diagonal chunk (and anything right of it): causal mask; keys past the sample masked, their values
     #    zeroed (they may belong to the next sample).
     for j in range(masked_from, count * SUBS):

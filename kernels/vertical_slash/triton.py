@@ -16,7 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .._triton_tile import LOG2E, check_prefill_inputs, max_seqlen
+from .._triton_tile import (LOG2E, check_prefill_inputs, max_seqlen, softmax_pv_desc, unscaled_masked_step,
+                            unscaled_step)
 from ..block_sparse.triton import TensorDescriptor, _descriptor, tma_supported
 from .naive import INDEX_HEADROOM, check_index_fits, index_bytes, index_widths
 
@@ -252,41 +253,11 @@ def _unmasked_count(offsets, n_blocks, q_first, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _vs_unmasked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, qk_scale):
-    """Online-softmax step over a key tile wholly in the past of every query of the row (no mask).
-
-    q [M, D] unscaled: the softmax scale (scale*log2(e), qk_scale) is folded into the exp2 argument. Scaling q in
-    registers made q the register operand of every wgmma and ptxas serialized the wgmma k-steps (session 2,
-    kernels/block_sparse/triton.py). A local variant of _triton_tile.online_softmax_step, which expects q scaled.
-    """
-    k = tl.load(k_ptrs)
-    s = tl.dot(q, tl.trans(k))
-    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
-    p = tl.math.exp2(s * qk_scale - m_new[:, None])
-    alpha = tl.math.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    v = tl.load(v_ptrs)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-    return acc, m_new, l_i
-
-
-@triton.jit
 def _vs_masked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, q_pos, key_ok, qk_scale):
-    """Online-softmax step with the causal mask: key_ok [N] keys that exist and are selected, k_pos [N] / q_pos [M]
-    positions within the sample; q unscaled (see _vs_unmasked_step). Rows with no kept key yet keep m = -inf and
-    subtract 0 instead, so exp2 never sees (-inf) - (-inf)."""
-    k = tl.load(k_ptrs, mask=key_ok[:, None], other=0.0)
-    s = tl.dot(q, tl.trans(k))
+    """`unscaled_masked_step` with the causal mask: key_ok [N] keys that exist and are selected, k_pos [N] /
+    q_pos [M] positions within the sample; q unscaled."""
     keep = key_ok[None, :] & (k_pos[None, :] <= q_pos[:, None])
-    s = tl.where(keep, s * qk_scale, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    p = tl.math.exp2(s - m_safe[:, None])
-    alpha = tl.math.exp2(m_i - m_safe)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    v = tl.load(v_ptrs, mask=key_ok[:, None], other=0.0)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-    return acc, m_new, l_i
+    return unscaled_masked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, keep, key_ok, qk_scale)
 
 
 @triton.jit
@@ -353,7 +324,7 @@ def _vertical_slash_fwd(
     offs_d = tl.arange(0, HEAD_DIM)
     offs_n = tl.arange(0, BLOCK_N)
     row_ok = offs_m < seq_len
-    # q stays unscaled (the scale goes into the exp2 argument, see _vs_unmasked_step)
+    # q stays unscaled (the scale goes into the exp2 argument, see _triton_tile.unscaled_step)
     q = tl.load(Q + start * stride_qn + offs_m[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
                 mask=row_ok[:, None], other=0.0)
     k_base = K + start * stride_kn + kv_h * stride_kh
@@ -369,7 +340,7 @@ def _vertical_slash_fwd(
     n_full = _unmasked_count(offsets, n_blocks, q_first, BLOCK_N)
     for e in range(n_full):
         k_pos = tl.load(offsets + e) + offs_n
-        acc, m_i, l_i = _vs_unmasked_step(acc, m_i, l_i, q, k_base + k_pos[:, None] * stride_kn + offs_d[None, :],
+        acc, m_i, l_i = unscaled_step(acc, m_i, l_i, q, k_base + k_pos[:, None] * stride_kn + offs_d[None, :],
                                           v_base + k_pos[:, None] * stride_vn + offs_d[None, :], qk_scale)
     for e in range(n_full, n_blocks):
         k_pos = tl.load(offsets + e) + offs_n
@@ -387,19 +358,6 @@ def _vertical_slash_fwd(
     out = acc / l_safe[:, None]
     tl.store(Out + start * stride_on + offs_m[:, None] * stride_on + h * stride_oh + offs_d[None, :],
              out.to(Out.dtype.element_ty), mask=row_ok[:, None])
-
-
-@triton.jit
-def _softmax_pv_desc(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col):
-    """Fold an unmasked raw score tile s [M, N] and the value rows at k_row (descriptor coordinates)."""
-    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
-    p = tl.math.exp2(s * qk_scale - m_new[:, None])  # one FMA per score
-    alpha = tl.math.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None]
-    v = desc_v.load([k_row, kv_col])
-    acc = tl.dot(p.to(v.dtype), v, acc)
-    return acc, m_new, l_i
 
 
 @triton.jit
@@ -451,15 +409,15 @@ def _vertical_slash_fwd_tma(
             for e in range(1, n_full):
                 next_row = seq_start + tl.load(offsets + e)
                 s_next = tl.dot(q, tl.trans(desc_k.load([next_row, kv_col])))
-                acc, m_i, l_i = _softmax_pv_desc(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col)
+                acc, m_i, l_i = softmax_pv_desc(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col)
                 s = s_next
                 k_row = next_row
-            acc, m_i, l_i = _softmax_pv_desc(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col)
+            acc, m_i, l_i = softmax_pv_desc(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col)
     else:
         for e in range(n_full):
             k_row = seq_start + tl.load(offsets + e)
             s = tl.dot(q, tl.trans(desc_k.load([k_row, kv_col])))
-            acc, m_i, l_i = _softmax_pv_desc(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col)
+            acc, m_i, l_i = softmax_pv_desc(acc, m_i, l_i, s, qk_scale, desc_v, k_row, kv_col)
     # 2) blocks reaching into the row (at most two): causal mask; keys past the sample masked and their values
     #    zeroed (those rows may belong to the next sample).
     for e in range(n_full, n_blocks):
