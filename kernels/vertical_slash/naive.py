@@ -49,6 +49,17 @@ def index_bytes(batch: int, heads: int, n_rows: int, block_width: int, column_wi
     return 4 * batch * heads * n_rows * (2 + block_width + column_width)
 
 
+def index_fits(need: int, device: torch.device, free_bytes: Optional[int] = None) -> bool:
+    """Whether `need` bytes (+INDEX_HEADROOM) fit in the free memory of a CUDA `device` (other devices: always).
+
+    `free_bytes` defaults to `torch.cuda.mem_get_info`."""
+    if free_bytes is None:
+        if torch.device(device).type != "cuda":
+            return True
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    return need * (1 + INDEX_HEADROOM) <= free_bytes
+
+
 def check_index_fits(batch: int, heads: int, n_rows: int, block_width: int, column_width: int,
                      device: torch.device, free_bytes: Optional[int] = None) -> None:
     """Raise a ValueError naming the fix if the index would not fit in the free memory of a CUDA `device`.
@@ -56,12 +67,10 @@ def check_index_fits(batch: int, heads: int, n_rows: int, block_width: int, colu
     Called by both builders BEFORE allocating (an index past the free memory used to surface as an illegal memory
     access). `free_bytes` defaults to `torch.cuda.mem_get_info` for CUDA devices; CPU devices are not checked.
     """
-    if free_bytes is None:
-        if torch.device(device).type != "cuda":
-            return
-        free_bytes = torch.cuda.mem_get_info(device)[0]
     need = index_bytes(batch, heads, n_rows, block_width, column_width)
-    if need * (1 + INDEX_HEADROOM) > free_bytes:
+    if free_bytes is None and torch.device(device).type == "cuda":
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    if not index_fits(need, device, free_bytes):
         raise ValueError(
             f"the vertical-slash index for {batch} sample(s) x {heads} heads x {n_rows} rows of {BLOCK} queries "
             f"({block_width} block + {column_width} column slots per row, int32) needs {need / 2**30:.1f} GiB "

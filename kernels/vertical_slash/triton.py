@@ -19,7 +19,7 @@ import triton.language as tl
 from .._triton_tile import (LOG2E, check_prefill_inputs, max_seqlen, softmax_pv_desc, unscaled_masked_step,
                             unscaled_step)
 from ..block_sparse.triton import TensorDescriptor, _descriptor, tma_supported
-from .naive import INDEX_HEADROOM, check_index_fits, index_bytes, index_widths
+from .naive import check_index_fits, index_bytes, index_fits, index_widths
 
 BLOCK = 64  # rows per index row and width of a slash block (MInference format)
 # Largest index (bytes, at its upper-bound widths) built in one pass without reading the widths back. At the
@@ -41,17 +41,37 @@ def index_row_offset(b, h, row, stride_b, stride_h, stride_r):
     return b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h + row.to(tl.int64) * stride_r
 
 
-def _fits_with_headroom(nbytes: int, device: torch.device) -> bool:
-    """Whether `nbytes` (+INDEX_HEADROOM) fit in the free memory of a CUDA device (host devices: always)."""
-    if torch.device(device).type != "cuda":
-        return True
-    return nbytes * (1 + INDEX_HEADROOM) <= torch.cuda.mem_get_info(device)[0]
-
-
 @triton.jit
 def _four(a, b, c, d):
     """[R] x 4 -> [R, 4] (a, b, c, d side by side), built in registers (join keeps the new dim in the thread)."""
     return tl.reshape(tl.join(tl.join(a, c), tl.join(b, d)), [a.shape[0], 4])  # join stacks on a new last dim
+
+
+@triton.jit
+def _push4(r0, r1, r2, r3, value, emit, n_done, base, width, row_ok):
+    """Put `value` into slot n_done % 4 of the rows that `emit`; a row whose group of 4 is then full writes it with
+    one 16-byte store at base + (n_done - slot). Returns the four registers."""
+    slot = n_done % 4
+    r0 = tl.where(emit & (slot == 0), value, r0)
+    r1 = tl.where(emit & (slot == 1), value, r1)
+    r2 = tl.where(emit & (slot == 2), value, r2)
+    r3 = tl.where(emit & (slot == 3), value, r3)
+    group = tl.multiple_of(n_done - slot, 4)
+    lane = tl.arange(0, 4)[None, :]
+    full = emit & (slot == 3) & row_ok
+    tl.store(base[:, None] + group[:, None] + lane, _four(r0, r1, r2, r3),
+             mask=full[:, None] & (group[:, None] + lane < width))
+    return r0, r1, r2, r3
+
+
+@triton.jit
+def _flush4(r0, r1, r2, r3, n_done, base, width, row_ok):
+    """Write the partial last group (slots < n_done % 4) of each row."""
+    slot = n_done % 4
+    group = tl.multiple_of(n_done - slot, 4)
+    lane = tl.arange(0, 4)[None, :]
+    tl.store(base[:, None] + group[:, None] + lane, _four(r0, r1, r2, r3),
+             mask=row_ok[:, None] & (lane < slot[:, None]) & (group[:, None] + lane < width))
 
 
 @triton.jit
@@ -70,8 +90,8 @@ def _build_index(cu_seqlens, Vert, VertCount, Slash, SlashCount, BlockCount, Blo
 
     VEC == 4 (index rows and widths multiples of 16 slots, so every group of 4 slots is 16-byte aligned): each
     lane keeps its row's next 4 entries in registers and writes them as one 16-byte store when the group is full
-    (and the partial last group at the end). One scalar store per entry, each lane in another row, was one L2 transaction
-    per 4 bytes: ~26M of them for a 128K-token VS index.
+    (and the partial last group at the end). One scalar store per entry, each lane in another row, was one L2
+    transaction per 4 bytes: ~26M of them for a 128K-token VS index.
     """
     bh = tl.program_id(1)
     b = bh // num_heads
@@ -93,7 +113,6 @@ def _build_index(cu_seqlens, Vert, VertCount, Slash, SlashCount, BlockCount, Blo
     span_end = tl.full([BLOCK_R], -1, dtype=tl.int32)  # -1: no span yet
     n_blocks = tl.zeros([BLOCK_R], dtype=tl.int32)
     n_cols = tl.zeros([BLOCK_R], dtype=tl.int32)
-    lane = tl.arange(0, 4)[None, :]
     # VEC == 4: the row's pending entries, one register each (a 2-D buffer would cost a layout conversion per step)
     c0 = tl.full([BLOCK_R], -1, dtype=tl.int32)
     c1 = c0
@@ -114,15 +133,7 @@ def _build_index(cu_seqlens, Vert, VertCount, Slash, SlashCount, BlockCount, Blo
             if VEC == 1:
                 tl.store(column_index + n_cols, v, mask=is_col & row_ok & (n_cols < column_width))
             else:
-                slot = n_cols % 4
-                c0 = tl.where(is_col & (slot == 0), v, c0)
-                c1 = tl.where(is_col & (slot == 1), v, c1)
-                c2 = tl.where(is_col & (slot == 2), v, c2)
-                c3 = tl.where(is_col & (slot == 3), v, c3)
-                group = tl.multiple_of(n_cols - slot, 4)
-                full = is_col & (slot == 3) & row_ok
-                tl.store(column_index[:, None] + group[:, None] + lane, _four(c0, c1, c2, c3),
-                         mask=full[:, None] & (group[:, None] + lane < column_width))
+                c0, c1, c2, c3 = _push4(c0, c1, c2, c3, v, is_col, n_cols, column_index, column_width, row_ok)
         n_cols += is_col.to(tl.int32)
         v_next += take_v.to(tl.int32)
 
@@ -136,29 +147,15 @@ def _build_index(cu_seqlens, Vert, VertCount, Slash, SlashCount, BlockCount, Blo
             if VEC == 1:
                 tl.store(block_offset + n_blocks, emitted, mask=(opens | extends) & row_ok & (n_blocks < block_width))
             else:
-                emits = opens | extends
-                slot = n_blocks % 4
-                b0 = tl.where(emits & (slot == 0), emitted, b0)
-                b1 = tl.where(emits & (slot == 1), emitted, b1)
-                b2 = tl.where(emits & (slot == 2), emitted, b2)
-                b3 = tl.where(emits & (slot == 3), emitted, b3)
-                group = tl.multiple_of(n_blocks - slot, 4)
-                full = emits & (slot == 3) & row_ok
-                tl.store(block_offset[:, None] + group[:, None] + lane, _four(b0, b1, b2, b3),
-                         mask=full[:, None] & (group[:, None] + lane < block_width))
+                b0, b1, b2, b3 = _push4(b0, b1, b2, b3, emitted, opens | extends, n_blocks, block_offset, block_width,
+                                        row_ok)
         n_blocks += (opens | extends).to(tl.int32)
         span_start = tl.where(opens, e - 64, span_start)
         span_end = tl.where(opens, e, tl.where(extends, span_end + 64, span_end))
         s_next += take_s.to(tl.int32)
     if STORE and VEC > 1:  # the partial last groups
-        slot = n_cols % 4
-        group = tl.multiple_of(n_cols - slot, 4)
-        tl.store(column_index[:, None] + group[:, None] + lane, _four(c0, c1, c2, c3),
-                 mask=row_ok[:, None] & (lane < slot[:, None]) & (group[:, None] + lane < column_width))
-        slot = n_blocks % 4
-        group = tl.multiple_of(n_blocks - slot, 4)
-        tl.store(block_offset[:, None] + group[:, None] + lane, _four(b0, b1, b2, b3),
-                 mask=row_ok[:, None] & (lane < slot[:, None]) & (group[:, None] + lane < block_width))
+        _flush4(c0, c1, c2, c3, n_cols, column_index, column_width, row_ok)
+        _flush4(b0, b1, b2, b3, n_blocks, block_offset, block_width, row_ok)
     row_ptr = bh.to(tl.int64) * n_rows + rows
     tl.store(BlockCount + row_ptr, tl.where(row_ok, n_blocks, 0), mask=rows < n_rows)
     tl.store(ColumnCount + row_ptr, tl.where(row_ok, n_cols, 0), mask=rows < n_rows)
@@ -219,7 +216,7 @@ def triton_build_vertical_slash_index(
         # widths rounded up to multiples of 16 slots: rows stay aligned for the vector stores (STORE_VEC)
         block_width, column_width = (-(-w // 16) * 16 for w in index_widths(longest, num_slash, num_vert))
         bound_bytes = index_bytes(batch, heads, n_rows, block_width, column_width)
-        if bound_bytes <= SINGLE_PASS_MAX_BYTES and _fits_with_headroom(bound_bytes, device):
+        if bound_bytes <= SINGLE_PASS_MAX_BYTES and index_fits(bound_bytes, device):
             block_offset = torch.full((batch, heads, n_rows, block_width), -1, dtype=torch.int32, device=device)
             column_index = torch.full((batch, heads, n_rows, column_width), -1, dtype=torch.int32, device=device)
             walk(block_offset, column_index, True, STORE_VEC)
