@@ -5,7 +5,7 @@ fastest dense kernel on H100 with torch 2.11: 550-634 TFLOP/s, see benchmarks/RE
 (`enable_gqa`, K/V never repeated), on strided views of the packed tensors (no input copies). On CPU it uses SDPA's
 math path per sample, in fp32.
 """
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,7 @@ def dense_attention(
     cu_seqlens: torch.Tensor,
     scale: Optional[float] = None,
     out: Optional[torch.Tensor] = None,
+    seq_lens: Optional[Sequence[int]] = None,
 ) -> torch.Tensor:
     """Causal attention within each sample of a packed batch.
 
@@ -38,13 +39,15 @@ def dense_attention(
         q: [N, Hq, D]; k, v: [N, Hkv, D] (query head h reads KV head h // (Hq // Hkv)); cu_seqlens [B+1] int32.
         scale: softmax scale. Default D ** -0.5.
         out: optional [N, Hq, D] written in place.
+        seq_lens: optional host lengths `[L_0, ..., L_{B-1}]` matching cu_seqlens (see `check_varlen`): then
+            cu_seqlens is never read back (no device sync before the SDPA launches).
     Returns:
         out [N, Hq, D] in q's dtype.
     """
-    if cu_seqlens.numel() == 2 and q.shape[0] == k.shape[0] == v.shape[0]:
+    if seq_lens is None and cu_seqlens.numel() == 2 and q.shape[0] == k.shape[0] == v.shape[0]:
         lens = [q.shape[0]]  # one sample spans all N rows: no device sync to read cu_seqlens
     else:
-        lens = check_varlen(q, k, cu_seqlens, v)
+        lens = check_varlen(q, k, cu_seqlens, v, seq_lens=seq_lens)
     single = out is None and len(lens) == 1
     if out is None and not single:
         out = torch.empty_like(q)
