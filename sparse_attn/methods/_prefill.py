@@ -3,10 +3,15 @@
 Every prefill method (Dense, VerticalSlash, BlockSparse, FlexPrefill) offers the same two calls on the varlen packed
 layout (`q [N, Hq, D]`, `k, v [N, Hkv, D]`, `cu_seqlens [B+1]` int32, causal within each sample):
 
-- `select(q, k, cu_seqlens, scale=None)` -> a selection (index tensors of docs/architecture.md) with
-  `sparsity() -> [B, Hq]` measured exactly from the index;
-- `prefill(q, k, v, cu_seqlens, scale=None, backend="auto")` -> `PrefillResult(out [N, Hq, D], sparsity [B, Hq],
-  selection)`.
+- `select(q, k, cu_seqlens, scale=None, backend="auto", seq_lens=None)` -> a selection (index tensors of
+  docs/architecture.md) with `sparsity() -> [B, Hq]` measured exactly from the index;
+- `prefill(q, k, v, cu_seqlens, scale=None, backend="auto", seq_lens=None)` -> `PrefillResult(out [N, Hq, D],
+  sparsity [B, Hq], selection)`.
+
+`seq_lens` (optional, keyword): the sample lengths `[L_0, ..., L_{B-1}]` on the host (Python ints or a CPU tensor),
+matching `cu_seqlens` (the caller guarantees it, as vLLM's host `query_start_loc` does). Given, nothing on the
+prefill path reads the lengths back from the GPU (a `cu_seqlens.tolist()` drains the CUDA queue: ~0.5 ms of idle
+GPU per select at 128K on an H200); the integrations pass them. None: read from `cu_seqlens` (one host sync).
 
 Decisions are made per query head (Hq), reading the shared KV head `h // (Hq // Hkv)`, as in the reference system.
 """
@@ -18,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels._dispatch import resolve_backend
-from ..kernels._varlen import check_varlen
+from ..kernels._varlen import HostLengths, check_varlen
 from ..kernels.estimation.topk import stable_topk, threshold_topk
 from ..kernels.vertical_slash import build_vertical_slash_index, vertical_slash_attention, vertical_slash_pair_counts
 
@@ -115,10 +120,15 @@ class VerticalSlashSelection:
 
 
 def check_inputs(
-    q: torch.Tensor, k: torch.Tensor, cu_seqlens: torch.Tensor, v: Optional[torch.Tensor] = None
+    q: torch.Tensor, k: torch.Tensor, cu_seqlens: torch.Tensor, v: Optional[torch.Tensor] = None,
+    seq_lens: Optional[HostLengths] = None,
 ) -> List[int]:
-    """Validate the varlen layout (raises ValueError naming the problem); returns the sample lengths."""
-    return check_varlen(q, k, cu_seqlens, v)
+    """Validate the varlen layout (raises ValueError naming the problem); returns the sample lengths.
+
+    With host `seq_lens` they are checked on the host and returned, and cu_seqlens' values are not read
+    (`check_varlen`).
+    """
+    return check_varlen(q, k, cu_seqlens, v, seq_lens=seq_lens)
 
 
 def dense_causal_attention(
@@ -128,17 +138,20 @@ def dense_causal_attention(
     cu_seqlens: torch.Tensor,
     scale: Optional[float] = None,
     upcast: bool = False,
+    seq_lens: Optional[HostLengths] = None,
 ) -> torch.Tensor:
     """Causal attention per sample with torch SDPA (GQA through `enable_gqa`, K/V not repeated): `[N, Hq, D]`.
 
     `upcast=True` computes in fp32 (the reference); otherwise in the input dtype (SDPA's fused kernels accumulate
-    in fp32). The output is in q's dtype.
+    in fp32). The output is in q's dtype. `seq_lens`: optional host lengths (see `check_inputs`); the sample starts
+    are their prefix sums either way, so cu_seqlens is read back at most once (never with seq_lens).
     """
-    lens = check_inputs(q, k, cu_seqlens, v)
-    starts = cu_seqlens.tolist()
+    lens = check_inputs(q, k, cu_seqlens, v, seq_lens=seq_lens)
     out = torch.empty_like(q)
-    for b, length in enumerate(lens):
-        rows = slice(starts[b], starts[b] + length)
+    start = 0
+    for length in lens:
+        rows = slice(start, start + length)
+        start += length
         q_s, k_s, v_s = (t[rows].transpose(0, 1)[None] for t in (q, k, v))  # [1, H, L, D]
         if upcast:
             q_s, k_s, v_s = q_s.float(), k_s.float(), v_s.float()
@@ -246,8 +259,12 @@ class VerticalSlashPrefill:
     """`prefill` shared by the vertical-slash family (VerticalSlash, FlexPrefill): they differ only in `select`."""
 
     def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
-                scale: Optional[float] = None, backend: str = "auto") -> PrefillResult:
-        """Sparse causal prefill: `select`, then mixed block + column attention. `out [N, Hq, D]` in q's dtype."""
-        check_inputs(q, k, cu_seqlens, v)
-        selection = self.select(q, k, cu_seqlens, scale=scale, backend=backend)
+                scale: Optional[float] = None, backend: str = "auto",
+                seq_lens: Optional[HostLengths] = None) -> PrefillResult:
+        """Sparse causal prefill: `select`, then mixed block + column attention. `out [N, Hq, D]` in q's dtype.
+
+        seq_lens: optional host lengths matching cu_seqlens (module docstring): no length is read back.
+        """
+        seq_lens = check_inputs(q, k, cu_seqlens, v, seq_lens=seq_lens)
+        selection = self.select(q, k, cu_seqlens, scale=scale, backend=backend, seq_lens=seq_lens)
         return run_vertical_slash(selection, q, k, v, scale, backend)

@@ -25,6 +25,7 @@ from typing import Optional
 import torch
 
 from ..config import ConfigError, MethodConfig
+from ..kernels._varlen import HostLengths
 from ..kernels.block_sparse import block_sparse_attention, block_sparse_pair_counts
 from ..kernels.estimation import stable_topk
 from ..kernels.estimation.pooling import pooled_block_means
@@ -81,20 +82,21 @@ class BlockSparse(MethodConfig):
         self._require_int("top_chunks", 3, "the sink, diagonal and sub-diagonal blocks are always kept")
 
     def select(self, q: torch.Tensor, k: torch.Tensor, cu_seqlens: torch.Tensor, scale: Optional[float] = None,
-               backend: str = "auto") -> BlockSparseSelection:
+               backend: str = "auto", seq_lens: Optional[HostLengths] = None) -> BlockSparseSelection:
         """Top key blocks per query block (scale is unused: block scores are unscaled, as in the reference).
 
         q `[N, Hq, D]`, k `[N, Hkv, D]` varlen packed, cu_seqlens `[B+1]` int32. The block scores are computed
         `rows_per_step` query blocks at a time (only their causal key blocks), so memory stays bounded by
         `SCORE_ELEMENTS_PER_STEP` whatever the length: a full `[nb, nb]` score matrix per head would take 256 MiB
         per head at 128K tokens and 16-token blocks. `backend` is accepted for a uniform signature; selection is
-        plain torch (pooling, one batched fp32 matmul, top-k) on any device.
+        plain torch (pooling, one batched fp32 matmul, top-k) on any device. seq_lens: optional host lengths `[B]`
+        matching cu_seqlens (`check_inputs`): the checks and the pooling then never read cu_seqlens back.
         """
-        lens = check_inputs(q, k, cu_seqlens)
+        lens = check_inputs(q, k, cu_seqlens, seq_lens=seq_lens)
         chunk, num_q_heads, num_kv_heads = self.chunk_size, q.shape[1], k.shape[1]
         batch, group = len(lens), num_q_heads // num_kv_heads
-        q_pool = pooled_block_means(q, cu_seqlens, chunk)  # [B, nb, Hq, D]
-        k_pool = pooled_block_means(k, cu_seqlens, chunk)  # [B, nb, Hkv, D]
+        q_pool = pooled_block_means(q, cu_seqlens, chunk, seq_lens=lens)  # [B, nb, Hq, D]
+        k_pool = pooled_block_means(k, cu_seqlens, chunk, seq_lens=lens)  # [B, nb, Hkv, D]
         num_blocks = q_pool.shape[1]
         q_pool = q_pool.view(batch, num_blocks, num_kv_heads, group, -1).permute(0, 2, 3, 1, 4)  # [B,Hkv,G,nb,D]
         k_pool = k_pool.permute(0, 2, 3, 1)[:, :, None]  # [B, Hkv, 1, D, nb]
@@ -119,10 +121,14 @@ class BlockSparse(MethodConfig):
         return BlockSparseSelection(cu_seqlens, chunk, block_index, count.to(torch.int32).contiguous())
 
     def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
-                scale: Optional[float] = None, backend: str = "auto") -> PrefillResult:
-        """Sparse causal prefill: `select`, then block-sparse attention. `out [N, Hq, D]` in q's dtype."""
-        lens = check_inputs(q, k, cu_seqlens, v)
-        selection = self.select(q, k, cu_seqlens, backend=backend)
+                scale: Optional[float] = None, backend: str = "auto",
+                seq_lens: Optional[HostLengths] = None) -> PrefillResult:
+        """Sparse causal prefill: `select`, then block-sparse attention. `out [N, Hq, D]` in q's dtype.
+
+        seq_lens: optional host lengths `[B]` matching cu_seqlens: no length is read back from the device.
+        """
+        lens = check_inputs(q, k, cu_seqlens, v, seq_lens=seq_lens)
+        selection = self.select(q, k, cu_seqlens, backend=backend, seq_lens=lens)
         out = block_sparse_attention(q, k, v, cu_seqlens, selection.block_index, selection.block_count,
                                      self.chunk_size, scale=scale, backend=backend, max_seqlen=max(lens))
         return PrefillResult(out=out, sparsity=selection.sparsity(), selection=selection)

@@ -27,6 +27,7 @@ from typing import Optional, Tuple
 import torch
 
 from ..config import MethodConfig
+from ..kernels._varlen import HostLengths
 from ..kernels.estimation import last_window_sums
 from ._prefill import (
     NUM_LOCAL_DIAGONALS,
@@ -111,12 +112,14 @@ class FlexPrefill(VerticalSlashPrefill, MethodConfig):
         self._require_int("min_budget", 64, "the 64 nearest diagonals are always kept")
 
     def select(self, q: torch.Tensor, k: torch.Tensor, cu_seqlens: torch.Tensor, scale: Optional[float] = None,
-               backend: str = "auto") -> VerticalSlashSelection:
+               backend: str = "auto", seq_lens: Optional[HostLengths] = None) -> VerticalSlashSelection:
         """Per-head coverage budgets, then verticals, slashes and the kernel index of every sample and query head.
 
         q `[N, Hq, D]`, k `[N, Hkv, D]` varlen packed, cu_seqlens `[B+1]` int32; scale defaults to `D ** -0.5`.
+        seq_lens: optional host lengths `[B]` matching cu_seqlens: cu_seqlens is then not read back for them (the
+        one remaining host read is the top-k output widths, see `select_vertical_slash`).
         """
-        max_len = max(check_inputs(q, k, cu_seqlens))  # host lengths: the sums and the index read nothing back
+        max_len = max(check_inputs(q, k, cu_seqlens, seq_lens=seq_lens))  # host lengths: the sums and the index read nothing back
         vertical, slash = last_window_sums(q, k, cu_seqlens, self.approximation_size, scale=scale, backend=backend,
                                            max_len=max_len)
         lens = sample_lengths(cu_seqlens).to(q.device)

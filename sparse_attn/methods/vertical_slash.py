@@ -26,6 +26,7 @@ from typing import Optional
 import torch
 
 from ..config import MethodConfig
+from ..kernels._varlen import HostLengths
 from ..kernels.estimation import last_window_sums
 from ._prefill import (
     NUM_LOCAL_DIAGONALS,
@@ -66,12 +67,14 @@ class VerticalSlash(VerticalSlashPrefill, MethodConfig):
         self._require_int("approximation_size", 1)
 
     def select(self, q: torch.Tensor, k: torch.Tensor, cu_seqlens: torch.Tensor, scale: Optional[float] = None,
-               backend: str = "auto") -> VerticalSlashSelection:
+               backend: str = "auto", seq_lens: Optional[HostLengths] = None) -> VerticalSlashSelection:
         """The verticals, slashes and kernel index of every sample and query head.
 
         q `[N, Hq, D]`, k `[N, Hkv, D]` varlen packed, cu_seqlens `[B+1]` int32; scale defaults to `D ** -0.5`.
+        seq_lens: optional host lengths `[B]` matching cu_seqlens (the integrations pass them): then cu_seqlens is
+        not read back either (`check_inputs`), so the select queues behind earlier GPU work without a sync.
         """
-        lens = check_inputs(q, k, cu_seqlens)
+        lens = check_inputs(q, k, cu_seqlens, seq_lens=seq_lens)
         max_len = max(lens)  # known on the host: no kernel below reads lengths back from the device
         vertical, slash = last_window_sums(q, k, cu_seqlens, self.approximation_size, scale=scale, backend=backend,
                                            max_len=max_len)
