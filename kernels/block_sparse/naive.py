@@ -80,8 +80,10 @@ def block_sparse_pair_counts(
     m = torch.arange(num_qblocks, device=block_index.device)
     rows = (torch.minimum((m[None, :] + 1) * chunk_size, lens[:, None]) - m[None, :] * chunk_size).clamp(min=0)
     rows = rows[:, None, :, None]  # [B, 1, nq, 1] valid query rows per block
-    n_sel = int(block_count.max()) if block_count.numel() else 0
-    key_block = block_index[..., :n_sel].long()
+    # the whole index width, not cut at max(block_count): that cut was a device -> host read on the prefill path
+    # (slots past a row's count are masked by `ok` below either way, so the counts are the same)
+    n_sel = block_index.shape[-1]
+    key_block = block_index.long()
     qblock = m[None, None, :, None]
     diagonal_pairs = torch.where(key_block == qblock, rows * (rows + 1) // 2, 0)
     pairs = torch.where(key_block < qblock, rows * chunk_size, diagonal_pairs)

@@ -7,6 +7,8 @@ the GPU path and the vLLM path pick the same tokens. A stable full sort gives th
 Here each fp32 score and its index are packed into one int64 key whose order is the wanted order, so a plain
 `torch.topk` on the keys (no stable variant needed: keys are distinct) selects exactly what a stable sort would.
 """
+from typing import Optional
+
 import torch
 
 __all__ = ["stable_topk", "ordered_keys", "threshold_topk", "kth_largest"]
@@ -32,7 +34,8 @@ def ordered_keys(scores: torch.Tensor) -> torch.Tensor:
     return (monotone << 32) | tie_break
 
 
-def stable_topk(scores: torch.Tensor, counts: torch.Tensor, descending: bool = False) -> torch.Tensor:
+def stable_topk(scores: torch.Tensor, counts: torch.Tensor, descending: bool = False,
+                kmax: Optional[int] = None) -> torch.Tensor:
     """Indices of the `counts` largest scores of each row; equal scores go to the lower index.
 
     Args:
@@ -40,6 +43,9 @@ def stable_topk(scores: torch.Tensor, counts: torch.Tensor, descending: bool = F
             `counts` exceeds the number of finite entries, so clamp `counts` first). No NaN.
         counts: `[...]` int, `0 <= counts <= n`, how many to keep per row.
         descending: order of the returned indices (ascending by default).
+        kmax: optional host-known `max(counts)` (the caller's guarantee, e.g. Block-Sparse knows it from the shapes):
+            then the counts are not read back (no host sync) and their bounds are not checked; the output is the
+            same as without it.
 
     Returns:
         `[..., kmax]` int32 with `kmax = max(counts)`: the chosen indices sorted by index (not by score), unused
@@ -50,10 +56,13 @@ def stable_topk(scores: torch.Tensor, counts: torch.Tensor, descending: bool = F
         raise ValueError(f"counts {tuple(counts.shape)} must match scores {tuple(scores.shape)} without the last dim")
     if counts.numel() == 0:
         return torch.empty(*scores.shape[:-1], 0, dtype=torch.int32, device=scores.device)
-    low, high = torch.aminmax(counts)  # one host sync for both bounds and kmax
-    low, kmax = int(low), int(high)
-    if low < 0 or kmax > num:
-        raise ValueError(f"counts must lie in [0, {num}], got {low} .. {kmax}")
+    if kmax is None:
+        low, high = torch.aminmax(counts)  # one host sync for both bounds and kmax
+        low, kmax = int(low), int(high)
+        if low < 0 or kmax > num:
+            raise ValueError(f"counts must lie in [0, {num}], got {low} .. {kmax}")
+    elif not 0 <= kmax <= num:
+        raise ValueError(f"kmax must lie in [0, {num}], got {kmax}")
     if kmax == 0:
         return torch.empty(*scores.shape[:-1], 0, dtype=torch.int32, device=scores.device)
     chosen = torch.topk(ordered_keys(scores), kmax, dim=-1, sorted=True).indices  # best first

@@ -115,7 +115,9 @@ class BlockSparse(MethodConfig):
             forced = (kblock == qblock) | (kblock == qblock - 1) | (kblock == 0)
             scores = scores.masked_fill_(forced, float("inf")).masked_fill_(kblock > qblock, float("-inf"))
             rows_count = count[:, None, start:stop].expand(-1, num_q_heads, -1)
-            chosen = stable_topk(scores, rows_count)
+            # the widest of these rows, known from the shapes: the longest sample (num_blocks blocks) has query
+            # block stop - 1, which keeps min(stop, top_chunks); so the top-k reads no count back from the device
+            chosen = stable_topk(scores, rows_count, kmax=min(stop, self.top_chunks))
             block_index[:, :, start:stop, :chosen.shape[-1]] = chosen
         count = count[:, None, :].expand(-1, num_q_heads, -1)
         return BlockSparseSelection(cu_seqlens, chunk, block_index, count.to(torch.int32).contiguous())
