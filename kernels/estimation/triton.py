@@ -469,10 +469,12 @@ SKEW_MIN_LENGTH = 65536
 #: (the band-sum ring: NQ [64, 64] fp32 tiles in registers besides the vertical tile and the scores); longer windows
 #: (VS 256 = 4 blocks, FlexPrefill 512) run as chunks of NQ blocks, each into its own output rows, summed at the end.
 #: Q resident: the chunk's queries are loaded once before the key loop (shared memory) instead of per key tile.
-#: Picked by the offline sm_90 compile (Triton 3.6, vs_est_s5/compile_sm90.log: registers,
-#: spills, pipelining): NQ 4 fills all 255 registers at 8 warps; "skew" cannot be pipelined (tl.debug_barrier).
+#: skew_gather: the fastest of 26 launches swept on the H200 at 128K (session 7, benchmarks/results/sums_s7/sweep.log:
+#: NQ 1 / 2 / 4, 4 / 8 warps, 1-3 stages, Q resident or not): (4, 8, 3, 1) 1.762 / 3.452 ms at window 256 / 512,
+#: against 1.906 / 3.770 for the session-5 pick (4, 8, 2, 1) and 1.830 / 3.600 for (4, 4, 1, 1); 3 stages without
+#: resident Q need 256 KB of shared memory (over the 227 KB limit). NQ 4 fills all 255 registers at 8 warps.
 SKEW_PROGRAMS = 1024
-SKEW_LAUNCH = {"skew": (4, 8, 2, 1), "skew_pipe": (2, 8, 2, 0), "skew_gather": (4, 8, 2, 1)}
+SKEW_LAUNCH = {"skew": (4, 8, 2, 1), "skew_pipe": (2, 8, 2, 0), "skew_gather": (4, 8, 3, 1)}
 #: statistics pass of the skew variants (BLOCK_M, BLOCK_N, num_warps, num_stages): the banded default's launch.
 #: 128-query blocks (fewer key-tile reads from L2) were measured slower on the H200 at 128K: 0.881 vs 0.757 ms
 #: (window 256), 1.556 vs 1.453 ms (window 512) (vs_est_s5/sums_compare.log).
