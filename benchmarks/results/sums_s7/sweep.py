@@ -27,6 +27,10 @@ ABLATIONS = {
     "no_gather": [("g = tl.gather(acc, j & (BLOCK - 1), 1)", "g = acc")],
     "no_exp": [("p = tl.math.exp2(tl.dot(q, tl.trans(k)) - lse[:, None])", "p = tl.dot(q, tl.trans(k)) - lse[:, None]")],
     "no_vertical": [("tl.store(Vertical + out_base + k_pos, tl.sum(vert, 0), mask=key_ok)", "pass")],
+    # experiment (same sums): the two masked row reductions of the diagonal extraction as ONE reduction of the
+    # joined [64, 64, 2] tile (one shared-memory round trip and barrier instead of two)
+    "join2": [("""        low = tl.sum(tl.where(j >= 0, g, 0.0), 0)
+        up = tl.sum(tl.where(j >= 0, 0.0, g), 0)""", """        low, up = tl.split(tl.sum(tl.join(tl.where(j >= 0, g, 0.0), tl.where(j >= 0, 0.0, g)), 0))""")],
     "no_gather_no_exp": [("g = tl.gather(acc, j & (BLOCK - 1), 1)", "g = acc"),
                          ("p = tl.math.exp2(tl.dot(q, tl.trans(k)) - lse[:, None])",
                           "p = tl.dot(q, tl.trans(k)) - lse[:, None]")],
@@ -48,6 +52,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--length", type=int, default=131072)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", nargs="*", default=None, help="only these ablations / experiments, no launch sweep")
     args = parser.parse_args()
     length = args.length
     q, k, _ = structured_qkv(length)
@@ -78,12 +83,14 @@ def main():
 
         t, _ = run(est)
         print(f"  default skew_gather {est.SKEW_LAUNCH['skew_gather']}: {t:.3f} ms", flush=True)
-        for name in ABLATIONS:
+        for name in (ABLATIONS if args.only is None else args.only):
             try:
                 t2, diff = run(ablated_module(name))
                 print(f"  ablation {name}: {t2:.3f} ms (saves {t - t2:.3f}), diff {diff:.1e}", flush=True)
             except Exception as error:
                 print(f"  ablation {name}: {type(error).__name__}: {error}"[:200], flush=True)
+        if args.only is not None:
+            continue
         configs = list(itertools.product((2, 4), (4, 8), (1, 2, 3), (0, 1))) + [(1, 4, 2, 1), (1, 8, 2, 1)]
         if args.quick:
             configs = configs[:4]
