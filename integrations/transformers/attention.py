@@ -102,7 +102,10 @@ def _prefill(composition, module, query, key, value, padding, scale, cache_layer
     if needs_varlen:
         packed = (varlen.pack(query), varlen.pack(key), varlen.pack(value))
     if composition.prefill is not None:
-        result = composition.prefill.prefill(*packed, varlen.cu_seqlens, scale=scale, backend="auto")
+        # host lengths (known without a read when unpadded, read once in from_padding otherwise): the method then
+        # never reads cu_seqlens back, a sync that would stall the GPU queue at the start of every layer's select
+        result = composition.prefill.prefill(*packed, varlen.cu_seqlens, scale=scale, backend="auto",
+                                             seq_lens=varlen.host_lengths)
         out = varlen.unpack(result.out)
         stats.prefill = result.sparsity
     else:
@@ -119,10 +122,10 @@ def _prefill(composition, module, query, key, value, padding, scale, cache_layer
     if isinstance(cache_layer, CompressedKVLayer):
         if composition.decode.phase != "compression":
             raise TypeError(f"a CompressedKVCache was passed to a model running {composition.name!r}")
-        # host lengths when the batch has no padding (every sample is seq_len long): no device read-back of
-        # cu_seqlens, which would wait for the queued prefill; with padding the lengths live on the device
-        seq_lens = [seq_len] * batch if varlen.rows is None else None
-        compressed = composition.decode.compress(*packed, varlen.cu_seqlens, scale=scale, seq_lens=seq_lens)
+        # host lengths (`Varlen.host_lengths`, padded or not): no device read-back of cu_seqlens, which would wait
+        # for the queued prefill
+        compressed = composition.decode.compress(*packed, varlen.cu_seqlens, scale=scale,
+                                                 seq_lens=varlen.host_lengths)
         cache_layer.commit(compressed)
         stats.kv = compressed.sparsity
     elif isinstance(cache_layer, QuestLayer):

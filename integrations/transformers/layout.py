@@ -8,7 +8,7 @@ like FlashAttention's route: cheap at 128K tokens (no `[B, 1, S, S]` tensor), an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -82,6 +82,8 @@ class Varlen:
     cu_seqlens: `[B + 1]` int32, sample b owns packed rows `cu_seqlens[b] : cu_seqlens[b + 1]`.
     rows: `[N]` int64 flat indices `b * S + s` of the real tokens in the `[B, S]` batch (None: no padding).
     lengths: `[B]` int64 real tokens per sample.
+    host_lengths: the same lengths as Python ints (read back ONCE in `from_padding`, or known without a read when
+        nothing is padded): the methods take them as `seq_lens`, so they never read `cu_seqlens` back themselves.
     """
 
     cu_seqlens: torch.Tensor
@@ -89,21 +91,30 @@ class Varlen:
     lengths: torch.Tensor
     batch: int
     seq_len: int
+    host_lengths: Optional[List[int]] = None
 
     @classmethod
     def from_padding(cls, padding: Optional[torch.Tensor], batch: int, seq_len: int, device) -> "Varlen":
+        """Pack layout of a `[B, S]` batch from its padding mask `[B, S]` bool (None: no padding, no device read).
+
+        With padding, the lengths are read back once (`host_lengths`; the packing's `nonzero` syncs anyway) and an
+        all-padding sample raises a ValueError naming it.
+        """
         if padding is None:
             lengths = torch.full((batch,), seq_len, dtype=torch.int64, device=device)
             rows = None
+            host_lengths = [seq_len] * batch
         else:
             lengths = padding.sum(dim=1)
+            host_lengths = lengths.tolist()  # the one read-back of the lengths, reused by prefill and compress
+            empty = [b for b, length in enumerate(host_lengths) if length == 0]
+            if empty:
+                raise ValueError(f"samples {empty} of the batch have no real token (all padding); remove them")
             rows = padding.reshape(-1).nonzero().squeeze(1)
-        if padding is not None and bool((lengths == 0).any()):
-            empty = (lengths == 0).nonzero().flatten().tolist()
-            raise ValueError(f"samples {empty} of the batch have no real token (all padding); remove them")
         cu_seqlens = torch.zeros(batch + 1, dtype=torch.int32, device=device)
         cu_seqlens[1:] = lengths.cumsum(0)
-        return cls(cu_seqlens=cu_seqlens, rows=rows, lengths=lengths, batch=batch, seq_len=seq_len)
+        return cls(cu_seqlens=cu_seqlens, rows=rows, lengths=lengths, batch=batch, seq_len=seq_len,
+                   host_lengths=host_lengths)
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         """`[B, H, S, D]` -> `[N, H, D]` (real tokens only, in order)."""

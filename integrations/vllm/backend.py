@@ -280,13 +280,15 @@ class SparseAttentionMixin:
         for length in lengths:
             bounds.append(bounds[-1] + length)
         cu_seqlens = torch.tensor(bounds, dtype=torch.int32, device=device)
+        # host lengths (from vLLM's CPU query_start_loc, in plan.starts): no kernel reads the CUDA cu_seqlens back,
+        # a sync that would idle the GPU at the start of every layer's select
         if self.prefill_method is not None:
-            result = self.prefill_method.prefill(q, k, v, cu_seqlens, self.scale)
+            result = self.prefill_method.prefill(q, k, v, cu_seqlens, self.scale, seq_lens=lengths)
             attn, sparsity = result.out, result.sparsity
         else:
             from ...kernels.dense import dense_attention  # the same dense path as Transformers (cuDNN / Flash)
 
-            attn = dense_attention(q, k, v, cu_seqlens, self.scale)
+            attn = dense_attention(q, k, v, cu_seqlens, self.scale, seq_lens=lengths)
             sparsity = None
         out[index] = attn.to(out.dtype)
         if record and sparsity is not None:
