@@ -265,14 +265,15 @@ def library_method(method):
 
 def run_vertical_slash(method, length, q, k, v, cu, dense, results):
     """The library path, timed in pieces: `select` (estimation + selection + index, as the integrations call it,
-    with the host-known length) and the mixed attention over its index (the library's default kernel path)."""
+    with the host-known length: `seq_lens=[length]`, so cu_seqlens is never read back) and the mixed attention over
+    its index (the library's default kernel path)."""
     from sparse_attn.kernels.estimation import last_window_sums
     rows = sample_rows(length)
     config = library_method(method)
     if SUMS_VARIANT["name"] is not None:  # --sums-variant: time another last-window sums pass in the library path
         import sparse_attn.kernels.estimation.triton as est
         est.DEFAULT_VARIANT = SUMS_VARIANT["name"]
-    selection = config.select(q, k, cu, backend="triton")
+    selection = config.select(q, k, cu, backend="triton", seq_lens=[length])
     index = (selection.block_count, selection.block_offset, selection.column_count, selection.column_index)
     bc, bo, cc, ci = index
     out = torch.full_like(q, float("nan"))
@@ -293,7 +294,8 @@ def run_vertical_slash(method, length, q, k, v, cu, dense, results):
 
     window = config.approximation_size
     est_ms = bench(lambda: last_window_sums(q, k, cu, window, backend="triton", max_len=length), rep=50)
-    sel_ms = bench(lambda: config.select(q, k, cu, backend="triton"), rep=50)  # includes the index
+    # includes the index; host lengths as the integrations pass them (no cu_seqlens read-back before the launches)
+    sel_ms = bench(lambda: config.select(q, k, cu, backend="triton", seq_lens=[length]), rep=50)
     pattern = (selection.vertical_idx, selection.vertical_count, selection.slash_offsets, selection.slash_count)
     idx_ms = bench(lambda: triton_build_vertical_slash_index(cu, *pattern, max_len=length), rep=50)
     ms = bench(lambda: triton_vertical_slash_attention(q, k, v, cu, *index, out=out, max_seqlen_hint=length))
@@ -403,7 +405,7 @@ def sums_compare(lengths, configs, sweep):
         attn, ref_sel = {}, {}
         est.DEFAULT_VARIANT = "banded"
         for name, method in methods.items():
-            sel = method.select(q, k, cu, backend="triton")
+            sel = method.select(q, k, cu, backend="triton", seq_lens=[length])
             index = (sel.block_count, sel.block_offset, sel.column_count, sel.column_index)
             out = torch.empty_like(q)
             attn[name] = bench(lambda: triton_vertical_slash_attention(q, k, v, cu, *index, out=out), rep=50)
@@ -424,12 +426,14 @@ def sums_compare(lengths, configs, sweep):
                 if with_select:
                     est.DEFAULT_VARIANT = variant
                     for name, method in methods.items():
-                        sel = method.select(q, k, cu, backend="triton")
+                        sel = method.select(q, k, cu, backend="triton", seq_lens=[length])
                         pairs = [(getattr(sel, f), getattr(ref_sel[name], f)) for f in fields]
                         # entries that differ from the banded selection (-1: other shapes, i.e. other budgets)
                         row[f"{name}_sel_diff"] = (sum(int((a != b).sum()) for a, b in pairs)
                                                    if all(a.shape == b.shape for a, b in pairs) else -1)
-                        row[f"{name}_select_ms"] = bench(lambda: method.select(q, k, cu, backend="triton"), rep=50)
+                        # host lengths, as the integrations call select: no cu_seqlens read-back in the timing
+                        row[f"{name}_select_ms"] = bench(
+                            lambda: method.select(q, k, cu, backend="triton", seq_lens=[length]), rep=50)
                         row[f"{name}_overhead_pct"] = 100 * row[f"{name}_select_ms"] / attn[name]
             except Exception as error:  # e.g. out of shared memory: record, go on with the next configuration
                 row["error"] = f"{type(error).__name__}: {error}"[:160]

@@ -3,7 +3,8 @@
 Runs `VerticalSlash().select` and `FlexPrefill().select` (reference defaults) on the structured inputs of
 bench_prefill.py, prints the do_bench median of the whole select and a table of the CUDA kernels it launches
 (total device time per kernel name over one call, and the number of launches), so the estimation / top-k / index
-stages can be told apart without guessing.
+stages can be told apart without guessing. `select` gets the host lengths (`seq_lens=[length]`), as the
+integrations call it, so no cu_seqlens read-back stalls the GPU at its start.
 
 Usage: python benchmarks/profile_select_kernels.py [--lengths 131072] [--methods vertical_slash flexprefill]
 """
@@ -86,7 +87,7 @@ def main():
         q, k, _ = structured_qkv(length)
         for name in args.methods:
             method = METHODS[name]()
-            select = lambda: method.select(q, k, cu, backend="triton")
+            select = lambda: method.select(q, k, cu, backend="triton", seq_lens=[length])  # host lengths
             total = do_bench(select, warmup=10, rep=50, return_mode="median")
             host = host_enqueue_ms(select)
             table = kernel_table(select)
