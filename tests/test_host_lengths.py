@@ -145,3 +145,22 @@ def test_methods_reject_wrong_host_lengths(name, seq_lens, problem):
         method.select(q, k, cu, backend="naive", seq_lens=seq_lens)
     with pytest.raises(ValueError, match=problem):
         method.prefill(q, k, v, cu, backend="naive", seq_lens=seq_lens)
+
+
+# ------------------------------------------------------------------------------------------------ transformers layout
+def test_varlen_host_lengths_from_padding():
+    """`Varlen.from_padding` keeps the lengths on the host (read once with padding, known without), matching its
+    cu_seqlens; an all-padding sample still raises naming it. (The padded generate / forward paths run in
+    tests/test_transformers_api.py and tests/test_transformers_generate.py.)"""
+    from sparse_attn.integrations.transformers.layout import Varlen
+
+    padding = torch.zeros(3, 8, dtype=torch.bool)
+    for b, length in enumerate((5, 8, 1)):
+        padding[b, 8 - length:] = True  # left padding, as generate builds it
+    varlen = Varlen.from_padding(padding, 3, 8, "cpu")
+    assert varlen.host_lengths == [5, 8, 1]
+    assert varlen.cu_seqlens.tolist() == [0, 5, 13, 14]
+    assert Varlen.from_padding(None, 2, 8, "cpu").host_lengths == [8, 8]
+    padding[1] = False
+    with pytest.raises(ValueError, match=r"samples \[1\]"):
+        Varlen.from_padding(padding, 3, 8, "cpu")
