@@ -1,8 +1,7 @@
-"""Session-5 "skew" window-sums passes (`_window_sums_skew`: band-sum tiles, one diagonal extraction per key tile)
+"""The "skew_gather" window-sums pass (`_window_sums_skew`: band-sum tiles, one diagonal extraction per key tile)
 against the fp32 PyTorch reference and the banded pass, on the CPU interpreter.
 
-Covered: all three skew variants (scratch read-back with CTA barriers, the same with inline-PTX barriers -- the
-interpreter runs it as SKEW 1 --, tl.gather), ring sizes NQ 1 / 2 / 4, queries reloaded per key tile or resident, windows shorter than a chunk (64, 100) and
+Covered: ring sizes NQ 1 / 2 / 4, queries reloaded per key tile or resident, windows shorter than a chunk (64, 100) and
 spanning several chunks (300), several runs of key tiles per (sample, head) (the run-edge atomics), GQA 2:1 and 4:1,
 batches with samples shorter than the window, head dims 64 and 128, bit-identical repeats, nothing written past a
 sample's end, NaN-poisoned query rows outside the window, and the VerticalSlash / FlexPrefill selections built on
@@ -16,7 +15,7 @@ from sparse_attn.kernels.estimation import naive_last_window_sums
 
 from .test_estimation_kernels_fast import packed, rel_err
 
-SKEW_VARIANTS = ("skew", "skew_pipe", "skew_gather")
+VARIANT = "skew_gather"
 
 
 def check_sums(vertical, slash, q, k, cu, window, lengths):
@@ -36,15 +35,16 @@ def check_sums(vertical, slash, q, k, cu, window, lengths):
 
 @pytest.fixture
 def launch(monkeypatch):
-    """Set the ring size NQ and Q residency of every skew variant (8 warps, 2 stages: the interpreter ignores both)."""
+    """Set the ring size NQ and Q residency of the skew pass (8 warps, 2 stages: the interpreter ignores both)."""
     def set_nq(nq, resident=False):
-        monkeypatch.setattr(est, "SKEW_LAUNCH", {v: (nq, 8, 2, int(resident)) for v in SKEW_VARIANTS})
+        monkeypatch.setattr(est, "SKEW_LAUNCH", {VARIANT: (nq, 8, 2, int(resident))})
     return set_nq
 
 
-@pytest.mark.parametrize("variant", SKEW_VARIANTS)
-def test_skew_sums_match_reference_and_banded(variant, launch):
-    launch(4)
+@pytest.mark.parametrize("resident", [False, True])
+def test_skew_sums_match_reference_and_banded(resident, launch):
+    variant = VARIANT
+    launch(4, resident)
     lengths = (1601, 451, 65)  # 1601 tokens = 26 key tiles: 4 runs of >= 6 tiles per (sample, head); short samples
     q, k, cu = packed(lengths, 4, 2, 64, seed=3)  # GQA 2:1, batch of 3
     window = 100  # two of the four query blocks of the chunk are (partly) padding
@@ -56,10 +56,9 @@ def test_skew_sums_match_reference_and_banded(variant, launch):
     assert torch.equal(vertical, again_v) and torch.equal(slash, again_s)  # at most two atomic addends per band
 
 
-@pytest.mark.parametrize("variant,nq,resident", [("skew", 1, False), ("skew", 2, True), ("skew", 4, False),
-                                                 ("skew", 4, True), ("skew_gather", 1, True),
-                                                 ("skew_gather", 2, False), ("skew_gather", 4, True)])
-def test_skew_ring_sizes_and_chunks(variant, nq, resident, launch):
+@pytest.mark.parametrize("nq,resident", [(1, False), (1, True), (2, False), (2, True), (4, True)])
+def test_skew_ring_sizes_and_chunks(nq, resident, launch):
+    variant = VARIANT
     launch(nq, resident)
     lengths = (833, 300, 37)  # a sample exactly the window long, one shorter than a query block
     q, k, cu = packed(lengths, 4, 1, 128, seed=nq)  # GQA 4:1, head dim 128
@@ -68,8 +67,8 @@ def test_skew_ring_sizes_and_chunks(variant, nq, resident, launch):
     check_sums(vertical, slash, q, k, cu, window, lengths)
 
 
-@pytest.mark.parametrize("variant", ["skew", "skew_gather"])
-def test_skew_window_one_block_and_tiny_samples(variant, launch):
+def test_skew_window_one_block_and_tiny_samples(launch):
+    variant = VARIANT
     launch(4)
     lengths = (459, 64, 1, 63)
     q, k, cu = packed(lengths, 2, 2, 64, seed=5)  # no GQA
@@ -84,20 +83,20 @@ def test_skew_ignores_query_rows_outside_the_window(resident, launch):
     lengths = (700, 130)
     q, k, cu = packed(lengths, 4, 2, 64, seed=7)
     window = 100
-    want_v, want_s = est.triton_last_window_sums(q, k, cu, window, variant="skew")
+    want_v, want_s = est.triton_last_window_sums(q, k, cu, window, variant=VARIANT)
     poisoned = q.clone()
     for b, n in enumerate(lengths):
         start = int(cu[b])
         poisoned[start: start + n - window] = float("nan")
-    got_v, got_s = est.triton_last_window_sums(poisoned, k, cu, window, variant="skew")
+    got_v, got_s = est.triton_last_window_sums(poisoned, k, cu, window, variant=VARIANT)
     assert torch.equal(got_v, want_v) and torch.equal(got_s, want_s)
 
 
 def test_skew_rejects_bad_launch(monkeypatch):
-    monkeypatch.setattr(est, "SKEW_LAUNCH", {v: (3, 8, 2) for v in SKEW_VARIANTS})
+    monkeypatch.setattr(est, "SKEW_LAUNCH", {VARIANT: (3, 8, 2)})
     q, k, cu = packed((70,), 2, 1, 64, seed=0)
     with pytest.raises(ValueError, match="NQ"):
-        est.triton_last_window_sums(q, k, cu, 16, variant="skew")
+        est.triton_last_window_sums(q, k, cu, 16, variant=VARIANT)
 
 
 @pytest.mark.parametrize("name", ["vertical_slash", "flexprefill"])
@@ -112,14 +111,14 @@ def test_selection_with_skew_sums_equals_banded_and_reference(name, monkeypatch,
               else FlexPrefill(approximation_size=128, min_budget=64))
     q, k, cu = packed((1100, 333), 4, 2, 64, seed=13)
     selections = {}
-    for variant in ("banded", "skew"):
+    for variant in ("banded", VARIANT):
         monkeypatch.setattr(est, "DEFAULT_VARIANT", variant)
         selections[variant] = method.select(q, k, cu, backend="triton")
     selections["naive"] = method.select(q, k, cu, backend="naive")
     fields = ("vertical_idx", "vertical_count", "slash_offsets", "slash_count")
     for other in ("banded", "naive"):
         for field in fields:
-            assert torch.equal(getattr(selections["skew"], field), getattr(selections[other], field)), (other, field)
+            assert torch.equal(getattr(selections[VARIANT], field), getattr(selections[other], field)), (other, field)
 
 
 @pytest.mark.parametrize("threshold, expected", [(1, "skew_gather"), (10 ** 9, "banded")])

@@ -10,10 +10,10 @@ x 256 queries x 128K keys): three Triton passes recompute the scores tile by til
    `tl.gather`, then atomically added, since neighbouring key tiles share diagonals). fp32 atomics make the slash
    sums' last bits depend on the order of the adds.
 
-Pass 2 has three implementations (`VARIANTS`): "banded" (default), "atomic" (the first one) and the opt-in "skew"
-family (`_window_sums_skew`): tiles on the same diagonals are added before ONE diagonal extraction per key tile.
+Pass 2 has three implementations (`VARIANTS`): "skew_gather" (`_window_sums_skew`, the default from
+`SKEW_MIN_LENGTH` tokens: tiles on the same diagonals are added before ONE diagonal extraction per key tile),
+"banded" (the default below it) and "atomic" (the first one, kept for comparison runs).
 """
-import os
 from typing import Optional, Tuple
 
 import torch
@@ -247,46 +247,23 @@ def _skew_tile_probs(q, lse, k, k_pos, key_ok, q_first, k_first, offs, BLOCK: tl
 
 
 @triton.jit
-def _skew_emit_band(acc, carry, band, plain, slash_base, qc0, seq_len, offs, scratch,
-                    SKEW: tl.constexpr, BLOCK: tl.constexpr):
+def _skew_emit_band(acc, carry, band, plain, slash_base, qc0, seq_len, offs, BLOCK: tl.constexpr):
     """Diagonal sums of the band-sum tile `acc` [BLOCK, BLOCK] (entry (a, j) sits on diagonal a - j of band `band`).
 
     Returns `up` and stores `low + carry`, indexed by u in [0, BLOCK): low[u] = sum of diagonal BLOCK - 1 - u
     (offset qc0 - band * BLOCK + BLOCK - 1 - u), up[u] = sum of diagonal -1 - u, which is entry u of the NEXT band
     (64 offsets lower); `carry` is the previous band's `up`. Plain store when no other program adds to the band.
-    SKEW 1 / 2: the tile goes through a per-program scratch tile (global memory, stays in L1/L2) and is read back skewed,
-    R[a, u] = acc[a, a - (BLOCK - 1) + u]: addresses contiguous along u (coalesced, and Triton lays the load out
-    with threads along u, so the sum over rows a stays mostly inside each thread: no shuffle trees);
-    SKEW 0: a circular tl.gather as in the banded pass, G[a, u] = acc[a, (a - (BLOCK - 1) + u) mod BLOCK] (the
-    wrapped entries are the `up` diagonals).
+    The extraction is a circular tl.gather as in the banded pass, G[a, u] = acc[a, (a - (BLOCK - 1) + u) mod BLOCK]
+    (the wrapped entries are the `up` diagonals). A session-5 alternative wrote the tile to a per-program scratch
+    tile and read it back skewed ("skew" / "skew_pipe"): 1.4-1.5x slower on the H200 in sessions 5 and 7
+    (benchmarks/results/sums_s7/sweep.log: 2.66 / 2.79 vs 1.91 ms at 128K), removed in session 7.
     """
     rows = offs[:, None]
     cols = offs[None, :]
-    if SKEW == 0:
-        j = rows - (BLOCK - 1) + cols  # column of row a on diagonal BLOCK - 1 - u; wrapped (+ BLOCK): -1 - u
-        g = tl.gather(acc, j & (BLOCK - 1), 1)
-        low = tl.sum(tl.where(j >= 0, g, 0.0), 0)
-        up = tl.sum(tl.where(j >= 0, 0.0, g), 0)
-    elif SKEW == 1:
-        tl.debug_barrier()  # every thread has read the previous band's tile before it is overwritten
-        tl.store(scratch + rows * BLOCK + cols, acc)
-        tl.debug_barrier()  # the whole tile is written (bar.sync orders global memory within the CTA)
-    else:
-        # SKEW 2: the same two CTA barriers as inline PTX: Triton's pipeliner leaves loops with tl.debug_barrier
-        # unpipelined (the K / Q loads then wait in full every tile) but not loops with an opaque asm statement.
-        # The asm returns 0, added to the addresses, so the scratch store / loads cannot move across it.
-        zero = tl.inline_asm_elementwise("bar.sync 0;\n\tmov.u32 $0, 0;", "=r,r", [band], dtype=tl.int32,
-                                         is_pure=False, pack=1)
-        scratch += zero
-        tl.store(scratch + rows * BLOCK + cols, acc)
-        zero = tl.inline_asm_elementwise("bar.sync 0;\n\tmov.u32 $0, 0;", "=r,r", [band], dtype=tl.int32,
-                                         is_pure=False, pack=1)
-        scratch += zero
-    if SKEW != 0:
-        j = rows - (BLOCK - 1) + cols  # column of row a on diagonal BLOCK - 1 - u
-        low = tl.sum(tl.load(scratch + rows * BLOCK + j, mask=j >= 0, other=0.0), 0)
-        j = rows + 1 + cols  # diagonal -1 - u
-        up = tl.sum(tl.load(scratch + rows * BLOCK + j, mask=j < BLOCK, other=0.0), 0)
+    j = rows - (BLOCK - 1) + cols  # column of row a on diagonal BLOCK - 1 - u; wrapped (+ BLOCK): -1 - u
+    g = tl.gather(acc, j & (BLOCK - 1), 1)
+    low = tl.sum(tl.where(j >= 0, g, 0.0), 0)
+    up = tl.sum(tl.where(j >= 0, 0.0, g), 0)
     offset = qc0 - band * BLOCK + (BLOCK - 1) - offs
     ok = (offset >= 0) & (offset < seq_len)
     if plain:
@@ -297,11 +274,11 @@ def _skew_emit_band(acc, carry, band, plain, slash_base, qc0, seq_len, offs, scr
 
 
 @triton.jit(do_not_specialize=["tiles_per_split", "n_chunks"])  # one compile per launch for every length / window
-def _window_sums_skew(QW, K, cu_seqlens, Lse, Vertical, Slash, Scratch, num_q_heads, window, tiles_per_split, n_chunks,
+def _window_sums_skew(QW, K, cu_seqlens, Lse, Vertical, Slash, num_q_heads, window, tiles_per_split, n_chunks,
                       stride_wb, stride_wh, stride_wq, stride_kn, stride_kh, stride_lb, stride_lh,
                       stride_oc, stride_ob, stride_oh,
-                      GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr, SKEW: tl.constexpr,
-                      NQ: tl.constexpr, Q_RESIDENT: tl.constexpr):
+                      GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr, NQ: tl.constexpr,
+                      Q_RESIDENT: tl.constexpr):
     """One program per (query head, run of key tiles, chunk of NQ x BLOCK window queries; NQ in 1, 2, 4): vertical
     and slash sums with ONE diagonal extraction per key tile instead of one per (key tile, query block).
 
@@ -344,8 +321,6 @@ def _window_sums_skew(QW, K, cu_seqlens, Lse, Vertical, Slash, Scratch, num_q_he
     qw_base = QW + b * stride_wb + h * stride_wh + row0 * stride_wq
     lse_base = Lse + b * stride_lb + h * stride_lh + row0
     out_base = chunk * stride_oc + b * stride_ob + h * stride_oh
-    program = split * tl.num_programs(0) + tl.program_id(0)
-    scratch = Scratch + program.to(tl.int64) * (BLOCK * BLOCK)
     acc0 = tl.zeros([BLOCK, BLOCK], dtype=tl.float32)
     acc1 = tl.zeros([BLOCK, BLOCK], dtype=tl.float32)
     acc2 = tl.zeros([BLOCK, BLOCK], dtype=tl.float32)
@@ -390,27 +365,22 @@ def _window_sums_skew(QW, K, cu_seqlens, Lse, Vertical, Slash, Scratch, num_q_he
         # A_{n-NQ+1} is final: emit band n - NQ + 1 (plain store when band n - NQ's tile was also built here)
         plain = n - NQ >= n_lo
         if NQ == 4:
-            carry = _skew_emit_band(acc3, carry, n - 3, plain, Slash + out_base, qc0, seq_len, offs, scratch,
-                                    SKEW, BLOCK)
+            carry = _skew_emit_band(acc3, carry, n - 3, plain, Slash + out_base, qc0, seq_len, offs, BLOCK)
             acc3 = acc2
             acc2 = acc1
             acc1 = acc0
         elif NQ == 2:
-            carry = _skew_emit_band(acc1, carry, n - 1, plain, Slash + out_base, qc0, seq_len, offs, scratch,
-                                    SKEW, BLOCK)
+            carry = _skew_emit_band(acc1, carry, n - 1, plain, Slash + out_base, qc0, seq_len, offs, BLOCK)
             acc1 = acc0
         else:
-            carry = _skew_emit_band(acc0, carry, n, plain, Slash + out_base, qc0, seq_len, offs, scratch, SKEW, BLOCK)
+            carry = _skew_emit_band(acc0, carry, n, plain, Slash + out_base, qc0, seq_len, offs, BLOCK)
         acc0 = tl.zeros([BLOCK, BLOCK], dtype=tl.float32)
     # bands n_hi - NQ + 1 .. n_hi: the next run adds to them (or nobody, past the last tile): atomics
     if NQ == 4:
-        carry = _skew_emit_band(acc3, carry, n_hi - 3, False, Slash + out_base, qc0, seq_len, offs, scratch, SKEW,
-                                BLOCK)
-        carry = _skew_emit_band(acc2, carry, n_hi - 2, False, Slash + out_base, qc0, seq_len, offs, scratch, SKEW,
-                                BLOCK)
+        carry = _skew_emit_band(acc3, carry, n_hi - 3, False, Slash + out_base, qc0, seq_len, offs, BLOCK)
+        carry = _skew_emit_band(acc2, carry, n_hi - 2, False, Slash + out_base, qc0, seq_len, offs, BLOCK)
     if NQ >= 2:
-        carry = _skew_emit_band(acc1, carry, n_hi - 1, False, Slash + out_base, qc0, seq_len, offs, scratch, SKEW,
-                                BLOCK)
+        carry = _skew_emit_band(acc1, carry, n_hi - 1, False, Slash + out_base, qc0, seq_len, offs, BLOCK)
     offset = qc0 - n_hi * BLOCK + (BLOCK - 1) - offs
     tl.atomic_add(Slash + out_base + offset, carry, mask=(offset >= 0) & (offset < seq_len), sem="relaxed")
 
@@ -452,12 +422,8 @@ SUMS_LAUNCH = (4, 2)
 #: the sums pass variants: "banded" (the fastest measured below 64K tokens) and "atomic" (the first version, kept for
 #: comparison runs). A session-3 "resident" variant (window queries kept on chip, one [256, 64] tile per key tile) was
 #: measured SLOWER on the H100 (sums 5.24 vs 4.16 ms at 128K, benchmarks/results/vs_s3) and removed; see git history.
-#: Session 5: "skew" (band-sum tiles, one diagonal extraction per key tile, read back skewed
-#: from a per-program scratch tile), "skew_pipe" (the same with its barriers as inline PTX so that Triton pipelines the
-#: K / Q loads) and "skew_gather" (tl.gather instead of the scratch round trip; pipelined). On the H200 at 128K skew
-#: and skew_pipe were slower than skew_gather (sums 4.12 / 4.29 vs 3.44 ms at window 256): kept opt-in for comparison
-#: runs only; remove them if a later device run confirms it.
-VARIANTS = ("banded", "atomic", "skew", "skew_pipe", "skew_gather")
+#: Session 5: "skew_gather" (band-sum tiles, one diagonal extraction per key tile, `_window_sums_skew`).
+VARIANTS = ("banded", "atomic", "skew_gather")
 #: what `variant=None` (the library path: VerticalSlash / FlexPrefill `select`) uses; "auto" = "skew_gather" when
 #: the longest sequence has >= SKEW_MIN_LENGTH tokens, else "banded". Measured on the H200 (2026-12-02,
 #: benchmarks/results/vs_est_s5, sums ms at window 256 / 512): 128K banded 4.34 / 7.93, skew_gather 3.44 / 5.50;
@@ -465,7 +431,7 @@ VARIANTS = ("banded", "atomic", "skew", "skew_pipe", "skew_gather")
 DEFAULT_VARIANT = "auto"
 SKEW_MIN_LENGTH = 65536
 
-#: skew variants: programs aimed for and (NQ, num_warps, num_stages, Q resident). NQ = 64-query blocks per program
+#: skew_gather: programs aimed for and (NQ, num_warps, num_stages, Q resident). NQ = 64-query blocks per program
 #: (the band-sum ring: NQ [64, 64] fp32 tiles in registers besides the vertical tile and the scores); longer windows
 #: (VS 256 = 4 blocks, FlexPrefill 512) run as chunks of NQ blocks, each into its own output rows, summed at the end.
 #: Q resident: the chunk's queries are loaded once before the key loop (shared memory) instead of per key tile.
@@ -474,12 +440,11 @@ SKEW_MIN_LENGTH = 65536
 #: against 1.906 / 3.770 for the session-5 pick (4, 8, 2, 1) and 1.830 / 3.600 for (4, 4, 1, 1); 3 stages without
 #: resident Q need 256 KB of shared memory (over the 227 KB limit). NQ 4 fills all 255 registers at 8 warps.
 SKEW_PROGRAMS = 1024
-SKEW_LAUNCH = {"skew": (4, 8, 2, 1), "skew_pipe": (2, 8, 2, 0), "skew_gather": (4, 8, 3, 1)}
-#: statistics pass of the skew variants (BLOCK_M, BLOCK_N, num_warps, num_stages): the banded default's launch.
+SKEW_LAUNCH = {"skew_gather": (4, 8, 3, 1)}
+#: statistics pass of skew_gather (BLOCK_M, BLOCK_N, num_warps, num_stages): the banded default's launch.
 #: 128-query blocks (fewer key-tile reads from L2) were measured slower on the H200 at 128K: 0.881 vs 0.757 ms
 #: (window 256), 1.556 vs 1.453 ms (window 512) (vs_est_s5/sums_compare.log).
 SKEW_STATS = (64, 64, 4, 3)
-SKEW_CODE = {"skew_gather": 0, "skew": 1, "skew_pipe": 2}
 
 
 @triton.jit
@@ -573,16 +538,11 @@ def _skew_sums(q, k, cu_seqlens, window, qk_scale, w_max, longest, part_max, par
     splits = triton.cdiv(n_tiles, tiles_per_split)
     vertical = torch.zeros((chunks, batch, num_q_heads, longest), device=q.device, dtype=torch.float32)
     slash = torch.zeros_like(vertical)
-    skew = SKEW_CODE[variant]
-    if skew == 2 and os.environ.get("TRITON_INTERPRET") == "1":
-        skew = 1  # the interpreter runs no inline PTX; tl.debug_barrier is the same barrier there
-    programs = batch * num_q_heads * splits * chunks
-    scratch = torch.empty(programs * block * block if skew else 1, device=q.device, dtype=torch.float32)
     _window_sums_skew[(batch * num_q_heads * chunks, splits)](
-        qw, k, cu_seqlens, lse, vertical, slash, scratch, num_q_heads, window, tiles_per_split, chunks,
+        qw, k, cu_seqlens, lse, vertical, slash, num_q_heads, window, tiles_per_split, chunks,
         qw.stride(0), qw.stride(1), qw.stride(2), k.stride(0), k.stride(1), lse.stride(0), lse.stride(1),
         vertical.stride(0), vertical.stride(1), vertical.stride(2),
-        GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK=block, SKEW=skew, NQ=nq,
+        GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK=block, NQ=nq,
         Q_RESIDENT=q_resident, num_warps=num_warps, num_stages=num_stages,
     )
     if chunks == 1:
@@ -607,10 +567,10 @@ def triton_last_window_sums(
 
     blocks: optional (stats BLOCK_M, stats BLOCK_N, sums BLOCK_M, sums BLOCK_N) override (benchmark tuning; the
     banded sums pass always uses 64 x 64 tiles).
-    variant: None (= DEFAULT_VARIANT, "auto": skew_gather from SKEW_MIN_LENGTH tokens, else banded), "banded" (64-query blocks reloaded per key tile; atomics only at run edges,
-    deterministic), "atomic" (the first version: one program per key tile, 127 atomics per tile and query block),
-    "skew" / "skew_gather" (band-sum tiles, one diagonal extraction per key tile; deterministic; see
-    `_window_sums_skew`).
+    variant: None (= DEFAULT_VARIANT, "auto": skew_gather from SKEW_MIN_LENGTH tokens, else banded), "banded"
+    (64-query blocks reloaded per key tile; atomics only at run edges, deterministic), "atomic" (the first version:
+    one program per key tile, 127 atomics per tile and query block), "skew_gather" (band-sum tiles, one diagonal
+    extraction per key tile; deterministic; see `_window_sums_skew`).
 
     Args:
         q: [N, Hq, D], k: [N, Hkv, D] packed varlen; cu_seqlens [B+1] int32; window: queries per sample.
@@ -638,9 +598,9 @@ def triton_last_window_sums(
     group = num_q_heads // k.shape[1]
     stats_m, stats_n, sums_m, sums_n = blocks or DEFAULT_BLOCKS
     stats_launch = (4, 3)
-    if variant in SKEW_CODE and blocks is None:
+    if variant == "skew_gather" and blocks is None:
         stats_m, stats_n, *stats_launch = SKEW_STATS
-    if variant in SKEW_CODE:  # the skew pass merges the statistics itself (`_skew_prep`): fewer host ops
+    if variant == "skew_gather":  # the skew pass merges the statistics itself (`_skew_prep`): fewer host ops
         part_max, part_sum = _row_statistics(q, k, cu_seqlens, window, qk_scale, w_max, longest, stats_m, stats_n,
                                              *stats_launch, merge=False)
         return _skew_sums(q, k, cu_seqlens, window, qk_scale, w_max, longest, part_max, part_sum, variant)
