@@ -380,7 +380,7 @@ def print_tables(results):
 
 # ------------------------------------------------------------------------------------------------ sums comparison
 def parse_sums_config(text):
-    """'banded' | 'skew' | 'skew_pipe:2,8,2' -> (variant, (NQ, num_warps, num_stages) or None)."""
+    """'banded' | 'skew_gather' | 'skew_gather:2,4,2,1' -> (variant, (NQ, num_warps, num_stages[, Q resident]) or None)."""
     variant, _, launch = text.partition(":")
     return variant, (tuple(int(x) for x in launch.split(",")) if launch else None)
 
@@ -534,11 +534,11 @@ def main():
     parser.add_argument("--vs-inputs", choices=["structured", "random"], default="structured")
     parser.add_argument("--json", default=None)
     parser.add_argument("--sums-variant", default=None,
-                        choices=["auto", "banded", "atomic", "skew", "skew_pipe", "skew_gather"],
+                        choices=["auto", "banded", "atomic", "skew_gather"],
                         help="vertical_slash / flexprefill: the last-window sums pass the library select runs "
                              "(default: the library's own choice)")
     parser.add_argument("--sums-compare", nargs="+", default=None, metavar="VARIANT[:NQ,WARPS,STAGES]",
-                        help="only compare last-window sums passes (e.g. banded skew skew_pipe:2,8,2) at --lengths: "
+                        help="only compare last-window sums passes (e.g. banded skew_gather skew_gather:2,4,2,1) at --lengths: "
                              "sums ms, difference vs banded, library select / overhead %% of the VS attention")
     parser.add_argument("--sums-sweep", nargs="*", default=[], metavar="VARIANT[:NQ,WARPS,STAGES]",
                         help="with --sums-compare: more configurations, sums only, at the longest length")
