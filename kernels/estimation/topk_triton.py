@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["triton_stable_topk", "triton_threshold_topk"]
+__all__ = ["ThresholdTopk", "triton_stable_topk", "triton_threshold_topk"]
 
 BINS = 256  # one byte of the 32-bit key per pass
 PASSES = 4
@@ -320,6 +320,8 @@ def triton_threshold_topk(scores: torch.Tensor, counts: torch.Tensor, kth: torch
     Row r keeps every score > kth[r] and, of the scores == kth[r], the lowest indices until counts[r] are kept;
     the kept indices come out in index order (descending when `descending`), -1 padded to `kmax` slots. Replaces
     the reference's two int32 prefix sums over whole rows (FlexPrefill at 128K: ~1 ms of scans on an H200).
+    The two launches are also available apart (`ThresholdTopk`): the counting one needs no `kmax`, so a caller
+    that still has to read the width back can queue it first and keep the GPU busy during the read.
 
     Args:
         scores: `[..., n]` float (converted to fp32), no NaN.
@@ -329,36 +331,50 @@ def triton_threshold_topk(scores: torch.Tensor, counts: torch.Tensor, kth: torch
     Returns:
         `[..., kmax]` int32.
     """
-    if counts.shape != scores.shape[:-1]:
-        raise ValueError(f"counts {tuple(counts.shape)} must match scores {tuple(scores.shape)} without the last dim")
-    num = scores.shape[-1]
-    if not 0 <= kmax <= num:
-        raise ValueError(f"kmax must lie in [0, n={num}], got {kmax}: pass the largest count")
-    if block & (block - 1) or block < 16:
-        raise ValueError(f"block must be a power of 2 >= 16, got {block}")
-    lead = scores.shape[:-1]
-    rows = counts.numel()
-    if kth.numel() != rows:
-        raise ValueError(f"kth must hold one threshold per row ({rows}), got {tuple(kth.shape)}")
-    out = torch.empty(*lead, kmax, dtype=torch.int32, device=scores.device)
-    if rows == 0 or kmax == 0:
+    return ThresholdTopk(scores, counts, kth, block, programs_per_row).compact(kmax, descending)
+
+
+class ThresholdTopk:
+    """`triton_threshold_topk` in two steps: the constructor validates and launches the counting kernel (> kth and
+    == kth per row chunk), `compact(kmax, descending)` launches the compaction and returns `[..., kmax]` int32."""
+
+    def __init__(self, scores: torch.Tensor, counts: torch.Tensor, kth: torch.Tensor, block: int = BLOCK,
+                 programs_per_row: int = None):
+        if counts.shape != scores.shape[:-1]:
+            raise ValueError(f"counts {tuple(counts.shape)} must match scores {tuple(scores.shape)} without the last "
+                             "dim")
+        if block & (block - 1) or block < 16:
+            raise ValueError(f"block must be a power of 2 >= 16, got {block}")
+        self.lead, self.num, self.block = scores.shape[:-1], scores.shape[-1], block
+        self.rows = rows = counts.numel()
+        if kth.numel() != rows:
+            raise ValueError(f"kth must hold one threshold per row ({rows}), got {tuple(kth.shape)}")
+        self.device = scores.device
+        if rows == 0:
+            return
+        flat = scores.reshape(rows, self.num).float()
+        self.flat = flat if flat.stride(-1) == 1 else flat.contiguous()
+        self.kth = kth.reshape(rows).float().contiguous()
+        self.counts = counts.reshape(rows)
+        if self.counts.dtype not in (torch.int32, torch.int64):
+            self.counts = self.counts.long()
+        parts = programs_per_row or _programs_per_row(rows, self.num, self.device, block)
+        self.chunk = triton.cdiv(triton.cdiv(self.num, parts), block) * block
+        self.parts = triton.cdiv(self.num, self.chunk)
+        self.above = torch.empty(rows, self.parts, dtype=torch.int32, device=self.device)
+        self.equal = torch.empty_like(self.above)
+        _threshold_count_kernel[(rows, self.parts)](self.flat, self.kth, self.above, self.equal, self.flat.stride(0),
+                                                    self.num, self.chunk, BLOCK=block, num_warps=8)
+
+    def compact(self, kmax: int, descending: bool = False) -> torch.Tensor:
+        if not 0 <= kmax <= self.num:
+            raise ValueError(f"kmax must lie in [0, n={self.num}], got {kmax}: pass the largest count")
+        out = torch.empty(*self.lead, kmax, dtype=torch.int32, device=self.device)
+        if self.rows == 0 or kmax == 0:
+            return out
+        out2 = out.view(self.rows, kmax)
+        _threshold_compact_kernel[(self.rows, self.parts)](
+            self.flat, self.kth, self.counts, self.above, self.equal, out2, self.flat.stride(0), out2.stride(0),
+            self.num, self.chunk, kmax, DESCENDING=descending, BLOCK=self.block,
+            PARTS_POW2=max(16, triton.next_power_of_2(self.parts)), num_warps=8)
         return out
-    flat = scores.reshape(rows, num).float()
-    if flat.stride(-1) != 1:
-        flat = flat.contiguous()
-    flat_kth = kth.reshape(rows).float().contiguous()
-    flat_counts = counts.reshape(rows)
-    if flat_counts.dtype not in (torch.int32, torch.int64):
-        flat_counts = flat_counts.long()
-    parts = programs_per_row or _programs_per_row(rows, num, scores.device, block)
-    chunk = triton.cdiv(triton.cdiv(num, parts), block) * block
-    parts = triton.cdiv(num, chunk)
-    above = torch.empty(rows, parts, dtype=torch.int32, device=scores.device)
-    equal = torch.empty_like(above)
-    grid = (rows, parts)
-    _threshold_count_kernel[grid](flat, flat_kth, above, equal, flat.stride(0), num, chunk, BLOCK=block, num_warps=8)
-    out2 = out.view(rows, kmax)
-    _threshold_compact_kernel[grid](flat, flat_kth, flat_counts, above, equal, out2, flat.stride(0), out2.stride(0),
-                                    num, chunk, kmax, DESCENDING=descending, BLOCK=block,
-                                    PARTS_POW2=max(16, triton.next_power_of_2(parts)), num_warps=8)
-    return out

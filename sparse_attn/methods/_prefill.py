@@ -167,6 +167,33 @@ def forced_scores(scores: torch.Tensor, lens: torch.Tensor, num_forced: int) -> 
     return scores.float().masked_fill(positions < num_forced, float("inf")).masked_fill(beyond, float("-inf"))
 
 
+def _threshold_select(vertical_scores, slash_scores, vertical_count, slash_count, vertical_kth, slash_kth, lens):
+    """The Triton known-threshold selection of both patterns (FlexPrefill): `(vertical_idx, slash_offsets)`.
+
+    The output widths (the largest counts) depend on the scores, so they are read back once. On CUDA the read is
+    an asynchronous copy into pinned memory, and the forced scores and both counting launches are queued behind
+    it: the GPU works on them while the host waits, then the host queues the compactions while the GPU is still
+    busy (a blocking `.tolist()` first left the GPU idle for the ~0.5 ms of host work after it, at 128K on an
+    H200: benchmarks/results/sums_s7b/select_kernels.log).
+    """
+    from ..kernels.estimation.topk_triton import ThresholdTopk
+
+    widths = torch.stack([vertical_count.max(), slash_count.max()])
+    copied = None
+    if widths.is_cuda:
+        host = torch.empty(widths.shape, dtype=widths.dtype, pin_memory=True)
+        host.copy_(widths, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
+        widths = host
+    vertical = ThresholdTopk(forced_scores(vertical_scores, lens, NUM_SINK_KEYS), vertical_count, vertical_kth)
+    slash = ThresholdTopk(forced_scores(slash_scores, lens, NUM_LOCAL_DIAGONALS), slash_count, slash_kth)
+    if copied is not None:
+        copied.synchronize()
+    vertical_width, slash_width = widths.tolist()
+    return vertical.compact(int(vertical_width), False), slash.compact(int(slash_width), True)
+
+
 def select_vertical_slash(
     cu_seqlens: torch.Tensor,
     vertical_scores: torch.Tensor,
@@ -211,28 +238,25 @@ def select_vertical_slash(
     # All select the same entries (ties -> lower index).
     on_triton = resolve_backend(backend, vertical_scores) == "triton"
     use_triton = max_budget is not None and on_triton
-    widths = None
     if on_triton and vertical_kth is not None and slash_kth is not None:
-        widths = torch.stack([vertical_count.max(), slash_count.max()]).tolist()  # the one host read of the widths
+        vertical_idx, slash_offsets = _threshold_select(vertical_scores, slash_scores, vertical_count, slash_count,
+                                                        vertical_kth, slash_kth, lens)
+    else:
+        def pick(raw, num_forced, c, kth, desc, budget):
+            if kth is None and use_triton:  # the Triton top-k applies the forcing while it reads the scores
+                from ..kernels.estimation.topk_triton import triton_stable_topk
 
-    def pick(raw, num_forced, c, kth, desc, budget, width):
-        if kth is None and use_triton:  # the Triton top-k applies the forcing while it reads the scores
-            from ..kernels.estimation.topk_triton import triton_stable_topk
+                return triton_stable_topk(raw, c, min(int(budget), raw.shape[-1]), desc, lens=lens,
+                                          num_forced=num_forced)
+            s = forced_scores(raw, lens, num_forced)
+            if kth is not None:
+                return threshold_topk(s, c, kth, desc)
+            return stable_topk(s, c, desc)
 
-            return triton_stable_topk(raw, c, min(int(budget), raw.shape[-1]), desc, lens=lens, num_forced=num_forced)
-        s = forced_scores(raw, lens, num_forced)
-        if kth is not None:
-            if width is not None:
-                from ..kernels.estimation.topk_triton import triton_threshold_topk
-
-                return triton_threshold_topk(s, c, kth, int(width), desc)
-            return threshold_topk(s, c, kth, desc)
-        return stable_topk(s, c, desc)
-
-    vertical_idx = pick(vertical_scores, NUM_SINK_KEYS, vertical_count, vertical_kth, False,
-                        max_budget and max_budget[0], widths and widths[0])  # ascending key positions
-    slash_offsets = pick(slash_scores, NUM_LOCAL_DIAGONALS, slash_count, slash_kth, True,
-                         max_budget and max_budget[1], widths and widths[1])  # descending offsets
+        vertical_idx = pick(vertical_scores, NUM_SINK_KEYS, vertical_count, vertical_kth, False,
+                            max_budget and max_budget[0])  # ascending key positions
+        slash_offsets = pick(slash_scores, NUM_LOCAL_DIAGONALS, slash_count, slash_kth, True,
+                             max_budget and max_budget[1])  # descending offsets
     vertical_count, slash_count = vertical_count.int(), slash_count.int()
     index = build_vertical_slash_index(cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count,
                                        backend=backend, max_len=max_len)
