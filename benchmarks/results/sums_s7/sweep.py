@@ -23,14 +23,16 @@ from bench_prefill import structured_qkv  # noqa: E402
 import sparse_attn.kernels.estimation.triton as est  # noqa: E402
 
 EST_FILE = est.__file__
+#: statistics-pass launches (BLOCK_M, BLOCK_N, warps, stages) not in session 5's sweep (its winner: (64, 64, 4, 3))
+STATS_LAUNCHES = [(64, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 4), (64, 32, 4, 3)]
 ABLATIONS = {
     "no_gather": [("g = tl.gather(acc, j & (BLOCK - 1), 1)", "g = acc")],
     "no_exp": [("p = tl.math.exp2(tl.dot(q, tl.trans(k)) - lse[:, None])", "p = tl.dot(q, tl.trans(k)) - lse[:, None]")],
     "no_vertical": [("tl.store(Vertical + out_base + k_pos, tl.sum(vert, 0), mask=key_ok)", "pass")],
     # experiment (same sums): the two masked row reductions of the diagonal extraction as ONE reduction of the
     # joined [64, 64, 2] tile (one shared-memory round trip and barrier instead of two)
-    "join2": [("""        low = tl.sum(tl.where(j >= 0, g, 0.0), 0)
-        up = tl.sum(tl.where(j >= 0, 0.0, g), 0)""", """        low, up = tl.split(tl.sum(tl.join(tl.where(j >= 0, g, 0.0), tl.where(j >= 0, 0.0, g)), 0))""")],
+    "join2": [("""    low = tl.sum(tl.where(j >= 0, g, 0.0), 0)
+    up = tl.sum(tl.where(j >= 0, 0.0, g), 0)""", """    low, up = tl.split(tl.sum(tl.join(tl.where(j >= 0, g, 0.0), tl.where(j >= 0, 0.0, g)), 0))""")],
     "no_gather_no_exp": [("g = tl.gather(acc, j & (BLOCK - 1), 1)", "g = acc"),
                          ("p = tl.math.exp2(tl.dot(q, tl.trans(k)) - lse[:, None])",
                           "p = tl.dot(q, tl.trans(k)) - lse[:, None]")],
@@ -65,6 +67,14 @@ def main():
         ms = do_bench(lambda: est._row_statistics(q, k, cu, window, qk_scale, w_max, length, *est.SKEW_STATS,
                                                   merge=False), warmup=25, rep=100)
         print(f"window {window}: stats {ms:.3f} ms", flush=True)
+        for stats in STATS_LAUNCHES:
+            try:
+                got = est._row_statistics(q, k, cu, window, qk_scale, w_max, length, *stats, merge=False)
+                t2 = do_bench(lambda: est._row_statistics(q, k, cu, window, qk_scale, w_max, length, *stats,
+                                                          merge=False), warmup=25, rep=100)
+                print(f"  stats launch {stats}: {t2:.3f} ms ({got[0].shape[2]} splits)", flush=True)
+            except Exception as error:
+                print(f"  stats launch {stats}: {type(error).__name__}: {error}"[:200], flush=True)
         ref = est._skew_sums(q, k, cu, window, qk_scale, w_max, length, *parts, "skew_gather")
 
         def run(mod, variant="skew_gather", launch=None):
