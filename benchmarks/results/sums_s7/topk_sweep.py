@@ -30,5 +30,25 @@ def main():
                     print(f"  block {block} programs/row {ppr}: {type(error).__name__}: {error}"[:160], flush=True)
 
 
+def budget_compare():
+    """FlexPrefill's budget_and_threshold at 32 x 128K: the torch scans against the Triton prefix scan."""
+    from sparse_attn.methods.flexprefill import budget_and_threshold
+
+    g = torch.Generator(device="cuda").manual_seed(1)
+    n = 131072
+    dist = torch.rand(1, 32, n, device="cuda", generator=g) ** 12
+    dist = dist / dist.sum(-1, keepdim=True)
+    lens = torch.tensor([n], device="cuda")
+    for forced in (4, 64):
+        want = budget_and_threshold(dist, 0.65, 512, lens, forced, backend="naive")
+        got = budget_and_threshold(dist, 0.65, 512, lens, forced, backend="triton")
+        same = torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])
+        times = [do_bench(lambda: budget_and_threshold(dist, 0.65, 512, lens, forced, backend=b), warmup=25, rep=100)
+                 for b in ("naive", "triton")]
+        print(f"budget_and_threshold forced {forced}: torch {times[0] * 1000:.1f} us, triton {times[1] * 1000:.1f} us "
+              f"(sort included in both), budgets {int(got[0].min())}..{int(got[0].max())}, same {same}", flush=True)
+
+
 if __name__ == "__main__":
+    budget_compare()
     main()
