@@ -441,10 +441,11 @@ SKEW_MIN_LENGTH = 65536
 #: resident Q need 256 KB of shared memory (over the 227 KB limit). NQ 4 fills all 255 registers at 8 warps.
 SKEW_PROGRAMS = 1024
 SKEW_LAUNCH = {"skew_gather": (4, 8, 3, 1)}
-#: statistics pass of skew_gather (BLOCK_M, BLOCK_N, num_warps, num_stages): the banded default's launch.
-#: 128-query blocks (fewer key-tile reads from L2) were measured slower on the H200 at 128K: 0.881 vs 0.757 ms
-#: (window 256), 1.556 vs 1.453 ms (window 512) (vs_est_s5/sums_compare.log).
-SKEW_STATS = (64, 64, 4, 3)
+#: statistics pass of skew_gather (BLOCK_M, BLOCK_N, num_warps, num_stages). H200, 128K: 128-key tiles 0.720 /
+#: 1.282 ms at window 256 / 512 against 0.730 / 1.420 for the banded default's (64, 64, 4, 3) (session 7,
+#: benchmarks/results/sums_s7c/join2.log; 8 warps 0.996 / 1.668, 4 stages 0.885 / 1.534); 128-query blocks were
+#: slower in session 5: 0.881 vs 0.757 ms, 1.556 vs 1.453 ms (vs_est_s5/sums_compare.log).
+SKEW_STATS = (64, 128, 4, 3)
 
 
 @triton.jit
