@@ -21,7 +21,9 @@ own fp32 scan), so a partial sum can differ from torch's by a few ulps. `covered
 by ONE only where a partial sum lies within that rounding of alpha (cast to fp32, as torch compares). Measured on
 the CPU against torch (interpreter, 2304 synthetic rows of 131072, alpha 0.3-0.95): 13 rows (0.6 %) off by one,
 these rows had budgets of 10K-60K entries (flat: tiny steps near alpha, long sums); budgets of a few thousand
-accumulate less rounding and take larger steps near alpha, so expect fewer (not measured). alpha = 1.0 on a row summing to ~1 is the degenerate
+accumulate less rounding and take larger steps near alpha, so expect fewer (not measured). On the H200 vs
+torch's CUDA cumsum, alpha 0.99 on `rand ** 16` rows: 8 of 32 rows off by one (entries at the boundary hold
+~1e-7 of the mass, below the sums' rounding; tests/gpu/test_coverage_gpu.py). alpha = 1.0 on a row summing to ~1 is the degenerate
 case: the whole tail sits within rounding of alpha. The free-entry count is an exact integer scan: for the same
 budget `kth` matches torch exactly.
 """
