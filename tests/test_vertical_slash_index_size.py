@@ -218,30 +218,3 @@ def test_library_select_with_host_lengths_equals_the_reference_selection():
             assert a.shape == b.shape and torch.equal(a, b), f"{type(method).__name__}: {name}"
         assert torch.equal(got.pair_counts(), want.pair_counts())
         assert float(got.sparsity()[0].min()) > 0.2, "the selection must skip pairs at these budgets"
-
-
-def test_preallocated_one_pass_buffers_give_the_same_index():
-    """`one_pass_index_buffers` (what VerticalSlash.select fills on a side stream while the estimation runs) passed
-    as out= builds exactly the index the builder allocates itself, written into those buffers; wrong shapes and
-    the naive backend with out= raise."""
-    from sparse_attn.kernels.vertical_slash.triton import one_pass_index_buffers
-
-    gen = torch.Generator().manual_seed(11)
-    lengths = [301, 77, 190]
-    cu = cu_of(lengths)
-    vertical, v_count, slash, s_count = wide_pattern(lengths, 3, 40, 24, gen)
-    want = build_vertical_slash_index(cu, vertical, v_count, slash, s_count, backend="triton", max_len=max(lengths))
-    buffers = one_pass_index_buffers(len(lengths), 3, max(lengths), 40, 24, torch.device("cpu"))
-    assert buffers is not None and all(bool((t == -1).all()) for t in buffers)
-    got = build_vertical_slash_index(cu, vertical, v_count, slash, s_count, backend="triton", max_len=max(lengths),
-                                     out=buffers)
-    assert got[1] is buffers[0] and got[3] is buffers[1]
-    for a, b in zip(got, want):
-        assert torch.equal(a, b)
-    with pytest.raises(ValueError, match="shapes"):
-        build_vertical_slash_index(cu, vertical, v_count, slash, s_count, backend="triton", max_len=max(lengths),
-                                   out=(buffers[0][..., :-16], buffers[1]))
-    with pytest.raises(ValueError, match="needs max_len"):
-        build_vertical_slash_index(cu, vertical, v_count, slash, s_count, backend="triton", out=buffers)
-    with pytest.raises(ValueError, match="Triton builder"):
-        build_vertical_slash_index(cu, vertical, v_count, slash, s_count, backend="naive", out=buffers)

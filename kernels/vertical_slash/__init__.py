@@ -35,22 +35,17 @@ def _triton_module(tensor: torch.Tensor, backend: str):
 def build_vertical_slash_index(
     cu_seqlens: torch.Tensor, vertical_idx: torch.Tensor, vertical_count: torch.Tensor,
     slash_offsets: torch.Tensor, slash_count: torch.Tensor, backend: str = "auto", max_len: Optional[int] = None,
-    out: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Dispatch `naive_build_vertical_slash_index` / `triton_build_vertical_slash_index` (see the naive docstring).
 
     max_len: the longest sample's length when known on the host: the Triton builder then reads nothing back from
     the device (its index may be wider than the widest row, up to `index_widths`; see its docstring).
-    out: Triton only: the `(block_offset, column_index)` buffers of `one_pass_index_buffers`, already -1 filled.
     """
     module = _triton_module(vertical_idx, backend)
     if module is None:
-        if out is not None:
-            raise ValueError("out= (preallocated index buffers) is for the Triton builder; use backend='triton' or "
-                             "leave out=None")
         return naive_build_vertical_slash_index(cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count)
     return module.triton_build_vertical_slash_index(cu_seqlens, vertical_idx, vertical_count, slash_offsets,
-                                                    slash_count, max_len=max_len, out=out)
+                                                    slash_count, max_len=max_len)
 
 
 def vertical_slash_attention(

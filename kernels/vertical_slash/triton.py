@@ -161,27 +161,6 @@ def _build_index(cu_seqlens, Vert, VertCount, Slash, SlashCount, BlockCount, Blo
     tl.store(ColumnCount + row_ptr, tl.where(row_ok, n_cols, 0), mask=rows < n_rows)
 
 
-def one_pass_index_shapes(batch: int, heads: int, max_len: int, num_vert: int, num_slash: int):
-    """Shapes `(block_offset, column_index)` of the one-pass index: widths at their bounds (`index_widths`),
-    rounded up to multiples of 16 slots so that rows stay aligned for the vector stores (STORE_VEC)."""
-    n_rows = -(-max_len // BLOCK)
-    block_width, column_width = (-(-w // 16) * 16 for w in index_widths(max_len, num_slash, num_vert))
-    return (batch, heads, n_rows, block_width), (batch, heads, n_rows, column_width)
-
-
-def one_pass_index_buffers(batch: int, heads: int, max_len: int, num_vert: int, num_slash: int,
-                           device: torch.device) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-    """The -1 filled `(block_offset, column_index)` of a one-pass build (`triton_build_vertical_slash_index` with
-    max_len), or None when that index would take more than `SINGLE_PASS_MAX_BYTES` or not fit in free memory (the
-    builder then counts first and sizes the index to the widest row). Needs only sizes, so a caller can allocate
-    and fill it (memory-bound: ~60 us for the VS defaults at 128K on an H200) while the estimation runs."""
-    shapes = one_pass_index_shapes(batch, heads, max_len, num_vert, num_slash)
-    bound_bytes = index_bytes(batch, heads, shapes[0][2], shapes[0][3], shapes[1][3])
-    if bound_bytes > SINGLE_PASS_MAX_BYTES or not index_fits(bound_bytes, device):
-        return None
-    return tuple(torch.full(shape, -1, dtype=torch.int32, device=device) for shape in shapes)
-
-
 def triton_build_vertical_slash_index(
     cu_seqlens: torch.Tensor,
     vertical_idx: torch.Tensor,
@@ -189,7 +168,6 @@ def triton_build_vertical_slash_index(
     slash_offsets: torch.Tensor,
     slash_count: torch.Tensor,
     max_len: Optional[int] = None,
-    out: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Build MInference's per-row index on the device (same rules and outputs as naive_build_vertical_slash_index).
 
@@ -208,8 +186,6 @@ def triton_build_vertical_slash_index(
         counts, as always). Otherwise, and when max_len is None, a first pass counts, the widths are read back
         (one sync) and sized to the widest row, a second pass fills.
     `check_index_fits` raises before an index that would not fit in free GPU memory is allocated.
-    out: optional `(block_offset, column_index)` from `one_pass_index_buffers` (same sizes, -1 filled), e.g.
-        allocated and filled on a side stream while the estimation ran; needs max_len.
     """
     batch, heads, num_vert = vertical_idx.shape
     num_slash = slash_offsets.shape[-1]
@@ -236,19 +212,15 @@ def triton_build_vertical_slash_index(
             block_offset.shape[-1], column_index.shape[-1], BLOCK_R=block_r, STORE=store, VEC=vec, num_warps=4,
         )
 
-    if out is not None:
-        if max_len is None:
-            raise ValueError("out= (one_pass_index_buffers) needs max_len, the length it was sized for")
-        shapes = one_pass_index_shapes(batch, heads, longest, num_vert, num_slash)
-        if tuple(tuple(t.shape) for t in out) != shapes or any(t.dtype != torch.int32 for t in out):
-            raise ValueError(f"out must be int32 buffers of shapes {shapes} (one_pass_index_buffers for these "
-                             f"sizes), got {[tuple(t.shape) for t in out]}")
-    elif max_len is not None:
-        out = one_pass_index_buffers(batch, heads, longest, num_vert, num_slash, device)
-    if out is not None:
-        block_offset, column_index = out
-        walk(block_offset, column_index, True, STORE_VEC)
-        return block_count, block_offset, column_count, column_index
+    if max_len is not None:
+        # widths rounded up to multiples of 16 slots: rows stay aligned for the vector stores (STORE_VEC)
+        block_width, column_width = (-(-w // 16) * 16 for w in index_widths(longest, num_slash, num_vert))
+        bound_bytes = index_bytes(batch, heads, n_rows, block_width, column_width)
+        if bound_bytes <= SINGLE_PASS_MAX_BYTES and index_fits(bound_bytes, device):
+            block_offset = torch.full((batch, heads, n_rows, block_width), -1, dtype=torch.int32, device=device)
+            column_index = torch.full((batch, heads, n_rows, column_width), -1, dtype=torch.int32, device=device)
+            walk(block_offset, column_index, True, STORE_VEC)
+            return block_count, block_offset, column_count, column_index
     unused = torch.empty(1, 1, 1, 1, dtype=torch.int32, device=device)  # no entries are written when counting
     walk(unused, unused, False)
     block_width = max(1, int(block_count.max())) if block_count.numel() else 1

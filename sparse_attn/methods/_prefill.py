@@ -167,49 +167,6 @@ def forced_scores(scores: torch.Tensor, lens: torch.Tensor, num_forced: int) -> 
     return scores.float().masked_fill(positions < num_forced, float("inf")).masked_fill(beyond, float("-inf"))
 
 
-_SIDE_STREAMS = {}
-
-
-class Aside:
-    """Work queued on a second CUDA stream so that it overlaps the current stream's work (inline off CUDA).
-
-    `run(fn, *inputs)` queues fn() on the side stream behind everything queued so far on the current stream
-    (`inputs`: tensors fn reads, marked as used by the side stream so their memory is not handed out again while it
-    reads them); `join()` makes the current stream wait for the side stream and marks fn's tensor outputs as used by
-    the current stream. Vertical-Slash at 128K (H200) overlaps two latency-bound top-k launch chains (~0.15 ms each)
-    and the index's -1 fill (~0.06 ms) with the estimation this way.
-    """
-
-    def __init__(self, device: torch.device):
-        self.main = torch.cuda.current_stream(device) if device.type == "cuda" else None
-        self.side = None
-        if self.main is not None:
-            key = (device.index, self.main.cuda_stream)
-            if key not in _SIDE_STREAMS:
-                _SIDE_STREAMS[key] = torch.cuda.Stream(device)
-            self.side = _SIDE_STREAMS[key]
-        self.outputs = []
-
-    def run(self, fn, *inputs):
-        if self.side is None:
-            return fn()
-        self.side.wait_stream(self.main)
-        for tensor in inputs:
-            tensor.record_stream(self.side)
-        with torch.cuda.stream(self.side):
-            result = fn()
-        self.outputs += [t for t in (result if isinstance(result, tuple) else (result,)) if torch.is_tensor(t)]
-        return result
-
-    def join(self) -> None:
-        if self.side is None:
-            return
-        self.main.wait_stream(self.side)
-        for tensor in self.outputs:
-            tensor.record_stream(self.main)
-        self.outputs = []
-
-
 def _threshold_select(vertical_scores, slash_scores, vertical_count, slash_count, vertical_kth, slash_kth, lens):
     """The Triton known-threshold selection of both patterns (FlexPrefill): `(vertical_idx, slash_offsets)`.
 
@@ -248,8 +205,6 @@ def select_vertical_slash(
     slash_kth: Optional[torch.Tensor] = None,
     max_budget: Optional[Tuple[int, int]] = None,
     max_len: Optional[int] = None,
-    index_out: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-    aside: Optional[Aside] = None,
 ) -> VerticalSlashSelection:
     """Top verticals and slashes per sample and query head, with the forced sinks and local diagonals, and the index.
 
@@ -267,9 +222,6 @@ def select_vertical_slash(
             reading the budgets back (a host sync). Must equal the budgets' maxima (a smaller value would cut rows).
         max_len: optional host-side longest sample length (`check_inputs` returns the lengths): the Triton index
             builder and the attention then read nothing back from the device (see `build_vertical_slash_index`).
-        index_out, aside: optional (Triton, with max_len and max_budget): the index buffers of
-            `one_pass_index_buffers`, queued on `aside`'s stream by the caller; the slash top-k then runs on that
-            stream too, beside the vertical one, and `aside` is joined before the index is built.
 
     The first `NUM_SINK_KEYS` keys and the `NUM_LOCAL_DIAGONALS` nearest diagonals score +inf, so they are kept
     whenever the budget allows (the configs require budgets >= those numbers). Ties go to the lower index
@@ -301,19 +253,13 @@ def select_vertical_slash(
                 return threshold_topk(s, c, kth, desc)
             return stable_topk(s, c, desc)
 
-        if aside is not None and use_triton and slash_kth is None:  # the two top-k chains side by side
-            slash_offsets = aside.run(lambda: pick(slash_scores, NUM_LOCAL_DIAGONALS, slash_count, None, True,
-                                                   max_budget[1]), slash_scores, slash_count, lens)
-        else:
-            slash_offsets = pick(slash_scores, NUM_LOCAL_DIAGONALS, slash_count, slash_kth, True,
-                                 max_budget and max_budget[1])  # descending offsets
         vertical_idx = pick(vertical_scores, NUM_SINK_KEYS, vertical_count, vertical_kth, False,
                             max_budget and max_budget[0])  # ascending key positions
-    if aside is not None:
-        aside.join()  # the slash top-k and the index buffers, if queued aside
+        slash_offsets = pick(slash_scores, NUM_LOCAL_DIAGONALS, slash_count, slash_kth, True,
+                             max_budget and max_budget[1])  # descending offsets
     vertical_count, slash_count = vertical_count.int(), slash_count.int()
     index = build_vertical_slash_index(cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count,
-                                       backend=backend, max_len=max_len, out=index_out)
+                                       backend=backend, max_len=max_len)
     return VerticalSlashSelection(cu_seqlens, vertical_idx, vertical_count, slash_offsets, slash_count, *index,
                                   max_len=max_len)
 

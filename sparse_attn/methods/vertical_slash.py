@@ -26,12 +26,10 @@ from typing import Optional
 import torch
 
 from ..config import MethodConfig
-from ..kernels._dispatch import resolve_backend
 from ..kernels._varlen import HostLengths
 from ..kernels.estimation import last_window_sums
 from ._prefill import (
     NUM_LOCAL_DIAGONALS,
-    Aside,
     NUM_SINK_KEYS,
     VerticalSlashSelection,
     check_inputs,
@@ -78,15 +76,6 @@ class VerticalSlash(VerticalSlashPrefill, MethodConfig):
         """
         lens = check_inputs(q, k, cu_seqlens, seq_lens=seq_lens)
         max_len = max(lens)  # known on the host: no kernel below reads lengths back from the device
-        aside = index_out = None
-        if q.is_cuda and resolve_backend(backend, q) == "triton":
-            # the index's -1 fill needs only sizes: queue it on a side stream, where it overlaps the estimation
-            # (the slash top-k joins it there: select_vertical_slash)
-            from ..kernels.vertical_slash.triton import one_pass_index_buffers
-
-            aside = Aside(q.device)  # the top-k widths: the sizes, cut at the sums' width max_len
-            widths = (min(self.vertical_size, max_len), min(self.slash_size, max_len))
-            index_out = aside.run(lambda: one_pass_index_buffers(len(lens), q.shape[1], max_len, *widths, q.device))
         vertical, slash = last_window_sums(q, k, cu_seqlens, self.approximation_size, scale=scale, backend=backend,
                                            max_len=max_len)
         shape = (len(lens), q.shape[1])
@@ -94,5 +83,4 @@ class VerticalSlash(VerticalSlashPrefill, MethodConfig):
         slash_budget = torch.full(shape, self.slash_size, dtype=torch.long, device=q.device)
         # the sizes are the budgets' maxima, known here: the Triton top-k needs no read-back of the budgets
         return select_vertical_slash(cu_seqlens, vertical, slash, vertical_budget, slash_budget, backend=backend,
-                                     max_budget=(self.vertical_size, self.slash_size), max_len=max_len,
-                                     index_out=index_out, aside=aside)
+                                     max_budget=(self.vertical_size, self.slash_size), max_len=max_len)
