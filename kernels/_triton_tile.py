@@ -2,7 +2,8 @@
 
 The kernels follow FlashAttention-2: a program owns a tile of BLOCK_M query rows of one query head, keeps the
 running row max `m`, row sum `l` and the un-normalised output `acc` in fp32 registers, and folds in one key tile
-at a time. Scores are computed in base 2 (`q` pre-multiplied by scale * log2(e)) so the exponentials are `exp2`.
+at a time. Scores are computed in base 2 (scale * log2(e) folded into the exp2 argument) so the exponentials are
+`exp2`.
 """
 import math
 
@@ -12,30 +13,6 @@ import triton.language as tl
 
 LOG2E = 1.0 / math.log(2.0)
 SUPPORTED_HEAD_DIMS = (64, 128)
-
-
-@triton.jit
-def online_softmax_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, q_pos, key_ok, APPLY_CAUSAL: tl.constexpr):
-    """Fold one key tile into the running (acc [M, D], m_i [M], l_i [M]) state.
-
-    q: [M, D] already scaled by scale*log2(e); k_ptrs / v_ptrs: [N, D] pointer tiles; k_pos [N] key positions,
-    q_pos [M] query positions (both within the sample); key_ok [N] keys that exist and are selected.
-    """
-    k = tl.load(k_ptrs, mask=key_ok[:, None], other=0.0)
-    s = tl.dot(q, tl.trans(k))
-    keep = key_ok[None, :]
-    if APPLY_CAUSAL:
-        keep = keep & (k_pos[None, :] <= q_pos[:, None])
-    s = tl.where(keep, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    # Rows with no key yet keep m = -inf; subtract 0 instead so exp2 never sees (-inf) - (-inf).
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    p = tl.math.exp2(s - m_safe[:, None])
-    alpha = tl.math.exp2(m_i - m_safe)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    v = tl.load(v_ptrs, mask=key_ok[:, None], other=0.0)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-    return acc, m_new, l_i
 
 
 @triton.jit
@@ -74,6 +51,21 @@ def unscaled_masked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, keep, key_ok, qk_scal
     v = tl.load(v_ptrs, mask=key_ok[:, None], other=0.0)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
     return acc, m_new, l_i
+
+
+@triton.jit
+def online_softmax_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, k_pos, q_pos, key_ok, APPLY_CAUSAL: tl.constexpr):
+    """Fold one key tile into the running (acc [M, D], m_i [M], l_i [M]) state.
+
+    q: [M, D] already scaled by scale*log2(e); k_ptrs / v_ptrs: [N, D] pointer tiles; k_pos [N] key positions,
+    q_pos [M] query positions (both within the sample); key_ok [N] keys that exist and are selected.
+    `unscaled_masked_step` with a unit scale (the library kernels now keep q unscaled; this pre-scaled form serves
+    the session-6 comparison kernel in benchmarks/results/vs_attn_s6/).
+    """
+    keep = key_ok[None, :]
+    if APPLY_CAUSAL:
+        keep = keep & (k_pos[None, :] <= q_pos[:, None])
+    return unscaled_masked_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, keep, key_ok, 1.0)
 
 
 @triton.jit
