@@ -47,7 +47,10 @@ def ablated_module(name):
     path = os.path.join(os.path.dirname(EST_FILE), f"_abl_{name}.py")
     with open(path, "w") as fh:
         fh.write(src)
-    return importlib.import_module(f"sparse_attn.kernels.estimation._abl_{name}")
+    try:  # Triton reads a kernel's source when it is decorated, so the file can go once imported
+        return importlib.import_module(f"sparse_attn.kernels.estimation._abl_{name}")
+    finally:
+        os.remove(path)
 
 
 def main():
