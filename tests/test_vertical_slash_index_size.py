@@ -9,14 +9,35 @@ import torch
 import triton
 import triton.language as tl
 
-from sparse_attn.kernels.vertical_slash import (build_vertical_slash_index, check_index_fits, index_widths,
-                                                naive_build_vertical_slash_index, vertical_slash_pair_counts)
+from sparse_attn.kernels.vertical_slash import (build_vertical_slash_index, canonical_index, check_index_fits,
+                                                index_widths, naive_build_vertical_slash_index,
+                                                vertical_slash_pair_counts)
 from sparse_attn.kernels.vertical_slash import naive as vs_naive
 from sparse_attn.kernels.vertical_slash.triton import index_row_offset
 
 
 def cu_of(lengths):
     return torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(), dtype=torch.int32)
+
+
+POISON = -7777
+
+
+@pytest.fixture
+def poisoned_index(monkeypatch):
+    """The Triton builder's index tensors start as POISON (instead of uninitialised memory), so a slot below a
+    count that was not written, or a slot past a count that was, shows."""
+    import sparse_attn.kernels.vertical_slash.triton as vs_triton
+
+    monkeypatch.setattr(vs_triton, "_index_buffer",
+                        lambda shape, device: torch.full(shape, POISON, dtype=torch.int32, device=device))
+
+
+def assert_tails_untouched(block_count, block_offset, column_count, column_index):
+    """Slots past each row's count still hold POISON: the builder writes nothing there."""
+    for count, index in ((block_count, block_offset), (column_count, column_index)):
+        past = torch.arange(index.shape[-1]) >= count[..., None]
+        assert bool((index[past] == POISON).all()), "the builder wrote past a row's count"
 
 
 def wide_pattern(lengths, heads, num_vert, num_slash, gen):
@@ -40,13 +61,15 @@ def wide_pattern(lengths, heads, num_vert, num_slash, gen):
 
 
 @pytest.mark.parametrize("lengths", [(200, 77, 129), (190,)])
-def test_widths_are_capped_and_builders_agree(lengths):
+def test_widths_are_capped_and_builders_agree(lengths, poisoned_index):
     gen = torch.Generator().manual_seed(len(lengths))
     num_vert, num_slash = 500, 400  # wider than any sample: the old index was [B, Hq, n_rows, 400 / 500]
     pattern = wide_pattern(lengths, 3, num_vert, num_slash, gen)
     cu = cu_of(lengths)
     want = naive_build_vertical_slash_index(cu, *pattern)
-    got = build_vertical_slash_index(cu, *pattern, backend="triton")
+    raw = build_vertical_slash_index(cu, *pattern, backend="triton")
+    assert_tails_untouched(*raw)
+    got = canonical_index(*raw)
     for name, a, b in zip(("block_count", "block_offset", "column_count", "column_index"), got, want):
         assert a.shape == b.shape and torch.equal(a, b), f"{name} differs from the reference builder"
     block_count, block_offset, column_count, column_index = want
@@ -62,7 +85,7 @@ def test_widths_are_capped_and_builders_agree(lengths):
     assert bool((block_count <= rows + 1).all())
 
 
-def test_dense_pattern_reaches_the_row_bound():
+def test_dense_pattern_reaches_the_row_bound(poisoned_index):
     """All offsets of a 200-token sample: row r holds exactly r + 1 blocks, so the width is n_rows, not NS = 200."""
     length = 200
     cu = cu_of([length])
@@ -70,8 +93,9 @@ def test_dense_pattern_reaches_the_row_bound():
     vertical = torch.tensor([[[3]]], dtype=torch.int32)
     pattern = (vertical, torch.tensor([[1]], dtype=torch.int32), slash, torch.tensor([[length]], dtype=torch.int32))
     want = naive_build_vertical_slash_index(cu, *pattern)
-    got = build_vertical_slash_index(cu, *pattern, backend="triton")
-    for a, b in zip(got, want):
+    raw = build_vertical_slash_index(cu, *pattern, backend="triton")
+    assert_tails_untouched(*raw)
+    for a, b in zip(canonical_index(*raw), want):
         assert torch.equal(a, b)
     assert want[0][0, 0].tolist() == [1, 2, 3, 4]
     assert want[1].shape == (1, 1, 4, 4)  # min(NS = 200, n_rows = 4)
@@ -142,10 +166,11 @@ def test_pair_counts_do_not_depend_on_the_row_chunk(monkeypatch):
 @pytest.mark.parametrize("lengths,num_vert,num_slash", [((200, 77, 129), 90, 70), ((190,), 90, 70),
                                                        ((64, 1), 90, 70), ((1100, 70), 40, 300),
                                                        ((900, 70), 300, 8)])
-def test_host_max_len_builds_in_one_pass_at_the_bound_widths(lengths, num_vert, num_slash, monkeypatch):
+def test_host_max_len_builds_in_one_pass_at_the_bound_widths(lengths, num_vert, num_slash, monkeypatch,
+                                                             poisoned_index):
     """With the longest length given on the host, the Triton builder reads nothing back: one pass at the
-    `index_widths` bounds (rounded up to 16 slots; entries written in groups of 8 by vector stores). Counts and the
-    used slots equal the reference; slots past each count stay -1."""
+    `index_widths` bounds (rounded up to 16 slots; entries written in groups of 4 by vector stores). Counts and the
+    used slots equal the reference; slots past each count are never written (poisoned buffers)."""
     import sparse_attn.kernels.vertical_slash.triton as vs_triton
 
     gen = torch.Generator().manual_seed(sum(lengths))
@@ -154,9 +179,12 @@ def test_host_max_len_builds_in_one_pass_at_the_bound_widths(lengths, num_vert, 
     want = naive_build_vertical_slash_index(cu, *pattern)
     reads = []
     monkeypatch.setattr(torch.Tensor, "max", lambda self, *a, **kw: reads.append(1) or torch.amax(self))
-    got = build_vertical_slash_index(cu, *pattern, backend="triton", max_len=max(lengths))
-    monkeypatch.undo()
-    assert not reads, "the one-pass build must not read the widths back"
+    raw = build_vertical_slash_index(cu, *pattern, backend="triton", max_len=max(lengths))
+    reads_seen = list(reads)
+    monkeypatch.setattr(torch.Tensor, "max", torch.Tensor.max)  # (undo only this patch: the poison stays)
+    assert not reads_seen, "the one-pass build must not read the widths back"
+    assert_tails_untouched(*raw)
+    got = canonical_index(*raw)
     bound_blocks, bound_columns = (-(-w // 16) * 16 for w in index_widths(max(lengths), num_slash, num_vert))
     assert got[1].shape[-1] == bound_blocks and got[3].shape[-1] == bound_columns  # bounds, in whole 16-slot groups
     assert torch.equal(got[0], want[0]) and torch.equal(got[2], want[2])
@@ -165,11 +193,12 @@ def test_host_max_len_builds_in_one_pass_at_the_bound_widths(lengths, num_vert, 
     for full, exact in ((got[1], want[1]), (got[3], want[3])):
         width = exact.shape[-1]
         assert torch.equal(full[..., :width], exact), "used slots differ from the reference"
-        assert bool((full[..., width:] == -1).all()), "slots past the widest row must stay -1"
+        assert bool((full[..., width:] == -1).all()), "canonical form: -1 past the widest row"
     # above the size limit the two-pass build sizes the index to the widest row, as without max_len
     monkeypatch.setattr(vs_triton, "SINGLE_PASS_MAX_BYTES", 0)
     exact = build_vertical_slash_index(cu, *pattern, backend="triton", max_len=max(lengths))
-    for a, b in zip(exact, want):
+    assert_tails_untouched(*exact)
+    for a, b in zip(canonical_index(*exact), want):
         assert a.shape == b.shape and torch.equal(a, b)
 
 
@@ -218,3 +247,32 @@ def test_library_select_with_host_lengths_equals_the_reference_selection():
             assert a.shape == b.shape and torch.equal(a, b), f"{type(method).__name__}: {name}"
         assert torch.equal(got.pair_counts(), want.pair_counts())
         assert float(got.sparsity()[0].min()) > 0.2, "the selection must skip pairs at these budgets"
+
+
+@pytest.mark.parametrize("bounded", [True, False])
+@pytest.mark.parametrize("max_len", [None, "host"])
+def test_builder_walk_bound_per_row_program(bounded, max_len, monkeypatch, poisoned_index):
+    """Programs of 16 rows (BUILD_ROWS), so that early programs stop their walk early (`_build_index`: slashes
+    invalid in all their rows skipped, verticals past their rows' ends + 64 never reached): the index equals the
+    reference entry for entry, with the bound and without it, for verticals and slashes spread over the whole
+    sample (offsets larger than early rows' ends, verticals past them) and the local diagonals."""
+    import sparse_attn.kernels.vertical_slash.triton as vs_triton
+
+    monkeypatch.setattr(vs_triton, "BUILD_ROWS", 16)
+    monkeypatch.setattr(vs_triton, "BUILD_BOUNDED", bounded)
+    lengths = (2300, 1111, 40)  # 36 rows: 3 programs per head for the longest sample
+    gen = torch.Generator().manual_seed(7)
+    pattern = wide_pattern(lengths, 3, 60, 50, gen)
+    cu = cu_of(lengths)
+    want = naive_build_vertical_slash_index(cu, *pattern)
+    raw = build_vertical_slash_index(cu, *pattern, backend="triton",
+                                     max_len=max(lengths) if max_len == "host" else None)
+    assert_tails_untouched(*raw)
+    got = canonical_index(*raw)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[2], want[2])
+    for full, exact in ((got[1], want[1]), (got[3], want[3])):
+        assert torch.equal(full[..., :exact.shape[-1]], exact)
+    # the early programs had work to skip: verticals past their rows and offsets past their ends exist
+    vertical_idx, vertical_count, slash_offsets, slash_count = pattern
+    assert int((vertical_idx[0] >= 16 * 64 + 64).sum()) > 0 and int((slash_offsets[0] >= 16 * 64).sum()) > 0
+    assert int(want[0].sum()) > 0 and int(want[2].sum()) > 0

@@ -5,7 +5,8 @@
 `vertical_slash_pair_counts` counts the computed pairs (sparsity statistic). The index is as wide as its widest row
 (`index_widths` bounds it; the Triton builder given a host `max_len` may size it to those bounds instead, to skip
 its counting pass and the read-back) and both builders raise before allocating one that does not fit in free GPU memory
-(`check_index_fits`).
+(`check_index_fits`). Slots past a row's count are -1 from the reference builder and unwritten by the Triton one
+(`canonical_index` gives the -1 form of either).
 """
 from typing import Optional, Tuple
 
@@ -14,6 +15,7 @@ import torch
 from .._dispatch import triton_module_for
 from .naive import (
     BLOCK,
+    canonical_index,
     check_index_fits,
     index_widths,
     naive_build_vertical_slash_index,
@@ -24,6 +26,7 @@ from .naive import (
 __all__ = [
     "BLOCK", "build_vertical_slash_index", "vertical_slash_attention", "vertical_slash_pair_counts",
     "naive_build_vertical_slash_index", "naive_vertical_slash_attention", "check_index_fits", "index_widths",
+    "canonical_index",
 ]
 
 

@@ -235,6 +235,20 @@ def naive_vertical_slash_attention(
     return out
 
 
+def canonical_index(
+    block_count: torch.Tensor, block_offset: torch.Tensor, column_count: torch.Tensor, column_index: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The index with every slot past its row's count set to -1 (new tensors), as the reference builder pads it.
+
+    The Triton builder leaves those slots unwritten (whatever the allocator held); no kernel reads them. Two
+    indices of the same widths describe the same pattern exactly when their canonical forms are equal.
+    """
+    blocks = torch.arange(block_offset.shape[-1], device=block_offset.device) < block_count[..., None]
+    columns = torch.arange(column_index.shape[-1], device=column_index.device) < column_count[..., None]
+    return (block_count, torch.where(blocks, block_offset, -1), column_count,
+            torch.where(columns, column_index, -1))
+
+
 def _triangle_prefix(u: torch.Tensor) -> torch.Tensor:
     """`sum_{j=1}^{u} min(j, 64)` for integer tensors `u` (0 for `u <= 0`)."""
     u = u.clamp(min=0)
@@ -277,5 +291,7 @@ def vertical_slash_pair_counts(
             columns = column_index[:, h, rows, :n_columns].long()
             column_pairs = (row_end[:, rows] - torch.maximum(first[:, rows], columns)).clamp(min=0)
             column_ok = slots_c < column_count[:, h, rows, None]
-            pairs[:, h] += (block_pairs * block_ok).sum(dim=(-1, -2)) + (column_pairs * column_ok).sum(dim=(-1, -2))
+            # where, not a product: slots past a count hold arbitrary values (the Triton builder leaves them)
+            pairs[:, h] += (torch.where(block_ok, block_pairs, 0).sum(dim=(-1, -2))
+                            + torch.where(column_ok, column_pairs, 0).sum(dim=(-1, -2)))
     return pairs

@@ -25,13 +25,17 @@ BLOCK = 64  # rows per index row and width of a slash block (MInference format)
 # Largest index (bytes, at its upper-bound widths) built in one pass without reading the widths back. At the
 # reference budgets (512 verticals and slashes) a 128K-token sample with 32 heads needs 268 MB at the bounds, about
 # what the exact widths give at that length (rows late in the sample reach ~NS blocks). FlexPrefill's adaptive
-# budgets give wider bounds (~1.3 GB at 128K on the structured benchmark inputs): filling them with -1 (~0.35 ms on
-# an H200) still costs less than the counting pass (~0.8 ms there) and its read-back. Past this size, or when the
-# bound does not fit in free GPU memory (with INDEX_HEADROOM), the exact two-pass build runs instead.
+# budgets give wider bounds (~1.3 GB at 128K on the structured benchmark inputs): allocating them (slots past the
+# counts are never written) costs less than the counting pass (~0.8 ms there) and its read-back. Past this size, or
+# when the bound does not fit in free GPU memory (with INDEX_HEADROOM), the exact two-pass build runs instead.
 SINGLE_PASS_MAX_BYTES = 2 << 30
 # Entries per vector store of the one-pass build (its widths are rounded up to a multiple of 16, so that Triton's
 # divisibility specialisation of the row strides proves every group of STORE_VEC slots 32-byte aligned).
 STORE_VEC = 4
+#: the index builder's walk stops once nothing left can matter to the program's rows (see `_build_index`)
+BUILD_BOUNDED = True
+#: index rows per builder program (one lane each)
+BUILD_ROWS = 128
 
 
 @triton.jit
@@ -78,7 +82,8 @@ def _flush4(r0, r1, r2, r3, n_done, base, width, row_ok):
 def _build_index(cu_seqlens, Vert, VertCount, Slash, SlashCount, BlockCount, BlockOffset, ColumnCount, ColumnIndex,
                  num_heads, n_rows, stride_vb, stride_vh, stride_sb, stride_sh,
                  stride_bob, stride_boh, stride_bor, stride_cib, stride_cih, stride_cir, block_width, column_width,
-                 BLOCK_R: tl.constexpr, STORE: tl.constexpr, VEC: tl.constexpr = 1):
+                 BLOCK_R: tl.constexpr, STORE: tl.constexpr, VEC: tl.constexpr = 1, BOUNDED: tl.constexpr = True,
+                 BOUND_CHUNK: tl.constexpr = 256):
     """One lane per query row (MInference's one thread per row): a merge walk over the head's slashes and verticals.
 
     Run twice: with STORE=False it only writes the counts (so the host can size the index to the widest row), with
@@ -107,8 +112,28 @@ def _build_index(cu_seqlens, Vert, VertCount, Slash, SlashCount, BlockCount, Blo
     block_offset = BlockOffset + index_row_offset(b, h, rows, stride_bob, stride_boh, stride_bor)
     column_index = ColumnIndex + index_row_offset(b, h, rows, stride_cib, stride_cih, stride_cir)
 
+    # Only part of the walk can matter to this program's rows (ends <= max_end): slashes with offset >= max_end are
+    # invalid in every row (they lead the descending list: skipped), and a row never takes a vertical at or past
+    # max_end + 64 (the end of any span it can open or extend) before its last slash; after its last slash the
+    # verticals left are past its end. So the walk stops after the slashes from the first valid one and the
+    # verticals below max_end + 64 (rows early in a long sample skip most verticals). The same index as the whole
+    # walk, entry for entry.
+    if BOUNDED:
+        max_end = tl.minimum(n_rows, tl.program_id(0) * BLOCK_R + BLOCK_R) * 64
+        s_first = n_slash * 0
+        n_near = n_vert * 0
+        for c in range(0, tl.maximum(n_vert, n_slash), BOUND_CHUNK):
+            offs_c = c + tl.arange(0, BOUND_CHUNK)
+            o_c = tl.load(slash + offs_c, mask=offs_c < n_slash, other=0)
+            v_c = tl.load(vert + offs_c, mask=offs_c < n_vert, other=0)
+            s_first += tl.sum(((offs_c < n_slash) & (o_c >= max_end)).to(tl.int32), 0)
+            n_near += tl.sum(((offs_c < n_vert) & (v_c < max_end + 64)).to(tl.int32), 0)
+        n_steps = n_slash - s_first + n_near
+    else:
+        s_first = 0
+        n_steps = n_vert + n_slash
     v_next = tl.zeros([BLOCK_R], dtype=tl.int32)
-    s_next = tl.zeros([BLOCK_R], dtype=tl.int32)
+    s_next = tl.zeros([BLOCK_R], dtype=tl.int32) + s_first
     span_start = tl.full([BLOCK_R], -1, dtype=tl.int32)
     span_end = tl.full([BLOCK_R], -1, dtype=tl.int32)  # -1: no span yet
     n_blocks = tl.zeros([BLOCK_R], dtype=tl.int32)
@@ -122,7 +147,7 @@ def _build_index(cu_seqlens, Vert, VertCount, Slash, SlashCount, BlockCount, Blo
     b1 = c0
     b2 = c0
     b3 = c0
-    for _ in range(n_vert + n_slash):
+    for _ in range(n_steps):
         v_left = v_next < n_vert
         s_left = s_next < n_slash
         v = tl.load(vert + v_next, mask=v_left, other=0)
@@ -161,6 +186,12 @@ def _build_index(cu_seqlens, Vert, VertCount, Slash, SlashCount, BlockCount, Blo
     tl.store(ColumnCount + row_ptr, tl.where(row_ok, n_cols, 0), mask=rows < n_rows)
 
 
+def _index_buffer(shape, device) -> torch.Tensor:
+    """An uninitialised int32 index tensor: the builder writes each row's slots below its count and leaves the rest
+    (a -1 fill of the 268 MB index at 128K cost ~0.06 ms on an H200). Tests replace it to poison the slots."""
+    return torch.empty(shape, dtype=torch.int32, device=device)
+
+
 def triton_build_vertical_slash_index(
     cu_seqlens: torch.Tensor,
     vertical_idx: torch.Tensor,
@@ -177,13 +208,14 @@ def triton_build_vertical_slash_index(
         slash_offsets: [B, Hq, NS] int offsets q_pos - k_pos; the first slash_count [B, Hq] valid, descending.
     Returns:
         block_count [B, Hq, n_rows], block_offset [B, Hq, n_rows, WB], column_count [B, Hq, n_rows],
-        column_index [B, Hq, n_rows, WC] (int32, -1 padded), n_rows = ceil(max_len / 64),
+        column_index [B, Hq, n_rows, WC] (int32), n_rows = ceil(max_len / 64),
         WB = max(1, max block_count) <= min(NS, n_rows), WC = max(1, max column_count) <= min(NV, max_len).
+        Slots past each row's count are NOT written (the kernels never read them; `canonical_index` sets them
+        to -1, the reference builder's padding, for comparisons).
 
     max_len: the longest sample's length when the caller knows it on the host (the library's select does). Then
         nothing here reads the device: if the index at its upper-bound widths (`index_widths`) takes at most
-        `SINGLE_PASS_MAX_BYTES`, ONE pass counts and fills it (WB, WC = the bounds; rows are -1 padded past their
-        counts, as always). Otherwise, and when max_len is None, a first pass counts, the widths are read back
+        `SINGLE_PASS_MAX_BYTES`, ONE pass counts and fills it (WB, WC = the bounds). Otherwise, and when max_len is None, a first pass counts, the widths are read back
         (one sync) and sized to the widest row, a second pass fills.
     `check_index_fits` raises before an index that would not fit in free GPU memory is allocated.
     """
@@ -199,7 +231,7 @@ def triton_build_vertical_slash_index(
     slash_count = slash_count.to(torch.int32).contiguous()
     block_count = torch.empty(batch, heads, n_rows, dtype=torch.int32, device=device)
     column_count = torch.empty_like(block_count)
-    block_r = 128 if n_rows >= 128 else max(16, triton.next_power_of_2(n_rows))
+    block_r = min(BUILD_ROWS, max(16, triton.next_power_of_2(n_rows)))
     grid = (triton.cdiv(n_rows, block_r), batch * heads)
 
     def walk(block_offset, column_index, store, vec=1):
@@ -209,7 +241,8 @@ def triton_build_vertical_slash_index(
             vertical_idx.stride(0), vertical_idx.stride(1), slash_offsets.stride(0), slash_offsets.stride(1),
             block_offset.stride(0), block_offset.stride(1), block_offset.stride(2),
             column_index.stride(0), column_index.stride(1), column_index.stride(2),
-            block_offset.shape[-1], column_index.shape[-1], BLOCK_R=block_r, STORE=store, VEC=vec, num_warps=4,
+            block_offset.shape[-1], column_index.shape[-1], BLOCK_R=block_r, STORE=store, VEC=vec,
+            BOUNDED=BUILD_BOUNDED, num_warps=4,
         )
 
     if max_len is not None:
@@ -217,8 +250,8 @@ def triton_build_vertical_slash_index(
         block_width, column_width = (-(-w // 16) * 16 for w in index_widths(longest, num_slash, num_vert))
         bound_bytes = index_bytes(batch, heads, n_rows, block_width, column_width)
         if bound_bytes <= SINGLE_PASS_MAX_BYTES and index_fits(bound_bytes, device):
-            block_offset = torch.full((batch, heads, n_rows, block_width), -1, dtype=torch.int32, device=device)
-            column_index = torch.full((batch, heads, n_rows, column_width), -1, dtype=torch.int32, device=device)
+            block_offset = _index_buffer((batch, heads, n_rows, block_width), device)
+            column_index = _index_buffer((batch, heads, n_rows, column_width), device)
             walk(block_offset, column_index, True, STORE_VEC)
             return block_count, block_offset, column_count, column_index
     unused = torch.empty(1, 1, 1, 1, dtype=torch.int32, device=device)  # no entries are written when counting
@@ -226,8 +259,8 @@ def triton_build_vertical_slash_index(
     block_width = max(1, int(block_count.max())) if block_count.numel() else 1
     column_width = max(1, int(column_count.max())) if column_count.numel() else 1
     check_index_fits(batch, heads, n_rows, block_width, column_width, device)
-    block_offset = torch.full((batch, heads, n_rows, block_width), -1, dtype=torch.int32, device=device)
-    column_index = torch.full((batch, heads, n_rows, column_width), -1, dtype=torch.int32, device=device)
+    block_offset = _index_buffer((batch, heads, n_rows, block_width), device)
+    column_index = _index_buffer((batch, heads, n_rows, column_width), device)
     walk(block_offset, column_index, True)
     return block_count, block_offset, column_count, column_index
 

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from ..kernels._dispatch import resolve_backend
 from ..kernels._varlen import HostLengths, check_varlen
 from ..kernels.estimation.topk import stable_topk, threshold_topk
-from ..kernels.vertical_slash import build_vertical_slash_index, vertical_slash_attention, vertical_slash_pair_counts
+from ..kernels.vertical_slash import (build_vertical_slash_index, canonical_index, vertical_slash_attention,
+                                      vertical_slash_pair_counts)
 
 #: keys always kept by vertical-slash methods as "attention sinks" (the first tokens of the prompt)
 NUM_SINK_KEYS = 4
@@ -84,6 +85,8 @@ class VerticalSlashSelection:
     Kernel index (MInference format, BLOCK = 64, see `sparse_attn.kernels.vertical_slash`):
         block_count `[B, Hq, n_rows]`, block_offset `[B, Hq, n_rows, WB]`, column_count `[B, Hq, n_rows]`,
         column_index `[B, Hq, n_rows, WC]` (widths of the widest row: WB <= min(NS, n_rows), WC <= min(NV, max_len)).
+        Slots past a row's count: -1 from the reference builder, unwritten (arbitrary) from the Triton one; no
+        kernel reads them, `trimmed()` gives the canonical form.
     """
 
     cu_seqlens: torch.Tensor
@@ -108,15 +111,19 @@ class VerticalSlashSelection:
         return sparsity_from_pairs(self.pair_counts(), self.cu_seqlens).float()
 
     def trimmed(self) -> "VerticalSlashSelection":
-        """The same selection with the index cut to its widest row (`max(1, max count)` slots; one device read).
+        """The same selection in canonical form: the index cut to its widest row (`max(1, max count)` slots; one
+        device read) and every slot past a row's count -1.
 
-        The one-pass Triton builder sizes the index to its upper bounds (`index_widths`); the slots past each row's
-        count are -1 either way, so two selections are the same exactly when their trimmed fields are equal.
+        The one-pass Triton builder sizes the index to its upper bounds (`index_widths`) and leaves the slots past
+        each row's count unwritten; the reference builder pads them with -1. Two selections are the same exactly
+        when their trimmed fields are equal.
         """
         block_width = max(1, int(self.block_count.max())) if self.block_count.numel() else 1
         column_width = max(1, int(self.column_count.max())) if self.column_count.numel() else 1
-        return dataclasses.replace(self, block_offset=self.block_offset[..., :block_width].contiguous(),
-                                   column_index=self.column_index[..., :column_width].contiguous())
+        _, block_offset, _, column_index = canonical_index(
+            self.block_count, self.block_offset[..., :block_width], self.column_count,
+            self.column_index[..., :column_width])
+        return dataclasses.replace(self, block_offset=block_offset.contiguous(), column_index=column_index.contiguous())
 
 
 def check_inputs(

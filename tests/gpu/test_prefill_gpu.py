@@ -101,11 +101,11 @@ def structured_pattern(lens, nv, ns, seed=0):
 
 
 def test_vertical_slash_builder_matches_reference():
-    from sparse_attn.kernels.vertical_slash import build_vertical_slash_index
+    from sparse_attn.kernels.vertical_slash import build_vertical_slash_index, canonical_index
     lens = [8192 + 5, 3000]
     cu = torch.tensor([0, lens[0], sum(lens)], device=DEV, dtype=torch.int32)
     pattern = structured_pattern(lens, 48, 96)
-    got = build_vertical_slash_index(cu, *pattern, backend="triton")
+    got = canonical_index(*build_vertical_slash_index(cu, *pattern, backend="triton"))  # -1 past the counts
     want = build_vertical_slash_index(cu, *pattern, backend="naive")
     for name, a, b in zip(("block_count", "block_offset", "column_count", "column_index"), got, want):
         assert torch.equal(a, b.to(a.device)), f"{name} differs from the reference builder"
@@ -113,17 +113,26 @@ def test_vertical_slash_builder_matches_reference():
 
 def test_vertical_slash_one_pass_builder_matches_reference():
     """The one-pass build (host max_len: widths at the bounds, 16-byte grouped stores) equals the reference on the
-    used slots, -1 elsewhere, and reads nothing back from the device."""
-    from sparse_attn.kernels.vertical_slash import build_vertical_slash_index
+    used slots, writes nothing past the counts (poisoned buffers) and reads nothing back from the device."""
+    import sparse_attn.kernels.vertical_slash.triton as vs_triton
+    from sparse_attn.kernels.vertical_slash import build_vertical_slash_index, canonical_index
     lens = [8192 + 5, 3000]
     cu = torch.tensor([0, lens[0], sum(lens)], device=DEV, dtype=torch.int32)
     pattern = structured_pattern(lens, 48, 96)
     want = build_vertical_slash_index(cu, *pattern, backend="naive")
+    poison = -7777
+    saved = vs_triton._index_buffer
+    vs_triton._index_buffer = lambda shape, device: torch.full(shape, poison, dtype=torch.int32, device=device)
     torch.cuda.set_sync_debug_mode("error")
     try:
-        got = build_vertical_slash_index(cu, *pattern, backend="triton", max_len=max(lens))
+        raw = build_vertical_slash_index(cu, *pattern, backend="triton", max_len=max(lens))
     finally:
         torch.cuda.set_sync_debug_mode("default")
+        vs_triton._index_buffer = saved
+    for count, index in ((raw[0], raw[1]), (raw[2], raw[3])):
+        past = torch.arange(index.shape[-1], device=DEV) >= count[..., None]
+        assert bool((index[past] == poison).all()), "the builder wrote past a row's count"
+    got = canonical_index(*raw)
     assert torch.equal(got[0], want[0].to(DEV)) and torch.equal(got[2], want[2].to(DEV))
     for a, b in ((got[1], want[1]), (got[3], want[3])):
         width = b.shape[-1]
