@@ -386,16 +386,17 @@ def _window_sums_skew(QW, K, cu_seqlens, Lse, Vertical, Slash, num_q_heads, wind
 
 
 def _row_statistics(q, k, cu_seqlens, window, qk_scale, w_max, longest, block_m, block_n, num_warps=4, num_stages=3,
-                    merge=True):
+                    programs=528, merge=True):
     """Per window query: the max and 1 / sum of exp2 over its causal keys, `[B, Hq, w_max]` fp32 each.
 
-    The keys are split so the pass fills the GPU (>= ~4 programs per SM on an H100); the splits merge in torch, or,
-    with merge=False, are returned as they are (`[B, Hq, splits, w_max]` partial max and sum, for `_skew_prep`).
+    The keys are split so the pass launches about `programs` programs; the splits merge in torch, or, with
+    merge=False, are returned as they are (`[B, Hq, splits, w_max]` partial max and sum, for `_skew_prep`).
     """
     batch, num_q_heads, head_dim = cu_seqlens.numel() - 1, q.shape[1], q.shape[2]
     n_iblocks = triton.cdiv(w_max, block_m)
-    splits = max(1, min(triton.cdiv(528, n_iblocks * batch * num_q_heads), triton.cdiv(longest, 4 * block_n)))
+    splits = max(1, min(triton.cdiv(programs, n_iblocks * batch * num_q_heads), triton.cdiv(longest, 4 * block_n)))
     keys_per_split = triton.cdiv(triton.cdiv(longest, splits), block_n) * block_n
+    splits = triton.cdiv(longest, keys_per_split)  # (no empty split)
     part_max = torch.full((batch, num_q_heads, splits, w_max), float("-inf"), device=q.device)
     part_sum = torch.zeros((batch, num_q_heads, splits, w_max), device=q.device)
     _window_stats[(n_iblocks, batch * num_q_heads, splits)](
@@ -439,13 +440,15 @@ SKEW_MIN_LENGTH = 65536
 #: NQ 1 / 2 / 4, 4 / 8 warps, 1-3 stages, Q resident or not): (4, 8, 3, 1) 1.762 / 3.452 ms at window 256 / 512,
 #: against 1.906 / 3.770 for the session-5 pick (4, 8, 2, 1) and 1.830 / 3.600 for (4, 4, 1, 1); 3 stages without
 #: resident Q need 256 KB of shared memory (over the 227 KB limit). NQ 4 fills all 255 registers at 8 warps.
-SKEW_PROGRAMS = 1024
+SKEW_PROGRAMS = 2112  # session 8 (s8/sweep2.log): 1.756 / 3.392 ms at window 256 / 512, 1024: 1.761 / 3.466
 SKEW_LAUNCH = {"skew_gather": (4, 8, 3, 1)}
-#: statistics pass of skew_gather (BLOCK_M, BLOCK_N, num_warps, num_stages). H200, 128K: 128-key tiles 0.720 /
-#: 1.282 ms at window 256 / 512 against 0.730 / 1.420 for the banded default's (64, 64, 4, 3) (session 7,
+#: statistics pass of skew_gather (BLOCK_M, BLOCK_N, num_warps, num_stages, programs). H200, 128K: 128-key tiles
+#: 0.720 / 1.282 ms at window 256 / 512 against 0.730 / 1.420 for the banded default's (64, 64, 4, 3) (session 7,
 #: benchmarks/results/sums_s7c/join2.log; 8 warps 0.996 / 1.668, 4 stages 0.885 / 1.534); 128-query blocks were
-#: slower in session 5: 0.881 vs 0.757 ms, 1.556 vs 1.453 ms (vs_est_s5/sums_compare.log).
-SKEW_STATS = (64, 128, 4, 3)
+#: slower in session 5: 0.881 vs 0.757 ms, 1.556 vs 1.453 ms (vs_est_s5/sums_compare.log). Session 8
+#: (benchmarks/results/s8/sweep2.log): ~2112 programs (2176 at window 256) 0.675 ms against 0.729 for 528 (640),
+#: 1.297 vs 1.289 at window 512; programs with 2 or 4 query blocks loaded once lost (0.70-1.95 ms, s8/sweep.log).
+SKEW_STATS = (64, 128, 4, 3, 2112)
 
 
 @triton.jit
