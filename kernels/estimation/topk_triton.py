@@ -32,9 +32,16 @@ __all__ = ["ThresholdTopk", "triton_stable_topk", "triton_threshold_topk"]
 
 BINS = 256  # one byte of the 32-bit key per pass
 PASSES = 4
-BLOCK = 2048  # keys per tile of a program
+# Launch: keys per tile of a program, and programs per SM in all (rows x programs per row). Session 8, H200, the
+# VS rows at 128K (32 x 131072, k = 512; benchmarks/results/s8/logs/call3/topk_sweep.log, device time of the six
+# kernels per pattern): 4096-key tiles at 2 programs per SM (8 per row) 134.6 / 135.7 us (vertical / slash)
+# against 148.7 / 149.5 for the earlier (2048, 4 per SM: 17 per row); 33 or 64 per row 166-245 us.
+BLOCK = 4096
 MAX_PROGRAMS_PER_ROW = 64  # bounds the compaction's reads of the per-program last-byte histograms (64 x 256)
-PROGRAMS_PER_SM = 4
+PROGRAMS_PER_SM = 2
+# The known-threshold selection (FlexPrefill) keeps the session-7 launch (not re-measured with the above).
+THRESHOLD_BLOCK = 2048
+THRESHOLD_PROGRAMS_PER_SM = 4
 
 
 @triton.jit
@@ -167,10 +174,10 @@ def _compact_kernel(SCORES, COUNTS, HIST, LAST_HIST, LAST_ABOVE, OUT, stride_r, 
         tl.store(OUT + row * stride_o + s, tl.full([BLOCK], -1, tl.int32), mask=(s >= count) & (s < kmax))
 
 
-def _programs_per_row(rows: int, n: int, device: torch.device, block: int) -> int:
+def _programs_per_row(rows: int, n: int, device: torch.device, block: int, per_sm: int = PROGRAMS_PER_SM) -> int:
     tiles = triton.cdiv(n, block)
     if device.type == "cuda":
-        target = PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+        target = per_sm * torch.cuda.get_device_properties(device).multi_processor_count
     else:  # the interpreter: a few chunks per row so that the offsets between chunks are exercised
         target = 4 * rows
     return max(1, min(tiles, triton.cdiv(target, rows), MAX_PROGRAMS_PER_ROW))
@@ -313,7 +320,7 @@ def _threshold_compact_kernel(SCORES, KTH, COUNTS, ABOVE, EQUAL, OUT, stride_r, 
 
 
 def triton_threshold_topk(scores: torch.Tensor, counts: torch.Tensor, kth: torch.Tensor, kmax: int,
-                          descending: bool = False, block: int = BLOCK,
+                          descending: bool = False, block: int = THRESHOLD_BLOCK,
                           programs_per_row: int = None) -> torch.Tensor:
     """`threshold_topk(scores, counts, kth, descending)` (topk.py) entry for entry, in two launches, no host sync.
 
@@ -338,7 +345,7 @@ class ThresholdTopk:
     """`triton_threshold_topk` in two steps: the constructor validates and launches the counting kernel (> kth and
     == kth per row chunk), `compact(kmax, descending)` launches the compaction and returns `[..., kmax]` int32."""
 
-    def __init__(self, scores: torch.Tensor, counts: torch.Tensor, kth: torch.Tensor, block: int = BLOCK,
+    def __init__(self, scores: torch.Tensor, counts: torch.Tensor, kth: torch.Tensor, block: int = THRESHOLD_BLOCK,
                  programs_per_row: int = None):
         if counts.shape != scores.shape[:-1]:
             raise ValueError(f"counts {tuple(counts.shape)} must match scores {tuple(scores.shape)} without the last "
@@ -358,7 +365,7 @@ class ThresholdTopk:
         self.counts = counts.reshape(rows)
         if self.counts.dtype not in (torch.int32, torch.int64):
             self.counts = self.counts.long()
-        parts = programs_per_row or _programs_per_row(rows, self.num, self.device, block)
+        parts = programs_per_row or _programs_per_row(rows, self.num, self.device, block, THRESHOLD_PROGRAMS_PER_SM)
         self.chunk = triton.cdiv(triton.cdiv(self.num, parts), block) * block
         self.parts = triton.cdiv(self.num, self.chunk)
         self.above = torch.empty(rows, self.parts, dtype=torch.int32, device=self.device)

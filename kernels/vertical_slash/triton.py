@@ -242,7 +242,7 @@ def triton_build_vertical_slash_index(
             block_offset.stride(0), block_offset.stride(1), block_offset.stride(2),
             column_index.stride(0), column_index.stride(1), column_index.stride(2),
             block_offset.shape[-1], column_index.shape[-1], BLOCK_R=block_r, STORE=store, VEC=vec,
-            BOUNDED=BUILD_BOUNDED, num_warps=4,
+            BOUNDED=BUILD_BOUNDED, num_warps=max(1, min(4, block_r // 32)),  # one lane per row
         )
 
     if max_len is not None:
