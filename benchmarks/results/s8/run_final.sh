@@ -10,7 +10,7 @@ start=$(date +%s)
 left() { local l=$(( $1 - ($(date +%s) - start) )); [ "$l" -lt 5 ] && l=5; echo "$l"; }
 python3 -c "import torch, triton; print(torch.cuda.get_device_name(), 'torch', torch.__version__, 'triton', triton.__version__, 'cudnn', torch.backends.cudnn.version())"
 cd benchmarks
-timeout 90 python3 results/s8/sweep3.py > "$LOG/sweep3.log" 2>&1
+timeout 60 python3 results/s8/sweep3.py > "$LOG/sweep3.log" 2>&1
 echo "sweep3 rc=$? ($(( $(date +%s) - start )) s)"; cat "$LOG/sweep3.log"
 timeout 70 python3 profile_select_kernels.py --lengths 131072 --trace-dir "$LOG" > "$LOG/select_kernels.log" 2>&1
 echo "select rc=$? ($(( $(date +%s) - start )) s)"
@@ -21,6 +21,6 @@ echo "bench rc=$? ($(( $(date +%s) - start )) s)"
 sed -n '/^### /,$p' "$LOG/bench.log" | grep -v "^$" | cut -c1-200 | head -n 40
 grep -E "Error|error|FAIL" "$LOG/bench.log" | head -n 5
 cd ..
-timeout "$(left 585)" python3 -m pytest -q -m gpu tests/gpu > "$LOG/gpu_tests.log" 2>&1
+timeout "$(left 555)" python3 -m pytest -q -m gpu tests/gpu > "$LOG/gpu_tests.log" 2>&1
 echo "gpu tests rc=$? ($(( $(date +%s) - start )) s)"
 grep -E "^(FAILED|ERROR)|passed|failed" "$LOG/gpu_tests.log" | tail -n 15

@@ -13,8 +13,7 @@ from bench_prefill import structured_qkv  # noqa: E402
 
 import sparse_attn.kernels.estimation.triton as est  # noqa: E402
 
-STATS = [(64, 128, 4, 3, 2112), (64, 128, 4, 3, 528), (64, 64, 4, 3, 2112), (64, 64, 4, 4, 2112),
-         (64, 128, 4, 2, 2112), (64, 64, 4, 2, 2112), (64, 128, 4, 3, 2112)]
+STATS = [(64, 128, 4, 3, 2112), (64, 64, 4, 3, 2112), (64, 64, 4, 4, 2112), (64, 128, 4, 2, 2112)]
 length = 131072
 q, k, _ = structured_qkv(length)
 cu = torch.tensor([0, length], device="cuda", dtype=torch.int32)
