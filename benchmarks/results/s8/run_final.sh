@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Session 8 final device call (one H200, <= 590 s): statistics-launch sweep after the fp32 scaling change, the
-# VS / FlexPrefill select breakdown, the full prefill table (dense, block_sparse chunk 128, vertical_slash,
+# Session 8 final device call (one H200, <= 560 s): the VS / FlexPrefill select breakdown, the full prefill table (dense, block_sparse chunk 128, vertical_slash,
 # flexprefill at 16K-128K, library defaults), and every GPU test. Logs in $OUT/final_s8/.
 set -u
 export PYTHONPATH=$PWD TRITON_INTERPRET=0 PYTHONUNBUFFERED=1
@@ -10,8 +9,6 @@ start=$(date +%s)
 left() { local l=$(( $1 - ($(date +%s) - start) )); [ "$l" -lt 5 ] && l=5; echo "$l"; }
 python3 -c "import torch, triton; print(torch.cuda.get_device_name(), 'torch', torch.__version__, 'triton', triton.__version__, 'cudnn', torch.backends.cudnn.version())"
 cd benchmarks
-timeout 60 python3 results/s8/sweep3.py > "$LOG/sweep3.log" 2>&1
-echo "sweep3 rc=$? ($(( $(date +%s) - start )) s)"; cat "$LOG/sweep3.log"
 timeout 70 python3 profile_select_kernels.py --lengths 131072 --trace-dir "$LOG" > "$LOG/select_kernels.log" 2>&1
 echo "select rc=$? ($(( $(date +%s) - start )) s)"
 grep -E "^## |  timeline" "$LOG/select_kernels.log" | cut -c1-160
