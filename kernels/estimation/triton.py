@@ -44,8 +44,8 @@ def _window_stats(Q, K, cu_seqlens, MaxOut, SumOut, qk_scale, num_q_heads, windo
     row_ok = offs_i < w
     q_pos = seq_len - w + offs_i
     offs_d = tl.arange(0, HEAD_DIM)
-    # q stays as loaded: unmodified, it is the wgmma's shared-memory operand (scaled, it became a register operand
-    # and ptxas serialised the k-steps, as in the block-sparse kernel); the scale multiplies the fp32 scores
+    # q stays as loaded: unmodified, the wgmma reads it from shared memory (scaled, it was a register operand copied
+    # out of shared memory: 170 instead of 148 registers in an sm_90 build); the scale multiplies the fp32 scores
     q = tl.load(Q + start * stride_qn + q_pos[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
                 mask=row_ok[:, None], other=0.0)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -263,8 +263,7 @@ def _skew_emit_band(acc, carry, band, plain, slash_base, qc0, seq_len, offs, BLO
 
 @triton.jit(do_not_specialize=["tiles_per_split", "n_chunks"])  # one compile per launch for every length / window
 def _window_sums_skew(QW, K, cu_seqlens, Lse, Vertical, Slash, qk_scale, num_q_heads, window, tiles_per_split,
-                      n_chunks,
-                      stride_wb, stride_wh, stride_wq, stride_kn, stride_kh, stride_lb, stride_lh,
+                      n_chunks, stride_wb, stride_wh, stride_wq, stride_kn, stride_kh, stride_lb, stride_lh,
                       stride_oc, stride_ob, stride_oh,
                       GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr, NQ: tl.constexpr,
                       Q_RESIDENT: tl.constexpr):
@@ -429,14 +428,17 @@ SKEW_MIN_LENGTH = 65536
 #: NQ 1 / 2 / 4, 4 / 8 warps, 1-3 stages, Q resident or not): (4, 8, 3, 1) 1.762 / 3.452 ms at window 256 / 512,
 #: against 1.906 / 3.770 for the session-5 pick (4, 8, 2, 1) and 1.830 / 3.600 for (4, 4, 1, 1); 3 stages without
 #: resident Q need 256 KB of shared memory (over the 227 KB limit). NQ 4 fills all 255 registers at 8 warps.
-SKEW_PROGRAMS = 2112  # session 8 (s8/sweep2.log): 1.756 / 3.392 ms at window 256 / 512, 1024: 1.761 / 3.466
+#: programs aimed for: session 8 (benchmarks/results/s8/logs/call2/sweep2.log): 2112 -> 1.756 / 3.392 ms at window
+#: 256 / 512, 1024 -> 1.761 / 3.466.
+SKEW_PROGRAMS = 2112
 SKEW_LAUNCH = {"skew_gather": (4, 8, 3, 1)}
 #: statistics pass of skew_gather (BLOCK_M, BLOCK_N, num_warps, num_stages, programs). H200, 128K: 128-key tiles
 #: 0.720 / 1.282 ms at window 256 / 512 against 0.730 / 1.420 for the banded default's (64, 64, 4, 3) (session 7,
 #: benchmarks/results/sums_s7c/join2.log; 8 warps 0.996 / 1.668, 4 stages 0.885 / 1.534); 128-query blocks were
 #: slower in session 5: 0.881 vs 0.757 ms, 1.556 vs 1.453 ms (vs_est_s5/sums_compare.log). Session 8
-#: (benchmarks/results/s8/sweep2.log): ~2112 programs (2176 at window 256) 0.675 ms against 0.729 for 528 (640),
-#: 1.297 vs 1.289 at window 512; programs with 2 or 4 query blocks loaded once lost (0.70-1.95 ms, s8/sweep.log).
+#: (benchmarks/results/s8/logs/call2/sweep2.log): ~2112 programs (2176 at window 256) 0.675 ms against 0.729 for
+#: 528 (640), 1.297 vs 1.289 at window 512; programs with 2 or 4 query blocks loaded once lost (0.70-1.95 ms,
+#: logs/call1/sweep.log).
 SKEW_STATS = (64, 128, 4, 3, 2112)
 
 
@@ -448,8 +450,9 @@ def _skew_prep(Q, cu_seqlens, PartMax, PartSum, QW, Lse, num_q_heads, window, w_
     host time left the GPU idle between the statistics and the sums pass at 128K).
 
     QW [B, Hq, W_pad, D]: the sample's last w_b queries (unscaled: the passes scale the fp32 scores), rows >= w_b
-    zero. Lse [B, Hq, W_pad]: row max + log2(row sum) merged from the statistics pass's per-split partials (`_row_statistics(merge=False)`, the formulas of its torch merge:
-    max over splits, sum * exp2(max_s - max), 1 / sum, max - log2(1 / sum)), +inf on rows >= w_b.
+    zero. Lse [B, Hq, W_pad]: row max + log2(row sum) merged from the statistics pass's per-split partials
+    (`_row_statistics(merge=False)`, the formulas of its torch merge: max over splits, sum * exp2(max_s - max),
+    1 / sum, max - log2(1 / sum)), +inf on rows >= w_b.
     """
     bh = tl.program_id(0)
     b = bh // num_q_heads

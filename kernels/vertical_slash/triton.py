@@ -215,8 +215,9 @@ def triton_build_vertical_slash_index(
 
     max_len: the longest sample's length when the caller knows it on the host (the library's select does). Then
         nothing here reads the device: if the index at its upper-bound widths (`index_widths`) takes at most
-        `SINGLE_PASS_MAX_BYTES`, ONE pass counts and fills it (WB, WC = the bounds). Otherwise, and when max_len is None, a first pass counts, the widths are read back
-        (one sync) and sized to the widest row, a second pass fills.
+        `SINGLE_PASS_MAX_BYTES`, ONE pass counts and fills it (WB, WC = the bounds). Otherwise, and when max_len is
+        None, a first pass counts, the widths are read back (one sync) and sized to the widest row, a second pass
+        fills.
     `check_index_fits` raises before an index that would not fit in free GPU memory is allocated.
     """
     batch, heads, num_vert = vertical_idx.shape

@@ -4,33 +4,26 @@ For each (programs per row, BLOCK): the device time of its kernels per call (tor
 4 radix passes, compaction), for the vertical (k = 512 of 128K, ascending) and slash (descending) rows of
 `VerticalSlash().select`'s own last-window sums, and whether the output equals the default launch's.
 Usage: python benchmarks/results/s8/topk_sweep.py
+(Its own profiler loop, as run for logs/call3/topk_sweep.log, was replaced by profile_select_kernels.kernel_table,
+which does the same.)
 """
 import os
 import sys
-from collections import defaultdict
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from bench_prefill import structured_qkv  # noqa: E402
+from profile_select_kernels import kernel_table  # noqa: E402
 
 from sparse_attn.kernels.estimation import last_window_sums  # noqa: E402
 from sparse_attn.kernels.estimation.topk_triton import triton_stable_topk  # noqa: E402
 
 
-def device_ms(fn, calls=5):
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            fn()
-        torch.cuda.synchronize()
-    total = defaultdict(float)
-    for e in prof.events():
-        if e.device_type == torch.autograd.DeviceType.CUDA:
-            total[e.name[:40]] += e.device_time / 1000 / calls
-    return sum(total.values()), dict(total)
+def device_ms(fn):
+    """(total device ms per call, {kernel: ms}) over 5 calls (profile_select_kernels.kernel_table)."""
+    table = kernel_table(fn, calls=5)
+    return sum(ms for ms, _ in table.values()), {name[:40]: ms for name, (ms, _) in table.items()}
 
 
 def main():
