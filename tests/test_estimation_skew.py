@@ -152,11 +152,11 @@ def test_skew_prep_kernel_equals_the_torch_preparation(lengths, window, dtype):
     stats = (q_nan, k, cu, window, qk_scale, w_max, longest, 64, 64)
     part_max, part_sum = est._row_statistics(*stats, merge=False)
     row_max, row_inv_sum = est._row_statistics(*stats)
-    want_q, want_lse = est._skew_inputs_torch(q_nan, cu, window, w_max, w_pad, row_max, row_inv_sum)
+    want_q, want_lse = est._skew_inputs_torch(q_nan, cu, window, qk_scale, w_max, w_pad, row_max, row_inv_sum)
     got_q = torch.full_like(want_q, float("nan"))
     got_lse = torch.full_like(want_lse, float("nan"))
     est._skew_prep[(len(lengths) * 4, w_pad // 64)](
-        q_nan, cu, part_max, part_sum, got_q, got_lse, 4, window, w_max, part_max.shape[2],
+        q_nan, cu, part_max, part_sum, got_q, got_lse, qk_scale, 4, window, w_max, part_max.shape[2],
         q_nan.stride(0), q_nan.stride(1), part_max.stride(0), part_max.stride(1), part_max.stride(2),
         got_q.stride(0), got_q.stride(1), got_q.stride(2), got_lse.stride(0), got_lse.stride(1),
         HEAD_DIM=64, BLOCK_R=64)

@@ -44,10 +44,9 @@ def _window_stats(Q, K, cu_seqlens, MaxOut, SumOut, qk_scale, num_q_heads, windo
     row_ok = offs_i < w
     q_pos = seq_len - w + offs_i
     offs_d = tl.arange(0, HEAD_DIM)
-    # q stays as loaded: unmodified, the wgmma reads it from shared memory (scaled, it was a register operand copied
-    # out of shared memory: 170 instead of 148 registers in an sm_90 build); the scale multiplies the fp32 scores
     q = tl.load(Q + start * stride_qn + q_pos[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
                 mask=row_ok[:, None], other=0.0)
+    q = (q * qk_scale).to(q.dtype)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     k_lo = split * keys_per_split
@@ -57,7 +56,7 @@ def _window_stats(Q, K, cu_seqlens, MaxOut, SumOut, qk_scale, num_q_heads, windo
     for k_first in range(k_lo, k_hi, BLOCK_N):
         k_pos = k_first + offs_n
         k = tl.load(k_base + k_pos[:, None] * stride_kn + offs_d[None, :], mask=(k_pos < k_hi)[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k)) * qk_scale
+        s = tl.dot(q, tl.trans(k))
         if (k_first + BLOCK_N > k_hi) | (k_first + BLOCK_N > seq_len - w + i_block * BLOCK_M):
             # the split's end or the causal edge of the block's first query: mask (other tiles need none)
             s = tl.where((k_pos[None, :] < k_hi) & (k_pos[None, :] <= q_pos[:, None]), s, float("-inf"))
@@ -112,9 +111,10 @@ def _window_sums(Q, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slash, qk_scale,
         if q_first + BLOCK_M - 1 >= k_first:  # some query of this block sees some key of the tile
             q = tl.load(Q + start * stride_qn + q_pos[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
                         mask=row_ok[:, None], other=0.0)
+            q = (q * qk_scale).to(q.dtype)
             row_max = tl.load(RowMax + b * stride_rb + h * stride_rh + offs_i, mask=row_ok, other=0.0)
             row_inv_sum = tl.load(RowInvSum + b * stride_rb + h * stride_rh + offs_i, mask=row_ok, other=0.0)
-            s = tl.dot(q, tl.trans(k)) * qk_scale  # the statistics pass's scores, exactly
+            s = tl.dot(q, tl.trans(k))
             ok = row_ok[:, None] & key_ok[None, :] & (k_pos[None, :] <= q_pos[:, None])
             p = tl.where(ok, tl.math.exp2(s - row_max[:, None]) * row_inv_sum[:, None], 0.0)
             vertical += tl.sum(p, 0)
@@ -182,9 +182,10 @@ def _window_sums_banded(Q, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slash, qk
             q_pos = q_first + offs
             # rows past the window load q = 0 and 1/sum = 0, so their probabilities are exactly 0 without a mask
             q = tl.load(q_base + q_pos[:, None] * stride_qn + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+            q = (q * qk_scale).to(q.dtype)
             row_max = tl.load(RowMax + stat_base + offs_i, mask=row_ok, other=0.0)
             row_inv_sum = tl.load(RowInvSum + stat_base + offs_i, mask=row_ok, other=0.0)
-            s = tl.dot(q, tl.trans(k)) * qk_scale  # the statistics pass's scores, exactly
+            s = tl.dot(q, tl.trans(k))
             p = tl.math.exp2(s - row_max[:, None]) * row_inv_sum[:, None]
             if k_first + BLOCK > q_first:  # the tile reaches the causal edge (or the sample's end): mask
                 p = tl.where(key_ok[None, :] & (k_pos[None, :] <= q_pos[:, None]), p, 0.0)
@@ -217,18 +218,18 @@ def _window_sums_banded(Q, K, cu_seqlens, RowMax, RowInvSum, Vertical, Slash, qk
 
 @triton.jit
 def _skew_load_block(qw_base, lse_base, m, offs, offs_d, stride_wq, BLOCK: tl.constexpr):
-    """Window block m: queries [BLOCK, D] and their lse [BLOCK] (no masks: the buffers are padded)."""
+    """Window block m: pre-scaled queries [BLOCK, D] and their lse [BLOCK] (no masks: the buffers are padded)."""
     rows = m * BLOCK + offs
     return tl.load(qw_base + rows[:, None] * stride_wq + offs_d[None, :]), tl.load(lse_base + rows)
 
 
 @triton.jit
-def _skew_tile_probs(q, lse, k, k_pos, key_ok, q_first, k_first, offs, qk_scale, BLOCK: tl.constexpr):
-    """Probabilities [BLOCK, BLOCK] of a window block (queries q [BLOCK, D] at positions q_first + offs) against the
-    key tile k [BLOCK, D] at positions k_pos: exp2(s * qk_scale - lse) (one FMA; the statistics pass's scores
-    exactly) with lse = row max + log2(row sum) (+inf on padding rows, so they give exactly 0); future keys and keys
-    past the sample's end are zeroed on the causal-edge tiles only."""
-    p = tl.math.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None])
+def _skew_tile_probs(q, lse, k, k_pos, key_ok, q_first, k_first, offs, BLOCK: tl.constexpr):
+    """Probabilities [BLOCK, BLOCK] of a window block (pre-scaled queries q [BLOCK, D] at positions q_first + offs)
+    against the key tile k [BLOCK, D] at positions k_pos: exp2(s - lse) with lse = row max + log2(row sum) (+inf on
+    padding rows, so they give exactly 0); future keys and keys past the sample's end are zeroed on the causal-edge
+    tiles only."""
+    p = tl.math.exp2(tl.dot(q, tl.trans(k)) - lse[:, None])
     if k_first + BLOCK > q_first:
         p = tl.where(key_ok[None, :] & (k_pos[None, :] <= (q_first + offs)[:, None]), p, 0.0)
     return p
@@ -262,8 +263,8 @@ def _skew_emit_band(acc, carry, band, plain, slash_base, qc0, seq_len, offs, BLO
 
 
 @triton.jit(do_not_specialize=["tiles_per_split", "n_chunks"])  # one compile per launch for every length / window
-def _window_sums_skew(QW, K, cu_seqlens, Lse, Vertical, Slash, qk_scale, num_q_heads, window, tiles_per_split,
-                      n_chunks, stride_wb, stride_wh, stride_wq, stride_kn, stride_kh, stride_lb, stride_lh,
+def _window_sums_skew(QW, K, cu_seqlens, Lse, Vertical, Slash, num_q_heads, window, tiles_per_split, n_chunks,
+                      stride_wb, stride_wh, stride_wq, stride_kn, stride_kh, stride_lb, stride_lh,
                       stride_oc, stride_ob, stride_oh,
                       GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr, NQ: tl.constexpr,
                       Q_RESIDENT: tl.constexpr):
@@ -280,7 +281,7 @@ def _window_sums_skew(QW, K, cu_seqlens, Lse, Vertical, Slash, qk_scale, num_q_h
     tiles make that at most two (two atomic addends onto zeros: the same sum in either order, so the result is
     deterministic; the host uses runs of >= 6); bands inside a run are plain stores. Windows longer than NQ x BLOCK run as chunks.
 
-    QW [B, Hq, W_pad, D]: window queries (rows past the window zero), scores scaled by qk_scale = scale * log2(e);
+    QW [B, Hq, W_pad, D]: window queries pre-scaled by scale * log2(e) (rows past the window zero);
     Lse [B, Hq, W_pad] fp32 (row max + log2 row sum, +inf past the window). Outputs [C, B, Hq, max_len] per chunk.
     """
     # axis 0 = (query head, chunk), chunk fastest: the chunks and the GQA heads sharing a KV head run side by side,
@@ -330,23 +331,23 @@ def _window_sums_skew(QW, K, cu_seqlens, Lse, Vertical, Slash, qk_scale, num_q_h
         # lie past the window (lse +inf): no branch around the loads, so Triton can pipeline them (num_stages)
         if not Q_RESIDENT:
             q0, lse0 = _skew_load_block(qw_base, lse_base, 0, offs, offs_d, stride_wq, BLOCK)
-        p = _skew_tile_probs(q0, lse0, k, k_pos, key_ok, qc0, k_first, offs, qk_scale, BLOCK)
+        p = _skew_tile_probs(q0, lse0, k, k_pos, key_ok, qc0, k_first, offs, BLOCK)
         acc0 += p
         vert = p
         if NQ >= 2:
             if not Q_RESIDENT:
                 q1, lse1 = _skew_load_block(qw_base, lse_base, 1, offs, offs_d, stride_wq, BLOCK)
-            p = _skew_tile_probs(q1, lse1, k, k_pos, key_ok, qc0 + BLOCK, k_first, offs, qk_scale, BLOCK)
+            p = _skew_tile_probs(q1, lse1, k, k_pos, key_ok, qc0 + BLOCK, k_first, offs, BLOCK)
             acc1 += p
             vert += p
         if NQ == 4:
             if not Q_RESIDENT:
                 q2, lse2 = _skew_load_block(qw_base, lse_base, 2, offs, offs_d, stride_wq, BLOCK)
                 q3, lse3 = _skew_load_block(qw_base, lse_base, 3, offs, offs_d, stride_wq, BLOCK)
-            p = _skew_tile_probs(q2, lse2, k, k_pos, key_ok, qc0 + 2 * BLOCK, k_first, offs, qk_scale, BLOCK)
+            p = _skew_tile_probs(q2, lse2, k, k_pos, key_ok, qc0 + 2 * BLOCK, k_first, offs, BLOCK)
             acc2 += p
             vert += p
-            p = _skew_tile_probs(q3, lse3, k, k_pos, key_ok, qc0 + 3 * BLOCK, k_first, offs, qk_scale, BLOCK)
+            p = _skew_tile_probs(q3, lse3, k, k_pos, key_ok, qc0 + 3 * BLOCK, k_first, offs, BLOCK)
             acc3 += p
             vert += p
         tl.store(Vertical + out_base + k_pos, tl.sum(vert, 0), mask=key_ok)
@@ -443,16 +444,16 @@ SKEW_STATS = (64, 128, 4, 3, 2112)
 
 
 @triton.jit
-def _skew_prep(Q, cu_seqlens, PartMax, PartSum, QW, Lse, num_q_heads, window, w_max, splits,
+def _skew_prep(Q, cu_seqlens, PartMax, PartSum, QW, Lse, qk_scale, num_q_heads, window, w_max, splits,
                stride_qn, stride_qh, stride_pb, stride_ph, stride_ps, stride_wb, stride_wh, stride_wq,
                stride_lb, stride_lh, HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr):
     """Program (query head, block of window rows): the skew pass's inputs in one launch (was ~35 torch ops, whose
     host time left the GPU idle between the statistics and the sums pass at 128K).
 
-    QW [B, Hq, W_pad, D]: the sample's last w_b queries (unscaled: the passes scale the fp32 scores), rows >= w_b
-    zero. Lse [B, Hq, W_pad]: row max + log2(row sum) merged from the statistics pass's per-split partials
-    (`_row_statistics(merge=False)`, the formulas of its torch merge: max over splits, sum * exp2(max_s - max),
-    1 / sum, max - log2(1 / sum)), +inf on rows >= w_b.
+    QW [B, Hq, W_pad, D]: the sample's last w_b queries scaled by qk_scale and rounded to q's dtype (as the
+    statistics pass scales them), rows >= w_b zero. Lse [B, Hq, W_pad]: row max + log2(row sum) merged from the
+    statistics pass's per-split partials (`_row_statistics(merge=False)`, the formulas of its torch merge:
+    max over splits, sum * exp2(max_s - max), 1 / sum, max - log2(1 / sum)), +inf on rows >= w_b.
     """
     bh = tl.program_id(0)
     b = bh // num_q_heads
@@ -465,6 +466,7 @@ def _skew_prep(Q, cu_seqlens, PartMax, PartSum, QW, Lse, num_q_heads, window, w_
     offs_d = tl.arange(0, HEAD_DIM)
     q_pos = seq_start.to(tl.int64) + seq_len - w + rows
     qv = tl.load(Q + q_pos[:, None] * stride_qn + h * stride_qh + offs_d[None, :], mask=valid[:, None], other=0.0)
+    qv = (qv.to(tl.float32) * qk_scale).to(QW.dtype.element_ty)
     qv = tl.where(valid[:, None], qv, 0.0)  # rows past the window: exact zeros (never NaN from q's padding)
     tl.store(QW + b * stride_wb + h * stride_wh + rows[:, None] * stride_wq + offs_d[None, :], qv)
     part = PartMax + b * stride_pb + h * stride_ph + rows
@@ -486,7 +488,7 @@ def _skew_prep(Q, cu_seqlens, PartMax, PartSum, QW, Lse, num_q_heads, window, w_
     tl.store(Lse + b * stride_lb + h * stride_lh + rows, tl.where(valid, lse, float("inf")))
 
 
-def _skew_inputs_torch(q, cu_seqlens, window, w_max, w_pad, row_max, row_inv_sum):
+def _skew_inputs_torch(q, cu_seqlens, window, qk_scale, w_max, w_pad, row_max, row_inv_sum):
     """The torch version of `_skew_prep` (the pre-session-6 code path): window queries `[B, Hq, w_pad, D]` and lse
     `[B, Hq, w_pad]` from merged statistics. Kept as its reference (tests)."""
     batch, num_q_heads, head_dim = cu_seqlens.numel() - 1, q.shape[1], q.shape[2]
@@ -495,7 +497,7 @@ def _skew_inputs_torch(q, cu_seqlens, window, w_max, w_pad, row_max, row_inv_sum
     rows = torch.arange(w_pad, device=q.device)
     valid = rows[None, :] < w_b[:, None]
     pos = torch.where(valid, (cu_seqlens[:-1].long() + lens - w_b)[:, None] + rows[None, :], 0)
-    qw = q[pos.reshape(-1)].view(batch, w_pad, num_q_heads, head_dim)
+    qw = (q[pos.reshape(-1)].float() * qk_scale).to(q.dtype).view(batch, w_pad, num_q_heads, head_dim)
     qw = torch.where(valid[:, :, None, None], qw, 0).transpose(1, 2).contiguous()  # where: NaN rows must not leak
     lse = torch.full((batch, num_q_heads, w_pad), float("inf"), device=q.device)
     lse[:, :, :w_max] = torch.where(row_inv_sum > 0, row_max - torch.log2(row_inv_sum), float("inf"))
@@ -514,13 +516,13 @@ def _skew_sums(q, k, cu_seqlens, window, qk_scale, w_max, longest, part_max, par
         raise ValueError(f"SKEW_LAUNCH[{variant!r}]: NQ must be 1, 2 or 4, got {nq}")
     chunks = triton.cdiv(w_max, nq * block)
     w_pad = chunks * nq * block
-    # window queries [B, Hq, w_pad, D] (unscaled, as the statistics pass reads them) and their lse; rows past a
-    # sample's window are 0 and their lse +inf, so they add nothing
+    # window queries [B, Hq, w_pad, D], scaled once (the same bf16 rounding as the in-kernel scaling of the
+    # statistics pass), and their lse; rows past a sample's window are 0 and their lse +inf, so they add nothing
     qw = torch.empty((batch, num_q_heads, w_pad, head_dim), device=q.device, dtype=q.dtype)
     lse = torch.empty((batch, num_q_heads, w_pad), device=q.device, dtype=torch.float32)
     prep_rows = 64
     _skew_prep[(batch * num_q_heads, w_pad // prep_rows)](
-        q, cu_seqlens, part_max, part_sum, qw, lse, num_q_heads, window, w_max, part_max.shape[2],
+        q, cu_seqlens, part_max, part_sum, qw, lse, qk_scale, num_q_heads, window, w_max, part_max.shape[2],
         q.stride(0), q.stride(1), part_max.stride(0), part_max.stride(1), part_max.stride(2),
         qw.stride(0), qw.stride(1), qw.stride(2), lse.stride(0), lse.stride(1),
         HEAD_DIM=head_dim, BLOCK_R=prep_rows, num_warps=4,
@@ -533,7 +535,7 @@ def _skew_sums(q, k, cu_seqlens, window, qk_scale, w_max, longest, part_max, par
     vertical = torch.zeros((chunks, batch, num_q_heads, longest), device=q.device, dtype=torch.float32)
     slash = torch.zeros_like(vertical)
     _window_sums_skew[(batch * num_q_heads * chunks, splits)](
-        qw, k, cu_seqlens, lse, vertical, slash, qk_scale, num_q_heads, window, tiles_per_split, chunks,
+        qw, k, cu_seqlens, lse, vertical, slash, num_q_heads, window, tiles_per_split, chunks,
         qw.stride(0), qw.stride(1), qw.stride(2), k.stride(0), k.stride(1), lse.stride(0), lse.stride(1),
         vertical.stride(0), vertical.stride(1), vertical.stride(2),
         GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, BLOCK=block, NQ=nq,
