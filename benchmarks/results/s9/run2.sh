@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Session 9 device call 2 (paired VS top-k) (one H200, <= $LIMIT s, default 300): GPU tests of the changed estimation / index /
-# top-k paths (ran with benchmarks/results/s9/paired_topk.patch applied: the paired top-k, dropped), the VS / FlexPrefill select breakdown, VS / FlexPrefill at 128K (attention and select in one run),
-# then, while time is left, the prefill table of every method at 64K and 128K and the other GPU tests.
+# Session 9 device call 2 (one H200, <= $LIMIT s, default 300): session 8's planned final call, run with
+# benchmarks/results/s9/paired_topk.patch applied (the paired VS top-k, dropped after): GPU tests of the estimation /
+# index / top-k paths, the VS / FlexPrefill select breakdown, VS / FlexPrefill at 128K (attention and select in one
+# run), then, while time is left, the prefill table of every method at 64K and 128K and the other GPU tests.
 # Logs in $OUT/s9b/.
 set -u
 export PYTHONPATH=$PWD TRITON_INTERPRET=0 PYTHONUNBUFFERED=1
