@@ -5,8 +5,8 @@ Call 2 measured the pair with its default launch: 64 rows at 5 programs per row 
 that fit at 2 per SM, so a second wave. Here the pair runs at 2, 3, 4 (256 programs, one wave) and 5 programs per
 row and two block sizes. Each line: device time of all kernels per call (torch.profiler, 5 calls) and whether both
 outputs equal the two single calls'.
-Ran once (logs/call5/topk_pair_sweep.log) with paired_topk.patch applied (not on main; the patch as committed
-lacks the int64 fix run5.sh mentions). Two single calls 275.9 us; the pair 270.8-348.1 us (best: 4 programs per
+Ran once (logs/call5/topk_pair_sweep.log) with paired_topk.patch applied (not on main; call 2 ran it without the int64
+fix for a specialised half_rows that is now in the patch). Two single calls 275.9 us; the pair 270.8-348.1 us (best: 4 programs per
 row, 2048-key tiles), every output equal: at best 5 us of a 2.95 ms select, so the pair was not kept.
 
 Usage (patch applied): python benchmarks/results/s9/topk_pair_sweep.py
