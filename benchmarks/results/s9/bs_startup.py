@@ -32,19 +32,27 @@ VARIANTS = {"default": (False, False), "diag_first": (True, False), "l2_prefetch
             "diag_first+l2_prefetch": (True, True)}
 
 
-def run(q, k, v, cu, index, count, length, out, flags):
+def set_startup_options(flags):
     bs.DIAG_FIRST, bs.L2_PREFETCH = flags
-    return bs.triton_block_sparse_attention(q, k, v, cu, index, count, 128, out=out, max_seqlen=length)
 
 
-def main():
+def parse_args(default_cases):
     parser = argparse.ArgumentParser()
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--rep", type=int, default=200)
-    parser.add_argument("--cases", nargs="+", default=["128:131072:0.035", "128:131072:0.1", "128:32768:0.1"])
-    args = parser.parse_args()
+    parser.add_argument("--cases", nargs="+", default=default_cases)
+    return parser.parse_args()
+
+
+def sweep(variants, apply, baseline, cases, passes, rep):
+    """Per case CHUNK:LENGTH:P: every variant checked (NaN-poisoned output, rel-RMSE vs fp32 rows), then `passes`
+    interleaved do_bench medians; `apply(flags)` sets the module switches of a variant before each call."""
+    def run(q, k, v, cu, index, count, length, out, flags):
+        apply(flags)
+        return bs.triton_block_sparse_attention(q, k, v, cu, index, count, 128, out=out, max_seqlen=length)
+
     print(f"device={torch.cuda.get_device_name()} torch={torch.__version__}", flush=True)
-    for case in args.cases:
+    for case in cases:
         chunk, length, p = int(case.split(":")[0]), int(case.split(":")[1]), float(case.split(":")[2])
         q, k, v = random_qkv(length)
         cu = torch.tensor([0, length], device="cuda", dtype=torch.int32)
@@ -61,7 +69,7 @@ def main():
             return chosen[h][rr // chunk][:, kpos // chunk] & (kpos[None, :] <= rr[:, None])
         out = torch.empty_like(q)
         ok_names = []
-        for name, flags in VARIANTS.items():
+        for name, flags in variants.items():
             poisoned = torch.full_like(q, float("nan"))
             try:
                 run(q, k, v, cu, index, count, length, poisoned, flags)
@@ -73,20 +81,21 @@ def main():
             if good:
                 ok_names.append(name)
         times = {n: [] for n in ok_names}
-        for _ in range(args.passes):
+        for _ in range(passes):
             for name in ok_names:
-                times[name].append(do_bench(lambda: run(q, k, v, cu, index, count, length, out, VARIANTS[name]),
-                                            warmup=25, rep=args.rep, return_mode="median"))
-        base = min(times["default"]) if "default" in times else float("nan")
-        print("| variant | ms (best) | spread | TFLOP/s | x default |\n|---|---|---|---|---|")
+                times[name].append(do_bench(lambda: run(q, k, v, cu, index, count, length, out, variants[name]),
+                                            warmup=25, rep=rep, return_mode="median"))
+        base = min(times[baseline]) if baseline in times else float("nan")
+        print(f"| variant | ms (best) | spread | TFLOP/s | x {baseline} |\n|---|---|---|---|---|")
         for name in ok_names:
             best = min(times[name])
             print(f"| {name} | {best:.3f} | {100 * (max(times[name]) - best) / best:.1f}% | "
                   f"{flops / best / 1e9:.0f} | {base / best:.3f} |", flush=True)
         del q, k, v, index, count, chosen
         torch.cuda.empty_cache()
-    bs.DIAG_FIRST, bs.L2_PREFETCH = False, False
+    apply(variants[baseline])
 
 
 if __name__ == "__main__":
-    main()
+    args = parse_args(["128:131072:0.035", "128:131072:0.1", "128:32768:0.1"])
+    sweep(VARIANTS, set_startup_options, "default", args.cases, args.passes, args.rep)
