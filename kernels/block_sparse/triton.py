@@ -439,6 +439,29 @@ def _descriptor(t: torch.Tensor, rows: int) -> "TensorDescriptor":
     return TensorDescriptor(t, [n, heads * dim], [t.stride(0), 1], [rows, dim])
 
 
+def _run_gluon(q, k, v, cu_seqlens, block_index, block_count, chunk_size, scale, out, launch):
+    """path="gluon": the persistent warp-specialized kernel (kernels/block_sparse/gluon.py), heaviest items first."""
+    try:
+        from . import gluon as gluon_kernel
+    except ImportError as error:  # Triton without Gluon (< 3.5)
+        raise RuntimeError(f"path='gluon' needs Triton >= 3.5 with triton.experimental.gluon ({error}); use "
+                           "path='tma' or path='auto'") from error
+    if not gluon_kernel.gluon_supported(q, k, v, chunk_size):
+        raise ValueError("path='gluon' needs a Hopper GPU (compute capability 9.x), fp16/bf16 q, k, v with heads "
+                         f"contiguous within a token, head dim 64 or 128 and chunk_size a multiple of 128 (got "
+                         f"{q.device}, {q.dtype}, head dim {q.shape[2]}, chunk_size {chunk_size}); use path='auto'")
+    if launch is not None and not isinstance(launch, dict):
+        raise ValueError(f"path='gluon' takes launch as a dict of gluon_block_sparse_attention options (stages, "
+                         f"q_bufs, programs, consumer_regs, producer_regs), got {launch!r}")
+    index = block_index.to(torch.int32).contiguous()
+    count = block_count.to(torch.int32).contiguous()
+    tile = gluon_kernel.BLOCK_M.value
+    n_tiles_m = index.shape[2] * chunk_size // tile
+    order = persistent_order(count, n_tiles_m, tile, chunk_size)
+    return gluon_kernel.gluon_block_sparse_attention(q, k, v, cu_seqlens, index, count, chunk_size, scale * LOG2E,
+                                                     out, order, **(launch or {}))
+
+
 def triton_block_sparse_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -465,7 +488,9 @@ def triton_block_sparse_attention(
             softmax; peel_diag (needs pipeline_qk) moves the first masked (diagonal) tile into that pipelined loop;
             persistent > 0 launches persistent * (number of SMs) programs that loop over the (query tile, head)
             items, heaviest first. The pointer kernel ignores these three.
-        path: "tma" (tensor descriptors, chunk_size >= 64), "pointer" (plain loads) or "auto" (tma where
+        path: "gluon" (the persistent warp-specialized Hopper kernel of `gluon.py`: compute capability 9.x,
+            chunk_size a multiple of 128; `launch` may then be a dict of `gluon_block_sparse_attention` options),
+            "tma" (tensor descriptors, chunk_size >= 64), "pointer" (plain loads) or "auto" (tma where
             `tma_supported`, else pointer). chunk_size < 64 always runs the pointer kernel with selection bits.
         max_seqlen: the longest sample's length, when the caller knows it on the host. Given, the wrapper does no
             device -> host read (the grid comes from block_index.shape[2]); it must agree with the index
@@ -501,8 +526,10 @@ def triton_block_sparse_attention(
         out = torch.empty_like(q)
     cu_seqlens = cu_seqlens.to(torch.int32)
 
-    if path not in ("auto", "tma", "pointer"):
-        raise ValueError(f"path must be 'auto', 'tma' or 'pointer', got {path!r}")
+    if path not in ("auto", "gluon", "tma", "pointer"):
+        raise ValueError(f"path must be 'auto', 'gluon', 'tma' or 'pointer', got {path!r}")
+    if path == "gluon":
+        return _run_gluon(q, k, v, cu_seqlens, block_index, block_count, chunk_size, scale, out, launch)
     if chunk_size < TILE:
         index, count, bits = chunk_index_to_tiles(block_index, block_count, chunk_size)
         block_m, block_n, warps, stages = TILE, TILE, 4, 3

@@ -13,6 +13,10 @@ from .test_prefill_gpu import check_rows, packed, random_block_index
 
 pytestmark = GPU_MARKS
 
+# The persistent warp-specialized Gluon kernel (kernels/block_sparse/gluon.py): Hopper only, chunk multiple of 128.
+HOPPER = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9,
+                            reason="the Gluon kernel needs a Hopper GPU (compute capability 9.x)")
+
 DEV = "cuda"
 
 
@@ -100,7 +104,7 @@ def test_persistent_long(launch):
 
 @pytest.mark.parametrize("path,chunk,launch", [
     ("tma", 128, None), ("tma", 128, (128, 128, 8, 2, False, True, True, 1)), ("pointer", 128, None),
-    ("auto", 16, None),
+    ("auto", 16, None), pytest.param("gluon", 128, None, marks=HOPPER),
 ])
 def test_max_seqlen_means_no_host_sync(path, chunk, launch):
     """With max_seqlen given the wrapper must not read the device (torch's sync debug mode raises on a sync); the
@@ -121,3 +125,60 @@ def test_max_seqlen_means_no_host_sync(path, chunk, launch):
     with pytest.raises(ValueError, match="max_seqlen"):
         triton_block_sparse_attention(q, k, v, cu, index, count, chunk, launch=launch, path=path,
                                       max_seqlen=max(lens) - 4 * chunk)
+
+GLUON_LAUNCHES = [None, dict(stages=3, q_bufs=1), dict(stages=2, q_bufs=1), dict(programs=7), dict(pingpong=True),
+                  dict(pingpong=True, stages=3, q_bufs=1, programs=5)]
+
+
+@HOPPER
+@pytest.mark.parametrize("launch", GLUON_LAUNCHES)
+@pytest.mark.parametrize("lens,chunk,messy", [
+    ([8192 + 77, 4096 + 5], 128, True),   # samples ending mid-tile, dropped diagonals, blocks right of the diagonal
+    ([8192 + 77, 4096 + 5], 128, False),
+    ([8192 + 200, 1000], 256, True),      # two key tiles per chunk, two query tiles per index row
+])
+def test_gluon_small(launch, lens, chunk, messy):
+    run_and_check(lens, chunk, 0.2, None, "gluon", launch=launch, seed=11, messy=messy, max_seqlen=max(lens))
+
+
+@HOPPER
+@pytest.mark.parametrize("lens,chunk,p,rows", [
+    ([16384 + 37, 9000 + 5], 128, 0.1, None),
+    ([32768], 128, 0.035, 4096),
+    ([131072], 128, 0.035, 2048),
+    ([131072], 128, 0.1, 2048),
+])
+def test_gluon_real_shapes(lens, chunk, p, rows):
+    run_and_check(lens, chunk, p, rows, "gluon", max_seqlen=max(lens))
+
+
+@HOPPER
+def test_gluon_head_dim_64_and_fp16_match_tma():
+    """Head dim 64 (Llama-2-style small heads) and fp16: the Gluon kernel agrees with the TMA kernel."""
+    from sparse_attn.kernels.block_sparse.triton import triton_block_sparse_attention
+    lens = [4096 + 3, 2048 + 100]
+    g = torch.Generator(device=DEV).manual_seed(12)
+    for dim, dtype in ((64, torch.bfloat16), (128, torch.float16)):
+        q = torch.randn(sum(lens), HQ, dim, device=DEV, dtype=dtype, generator=g)
+        k = torch.randn(sum(lens), 8, dim, device=DEV, dtype=dtype, generator=g)
+        v = torch.randn(sum(lens), 8, dim, device=DEV, dtype=dtype, generator=g)
+        cu = torch.tensor([0, lens[0], sum(lens)], device=DEV, dtype=torch.int32)
+        index, count, _ = messy_index(lens, 128, 0.3, seed=12)
+        want = triton_block_sparse_attention(q, k, v, cu, index, count, 128, path="tma")
+        got = torch.full_like(q, float("nan"))
+        triton_block_sparse_attention(q, k, v, cu, index, count, 128, out=got, path="gluon")
+        assert not got.isnan().any()
+        err = float((got.float() - want.float()).pow(2).sum() / want.float().pow(2).sum()) ** 0.5
+        assert err <= 5e-3, f"head dim {dim}, {dtype}: relative RMSE vs the TMA kernel {err:.2e}"
+
+
+@HOPPER
+def test_gluon_refuses_what_it_cannot_run():
+    from sparse_attn.kernels.block_sparse.triton import triton_block_sparse_attention
+    q, k, v, cu = packed([4096])
+    index, count, _ = random_block_index([4096], 64, 0.1)
+    with pytest.raises(ValueError, match="multiple of 128"):
+        triton_block_sparse_attention(q, k, v, cu, index, count, 64, path="gluon")
+    index, count, _ = random_block_index([4096], 128, 0.1)
+    with pytest.raises(ValueError, match="dict"):
+        triton_block_sparse_attention(q, k, v, cu, index, count, 128, path="gluon", launch=(128, 128, 8, 2))
