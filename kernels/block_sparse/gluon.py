@@ -9,15 +9,16 @@ diagonal tile and its epilogue (~7 us) with nothing overlapping them; rows that 
 blocks, 128K) lose ~12 % of the tensor-core time to that (benchmarks/RESULTS.md, session 9, Nsight Compute). Here:
 
 * one program per SM loops over the work items (query tile of 128 rows, batch, query head), heaviest first;
-* a producer warp issues every bulk tensor copy (Q of the next item, K and V of the next key tiles) into a ring of
-  STAGES shared-memory slots, so the next item's data arrive while the current item finishes;
+* a producer warp issues every bulk tensor copy (Q of the next item, K and V of the next key tiles) into rings of
+  shared-memory slots (K and V separately: a K slot is refilled once its Q K^T is done), so the next item's data
+  arrive while the current item finishes;
 * two consumer warpgroups (4 warps each) own 64 query rows each of the same item and read the same K/V slots.
   Each one issues the next tile's Q K^T (an asynchronous wgmma) before the current tile's softmax, and P V
   asynchronously after it (FlashAttention-3's intra-warpgroup overlap); the two warpgroups are scheduled
   independently, so one's softmax overlaps the other's matrix products.
 
-Synchronisation is by mbarriers in shared memory: q_ready / q_empty per Q buffer, k_ready / v_ready / kv_empty per
-K/V slot (kv_empty counts the two consumers). Every partition walks the same item sequence and the same key tiles,
+Synchronisation is by mbarriers in shared memory: q_ready / q_empty per Q buffer, k_ready / k_empty per K slot,
+v_ready / v_empty per V slot (the empties count the two consumers). Every partition walks the same item sequence and the same key tiles,
 so slot and phase follow from a running tile counter. Keys past a packed sample (the next sample's rows, finite
 values) get probability 0; query rows past it are computed but never stored.
 """
@@ -69,14 +70,16 @@ def _unmasked_prefix(index_row, count, row):
 
 
 @gluon.jit
-def _producer(desc_q, desc_k, desc_v, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty,
+def _producer(desc_q, desc_k, desc_v, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
               Order, cu_seqlens, Index, Count, num_q_heads, n_bh, n_items,
               stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
-              GROUP: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, STAGES: gl.constexpr,
-              Q_BUFS: gl.constexpr):
-    """One warp: all bulk tensor copies, in the order the consumers use them."""
+              GROUP: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, K_STAGES: gl.constexpr,
+              V_STAGES: gl.constexpr, Q_BUFS: gl.constexpr):
+    """One warp: all bulk tensor copies, in the order the consumers use them: Q, K_0, K_1, V_0, K_2, V_1, ...
+    (the consumers issue Q K_j^T before P_{j-1} V_{j-1}). K and V have rings of their own, so a K slot is refilled
+    as soon as its Q K^T is done, without waiting for the P V of the same tile."""
     SUBS: gl.constexpr = CHUNK // BLOCK_N
-    tile = 0  # running K/V tile counter: slot tile % STAGES, phase (tile // STAGES) & 1
+    tile = 0  # running K/V tile counter: K slot tile % K_STAGES, V slot tile % V_STAGES
     local = 0  # running item counter of this program: Q buffer local % Q_BUFS
     for it in range(gl.program_id(0), n_items, gl.num_programs(0)):
         b, h, q_first, seq_start, seq_len = _work_item(Order, cu_seqlens, it, n_bh, num_q_heads)
@@ -91,15 +94,27 @@ def _producer(desc_q, desc_k, desc_v, q_smem, k_smem, v_smem, q_ready, q_empty, 
                 tma.async_copy_global_to_shared(desc_q, [seq_start + q_first + w * WG_ROWS, h * HEAD_DIM],
                                                 q_ready.index(q_buf + w), q_smem.index(q_buf + w))
             kv_col = (h // GROUP) * HEAD_DIM
-            for j in range(count * SUBS):
-                k_row = seq_start + gl.load(index_row + j // SUBS) * CHUNK + (j % SUBS) * BLOCK_N
-                slot = tile % STAGES
-                mbarrier.wait(kv_empty.index(slot), ((tile // STAGES) & 1) ^ 1)
-                mbarrier.expect(k_ready.index(slot), desc_k.block_type.nbytes)
-                tma.async_copy_global_to_shared(desc_k, [k_row, kv_col], k_ready.index(slot), k_smem.index(slot))
-                mbarrier.expect(v_ready.index(slot), desc_v.block_type.nbytes)
-                tma.async_copy_global_to_shared(desc_v, [k_row, kv_col], v_ready.index(slot), v_smem.index(slot))
-                tile += 1
+            n_tiles = count * SUBS
+            prev_row = 0
+            for j in range(n_tiles + 1):
+                k_row = seq_start + gl.load(index_row + j // SUBS, mask=j < n_tiles, other=0) * CHUNK \
+                    + (j % SUBS) * BLOCK_N
+                if j < n_tiles:  # K of tile j
+                    g = tile + j
+                    slot = g % K_STAGES
+                    mbarrier.wait(k_empty.index(slot), ((g // K_STAGES) & 1) ^ 1)
+                    mbarrier.expect(k_ready.index(slot), desc_k.block_type.nbytes)
+                    tma.async_copy_global_to_shared(desc_k, [k_row, kv_col], k_ready.index(slot),
+                                                    k_smem.index(slot))
+                if j > 0:  # V of tile j - 1
+                    g = tile + j - 1
+                    slot = g % V_STAGES
+                    mbarrier.wait(v_empty.index(slot), ((g // V_STAGES) & 1) ^ 1)
+                    mbarrier.expect(v_ready.index(slot), desc_v.block_type.nbytes)
+                    tma.async_copy_global_to_shared(desc_v, [prev_row, kv_col], v_ready.index(slot),
+                                                    v_smem.index(slot))
+                prev_row = k_row
+            tile += n_tiles
             local += 1
 
 
@@ -143,11 +158,11 @@ def _softmax_tile(s, m_i, l_i, qk_scale, MASKED: gl.constexpr, key_first, rows, 
 
 
 @gluon.jit
-def _consumer(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, turn,
+def _consumer(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn,
               Order, cu_seqlens, Index, Count, Out, qk_scale, num_q_heads, n_bh, n_items,
               stride_on, stride_oh, stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
-              HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, STAGES: gl.constexpr, Q_BUFS: gl.constexpr,
-              PINGPONG: gl.constexpr, WG: gl.constexpr):
+              HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
+              Q_BUFS: gl.constexpr, PINGPONG: gl.constexpr, WG: gl.constexpr):
     """One warpgroup: rows WG * 64 .. WG * 64 + 63 of every work item of this program."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
@@ -180,13 +195,14 @@ def _consumer(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_emp
             # no key tile at all (an index row without its diagonal): Q is released at once, the rows stay zero
             mbarrier.arrive(q_empty.index(q_buf), pred=n_tiles == 0)
             if n_tiles > 0:
-                slot = tile % STAGES
-                mbarrier.wait(k_ready.index(slot), (tile // STAGES) & 1)
+                k_slot = tile % K_STAGES
+                mbarrier.wait(k_ready.index(k_slot), (tile // K_STAGES) & 1)
                 _wait_turn(turn, ev, WG, PINGPONG)
-                s = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+                s = warpgroup_mma(q, k_smem.index(k_slot).permute((1, 0)), zero_s, use_acc=False, is_async=True)
                 _pass_turn(turn, WG, PINGPONG)
                 ev += 1
                 s = warpgroup_mma_wait(0, deps=(s,))
+                mbarrier.arrive(k_empty.index(k_slot))
                 mbarrier.arrive(q_empty.index(q_buf), pred=n_tiles == 1)
                 if n_unmasked > 0:
                     p, m_i, l_i, alpha = _softmax_tile(s, m_i, l_i, qk_scale, False, 0, rows, seq_len, s_layout)
@@ -196,18 +212,20 @@ def _consumer(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_emp
                                                        s_layout)
                 for j in range(1, n_tiles):
                     # issue Q K^T of tile j, then P V of tile j - 1; the softmax of j overlaps that P V
-                    nxt = tile + j
-                    next_slot = nxt % STAGES
+                    g = tile + j
+                    k_slot = g % K_STAGES
+                    v_slot = (g - 1) % V_STAGES
                     p_op = gl.convert_layout(p.to(dtype), p_layout)
-                    mbarrier.wait(k_ready.index(next_slot), (nxt // STAGES) & 1)
-                    mbarrier.wait(v_ready.index(slot), ((nxt - 1) // STAGES) & 1)
+                    mbarrier.wait(k_ready.index(k_slot), (g // K_STAGES) & 1)
+                    mbarrier.wait(v_ready.index(v_slot), ((g - 1) // V_STAGES) & 1)
                     _wait_turn(turn, ev, WG, PINGPONG)
-                    s = warpgroup_mma(q, k_smem.index(next_slot).permute((1, 0)), zero_s, use_acc=False,
+                    s = warpgroup_mma(q, k_smem.index(k_slot).permute((1, 0)), zero_s, use_acc=False,
                                       is_async=True)
-                    acc = warpgroup_mma(p_op, v_smem.index(slot), acc, is_async=True)
+                    acc = warpgroup_mma(p_op, v_smem.index(v_slot), acc, is_async=True)
                     _pass_turn(turn, WG, PINGPONG)
                     ev += 1
                     s = warpgroup_mma_wait(1, deps=(s,))
+                    mbarrier.arrive(k_empty.index(k_slot))  # tile j's K is consumed
                     mbarrier.arrive(q_empty.index(q_buf), pred=j == n_tiles - 1)
                     if j < n_unmasked:
                         p, m_i, l_i, alpha = _softmax_tile(s, m_i, l_i, qk_scale, False, 0, rows, seq_len,
@@ -217,18 +235,18 @@ def _consumer(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_emp
                         p, m_i, l_i, alpha = _softmax_tile(s, m_i, l_i, qk_scale, True, key_first, rows, seq_len,
                                                            s_layout)
                     acc = warpgroup_mma_wait(0, deps=(acc,))
-                    mbarrier.arrive(kv_empty.index(slot))  # tile j - 1's K and V are consumed
+                    mbarrier.arrive(v_empty.index(v_slot))  # tile j - 1's V is consumed
                     acc = acc * gl.convert_layout(alpha, o_row_layout)[:, None]
-                    slot = next_slot
                 last = tile + n_tiles - 1
+                v_slot = last % V_STAGES
                 p_op = gl.convert_layout(p.to(dtype), p_layout)
-                mbarrier.wait(v_ready.index(slot), (last // STAGES) & 1)
+                mbarrier.wait(v_ready.index(v_slot), (last // V_STAGES) & 1)
                 _wait_turn(turn, ev, WG, PINGPONG)
-                acc = warpgroup_mma(p_op, v_smem.index(slot), acc, is_async=True)
+                acc = warpgroup_mma(p_op, v_smem.index(v_slot), acc, is_async=True)
                 _pass_turn(turn, WG, PINGPONG)
                 ev += 1
                 acc = warpgroup_mma_wait(0, deps=(acc,))
-                mbarrier.arrive(kv_empty.index(slot))
+                mbarrier.arrive(v_empty.index(v_slot))
                 tile += n_tiles
             # epilogue: rows that saw no key are written as zeros, never NaN
             l_o = gl.convert_layout(l_i, o_row_layout)
@@ -245,46 +263,50 @@ def _block_sparse_fwd_ws(
     desc_q, desc_k, desc_v, Out, cu_seqlens, Index, Count, Order,
     qk_scale, num_q_heads, n_bh, n_items, stride_on, stride_oh,
     stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
-    GROUP: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, STAGES: gl.constexpr, Q_BUFS: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, PINGPONG: gl.constexpr,
+    GROUP: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, K_STAGES: gl.constexpr,
+    V_STAGES: gl.constexpr, Q_BUFS: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, PINGPONG: gl.constexpr,
 ):
     """Persistent grid: program p runs items Order[p], Order[p + P], ...; 4 (default partition, consumer 0) + 4
     (consumer 1) + 1 (producer) warps. desc_q: [N, Hq * D] with block [64, D]; desc_k / desc_v: [N, Hkv * D] with
     block [128, D]."""
     dtype: gl.constexpr = desc_k.dtype
     q_smem = gl.allocate_shared_memory(dtype, [2 * Q_BUFS, WG_ROWS, HEAD_DIM], desc_q.layout)
-    k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], desc_k.layout)
-    v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], desc_v.layout)
+    k_smem = gl.allocate_shared_memory(dtype, [K_STAGES, BLOCK_N, HEAD_DIM], desc_k.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [V_STAGES, BLOCK_N, HEAD_DIM], desc_v.layout)
     q_ready = gl.allocate_shared_memory(gl.int64, [2 * Q_BUFS, 1], mbarrier.MBarrierLayout())
     q_empty = gl.allocate_shared_memory(gl.int64, [2 * Q_BUFS, 1], mbarrier.MBarrierLayout())
-    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(2):
-        mbarrier.init(turn.index(i), count=1)
+    k_ready = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
+    k_empty = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(2 * Q_BUFS):
         mbarrier.init(q_ready.index(i), count=1)
         mbarrier.init(q_empty.index(i), count=1)
-    for i in gl.static_range(STAGES):
+    for i in gl.static_range(K_STAGES):
         mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(k_empty.index(i), count=2)  # both consumer warpgroups release a slot
+    for i in gl.static_range(V_STAGES):
         mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(kv_empty.index(i), count=2)  # both consumer warpgroups release a slot
+        mbarrier.init(v_empty.index(i), count=2)
+    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(2):
+        mbarrier.init(turn.index(i), count=1)
 
     # (tuples written out per partition: a constexpr inside a tuple built with `+` reaches the partition as a
     # tensor in Triton 3.6)
     gl.warp_specialize([
-        (_consumer, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, turn,
+        (_consumer, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn,
                      Order, cu_seqlens, Index, Count, Out, qk_scale, num_q_heads, n_bh, n_items,
                      stride_on, stride_oh, stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
-                     HEAD_DIM, CHUNK, STAGES, Q_BUFS, PINGPONG, 0)),
-        (_consumer, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, turn,
+                     HEAD_DIM, CHUNK, K_STAGES, V_STAGES, Q_BUFS, PINGPONG, 0)),
+        (_consumer, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn,
                      Order, cu_seqlens, Index, Count, Out, qk_scale, num_q_heads, n_bh, n_items,
                      stride_on, stride_oh, stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
-                     HEAD_DIM, CHUNK, STAGES, Q_BUFS, PINGPONG, 1)),
-        (_producer, (desc_q, desc_k, desc_v, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty,
-                     Order, cu_seqlens, Index, Count, num_q_heads, n_bh, n_items,
-                     stride_ib, stride_ih, stride_ir, stride_cb, stride_ch, GROUP, HEAD_DIM, CHUNK, STAGES, Q_BUFS)),
+                     HEAD_DIM, CHUNK, K_STAGES, V_STAGES, Q_BUFS, PINGPONG, 1)),
+        (_producer, (desc_q, desc_k, desc_v, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty, v_ready,
+                     v_empty, Order, cu_seqlens, Index, Count, num_q_heads, n_bh, n_items,
+                     stride_ib, stride_ih, stride_ir, stride_cb, stride_ch, GROUP, HEAD_DIM, CHUNK, K_STAGES,
+                     V_STAGES, Q_BUFS)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -310,7 +332,7 @@ def _descriptor(t: torch.Tensor, rows: int) -> TensorDescriptor:
 def gluon_block_sparse_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
     index: torch.Tensor, count: torch.Tensor, chunk_size: int, qk_scale: float, out: torch.Tensor,
-    order: torch.Tensor, stages: int = 2, q_bufs: int = 2, programs: Optional[int] = None,
+    order: torch.Tensor, k_stages: int = 3, v_stages: int = 3, q_bufs: int = 1, programs: Optional[int] = None,
     consumer_regs: int = 240, producer_regs: int = 24, pingpong: bool = False,
 ) -> torch.Tensor:
     """Launch the persistent warp-specialized kernel (inputs already checked by the Triton wrapper).
@@ -318,7 +340,9 @@ def gluon_block_sparse_attention(
     q: [N, Hq, D]; k, v: [N, Hkv, D]; cu_seqlens [B+1] int32; index [B, Hq, n_qblocks, max_k] int32 sorted;
     count [B, Hq, n_qblocks] int32; qk_scale = softmax scale * log2(e); out [N, Hq, D];
     order [n_items] int32 work items (tile_m * B * Hq + b * Hq + h, 128-row tiles) heaviest first;
-    stages: K/V ring slots; q_bufs: Q buffers per consumer (2 lets the next item's Q arrive early);
+    k_stages / v_stages: slots of the K and V rings (32 KB each at head dim 128); q_bufs: Q buffers per consumer
+    (2 lets the next item's Q arrive before the current item's last Q K^T; 2 x 16 KB). 227 KB of shared memory
+    bound them: (k_stages + v_stages) * 32 + q_bufs * 32 <= 224 at head dim 128.
     programs: grid size (default: the number of SMs); pingpong: the consumers issue their matrix products in
     strict alternation (`_wait_turn`).
     """
@@ -332,10 +356,11 @@ def gluon_block_sparse_attention(
     # default partition (consumer 0) what is left of 3 warpgroups x maxnreg
     maxnreg = (2 * consumer_regs + producer_regs) // 3 // 8 * 8
     _block_sparse_fwd_ws[grid](
-        _descriptor(q, WG_ROWS.value), _descriptor(k, BLOCK_N.value), _descriptor(v, BLOCK_N.value), out, cu_seqlens, index, count,
-        order, qk_scale, num_q_heads, batch * num_q_heads, n_items, out.stride(0), out.stride(1),
+        _descriptor(q, WG_ROWS.value), _descriptor(k, BLOCK_N.value), _descriptor(v, BLOCK_N.value), out,
+        cu_seqlens, index, count, order, qk_scale, num_q_heads, batch * num_q_heads, n_items, out.stride(0), out.stride(1),
         index.stride(0), index.stride(1), index.stride(2), count.stride(0), count.stride(1),
-        GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, CHUNK=chunk_size, STAGES=stages, Q_BUFS=q_bufs,
+        GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, CHUNK=chunk_size, K_STAGES=k_stages,
+        V_STAGES=v_stages, Q_BUFS=q_bufs,
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs, PINGPONG=bool(pingpong), num_warps=4,
         maxnreg=maxnreg,
     )

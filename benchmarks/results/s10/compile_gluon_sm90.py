@@ -27,13 +27,13 @@ def desc_type(rows, dim):
     return native_specialize_impl(BaseBackend, g._descriptor(t, rows), False, True, True)[0]
 
 
-def build(stages=2, q_bufs=2, dim=128, chunk=128, consumer_regs=240, producer_regs=24, pingpong=False):
+def build(k_stages=3, v_stages=3, q_bufs=1, dim=128, chunk=128, consumer_regs=240, producer_regs=24, pingpong=False):
     fn = g._block_sparse_fwd_ws
     sig = {"desc_q": desc_type(g.WG_ROWS.value, dim), "desc_k": desc_type(g.BLOCK_N.value, dim),
            "desc_v": desc_type(g.BLOCK_N.value, dim), "Out": "*bf16", "cu_seqlens": "*i32", "Index": "*i32",
            "Count": "*i32", "Order": "*i32", "qk_scale": "fp32"}
     sig.update({n: "i32" for n in INTS})
-    const = dict(GROUP=4, HEAD_DIM=dim, CHUNK=chunk, STAGES=stages, Q_BUFS=q_bufs, CONSUMER_REGS=consumer_regs,
+    const = dict(GROUP=4, HEAD_DIM=dim, CHUNK=chunk, K_STAGES=k_stages, V_STAGES=v_stages, Q_BUFS=q_bufs, CONSUMER_REGS=consumer_regs,
                  PRODUCER_REGS=producer_regs, PINGPONG=pingpong)
     sig.update({n: "constexpr" for n in const})
     sig = {n: sig[n] for n in fn.arg_names}
@@ -53,9 +53,9 @@ def build(stages=2, q_bufs=2, dim=128, chunk=128, consumer_regs=240, producer_re
     lines = sass.splitlines()
     count = lambda op: sum(op in ln for ln in lines)  # noqa: E731
     if "--sass" in sys.argv:
-        with open(f"/tmp/gluon_s{stages}_q{q_bufs}_d{dim}.sass", "w") as fh:
+        with open(f"/tmp/gluon_k{k_stages}v{v_stages}_q{q_bufs}_d{dim}.sass", "w") as fh:
             fh.write(sass)
-        with open(f"/tmp/gluon_s{stages}_q{q_bufs}_d{dim}.ptx", "w") as fh:
+        with open(f"/tmp/gluon_k{k_stages}v{v_stages}_q{q_bufs}_d{dim}.ptx", "w") as fh:
             fh.write(kernel.asm["ptx"])
     return (f"{usage}; shared {kernel.metadata.shared} B; HGMMA {count('HGMMA')}, UTMALDG {count('UTMALDG')}, "
             f"SETMAXNREG {count('SETMAXNREG') + count('USETMAXREG')}, local ld/st {count('LDL') + count('STL')}")
@@ -63,7 +63,8 @@ def build(stages=2, q_bufs=2, dim=128, chunk=128, consumer_regs=240, producer_re
 
 if __name__ == "__main__":
     print(f"triton {triton.__version__}, target sm_90")
-    for cfg in (dict(), dict(pingpong=True), dict(q_bufs=1, stages=3), dict(dim=64), dict(chunk=256)):
+    for cfg in (dict(), dict(pingpong=True), dict(k_stages=4, v_stages=2), dict(k_stages=2, v_stages=2, q_bufs=2),
+                dict(dim=64), dict(chunk=256)):
         try:
             print(f"{cfg}: {build(**cfg)}", flush=True)
         except Exception as error:

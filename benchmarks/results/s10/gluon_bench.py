@@ -22,11 +22,10 @@ from sparse_attn.kernels.block_sparse import triton as bs  # noqa: E402
 
 VARIANTS = {
     "tma": ("tma", None),
-    "gluon": ("gluon", None),
-    "gluon_s3q1": ("gluon", dict(stages=3, q_bufs=1)),
-    "gluon_s2q1": ("gluon", dict(stages=2, q_bufs=1)),
+    "gluon": ("gluon", None),  # k_stages 3, v_stages 3, q_bufs 1
+    "gluon_k4v2": ("gluon", dict(k_stages=4, v_stages=2)),
+    "gluon_k2v2q2": ("gluon", dict(k_stages=2, v_stages=2, q_bufs=2)),
     "gluon_pp": ("gluon", dict(pingpong=True)),
-    "gluon_pp_s3q1": ("gluon", dict(pingpong=True, stages=3, q_bufs=1)),
 }
 
 
