@@ -4,6 +4,10 @@ Each program owns one tile of query rows of one query head of one sample and vis
 index lists (online softmax, fp32 accumulation, causal mask on tiles that touch the diagonal). GQA: query head h
 reads KV head h // G straight from the packed tensors; K/V are never repeated.
 
+On Hopper with head dim 128 and chunk_size a multiple of 128, path="auto" runs the persistent warp-specialized
+Gluon kernel instead (`gluon.py`: a producer warp and two consumer warpgroups per SM, looping over the work items;
+H200, 128K: 10.7 ms at ~3.5 % of blocks, 27.1 ms at ~10 %, vs 12.1 / 29.4 ms for the TMA kernel below).
+
 Two index paths:
 * chunk_size >= 64: the method's index is used as is. A query tile of BLOCK_M rows (<= chunk_size) reads the index
   row of its chunk; every listed key chunk is swept in key tiles of BLOCK_N. The entries left of the query chunk
@@ -439,6 +443,19 @@ def _descriptor(t: torch.Tensor, rows: int) -> "TensorDescriptor":
     return TensorDescriptor(t, [n, heads * dim], [t.stride(0), 1], [rows, dim])
 
 
+def gluon_preferred(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int) -> bool:
+    """Whether path="auto" runs the Gluon kernel: where it runs (`gluon.gluon_supported`) and was measured faster
+    than the TMA kernel, i.e. head dim 128 (H200, chunk 128, 32K-128K: 1.08-1.13x; benchmarks/RESULTS.md, session
+    10). Head dim 64 runs it only with path="gluon" (tested, not benchmarked)."""
+    if not q.is_cuda or q.shape[2] != 128 or chunk_size % 128:
+        return False
+    try:
+        from . import gluon as gluon_kernel
+    except ImportError:  # Triton without Gluon
+        return False
+    return gluon_kernel.gluon_supported(q, k, v, chunk_size)
+
+
 def _run_gluon(q, k, v, cu_seqlens, block_index, block_count, chunk_size, scale, out, launch):
     """path="gluon": the persistent warp-specialized kernel (kernels/block_sparse/gluon.py), heaviest items first."""
     try:
@@ -490,8 +507,9 @@ def triton_block_sparse_attention(
             items, heaviest first. The pointer kernel ignores these three.
         path: "gluon" (the persistent warp-specialized Hopper kernel of `gluon.py`: compute capability 9.x,
             chunk_size a multiple of 128; `launch` may then be a dict of `gluon_block_sparse_attention` options),
-            "tma" (tensor descriptors, chunk_size >= 64), "pointer" (plain loads) or "auto" (tma where
-            `tma_supported`, else pointer). chunk_size < 64 always runs the pointer kernel with selection bits.
+            "tma" (tensor descriptors, chunk_size >= 64), "pointer" (plain loads) or "auto" (gluon where
+            `gluon_preferred` and launch is None or a dict, else tma where `tma_supported`, else pointer).
+            chunk_size < 64 always runs the pointer kernel with selection bits.
         max_seqlen: the longest sample's length, when the caller knows it on the host. Given, the wrapper does no
             device -> host read (the grid comes from block_index.shape[2]); it must agree with the index
             (ceil(max_seqlen / chunk_size) == n_qblocks) or a ValueError is raised. None: read from cu_seqlens
@@ -528,7 +546,8 @@ def triton_block_sparse_attention(
 
     if path not in ("auto", "gluon", "tma", "pointer"):
         raise ValueError(f"path must be 'auto', 'gluon', 'tma' or 'pointer', got {path!r}")
-    if path == "gluon":
+    if path == "gluon" or (path == "auto" and (launch is None or isinstance(launch, dict))
+                           and gluon_preferred(q, k, v, chunk_size)):
         return _run_gluon(q, k, v, cu_seqlens, block_index, block_count, chunk_size, scale, out, launch)
     if chunk_size < TILE:
         index, count, bits = chunk_index_to_tiles(block_index, block_count, chunk_size)
