@@ -75,8 +75,9 @@ def _producer(desc_q, desc_k, desc_v, q_smem, k_smem, v_smem, q_ready, q_empty, 
               stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
               GROUP: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, K_STAGES: gl.constexpr,
               V_STAGES: gl.constexpr, Q_BUFS: gl.constexpr):
-    """One warp: all bulk tensor copies, in the order the consumers use them: Q, K_0, K_1, V_0, K_2, V_1, ...
-    (the consumers issue Q K_j^T before P_{j-1} V_{j-1}). K and V have rings of their own, so a K slot is refilled
+    """One warp: all bulk tensor copies, in the order the consumers use them: K_0, Q, K_1, V_0, K_2, V_1, ...
+    (the consumers issue Q K_j^T before P_{j-1} V_{j-1}; K_0 goes first because with one Q buffer the Q copy waits
+    for the previous item's last Q K^T, while K_0's slot is usually free). K and V have rings of their own, so a K slot is refilled
     as soon as its Q K^T is done, without waiting for the P V of the same tile."""
     SUBS: gl.constexpr = CHUNK // BLOCK_N
     tile = 0  # running K/V tile counter: K slot tile % K_STAGES, V slot tile % V_STAGES
@@ -88,13 +89,9 @@ def _producer(desc_q, desc_k, desc_v, q_smem, k_smem, v_smem, q_ready, q_empty, 
                                           stride_cb, stride_ch)
             q_buf = (local % Q_BUFS) * 2
             q_phase = (local // Q_BUFS) & 1
-            for w in gl.static_range(2):
-                mbarrier.wait(q_empty.index(q_buf + w), q_phase ^ 1)
-                mbarrier.expect(q_ready.index(q_buf + w), desc_q.block_type.nbytes)
-                tma.async_copy_global_to_shared(desc_q, [seq_start + q_first + w * WG_ROWS, h * HEAD_DIM],
-                                                q_ready.index(q_buf + w), q_smem.index(q_buf + w))
             kv_col = (h // GROUP) * HEAD_DIM
             n_tiles = count * SUBS
+            q_after = gl.minimum(n_tiles, 1)  # Q goes after K_0: K_0's slot is free before the Q buffer is
             prev_row = 0
             for j in range(n_tiles + 1):
                 k_row = seq_start + gl.load(index_row + j // SUBS, mask=j < n_tiles, other=0) * CHUNK \
@@ -106,6 +103,12 @@ def _producer(desc_q, desc_k, desc_v, q_smem, k_smem, v_smem, q_ready, q_empty, 
                     mbarrier.expect(k_ready.index(slot), desc_k.block_type.nbytes)
                     tma.async_copy_global_to_shared(desc_k, [k_row, kv_col], k_ready.index(slot),
                                                     k_smem.index(slot))
+                if j == q_after:  # Q of both consumers (its buffer frees after the previous item's last Q K^T)
+                    for w in gl.static_range(2):
+                        mbarrier.wait(q_empty.index(q_buf + w), q_phase ^ 1)
+                        mbarrier.expect(q_ready.index(q_buf + w), desc_q.block_type.nbytes)
+                        tma.async_copy_global_to_shared(desc_q, [seq_start + q_first + w * WG_ROWS, h * HEAD_DIM],
+                                                        q_ready.index(q_buf + w), q_smem.index(q_buf + w))
                 if j > 0:  # V of tile j - 1
                     g = tile + j - 1
                     slot = g % V_STAGES

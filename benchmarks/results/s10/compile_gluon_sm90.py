@@ -63,7 +63,7 @@ def build(k_stages=3, v_stages=3, q_bufs=1, dim=128, chunk=128, consumer_regs=24
 
 if __name__ == "__main__":
     print(f"triton {triton.__version__}, target sm_90")
-    for cfg in (dict(), dict(pingpong=True), dict(k_stages=4, v_stages=2), dict(k_stages=2, v_stages=2, q_bufs=2),
+    for cfg in (dict(), dict(pingpong=True), dict(k_stages=4, v_stages=2), dict(k_stages=3, v_stages=2, q_bufs=2),
                 dict(dim=64), dict(chunk=256)):
         try:
             print(f"{cfg}: {build(**cfg)}", flush=True)

@@ -25,6 +25,7 @@ VARIANTS = {
     "gluon": ("gluon", None),  # k_stages 3, v_stages 3, q_bufs 1
     "gluon_k4v2": ("gluon", dict(k_stages=4, v_stages=2)),
     "gluon_k2v2q2": ("gluon", dict(k_stages=2, v_stages=2, q_bufs=2)),
+    "gluon_k3v2q2": ("gluon", dict(k_stages=3, v_stages=2, q_bufs=2)),
     "gluon_pp": ("gluon", dict(pingpong=True)),
 }
 
