@@ -201,14 +201,16 @@ def run_block_sparse(length, q, k, v, cu, dense, flex, results, chunks=(128, 64)
             n_causal = n * (n + 1) // 2
             density = float(count.sum()) / (HQ * n_causal)
             out = torch.full_like(q, float("nan"))
-            triton_block_sparse_attention(q, k, v, cu, index, count, chunk, out=out, launch=bs_launch(chunk))
+            # max_seqlen as the library method passes it (host lengths): no device -> host read per call
+            triton_block_sparse_attention(q, k, v, cu, index, count, chunk, out=out, launch=bs_launch(chunk),
+                                          max_seqlen=length)
 
             def allowed(h, rr, chosen=chosen, chunk=chunk):
                 kpos = torch.arange(length, device=DEV)
                 return chosen[h][rr // chunk][:, kpos // chunk] & (kpos[None, :] <= rr[:, None])
             ok, rmse = check(f"block_sparse chunk={chunk} p={p}", out, q, k, v, rows, allowed)
             ms = bench(lambda: triton_block_sparse_attention(q, k, v, cu, index, count, chunk, out=out,
-                                                             launch=bs_launch(chunk)))
+                                                             launch=bs_launch(chunk), max_seqlen=length))
             flops = float(count.sum()) * 4 * chunk * chunk * D
             row = dict(method="block_sparse", L=length, chunk=chunk, p=p, density=density, ms=ms,
                        tflops=flops / ms / 1e9, x_cudnn=dense["cudnn"] / ms, x_flash=dense["flash"] / ms,
@@ -497,7 +499,7 @@ def tune(lengths):
             for cfg in configs:
                 try:
                     ms = bench(lambda: triton_block_sparse_attention(q, k, v, cu, index, count, chunk, out=out,
-                                                                     launch=cfg))
+                                                                     launch=cfg, max_seqlen=length))
                     print(f"  tune block_sparse L={length} chunk={chunk} cfg={cfg}: {ms:.3f} ms "
                           f"{flops / ms / 1e9:.0f} TFLOP/s", flush=True)
                     key = f"bs_launch_{chunk}"
