@@ -37,9 +37,14 @@ BLOCK_N = gl.constexpr(128)  # keys per K/V tile
 
 
 @gluon.jit
-def _work_item(Order, cu_seqlens, it, n_bh, num_q_heads):
-    """Work item `it` of the heaviest-first order: (b, h, q_first, seq_start, seq_len)."""
-    item = gl.load(Order + it)
+def _work_item(Order, cu_seqlens, it, n_bh, n_items, num_q_heads, SORTED: gl.constexpr):
+    """Work item `it`: (b, h, q_first, seq_start, seq_len). SORTED: Order[it] (item ids sorted by the entry count
+    of their index row, heaviest first); else the causal order, last query tile first (all (b, h) of a tile side by
+    side): later tiles can list more blocks, and it needs no sort on the host side."""
+    if SORTED:
+        item = gl.load(Order + it)
+    else:
+        item = (n_items // n_bh - 1 - it // n_bh) * n_bh + it % n_bh
     bh = item % n_bh
     b = bh // num_q_heads
     seq_start = gl.load(cu_seqlens + b)
@@ -74,7 +79,7 @@ def _producer(desc_q, desc_k, desc_v, q_smem, k_smem, v_smem, q_ready, q_empty, 
               Order, cu_seqlens, Index, Count, num_q_heads, n_bh, n_items,
               stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
               GROUP: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, K_STAGES: gl.constexpr,
-              V_STAGES: gl.constexpr, Q_BUFS: gl.constexpr):
+              V_STAGES: gl.constexpr, Q_BUFS: gl.constexpr, SORTED: gl.constexpr):
     """One warp: all bulk tensor copies, in the order the consumers use them: K_0, Q, K_1, V_0, K_2, V_1, ...
     (the consumers issue Q K_j^T before P_{j-1} V_{j-1}; K_0 goes first because with one Q buffer the Q copy waits
     for the previous item's last Q K^T, while K_0's slot is usually free). K and V have rings of their own, so a K slot is refilled
@@ -83,7 +88,7 @@ def _producer(desc_q, desc_k, desc_v, q_smem, k_smem, v_smem, q_ready, q_empty, 
     tile = 0  # running K/V tile counter: K slot tile % K_STAGES, V slot tile % V_STAGES
     local = 0  # running item counter of this program: Q buffer local % Q_BUFS
     for it in range(gl.program_id(0), n_items, gl.num_programs(0)):
-        b, h, q_first, seq_start, seq_len = _work_item(Order, cu_seqlens, it, n_bh, num_q_heads)
+        b, h, q_first, seq_start, seq_len = _work_item(Order, cu_seqlens, it, n_bh, n_items, num_q_heads, SORTED)
         if q_first < seq_len:
             index_row, count = _index_row(Index, Count, b, h, q_first // CHUNK, stride_ib, stride_ih, stride_ir,
                                           stride_cb, stride_ch)
@@ -165,7 +170,7 @@ def _consumer(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty, v_read
               Order, cu_seqlens, Index, Count, Out, qk_scale, num_q_heads, n_bh, n_items,
               stride_on, stride_oh, stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
               HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
-              Q_BUFS: gl.constexpr, PINGPONG: gl.constexpr, WG: gl.constexpr):
+              Q_BUFS: gl.constexpr, PINGPONG: gl.constexpr, SORTED: gl.constexpr, WG: gl.constexpr):
     """One warpgroup: rows WG * 64 .. WG * 64 + 63 of every work item of this program."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
@@ -181,7 +186,7 @@ def _consumer(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty, v_read
     local = 0
     ev = 0  # matrix-product issue events so far (PINGPONG turns)
     for it in range(gl.program_id(0), n_items, gl.num_programs(0)):
-        b, h, q_first, seq_start, seq_len = _work_item(Order, cu_seqlens, it, n_bh, num_q_heads)
+        b, h, q_first, seq_start, seq_len = _work_item(Order, cu_seqlens, it, n_bh, n_items, num_q_heads, SORTED)
         if q_first < seq_len:
             row = q_first // CHUNK
             index_row, count = _index_row(Index, Count, b, h, row, stride_ib, stride_ih, stride_ir, stride_cb,
@@ -267,9 +272,10 @@ def _block_sparse_fwd_ws(
     qk_scale, num_q_heads, n_bh, n_items, stride_on, stride_oh,
     stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
     GROUP: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, K_STAGES: gl.constexpr,
-    V_STAGES: gl.constexpr, Q_BUFS: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, PINGPONG: gl.constexpr,
+    V_STAGES: gl.constexpr, Q_BUFS: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+    PINGPONG: gl.constexpr, SORTED: gl.constexpr,
 ):
-    """Persistent grid: program p runs items Order[p], Order[p + P], ...; 4 (default partition, consumer 0) + 4
+    """Persistent grid: program p runs items p, p + P, ... of the work order (`_work_item`); 4 (default partition, consumer 0) + 4
     (consumer 1) + 1 (producer) warps. desc_q: [N, Hq * D] with block [64, D]; desc_k / desc_v: [N, Hkv * D] with
     block [128, D]."""
     dtype: gl.constexpr = desc_k.dtype
@@ -301,15 +307,15 @@ def _block_sparse_fwd_ws(
         (_consumer, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn,
                      Order, cu_seqlens, Index, Count, Out, qk_scale, num_q_heads, n_bh, n_items,
                      stride_on, stride_oh, stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
-                     HEAD_DIM, CHUNK, K_STAGES, V_STAGES, Q_BUFS, PINGPONG, 0)),
+                     HEAD_DIM, CHUNK, K_STAGES, V_STAGES, Q_BUFS, PINGPONG, SORTED, 0)),
         (_consumer, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turn,
                      Order, cu_seqlens, Index, Count, Out, qk_scale, num_q_heads, n_bh, n_items,
                      stride_on, stride_oh, stride_ib, stride_ih, stride_ir, stride_cb, stride_ch,
-                     HEAD_DIM, CHUNK, K_STAGES, V_STAGES, Q_BUFS, PINGPONG, 1)),
+                     HEAD_DIM, CHUNK, K_STAGES, V_STAGES, Q_BUFS, PINGPONG, SORTED, 1)),
         (_producer, (desc_q, desc_k, desc_v, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty, v_ready,
                      v_empty, Order, cu_seqlens, Index, Count, num_q_heads, n_bh, n_items,
                      stride_ib, stride_ih, stride_ir, stride_cb, stride_ch, GROUP, HEAD_DIM, CHUNK, K_STAGES,
-                     V_STAGES, Q_BUFS)),
+                     V_STAGES, Q_BUFS, SORTED)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -335,14 +341,15 @@ def _descriptor(t: torch.Tensor, rows: int) -> TensorDescriptor:
 def gluon_block_sparse_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
     index: torch.Tensor, count: torch.Tensor, chunk_size: int, qk_scale: float, out: torch.Tensor,
-    order: torch.Tensor, k_stages: int = 3, v_stages: int = 3, q_bufs: int = 1, programs: Optional[int] = None,
-    consumer_regs: int = 240, producer_regs: int = 24, pingpong: bool = False,
+    order: Optional[torch.Tensor] = None, k_stages: int = 3, v_stages: int = 3, q_bufs: int = 1,
+    programs: Optional[int] = None, consumer_regs: int = 240, producer_regs: int = 24, pingpong: bool = False,
 ) -> torch.Tensor:
     """Launch the persistent warp-specialized kernel (inputs already checked by the Triton wrapper).
 
     q: [N, Hq, D]; k, v: [N, Hkv, D]; cu_seqlens [B+1] int32; index [B, Hq, n_qblocks, max_k] int32 sorted;
     count [B, Hq, n_qblocks] int32; qk_scale = softmax scale * log2(e); out [N, Hq, D];
-    order [n_items] int32 work items (tile_m * B * Hq + b * Hq + h, 128-row tiles) heaviest first;
+    order: None (the causal order: last 128-row query tile first, no host-side work) or [n_items] int32 work items
+    (tile_m * B * Hq + b * Hq + h) in the order to run them, e.g. `triton.persistent_order` (heaviest first);
     k_stages / v_stages: slots of the K and V rings (32 KB each at head dim 128); q_bufs: Q buffers per consumer
     (2 lets the next item's Q arrive before the current item's last Q K^T; 2 x 16 KB). 227 KB of shared memory
     bound them: (k_stages + v_stages) * 32 + q_bufs * 32 <= 224 at head dim 128.
@@ -351,7 +358,11 @@ def gluon_block_sparse_attention(
     """
     batch = cu_seqlens.numel() - 1
     num_q_heads, head_dim = q.shape[1], q.shape[2]
-    n_items = order.numel()
+    n_bh = batch * num_q_heads
+    n_items = index.shape[2] * chunk_size // BLOCK_M.value * n_bh
+    if order is not None and order.numel() != n_items:
+        raise ValueError(f"order must list the {n_items} work items (128-row query tiles x B x Hq), got "
+                         f"{order.numel()}")
     if programs is None:
         programs = torch.cuda.get_device_properties(q.device).multi_processor_count
     grid = (min(n_items, programs),)
@@ -360,11 +371,11 @@ def gluon_block_sparse_attention(
     maxnreg = (2 * consumer_regs + producer_regs) // 3 // 8 * 8
     _block_sparse_fwd_ws[grid](
         _descriptor(q, WG_ROWS.value), _descriptor(k, BLOCK_N.value), _descriptor(v, BLOCK_N.value), out,
-        cu_seqlens, index, count, order, qk_scale, num_q_heads, batch * num_q_heads, n_items, out.stride(0), out.stride(1),
-        index.stride(0), index.stride(1), index.stride(2), count.stride(0), count.stride(1),
+        cu_seqlens, index, count, count if order is None else order, qk_scale, num_q_heads, n_bh, n_items,
+        out.stride(0), out.stride(1), index.stride(0), index.stride(1), index.stride(2), count.stride(0),
+        count.stride(1),
         GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, CHUNK=chunk_size, K_STAGES=k_stages,
-        V_STAGES=v_stages, Q_BUFS=q_bufs,
-        CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs, PINGPONG=bool(pingpong), num_warps=4,
-        maxnreg=maxnreg,
+        V_STAGES=v_stages, Q_BUFS=q_bufs, CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
+        PINGPONG=bool(pingpong), SORTED=order is not None, num_warps=4, maxnreg=maxnreg,
     )
     return out

@@ -457,7 +457,8 @@ def gluon_preferred(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_siz
 
 
 def _run_gluon(q, k, v, cu_seqlens, block_index, block_count, chunk_size, scale, out, launch):
-    """path="gluon": the persistent warp-specialized kernel (kernels/block_sparse/gluon.py), heaviest items first."""
+    """path="gluon": the persistent warp-specialized kernel (kernels/block_sparse/gluon.py); launch=dict(sorted=True)
+    runs the items heaviest first by index entry count (a device argsort per call) instead of last tile first."""
     try:
         from . import gluon as gluon_kernel
     except ImportError as error:  # Triton without Gluon (< 3.5)
@@ -468,15 +469,17 @@ def _run_gluon(q, k, v, cu_seqlens, block_index, block_count, chunk_size, scale,
                          f"contiguous within a token, head dim 64 or 128 and chunk_size a multiple of 128 (got "
                          f"{q.device}, {q.dtype}, head dim {q.shape[2]}, chunk_size {chunk_size}); use path='auto'")
     if launch is not None and not isinstance(launch, dict):
-        raise ValueError(f"path='gluon' takes launch as a dict of gluon_block_sparse_attention options (stages, "
-                         f"q_bufs, programs, consumer_regs, producer_regs), got {launch!r}")
+        raise ValueError(f"path='gluon' takes launch as a dict of gluon_block_sparse_attention options (k_stages, "
+                         f"v_stages, q_bufs, programs, consumer_regs, producer_regs, pingpong) or sorted=True, got "
+                         f"{launch!r}")
     index = block_index.to(torch.int32).contiguous()
     count = block_count.to(torch.int32).contiguous()
-    tile = gluon_kernel.BLOCK_M.value
-    n_tiles_m = index.shape[2] * chunk_size // tile
-    order = persistent_order(count, n_tiles_m, tile, chunk_size)
+    options = dict(launch or {})
+    if options.pop("sorted", False):  # heaviest-first by entry count (a device sort per call) instead of causal
+        tile = gluon_kernel.BLOCK_M.value
+        options["order"] = persistent_order(count, index.shape[2] * chunk_size // tile, tile, chunk_size)
     return gluon_kernel.gluon_block_sparse_attention(q, k, v, cu_seqlens, index, count, chunk_size, scale * LOG2E,
-                                                     out, order, **(launch or {}))
+                                                     out, **options)
 
 
 def triton_block_sparse_attention(

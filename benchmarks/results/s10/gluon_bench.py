@@ -22,7 +22,8 @@ from sparse_attn.kernels.block_sparse import triton as bs  # noqa: E402
 
 VARIANTS = {
     "tma": ("tma", None),
-    "gluon": ("gluon", None),  # k_stages 3, v_stages 3, q_bufs 1
+    "gluon": ("gluon", None),  # k_stages 3, v_stages 3, q_bufs 1, causal order (last tile first)
+    "gluon_sorted": ("gluon", dict(sorted=True)),  # heaviest first by entry count (a device argsort per call)
     "gluon_k4v2": ("gluon", dict(k_stages=4, v_stages=2)),
     "gluon_k2v2q2": ("gluon", dict(k_stages=2, v_stages=2, q_bufs=2)),
     "gluon_k3v2q2": ("gluon", dict(k_stages=3, v_stages=2, q_bufs=2)),
