@@ -48,6 +48,22 @@ def test_tma_path_refuses_layouts_it_cannot_read():
         triton_block_sparse_attention(q, k, v, cu, index, count, 64, path="fast")
 
 
+def test_gluon_path_is_hopper_only_and_auto_never_picks_it_here():
+    """The Gluon kernel (kernels/block_sparse/gluon.py) needs a Hopper GPU: asked for on the CPU it raises an error
+    naming the fix, and path="auto" runs another kernel (it is tested and benchmarked on the device:
+    tests/gpu/test_block_sparse_gpu.py)."""
+    from sparse_attn.kernels.block_sparse.triton import gluon_preferred
+    q, k, v, cu = packed((256,), 4, 1, 128, seed=2)
+    index = torch.tensor([[[[0, -1], [0, 1]]]], dtype=torch.int32).expand(1, 4, 2, 2).contiguous()
+    count = torch.tensor([[[1, 2]]], dtype=torch.int32).expand(1, 4, 2).contiguous()
+    assert not gluon_preferred(q, k, v, 128)
+    with pytest.raises(ValueError, match="Hopper GPU .* use path='auto'"):
+        triton_block_sparse_attention(q, k, v, cu, index, count, 128, path="gluon")
+    want = naive_block_sparse_attention(q, k, v, cu, index, count, 128)
+    got = triton_block_sparse_attention(q, k, v, cu, index, count, 128, path="auto")
+    assert rel_err(got, want) < 1e-5
+
+
 # --- session 6: max_seqlen, in-kernel unmasked prefix, peeled diagonal, persistent grid, width-chosen launches ---
 
 def messy_block_index(lengths, hq, chunk, gen, p_right=0.3, p_drop_diag=0.2):

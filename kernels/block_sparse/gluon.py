@@ -1,31 +1,37 @@
 """Block-sparse prefill attention for Hopper in Gluon: persistent and warp-specialized (FlashAttention-3's layout).
 
 Same contract as `naive.naive_block_sparse_attention` (chunk_size a multiple of 128, head dim 64 or 128, 16-bit
-data, compute capability 9.x); `triton.triton_block_sparse_attention(path="gluon")` calls it.
+data, compute capability 9.x). `triton.triton_block_sparse_attention` runs it for path="gluon", and for
+path="auto" where `triton.gluon_preferred` (head dim 128: where it was measured faster).
 
 Why a second kernel. The Triton kernel (`triton._block_sparse_fwd_tma`) runs one 128-row query tile per program,
 one 255-register program per SM. Every program pays its start (index row, Q copy, pipeline fill), its masked
 diagonal tile and its epilogue (~7 us) with nothing overlapping them; rows that visit few blocks (~19 at 3.5 % of
 blocks, 128K) lose ~12 % of the tensor-core time to that (benchmarks/RESULTS.md, session 9, Nsight Compute). Here:
 
-* one program per SM loops over the work items (query tile of 128 rows, batch, query head), heaviest first;
-* a producer warp issues every bulk tensor copy (Q of the next item, K and V of the next key tiles) into rings of
+* one program per SM loops over the work items (query tile of 128 rows, batch, query head), last query tile first
+  (`_work_item`; or an explicit order, e.g. heaviest first);
+* a producer warp issues every bulk tensor copy (K and V of the next key tiles, Q of the next item) into rings of
   shared-memory slots (K and V separately: a K slot is refilled once its Q K^T is done), so the next item's data
   arrive while the current item finishes;
-* two consumer warpgroups (4 warps each) own 64 query rows each of the same item and read the same K/V slots.
-  Each one issues the next tile's Q K^T (an asynchronous wgmma) before the current tile's softmax, and P V
-  asynchronously after it (FlashAttention-3's intra-warpgroup overlap); the two warpgroups are scheduled
-  independently, so one's softmax overlaps the other's matrix products.
+* two consumer warpgroups (4 warps, 240 registers each) own 64 query rows each of the same item and read the same
+  K/V slots. Each one issues the next tile's Q K^T (an asynchronous wgmma) before the current tile's softmax, and
+  P V asynchronously after it (FlashAttention-3's intra-warpgroup overlap); the two warpgroups are scheduled
+  independently, so one's softmax overlaps the other's matrix products (PINGPONG forces strict alternation; it did
+  not help, session 10).
 
 Synchronisation is by mbarriers in shared memory: q_ready / q_empty per Q buffer, k_ready / k_empty per K slot,
-v_ready / v_empty per V slot (the empties count the two consumers). Every partition walks the same item sequence and the same key tiles,
-so slot and phase follow from a running tile counter. Keys past a packed sample (the next sample's rows, finite
-values) get probability 0; query rows past it are computed but never stored.
+v_ready / v_empty per V slot (the empties count the two consumers). Every partition walks the same item sequence
+and the same key tiles, so slot and phase follow from a running tile counter. Keys past a packed sample (the next
+sample's rows, finite values) get probability 0; query rows past it are computed but never stored.
+
+H200, Llama-3.1-8B heads, 128K: 10.9 ms at ~3.5 % of 128-blocks, 27.1-27.5 ms (526-535 TFLOP/s) at ~10 %, 1.26-1.28x
+FlexAttention with the same mask (benchmarks/RESULTS.md, session 10). Not run by the CPU interpreter: the tests
+are on the GPU (tests/gpu/test_block_sparse_gpu.py).
 """
 from typing import Optional
 
 import torch
-import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
@@ -82,8 +88,8 @@ def _producer(desc_q, desc_k, desc_v, q_smem, k_smem, v_smem, q_ready, q_empty, 
               V_STAGES: gl.constexpr, Q_BUFS: gl.constexpr, SORTED: gl.constexpr):
     """One warp: all bulk tensor copies, in the order the consumers use them: K_0, Q, K_1, V_0, K_2, V_1, ...
     (the consumers issue Q K_j^T before P_{j-1} V_{j-1}; K_0 goes first because with one Q buffer the Q copy waits
-    for the previous item's last Q K^T, while K_0's slot is usually free). K and V have rings of their own, so a K slot is refilled
-    as soon as its Q K^T is done, without waiting for the P V of the same tile."""
+    for the previous item's last Q K^T, while K_0's slot is usually free). K and V have rings of their own, so a
+    K slot is refilled as soon as its Q K^T is done, without waiting for the P V of the same tile."""
     SUBS: gl.constexpr = CHUNK // BLOCK_N
     tile = 0  # running K/V tile counter: K slot tile % K_STAGES, V slot tile % V_STAGES
     local = 0  # running item counter of this program: Q buffer local % Q_BUFS
@@ -275,9 +281,9 @@ def _block_sparse_fwd_ws(
     V_STAGES: gl.constexpr, Q_BUFS: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
     PINGPONG: gl.constexpr, SORTED: gl.constexpr,
 ):
-    """Persistent grid: program p runs items p, p + P, ... of the work order (`_work_item`); 4 (default partition, consumer 0) + 4
-    (consumer 1) + 1 (producer) warps. desc_q: [N, Hq * D] with block [64, D]; desc_k / desc_v: [N, Hkv * D] with
-    block [128, D]."""
+    """Persistent grid: program p runs items p, p + P, ... of the work order (`_work_item`); 4 (default
+    partition, consumer 0) + 4 (consumer 1) + 1 (producer) warps. desc_q: [N, Hq * D] with block [64, D];
+    desc_k / desc_v: [N, Hkv * D] with block [128, D]."""
     dtype: gl.constexpr = desc_k.dtype
     q_smem = gl.allocate_shared_memory(dtype, [2 * Q_BUFS, WG_ROWS, HEAD_DIM], desc_q.layout)
     k_smem = gl.allocate_shared_memory(dtype, [K_STAGES, BLOCK_N, HEAD_DIM], desc_k.layout)

@@ -133,11 +133,13 @@ def _block_sparse_fwd(
         if WARP_SPECIALIZE:  # Hopper producer/consumer warps (Triton >= 3.4); a tuning option
             for j in tl.range(0, n_full * SUBS, warp_specialize=True):
                 k_pos = tl.load(index_row + j // SUBS) * KEY_CHUNK + (j % SUBS) * BLOCK_N + offs_n
-                acc, m_i, l_i = _unmasked_step(acc, m_i, l_i, q, k_base, v_base, k_pos, stride_kn, stride_vn, offs_d, qk_scale)
+                acc, m_i, l_i = _unmasked_step(acc, m_i, l_i, q, k_base, v_base, k_pos, stride_kn, stride_vn, offs_d,
+                                               qk_scale)
         else:
             for j in range(n_full * SUBS):
                 k_pos = tl.load(index_row + j // SUBS) * KEY_CHUNK + (j % SUBS) * BLOCK_N + offs_n
-                acc, m_i, l_i = _unmasked_step(acc, m_i, l_i, q, k_base, v_base, k_pos, stride_kn, stride_vn, offs_d, qk_scale)
+                acc, m_i, l_i = _unmasked_step(acc, m_i, l_i, q, k_base, v_base, k_pos, stride_kn, stride_vn, offs_d,
+                                               qk_scale)
         # 2) the rest (the diagonal chunk, and any block right of it): causal mask.
         for j in range(n_full * SUBS, count * SUBS):
             k_pos = tl.load(index_row + j // SUBS) * KEY_CHUNK + (j % SUBS) * BLOCK_N + offs_n

@@ -126,6 +126,7 @@ def test_max_seqlen_means_no_host_sync(path, chunk, launch):
         triton_block_sparse_attention(q, k, v, cu, index, count, chunk, launch=launch, path=path,
                                       max_seqlen=max(lens) - 4 * chunk)
 
+
 GLUON_LAUNCHES = [None, dict(sorted=True), dict(k_stages=4, v_stages=2), dict(k_stages=2, v_stages=2, q_bufs=2),
                   dict(programs=7, sorted=True),
                   dict(pingpong=True), dict(pingpong=True, k_stages=2, v_stages=1, q_bufs=2, programs=5)]

@@ -34,7 +34,8 @@ def build(k_stages=3, v_stages=3, q_bufs=1, dim=128, chunk=128, consumer_regs=24
            "desc_v": desc_type(g.BLOCK_N.value, dim), "Out": "*bf16", "cu_seqlens": "*i32", "Index": "*i32",
            "Count": "*i32", "Order": "*i32", "qk_scale": "fp32"}
     sig.update({n: "i32" for n in INTS})
-    const = dict(GROUP=4, HEAD_DIM=dim, CHUNK=chunk, K_STAGES=k_stages, V_STAGES=v_stages, Q_BUFS=q_bufs, CONSUMER_REGS=consumer_regs,
+    const = dict(GROUP=4, HEAD_DIM=dim, CHUNK=chunk, K_STAGES=k_stages, V_STAGES=v_stages, Q_BUFS=q_bufs,
+                 CONSUMER_REGS=consumer_regs,
                  PRODUCER_REGS=producer_regs, PINGPONG=pingpong,
                  SORTED=sorted)
     sig.update({n: "constexpr" for n in const})
@@ -65,7 +66,8 @@ def build(k_stages=3, v_stages=3, q_bufs=1, dim=128, chunk=128, consumer_regs=24
 
 if __name__ == "__main__":
     print(f"triton {triton.__version__}, target sm_90")
-    for cfg in (dict(), dict(sorted=True), dict(pingpong=True), dict(k_stages=4, v_stages=2), dict(k_stages=3, v_stages=2, q_bufs=2),
+    for cfg in (dict(), dict(sorted=True), dict(pingpong=True), dict(k_stages=4, v_stages=2),
+                dict(k_stages=3, v_stages=2, q_bufs=2),
                 dict(dim=64), dict(chunk=256)):
         try:
             print(f"{cfg}: {build(**cfg)}", flush=True)

@@ -85,7 +85,6 @@ def main():
             best = min(times[name])
             print(f"| {name} | {best:.3f} | {100 * (max(times[name]) - best) / best:.1f}% | "
                   f"{flops / best / 1e9:.0f} | {base / best:.3f} |", flush=True)
-        del q, k, v, index, count, chosen
         torch.cuda.empty_cache()
 
 

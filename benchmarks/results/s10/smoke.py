@@ -22,7 +22,8 @@ count = keep.sum(-1).to(torch.int32)
 index = torch.where(keep, r, nb).sort(-1).values
 index = torch.where(index == nb, -1, index).to(torch.int32).contiguous()
 want = triton_block_sparse_attention(q, k, v, cu, index, count, 128, path="tma")
-for launch in (dict(programs=1), None, dict(sorted=True), dict(sorted=True, programs=5), dict(k_stages=4, v_stages=2), dict(k_stages=2, v_stages=2, q_bufs=2),
+for launch in (dict(programs=1), None, dict(sorted=True), dict(sorted=True, programs=5), dict(k_stages=4, v_stages=2),
+               dict(k_stages=2, v_stages=2, q_bufs=2),
                dict(pingpong=True), dict(pingpong=True, programs=3)):
     t = time.time()
     got = torch.full_like(q, float("nan"))
