@@ -26,8 +26,9 @@ and the same key tiles, so slot and phase follow from a running tile counter. Ke
 sample's rows, finite values) get probability 0; query rows past it are computed but never stored.
 
 H200, Llama-3.1-8B heads, 128K: 10.9 ms at ~3.5 % of 128-blocks, 27.1-27.5 ms (526-535 TFLOP/s) at ~10 %, 1.26-1.28x
-FlexAttention with the same mask (benchmarks/RESULTS.md, session 10). Not run by the CPU interpreter: the tests
-are on the GPU (tests/gpu/test_block_sparse_gpu.py).
+FlexAttention with the same mask (benchmarks/RESULTS.md, session 10), with Triton 3.6 (Triton 3.9 builds it with
+register spills: path="auto" picks it only on 3.6). Not run by the CPU interpreter: the tests are on the GPU
+(tests/gpu/test_block_sparse_gpu.py).
 """
 from typing import Optional
 
@@ -36,6 +37,9 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+# Bulk tensor copy global -> shared: `async_load` since Triton 3.7 (the old name raises there), the old name before.
+_tma_load = tma.async_load if hasattr(tma, "async_load") else tma.async_copy_global_to_shared
 
 WG_ROWS = gl.constexpr(64)   # query rows per consumer warpgroup
 BLOCK_M = gl.constexpr(128)  # query rows per work item (two consumer warpgroups)
@@ -112,21 +116,19 @@ def _producer(desc_q, desc_k, desc_v, q_smem, k_smem, v_smem, q_ready, q_empty, 
                     slot = g % K_STAGES
                     mbarrier.wait(k_empty.index(slot), ((g // K_STAGES) & 1) ^ 1)
                     mbarrier.expect(k_ready.index(slot), desc_k.block_type.nbytes)
-                    tma.async_copy_global_to_shared(desc_k, [k_row, kv_col], k_ready.index(slot),
-                                                    k_smem.index(slot))
+                    _tma_load(desc_k, [k_row, kv_col], k_ready.index(slot), k_smem.index(slot))
                 if j == q_after:  # Q of both consumers (its buffer frees after the previous item's last Q K^T)
                     for w in gl.static_range(2):
                         mbarrier.wait(q_empty.index(q_buf + w), q_phase ^ 1)
                         mbarrier.expect(q_ready.index(q_buf + w), desc_q.block_type.nbytes)
-                        tma.async_copy_global_to_shared(desc_q, [seq_start + q_first + w * WG_ROWS, h * HEAD_DIM],
-                                                        q_ready.index(q_buf + w), q_smem.index(q_buf + w))
+                        _tma_load(desc_q, [seq_start + q_first + w * WG_ROWS, h * HEAD_DIM], q_ready.index(q_buf + w),
+                                  q_smem.index(q_buf + w))
                 if j > 0:  # V of tile j - 1
                     g = tile + j - 1
                     slot = g % V_STAGES
                     mbarrier.wait(v_empty.index(slot), ((g // V_STAGES) & 1) ^ 1)
                     mbarrier.expect(v_ready.index(slot), desc_v.block_type.nbytes)
-                    tma.async_copy_global_to_shared(desc_v, [prev_row, kv_col], v_ready.index(slot),
-                                                    v_smem.index(slot))
+                    _tma_load(desc_v, [prev_row, kv_col], v_ready.index(slot), v_smem.index(slot))
                 prev_row = k_row
             tile += n_tiles
             local += 1

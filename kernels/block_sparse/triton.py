@@ -445,11 +445,15 @@ def _descriptor(t: torch.Tensor, rows: int) -> "TensorDescriptor":
     return TensorDescriptor(t, [n, heads * dim], [t.stride(0), 1], [rows, dim])
 
 
+GLUON_TRITON = "3.6."  # the Triton version the Gluon kernel was tuned and measured with (path="auto" picks it there)
+
+
 def gluon_preferred(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int) -> bool:
     """Whether path="auto" runs the Gluon kernel: where it runs (`gluon.gluon_supported`) and was measured faster
-    than the TMA kernel, i.e. head dim 128 (H200, chunk 128, 32K-128K: 1.08-1.13x; benchmarks/RESULTS.md, session
-    10). Head dim 64 runs it only with path="gluon" (tested, not benchmarked)."""
-    if not q.is_cuda or q.shape[2] != 128 or chunk_size % 128:
+    than the TMA kernel: head dim 128 with the Triton it was measured with (3.6; H200, chunk 128, 16K-128K:
+    1.07-1.35x; benchmarks/RESULTS.md, session 10). Head dim 64, and other Triton versions, run it only with
+    path="gluon" (Triton 3.9 builds it with 136 bytes of register spills per thread, unmeasured)."""
+    if not q.is_cuda or q.shape[2] != 128 or chunk_size % 128 or not triton.__version__.startswith(GLUON_TRITON):
         return False
     try:
         from . import gluon as gluon_kernel

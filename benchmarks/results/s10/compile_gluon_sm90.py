@@ -2,6 +2,7 @@
 registers, spills, shared memory and SASS counts per launch variant, before any device call.
 
 Usage: TRITON_INTERPRET=0 PYTHONPATH=/tmp/tri36:$PWD python benchmarks/results/s10/compile_gluon_sm90.py
+(logs/local/compile_sm90_triton36.log; without /tmp/tri36, the venv's Triton 3.9: compile_sm90_triton39.log)
 (/tmp/tri36 = `pip install --target /tmp/tri36 --no-deps triton==3.6.0`, the device's Triton).
 """
 import os
