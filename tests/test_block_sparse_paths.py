@@ -62,6 +62,12 @@ def test_gluon_path_is_hopper_only_and_auto_never_picks_it_here():
     want = naive_block_sparse_attention(q, k, v, cu, index, count, 128)
     got = triton_block_sparse_attention(q, k, v, cu, index, count, 128, path="auto")
     assert rel_err(got, want) < 1e-5
+    # launch options that cannot fit in shared memory are refused before any launch, naming the bound
+    from sparse_attn.kernels.block_sparse.gluon import gluon_block_sparse_attention
+    with pytest.raises(ValueError, match="k_stages \\+ v_stages \\+ q_bufs <= 7"):
+        gluon_block_sparse_attention(q, k, v, cu, index, count, 128, 1.0, torch.empty_like(q), k_stages=4)
+    with pytest.raises(ValueError, match=">= 1"):
+        gluon_block_sparse_attention(q, k, v, cu, index, count, 128, 1.0, torch.empty_like(q), q_bufs=0)
 
 
 # --- session 6: max_seqlen, in-kernel unmasked prefix, peeled diagonal, persistent grid, width-chosen launches ---

@@ -41,6 +41,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 # Bulk tensor copy global -> shared: `async_load` since Triton 3.7 (the old name raises there), the old name before.
 _tma_load = tma.async_load if hasattr(tma, "async_load") else tma.async_copy_global_to_shared
 
+SHARED_MEMORY_BYTES = 229376  # Hopper's 227 KB per block, less 3 KB for the mbarriers and Triton's own scratch
 WG_ROWS = gl.constexpr(64)   # query rows per consumer warpgroup
 BLOCK_M = gl.constexpr(128)  # query rows per work item (two consumer warpgroups)
 BLOCK_N = gl.constexpr(128)  # keys per K/V tile
@@ -366,6 +367,11 @@ def gluon_block_sparse_attention(
     """
     batch = cu_seqlens.numel() - 1
     num_q_heads, head_dim = q.shape[1], q.shape[2]
+    smem = (k_stages + v_stages) * BLOCK_N.value * head_dim * 2 + q_bufs * 2 * WG_ROWS.value * head_dim * 2
+    if min(k_stages, v_stages, q_bufs) < 1 or smem > SHARED_MEMORY_BYTES:
+        raise ValueError(f"k_stages={k_stages}, v_stages={v_stages}, q_bufs={q_bufs} need {smem} bytes of shared "
+                         f"memory at head dim {head_dim}; each must be >= 1 and the total <= {SHARED_MEMORY_BYTES} "
+                         "(at head dim 128: k_stages + v_stages + q_bufs <= 7)")
     n_bh = batch * num_q_heads
     n_items = index.shape[2] * chunk_size // BLOCK_M.value * n_bh
     if order is not None and order.numel() != n_items:
