@@ -6,9 +6,7 @@ Usage: TRITON_INTERPRET=0 PYTHONPATH=/tmp/tri36:$PWD python benchmarks/results/s
 (/tmp/tri36 = `pip install --target /tmp/tri36 --no-deps triton==3.6.0`, the device's Triton).
 """
 import os
-import subprocess
 import sys
-import tempfile
 
 import torch
 import triton
@@ -18,7 +16,8 @@ from triton.experimental.gluon._runtime import GluonASTSource
 
 from sparse_attn.kernels.block_sparse import gluon as g
 
-BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "s9"))
+from compile_sm90 import resources  # noqa: E402  (cuobjdump resource line and SASS of a compiled kernel)
 INTS = ("num_q_heads", "n_bh", "n_items", "stride_on", "stride_oh", "stride_ib", "stride_ih", "stride_ir",
         "stride_cb", "stride_ch")
 
@@ -46,16 +45,8 @@ def build(k_stages=3, v_stages=3, q_bufs=1, dim=128, chunk=128, consumer_regs=24
                          attrs=attrs)
     maxnreg = (2 * consumer_regs + producer_regs) // 3 // 8 * 8
     kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, maxnreg=maxnreg))
-    with tempfile.TemporaryDirectory() as tmp:
-        cubin = os.path.join(tmp, "k.cubin")
-        with open(cubin, "wb") as fh:
-            fh.write(kernel.asm["cubin"])
-        res = subprocess.run([os.path.join(BIN, "cuobjdump"), "-res-usage", cubin], capture_output=True,
-                             text=True).stdout
-        sass = subprocess.run([os.path.join(BIN, "cuobjdump"), "-sass", cubin], capture_output=True, text=True).stdout
-    usage = [ln.strip() for ln in res.splitlines() if "REG" in ln][0].split(" CONSTANT")[0]
-    lines = sass.splitlines()
-    count = lambda op: sum(op in ln for ln in lines)  # noqa: E731
+    usage, sass = resources(kernel)
+    count = lambda op: sum(op in ln for ln in sass.splitlines())  # noqa: E731
     if "--sass" in sys.argv:
         with open(f"/tmp/gluon_k{k_stages}v{v_stages}_q{q_bufs}_d{dim}.sass", "w") as fh:
             fh.write(sass)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Session 10 device call 1: first GPU contact of the Gluon block-sparse kernel. Smoke test (hang = sync bug), the
-# Gluon GPU tests, then the Gluon-vs-TMA benchmark. Logs in $OUT/call1/.
+# Session 10 device calls 1 and 2 (`CALL=call2 bash run1.sh`; the kernel changed in between): the Gluon block-sparse
+# kernel's first GPU contact. Smoke test (hang = sync bug), the Gluon GPU tests, then the Gluon-vs-TMA benchmark.
+# Logs in $OUT/$CALL/.
 set -u
 export PYTHONPATH=$PWD TRITON_INTERPRET=0 PYTHONUNBUFFERED=1
 for d in kernels integrations tasks; do ln -sfn $PWD/$d sparse_attn/$d; done
-LOG=${OUT:-/tmp}/call1; mkdir -p "$LOG"
+LOG=${OUT:-/tmp}/${CALL:-call1}; mkdir -p "$LOG"
 start=$(date +%s)
 python3 -c "import torch, triton; print(torch.cuda.get_device_name(), 'torch', torch.__version__, 'triton', triton.__version__)"
 timeout 90 python3 benchmarks/results/s10/smoke.py > "$LOG/smoke.log" 2>&1

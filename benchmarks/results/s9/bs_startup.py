@@ -36,20 +36,26 @@ def set_startup_options(flags):
     bs.DIAG_FIRST, bs.L2_PREFETCH = flags
 
 
-def parse_args(default_cases):
+def parse_args(default_cases, variant_names=None):
+    """--passes, --rep, --cases; with variant_names also --variants (a subset of them, default all)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--rep", type=int, default=200)
     parser.add_argument("--cases", nargs="+", default=default_cases)
+    if variant_names is not None:
+        parser.add_argument("--variants", nargs="+", choices=list(variant_names), default=list(variant_names))
     return parser.parse_args()
 
 
-def sweep(variants, apply, baseline, cases, passes, rep):
+def sweep(variants, apply, baseline, cases, passes, rep, call=None):
     """Per case CHUNK:LENGTH:P: every variant checked (NaN-poisoned output, rel-RMSE vs fp32 rows), then `passes`
-    interleaved do_bench medians; `apply(flags)` sets the module switches of a variant before each call."""
-    def run(q, k, v, cu, index, count, length, out, flags):
+    interleaved do_bench medians; `apply(flags)` sets the module switches of a variant before each call, or
+    `call(q, k, v, cu, index, count, chunk, length, out, flags)` runs the variant itself (session 10)."""
+    def run(q, k, v, cu, index, count, chunk, length, out, flags):
+        if call is not None:
+            return call(q, k, v, cu, index, count, chunk, length, out, flags)
         apply(flags)
-        return bs.triton_block_sparse_attention(q, k, v, cu, index, count, 128, out=out, max_seqlen=length)
+        return bs.triton_block_sparse_attention(q, k, v, cu, index, count, chunk, out=out, max_seqlen=length)
 
     print(f"device={torch.cuda.get_device_name()} torch={torch.__version__}", flush=True)
     for case in cases:
@@ -72,7 +78,7 @@ def sweep(variants, apply, baseline, cases, passes, rep):
         for name, flags in variants.items():
             poisoned = torch.full_like(q, float("nan"))
             try:
-                run(q, k, v, cu, index, count, length, poisoned, flags)
+                run(q, k, v, cu, index, count, chunk, length, poisoned, flags)
                 torch.cuda.synchronize()
                 good, _ = check(name, poisoned, q, k, v, rows, allowed)
             except Exception as error:
@@ -83,7 +89,7 @@ def sweep(variants, apply, baseline, cases, passes, rep):
         times = {n: [] for n in ok_names}
         for _ in range(passes):
             for name in ok_names:
-                times[name].append(do_bench(lambda: run(q, k, v, cu, index, count, length, out, variants[name]),
+                times[name].append(do_bench(lambda: run(q, k, v, cu, index, count, chunk, length, out, variants[name]),
                                             warmup=25, rep=rep, return_mode="median"))
         base = min(times[baseline]) if baseline in times else float("nan")
         print(f"| variant | ms (best) | spread | TFLOP/s | x {baseline} |\n|---|---|---|---|---|")
@@ -91,7 +97,6 @@ def sweep(variants, apply, baseline, cases, passes, rep):
             best = min(times[name])
             print(f"| {name} | {best:.3f} | {100 * (max(times[name]) - best) / best:.1f}% | "
                   f"{flops / best / 1e9:.0f} | {base / best:.3f} |", flush=True)
-        del q, k, v, index, count, chosen
         torch.cuda.empty_cache()
     apply(variants[baseline])
 

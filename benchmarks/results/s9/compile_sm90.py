@@ -38,6 +38,14 @@ def build(diag_first, prefetch, bm=128, bn=128, warps=8, stages=2):
     src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in const.items()},
                     attrs=attrs)
     kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
+    usage, sass = resources(kernel)
+    count = lambda op: sum(op in ln for ln in sass.splitlines())  # noqa: E731
+    return (f"{usage}; shared {kernel.metadata.shared} B; HGMMA {count('HGMMA')}, UTMALDG {count('UTMALDG')}, "
+            f"CCTL {count('CCTL')}, prefetch lines {count('PREFETCH') + count('CCTL.E.PF2')}")
+
+
+def resources(kernel):
+    """(cuobjdump's register / stack / shared line, the SASS text) of a compiled kernel (session 10 uses it too)."""
     with tempfile.TemporaryDirectory() as tmp:
         cubin = os.path.join(tmp, "k.cubin")
         with open(cubin, "wb") as fh:
@@ -45,11 +53,7 @@ def build(diag_first, prefetch, bm=128, bn=128, warps=8, stages=2):
         res = subprocess.run([os.path.join(BIN, "cuobjdump"), "-res-usage", cubin], capture_output=True,
                              text=True).stdout
         sass = subprocess.run([os.path.join(BIN, "cuobjdump"), "-sass", cubin], capture_output=True, text=True).stdout
-    usage = [ln.strip() for ln in res.splitlines() if "REG" in ln][0].split(" CONSTANT")[0]
-    lines = sass.splitlines()
-    count = lambda op: sum(op in ln for ln in lines)  # noqa: E731
-    return (f"{usage}; shared {kernel.metadata.shared} B; HGMMA {count('HGMMA')}, UTMALDG {count('UTMALDG')}, "
-            f"CCTL {count('CCTL')}, prefetch lines {count('PREFETCH') + count('CCTL.E.PF2')}")
+    return [ln.strip() for ln in res.splitlines() if "REG" in ln][0].split(" CONSTANT")[0], sass
 
 
 if __name__ == "__main__":
