@@ -75,7 +75,8 @@ def _unmasked_prefix(index_row, count, row):
     """Entries of a sorted index row strictly left of query chunk `row` (they need no causal mask).
 
     The row is sorted ascending, so those entries form a prefix: walk back from the end while entries are >= row
-    (usually one step: the diagonal is the last entry).
+    (usually one step: the diagonal is the last entry). The Gluon twin of `triton._unmasked_prefix` (that one also
+    compiles here, Triton 3.6, but was not run on the GPU inside this kernel yet).
     """
     n_full = count
     probe = gl.load(index_row + n_full - 1, mask=n_full > 0, other=-1)
