@@ -62,6 +62,8 @@ def test_gluon_path_is_hopper_only_and_auto_never_picks_it_here():
     want = naive_block_sparse_attention(q, k, v, cu, index, count, 128)
     got = triton_block_sparse_attention(q, k, v, cu, index, count, 128, path="auto")
     assert rel_err(got, want) < 1e-5
+    with pytest.raises(ValueError, match="configures the Gluon kernel"):
+        triton_block_sparse_attention(q, k, v, cu, index, count, 128, path="auto", launch=dict(k_stages=2))
     # launch options that cannot fit in shared memory are refused before any launch, naming the bound
     from sparse_attn.kernels.block_sparse.gluon import gluon_block_sparse_attention
     with pytest.raises(ValueError, match="k_stages \\+ v_stages \\+ q_bufs <= 7"):

@@ -6,7 +6,7 @@ reads KV head h // G straight from the packed tensors; K/V are never repeated.
 
 On Hopper with head dim 128 and chunk_size a multiple of 128, path="auto" runs the persistent warp-specialized
 Gluon kernel instead (`gluon.py`: a producer warp and two consumer warpgroups per SM, looping over the work items;
-H200, 128K: 10.7 ms at ~3.5 % of blocks, 27.1 ms at ~10 %, vs 12.1 / 29.4 ms for the TMA kernel below).
+H200, 128K: 10.9 ms at ~3.5 % of blocks, 27.1-27.5 ms at ~10 %, vs 12.1 / 29.2-29.9 ms for the TMA kernel below).
 
 Two index paths:
 * chunk_size >= 64: the method's index is used as is. A query tile of BLOCK_M rows (<= chunk_size) reads the index
@@ -558,6 +558,10 @@ def triton_block_sparse_attention(
     if path == "gluon" or (path == "auto" and (launch is None or isinstance(launch, dict))
                            and gluon_preferred(q, k, v, chunk_size)):
         return _run_gluon(q, k, v, cu_seqlens, block_index, block_count, chunk_size, scale, out, launch)
+    if isinstance(launch, dict):
+        raise ValueError(f"a launch dict ({launch!r}) configures the Gluon kernel, which path={path!r} does not run "
+                         "here (it needs a Hopper GPU, head dim 128, chunk_size % 128 == 0 and Triton "
+                         f"{GLUON_TRITON}x; path='gluon' forces it): pass a launch tuple or None")
     if chunk_size < TILE:
         index, count, bits = chunk_index_to_tiles(block_index, block_count, chunk_size)
         block_m, block_n, warps, stages = TILE, TILE, 4, 3
