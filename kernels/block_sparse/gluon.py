@@ -381,9 +381,6 @@ def gluon_block_sparse_attention(
     if programs is None:
         programs = torch.cuda.get_device_properties(q.device).multi_processor_count
     grid = (min(n_items, programs),)
-    # launch-wide register cap: the consumer warpgroups get CONSUMER_REGS, the producer's PRODUCER_REGS, the
-    # default partition (consumer 0) what is left of 3 warpgroups x maxnreg
-    maxnreg = (2 * consumer_regs + producer_regs) // 3 // 8 * 8
     _block_sparse_fwd_ws[grid](
         _descriptor(q, WG_ROWS.value), _descriptor(k, BLOCK_N.value), _descriptor(v, BLOCK_N.value), out,
         cu_seqlens, index, count, count if order is None else order, qk_scale, num_q_heads, n_bh, n_items,
@@ -391,6 +388,49 @@ def gluon_block_sparse_attention(
         count.stride(1),
         GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim, CHUNK=chunk_size, K_STAGES=k_stages,
         V_STAGES=v_stages, Q_BUFS=q_bufs, CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
-        PINGPONG=bool(pingpong), SORTED=order is not None, num_warps=4, maxnreg=maxnreg,
+        PINGPONG=bool(pingpong), SORTED=order is not None, num_warps=4, maxnreg=_maxnreg(consumer_regs, producer_regs),
     )
     return out
+
+
+def _maxnreg(consumer_regs: int, producer_regs: int) -> int:
+    """Launch-wide register cap: the second consumer warpgroup gets consumer_regs, the producer's warpgroup
+    producer_regs, the default partition (consumer 0) what is left of 3 warpgroups x maxnreg."""
+    return (2 * consumer_regs + producer_regs) // 3 // 8 * 8
+
+
+_INT_ARGS = ("num_q_heads", "n_bh", "n_items", "stride_on", "stride_oh", "stride_ib", "stride_ih", "stride_ir",
+             "stride_cb", "stride_ch")
+
+
+def compile_for_sm90(head_dim: int = 128, chunk_size: int = 128, k_stages: int = 3, v_stages: int = 3,
+                     q_bufs: int = 1, consumer_regs: int = 240, producer_regs: int = 24, pingpong: bool = False,
+                     sorted: bool = False):
+    """Compile the kernel for sm_90 (bf16, GQA group 4) without a GPU, with the ptxas of the Triton wheel.
+
+    Returns Triton's CompiledKernel (`.asm["ptx"]`, `.asm["cubin"]`, `.metadata.shared`): the CPU test checks
+    that the kernel builds under the installed Triton; benchmarks/results/s10/compile_gluon_sm90.py reads its
+    registers and spills before a device call.
+    """
+    from triton import compile as triton_compile
+    from triton._C.libtriton import native_specialize_impl  # the JIT's own argument typing (descriptor + layout)
+    from triton.backends.compiler import BaseBackend, GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    def descriptor_type(rows):
+        dummy = torch.empty(1024, 8, head_dim, dtype=torch.bfloat16)
+        return native_specialize_impl(BaseBackend, _descriptor(dummy, rows), False, True, True)[0]
+
+    fn = _block_sparse_fwd_ws
+    sig = {"desc_q": descriptor_type(WG_ROWS.value), "desc_k": descriptor_type(BLOCK_N.value),
+           "desc_v": descriptor_type(BLOCK_N.value), "Out": "*bf16", "cu_seqlens": "*i32", "Index": "*i32",
+           "Count": "*i32", "Order": "*i32", "qk_scale": "fp32", **{name: "i32" for name in _INT_ARGS}}
+    const = dict(GROUP=4, HEAD_DIM=head_dim, CHUNK=chunk_size, K_STAGES=k_stages, V_STAGES=v_stages,
+                 Q_BUFS=q_bufs, CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs, PINGPONG=pingpong,
+                 SORTED=sorted)
+    sig.update({name: "constexpr" for name in const})
+    aligned = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in ("Out", "stride_on", "stride_oh")}
+    src = GluonASTSource(fn=fn, signature={name: sig[name] for name in fn.arg_names},
+                         constexprs={(fn.arg_names.index(k),): v for k, v in const.items()}, attrs=aligned)
+    return triton_compile(src, target=GPUTarget("cuda", 90, 32),
+                          options=dict(num_warps=4, maxnreg=_maxnreg(consumer_regs, producer_regs)))

@@ -8,49 +8,23 @@ Usage: TRITON_INTERPRET=0 PYTHONPATH=/tmp/tri36:$PWD python benchmarks/results/s
 import os
 import sys
 
-import torch
 import triton
-from triton._C.libtriton import native_specialize_impl
-from triton.backends.compiler import BaseBackend, GPUTarget
-from triton.experimental.gluon._runtime import GluonASTSource
 
 from sparse_attn.kernels.block_sparse import gluon as g
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "s9"))
 from compile_sm90 import resources  # noqa: E402  (cuobjdump resource line and SASS of a compiled kernel)
-INTS = ("num_q_heads", "n_bh", "n_items", "stride_on", "stride_oh", "stride_ib", "stride_ih", "stride_ir",
-        "stride_cb", "stride_ch")
 
 
-def desc_type(rows, dim):
-    t = torch.empty(1024, 8, dim, dtype=torch.bfloat16)
-    return native_specialize_impl(BaseBackend, g._descriptor(t, rows), False, True, True)[0]
-
-
-def build(k_stages=3, v_stages=3, q_bufs=1, dim=128, chunk=128, consumer_regs=240, producer_regs=24, pingpong=False,
-          sorted=False):
-    fn = g._block_sparse_fwd_ws
-    sig = {"desc_q": desc_type(g.WG_ROWS.value, dim), "desc_k": desc_type(g.BLOCK_N.value, dim),
-           "desc_v": desc_type(g.BLOCK_N.value, dim), "Out": "*bf16", "cu_seqlens": "*i32", "Index": "*i32",
-           "Count": "*i32", "Order": "*i32", "qk_scale": "fp32"}
-    sig.update({n: "i32" for n in INTS})
-    const = dict(GROUP=4, HEAD_DIM=dim, CHUNK=chunk, K_STAGES=k_stages, V_STAGES=v_stages, Q_BUFS=q_bufs,
-                 CONSUMER_REGS=consumer_regs,
-                 PRODUCER_REGS=producer_regs, PINGPONG=pingpong,
-                 SORTED=sorted)
-    sig.update({n: "constexpr" for n in const})
-    sig = {n: sig[n] for n in fn.arg_names}
-    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in ("Out", "stride_on", "stride_oh")}
-    src = GluonASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in const.items()},
-                         attrs=attrs)
-    maxnreg = (2 * consumer_regs + producer_regs) // 3 // 8 * 8
-    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, maxnreg=maxnreg))
+def build(dim=128, chunk=128, **launch):
+    kernel = g.compile_for_sm90(head_dim=dim, chunk_size=chunk, **launch)
     usage, sass = resources(kernel)
     count = lambda op: sum(op in ln for ln in sass.splitlines())  # noqa: E731
     if "--sass" in sys.argv:
-        with open(f"/tmp/gluon_k{k_stages}v{v_stages}_q{q_bufs}_d{dim}.sass", "w") as fh:
+        name = "_".join(f"{k}{v}" for k, v in sorted(dict(launch, dim=dim, chunk=chunk).items()))
+        with open(f"/tmp/gluon_{name}.sass", "w") as fh:
             fh.write(sass)
-        with open(f"/tmp/gluon_k{k_stages}v{v_stages}_q{q_bufs}_d{dim}.ptx", "w") as fh:
+        with open(f"/tmp/gluon_{name}.ptx", "w") as fh:
             fh.write(kernel.asm["ptx"])
     return (f"{usage}; shared {kernel.metadata.shared} B; HGMMA {count('HGMMA')}, UTMALDG {count('UTMALDG')}, "
             f"SETMAXNREG {count('SETMAXNREG') + count('USETMAXREG')}, local ld/st {count('LDL') + count('STL')}")
