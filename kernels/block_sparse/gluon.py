@@ -38,6 +38,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+from .triton import tma_supported
+
 # Bulk tensor copy global -> shared: `async_load` since Triton 3.7 (the old name raises there), the old name before.
 _tma_load = tma.async_load if hasattr(tma, "async_load") else tma.async_copy_global_to_shared
 
@@ -332,12 +334,11 @@ def _block_sparse_fwd_ws(
 def gluon_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int) -> bool:
     """Whether `gluon_block_sparse_attention` runs these inputs: a Hopper GPU (compute capability 9.x), 16-bit
     data, head dim 64 or 128, heads contiguous within a token, 16-byte aligned rows, chunk_size a multiple of 128."""
-    if not q.is_cuda or torch.cuda.get_device_capability(q.device)[0] != 9:
+    # the layout / alignment / 16-bit rules are the TMA kernel's (`tma_supported`); Gluon adds Hopper only (no
+    # Blackwell wgmma), one dtype for q, k, v (the shared-memory buffers share it), head dims and chunk multiple
+    if not tma_supported(q, k, v) or torch.cuda.get_device_capability(q.device)[0] != 9:
         return False
-    if q.dtype not in (torch.float16, torch.bfloat16) or q.shape[2] not in (64, 128) or chunk_size % BLOCK_N.value:
-        return False
-    return all(t.dtype == q.dtype and t.stride(2) == 1 and t.stride(1) == t.shape[2]
-               and (t.stride(0) * t.element_size()) % 16 == 0 and t.data_ptr() % 16 == 0 for t in (q, k, v))
+    return q.shape[2] in (64, 128) and chunk_size % BLOCK_N.value == 0 and k.dtype == v.dtype == q.dtype
 
 
 def _descriptor(t: torch.Tensor, rows: int) -> TensorDescriptor:

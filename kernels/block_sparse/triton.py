@@ -462,15 +462,16 @@ def gluon_preferred(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_siz
     return gluon_kernel.gluon_supported(q, k, v, chunk_size)
 
 
-def _run_gluon(q, k, v, cu_seqlens, block_index, block_count, chunk_size, scale, out, launch):
-    """path="gluon": the persistent warp-specialized kernel (kernels/block_sparse/gluon.py); launch=dict(sorted=True)
-    runs the items heaviest first by index entry count (a device argsort per call) instead of last tile first."""
+def _run_gluon(q, k, v, cu_seqlens, block_index, block_count, chunk_size, scale, out, launch, forced):
+    """The persistent warp-specialized kernel (kernels/block_sparse/gluon.py); launch=dict(sorted=True) runs the
+    items heaviest first by index entry count (a device argsort per call) instead of last tile first. forced
+    (path="gluon"): the inputs are checked here; otherwise `gluon_preferred` already checked them."""
     try:
         from . import gluon as gluon_kernel
     except ImportError as error:  # Triton without Gluon (< 3.5)
         raise RuntimeError(f"path='gluon' needs Triton >= 3.5 with triton.experimental.gluon ({error}); use "
                            "path='tma' or path='auto'") from error
-    if not gluon_kernel.gluon_supported(q, k, v, chunk_size):
+    if forced and not gluon_kernel.gluon_supported(q, k, v, chunk_size):
         raise ValueError("path='gluon' needs a Hopper GPU (compute capability 9.x), fp16/bf16 q, k, v with heads "
                          f"contiguous within a token, head dim 64 or 128 and chunk_size a multiple of 128 (got "
                          f"{q.device}, {q.dtype}, head dim {q.shape[2]}, chunk_size {chunk_size}); use path='auto'")
@@ -557,7 +558,8 @@ def triton_block_sparse_attention(
         raise ValueError(f"path must be 'auto', 'gluon', 'tma' or 'pointer', got {path!r}")
     if path == "gluon" or (path == "auto" and (launch is None or isinstance(launch, dict))
                            and gluon_preferred(q, k, v, chunk_size)):
-        return _run_gluon(q, k, v, cu_seqlens, block_index, block_count, chunk_size, scale, out, launch)
+        return _run_gluon(q, k, v, cu_seqlens, block_index, block_count, chunk_size, scale, out, launch,
+                          forced=path == "gluon")
     if isinstance(launch, dict):
         raise ValueError(f"a launch dict ({launch!r}) configures the Gluon kernel, which path={path!r} does not run "
                          "here (it needs a Hopper GPU, head dim 128, chunk_size % 128 == 0 and Triton "
