@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from sparse_attn.kernels.block_sparse import block_sparse_attention, naive_block_sparse_attention
+from sparse_attn.kernels.block_sparse import triton as block_sparse_triton
+from sparse_attn.kernels.block_sparse.small_chunks import chunk_index_to_union
 from sparse_attn.kernels.block_sparse.triton import chunk_index_to_tiles
 from sparse_attn.kernels.dense import dense_attention
 from sparse_attn.kernels.estimation import last_window_sums, pooled_block_scores
@@ -62,6 +64,33 @@ def test_block_sparse_matches_reference(chunk, head_dim, lengths):
     assert rel_err(got, want) < 1e-5
 
 
+@pytest.mark.parametrize("small_chunk_path", ["gather", "tiles"])
+@pytest.mark.parametrize("chunk,head_dim,lengths", [(16, 128, (150, 37, 64)), (32, 64, (200, 33))])
+def test_small_chunk_paths_with_blocks_right_of_the_diagonal(small_chunk_path, chunk, head_dim, lengths,
+                                                             monkeypatch):
+    """chunk < 64: both kernels, on an index that also lists chunks right of the diagonal and past the sample
+    (the causal mask must drop them) and rows without their diagonal."""
+    monkeypatch.setattr(block_sparse_triton, "SMALL_CHUNK_PATH", small_chunk_path)
+    gen = torch.Generator().manual_seed(7)
+    q, k, v, cu = packed(lengths, 8, 2, head_dim, seed=11)
+    index, count = random_block_index(lengths, 8, chunk, 6, gen, drop_diagonal=True)
+    n = index.shape[2]
+    for b in range(len(lengths)):
+        for h in range(8):
+            for m in range(0, n, 3):  # one extra chunk right of the diagonal (maybe past the sample)
+                c = int(count[b, h, m])
+                if 0 < c < index.shape[-1]:
+                    extra = min(n - 1, m + 1 + int(torch.randint(0, 3, (1,), generator=gen)))
+                    row = sorted(set(index[b, h, m, :c].tolist()) | {extra})
+                    index[b, h, m, :len(row)] = torch.tensor(row, dtype=torch.int32)
+                    count[b, h, m] = len(row)
+    want = naive_block_sparse_attention(q, k, v, cu, index, count, chunk)
+    out = torch.full_like(q, float("nan"))
+    got = block_sparse_attention(q, k, v, cu, index, count, chunk, out=out, backend="triton")
+    assert not got.isnan().any(), "rows left unwritten"
+    assert rel_err(got, want) < 1e-5
+
+
 def test_block_sparse_full_index_equals_dense():
     lengths, chunk = (77, 130), 32
     q, k, v, cu = packed(lengths, 8, 2, 64, seed=3)
@@ -83,6 +112,36 @@ def pairs_of_chunk_index(index, count, chunk, n_keys):
                     kb = int(index[i, j, m, e])
                     mask[i, j, m * chunk:(m + 1) * chunk, kb * chunk:(kb + 1) * chunk] = True
     return mask
+
+
+@pytest.mark.parametrize("chunk", [16, 32])
+def test_union_conversion_keeps_exactly_the_selected_pairs(chunk):
+    """The gather kernel's index: per 64-row tile the sorted, distinct union of the sub-blocks' key chunks, and
+    bits saying which sub-block chose each: together exactly the chunk-level index's (query, key) pairs."""
+    gen = torch.Generator().manual_seed(chunk)
+    lengths = (200, 130)
+    index, count = random_block_index(lengths, 3, chunk, 5, gen)
+    union, union_count, bits = chunk_index_to_union(index, count, chunk)
+    r = 64 // chunk
+    assert union.shape[-1] == r * index.shape[-1] and union.dtype == bits.dtype == torch.int32
+    n_keys = index.shape[2] * chunk
+    want = pairs_of_chunk_index(index, count, chunk, n_keys)
+    got = torch.zeros(2, 3, union.shape[2] * 64, n_keys, dtype=torch.bool)
+    for i in range(2):
+        for j in range(3):
+            for t in range(union.shape[2]):
+                n = int(union_count[i, j, t])
+                chunks = union[i, j, t, :n].tolist()
+                assert chunks == sorted(set(chunks)), "union must be sorted and distinct"
+                assert (union[i, j, t, n:] == -1).all() and (bits[i, j, t, n:] == 0).all()
+                for e, kc in enumerate(chunks):
+                    assert 0 < int(bits[i, j, t, e]) < (1 << r)
+                    for qs in range(r):
+                        if (int(bits[i, j, t, e]) >> qs) & 1:
+                            rows = slice(t * 64 + qs * chunk, t * 64 + (qs + 1) * chunk)
+                            got[i, j, rows, kc * chunk:(kc + 1) * chunk] = True
+    assert torch.equal(got[:, :, : want.shape[2]], want)
+    assert not got[:, :, want.shape[2]:].any()
 
 
 def test_tile_conversion_keeps_exactly_the_selected_pairs():

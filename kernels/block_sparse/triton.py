@@ -43,6 +43,9 @@ from .._triton_tile import LOG2E, check_prefill_inputs, softmax_pv_desc, unscale
 from .._triton_tile import max_seqlen as max_seqlen_of
 
 TILE = 64  # tile size used when chunk_size < 64
+# chunk_size < 64: "gather" (small_chunks.py: the union of the selected key chunks, gathered 64 keys per step) or
+# "tiles" (the session-1 path: every 64x64 tile any selected chunk pair touches, with per-16-row bit masks)
+SMALL_CHUNK_PATH = "gather"
 
 
 @triton.jit
@@ -564,6 +567,10 @@ def triton_block_sparse_attention(
         raise ValueError(f"a launch dict ({launch!r}) configures the Gluon kernel, which path={path!r} does not run "
                          "here (it needs a Hopper GPU, head dim 128, chunk_size % 128 == 0 and Triton "
                          f"{GLUON_TRITON}x; path='gluon' forces it): pass a launch tuple or None")
+    if chunk_size < TILE and SMALL_CHUNK_PATH == "gather":
+        from .small_chunks import gather_block_sparse_attention  # (it imports this module)
+        return gather_block_sparse_attention(q, k, v, cu_seqlens, block_index, block_count, chunk_size,
+                                             scale * LOG2E, out, launch=None if launch is None else launch[2:4])
     if chunk_size < TILE:
         index, count, bits = chunk_index_to_tiles(block_index, block_count, chunk_size)
         block_m, block_n, warps, stages = TILE, TILE, 4, 3
