@@ -15,7 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from triton.testing import do_bench
 
 sys.path.insert(0, "benchmarks")
-from bench_prefill import HKV, HQ, D, random_qkv, structured_qkv  # noqa: E402
+from bench_prefill import HQ, random_qkv, structured_qkv  # noqa: E402
 
 import sparse_attn.kernels.block_sparse.triton as bst  # noqa: E402
 from sparse_attn.kernels.block_sparse.small_chunks import chunk_index_to_union  # noqa: E402
@@ -92,11 +92,10 @@ def main():
                        attn_gather_ms=attn_ms, gather_vs_tiles_rel=diff, total_ms=sel_ms + attn_ms,
                        x_cudnn=cudnn / (sel_ms + attn_ms), written=written,
                        density_chunks=pairs / causal, density_tiles64=tile_pairs / causal,
-                       density_chunk_union64=union_pairs / causal,
-                       tiles_per_row=float(tcount.float().mean()), union_chunks_per_row=float(union.float().mean()))
+                       density_chunk_union64=union_pairs / causal, tiles_per_row=float(tcount.float().mean()),
+                       union_chunks_per_row=float(union.float().mean()))
             print(json.dumps({a: (round(b, 4) if isinstance(b, float) else b) for a, b in row.items()}), flush=True)
             print(table, flush=True)
-            del q, k, v, sel, idx, cnt, tiles, tcount, out, outs
             torch.cuda.empty_cache()
 
 
