@@ -89,8 +89,8 @@ def main():
             table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=8)
             row = dict(L=length, inputs=kind, chunk=args.chunk, top=args.top, cudnn_ms=cudnn, select_ms=sel_ms,
                        select_wall_ms=sel_wall, convert_tiles_ms=conv_ms, union_ms=union_ms,
-                       attn_tiles_ms=times["tiles"], attn_gather_ms=attn_ms, gather_vs_tiles_rel=diff, total_ms=sel_ms + attn_ms,
-                       x_cudnn=cudnn / (sel_ms + attn_ms), written=written,
+                       attn_tiles_ms=times["tiles"], attn_gather_ms=attn_ms, gather_vs_tiles_rel=diff,
+                       total_ms=sel_ms + attn_ms, x_cudnn=cudnn / (sel_ms + attn_ms), written=written,
                        density_chunks=pairs / causal, density_tiles64=tile_pairs / causal,
                        density_chunk_union64=union_pairs / causal, tiles_per_row=float(tcount.float().mean()),
                        union_chunks_per_row=float(union.float().mean()))
