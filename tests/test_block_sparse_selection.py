@@ -1,4 +1,5 @@
-"""Block-Sparse selection computed in row steps equals the full-matrix definition (naive pooled scores)."""
+"""Block-Sparse selection computed in row steps equals the full-matrix definition (naive pooled scores), with the
+torch top-k and with the Triton radix top-k (interpreted on the CPU), ties included."""
 import pytest
 import torch
 
@@ -25,8 +26,9 @@ def full_matrix_selection(method, q, k, cu):
     return want
 
 
-@pytest.mark.parametrize("step_elements", [1, 37, 1 << 25])
-def test_row_steps_equal_full_matrix(step_elements, monkeypatch):
+@pytest.mark.parametrize("step_elements,backend", [(1, "naive"), (37, "naive"), (1 << 25, "naive"),
+                                                   (37, "triton")])  # interpreted Triton: ~25 s a case
+def test_row_steps_equal_full_matrix(step_elements, backend, monkeypatch):
     gen = torch.Generator().manual_seed(3)
     lens = [203, 77, 130]  # odd lengths, partial last blocks, batch of 3
     cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)
@@ -35,7 +37,7 @@ def test_row_steps_equal_full_matrix(step_elements, monkeypatch):
     k[cu[1]: cu[1] + 40] = 1.0  # equal key blocks -> tied scores
     method = BlockSparse(chunk_size=8, top_chunks=6)
     monkeypatch.setattr(BlockSparse, "SCORE_ELEMENTS_PER_STEP", step_elements)
-    selection = method.select(q, k, cu)
+    selection = method.select(q, k, cu, backend=backend)
     want = full_matrix_selection(method, q, k, cu)
     assert torch.equal(selection.block_index, want)
     counts = (want >= 0).sum(-1).to(torch.int32)

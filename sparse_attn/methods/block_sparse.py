@@ -25,6 +25,7 @@ from typing import Optional
 import torch
 
 from ..config import ConfigError, MethodConfig
+from ..kernels._dispatch import resolve_backend
 from ..kernels._varlen import HostLengths
 from ..kernels.block_sparse import block_sparse_attention, block_sparse_pair_counts
 from ..kernels.estimation import stable_topk
@@ -88,11 +89,15 @@ class BlockSparse(MethodConfig):
         q `[N, Hq, D]`, k `[N, Hkv, D]` varlen packed, cu_seqlens `[B+1]` int32. The block scores are computed
         `rows_per_step` query blocks at a time (only their causal key blocks), so memory stays bounded by
         `SCORE_ELEMENTS_PER_STEP` whatever the length: a full `[nb, nb]` score matrix per head would take 256 MiB
-        per head at 128K tokens and 16-token blocks. `backend` is accepted for a uniform signature; selection is
-        plain torch (pooling, one batched fp32 matmul, top-k) on any device. seq_lens: optional host lengths `[B]`
-        matching cu_seqlens (`check_inputs`): the checks and the pooling then never read cu_seqlens back.
+        per head at 128K tokens and 16-token blocks. Pooling and the fp32 score matmul are torch; the top-k is
+        `stable_topk` (torch) or, on the Triton backend, `triton_stable_topk` (the same indices entry for entry).
+        seq_lens: optional host lengths `[B]` matching cu_seqlens (`check_inputs`): the checks and the pooling
+        then never read cu_seqlens back.
         """
         lens = check_inputs(q, k, cu_seqlens, seq_lens=seq_lens)
+        on_triton = resolve_backend(backend, q) == "triton"
+        if on_triton:
+            from ..kernels.estimation.topk_triton import triton_stable_topk
         chunk, num_q_heads, num_kv_heads = self.chunk_size, q.shape[1], k.shape[1]
         batch, group = len(lens), num_q_heads // num_kv_heads
         q_pool = pooled_block_means(q, cu_seqlens, chunk, seq_lens=lens)  # [B, nb, Hq, D]
@@ -117,7 +122,11 @@ class BlockSparse(MethodConfig):
             rows_count = count[:, None, start:stop].expand(-1, num_q_heads, -1)
             # the widest of these rows, known from the shapes: the longest sample (num_blocks blocks) has query
             # block stop - 1, which keeps min(stop, top_chunks); so the top-k reads no count back from the device
-            chosen = stable_topk(scores, rows_count, kmax=min(stop, self.top_chunks))
+            kmax = min(stop, self.top_chunks)
+            if on_triton:  # radix select + compaction: the same indices, ~5 reads of the scores, no int64 keys
+                chosen = triton_stable_topk(scores, rows_count.contiguous(), kmax)
+            else:
+                chosen = stable_topk(scores, rows_count, kmax=kmax)
             block_index[:, :, start:stop, :chosen.shape[-1]] = chosen
         count = count[:, None, :].expand(-1, num_q_heads, -1)
         return BlockSparseSelection(cu_seqlens, chunk, block_index, count.to(torch.int32).contiguous())
