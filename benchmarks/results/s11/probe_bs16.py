@@ -62,6 +62,10 @@ def main():
             torch.cuda.synchronize()
             sel_wall = (time.perf_counter() - t0) * 1e3
             sel_ms = do_bench(lambda: cfg.select(q, k, cu, backend="triton", seq_lens=[length]), rep=50)
+            # backend="naive" on CUDA tensors: the same torch pooling and matmul, torch stable_topk (session-10 path)
+            sel_torch_ms = do_bench(lambda: cfg.select(q, k, cu, backend="naive", seq_lens=[length]), rep=50)
+            same_sel = bool(torch.equal(cfg.select(q, k, cu, backend="naive", seq_lens=[length]).block_index,
+                                        sel.block_index))
             idx, cnt = sel.block_index, sel.block_count
             conv_ms = do_bench(lambda: chunk_index_to_tiles(idx, cnt, args.chunk), rep=50)
             union_ms = do_bench(lambda: chunk_index_to_union(idx, cnt, args.chunk), rep=50)
@@ -88,6 +92,7 @@ def main():
                 torch.cuda.synchronize()
             table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=8)
             row = dict(L=length, inputs=kind, chunk=args.chunk, top=args.top, cudnn_ms=cudnn, select_ms=sel_ms,
+                       select_torch_topk_ms=sel_torch_ms, same_selection=same_sel,
                        select_wall_ms=sel_wall, convert_tiles_ms=conv_ms, union_ms=union_ms,
                        attn_tiles_ms=times["tiles"], attn_gather_ms=attn_ms, gather_vs_tiles_rel=diff,
                        total_ms=sel_ms + attn_ms, x_cudnn=cudnn / (sel_ms + attn_ms), written=written,
