@@ -184,3 +184,34 @@ def test_gluon_refuses_what_it_cannot_run():
     index, count, _ = random_block_index([4096], 128, 0.1)
     with pytest.raises(ValueError, match="dict"):
         triton_block_sparse_attention(q, k, v, cu, index, count, 128, path="gluon", launch=(128, 128, 8, 2))
+
+
+# chunk_size 16 / 32 (the method's default is 16): the gather kernel over the union of the selected key chunks
+# (kernels/block_sparse/small_chunks.py), on the method's own selection at the reference defaults.
+@pytest.mark.parametrize("small_chunk_path", ["gather", "tiles"])
+@pytest.mark.parametrize("lens,chunk,rows", [
+    ([32768], 16, 2048),
+    ([16384 + 37, 9000 + 5], 16, 1024),  # samples ending mid-chunk, followed by another sample
+    ([16384 + 37], 32, 1024),
+])
+def test_small_chunks_method_selection_real_shapes(small_chunk_path, lens, chunk, rows, monkeypatch):
+    import sparse_attn.kernels.block_sparse.triton as block_sparse_triton
+    from sparse_attn.methods.block_sparse import BlockSparse
+    monkeypatch.setattr(block_sparse_triton, "SMALL_CHUNK_PATH", small_chunk_path)
+    q, k, v, cu = packed(lens)
+    selection = BlockSparse(chunk_size=chunk).select(q, k, cu, backend="triton")
+    index, count = selection.block_index, selection.block_count
+    n = index.shape[2]
+    slots = torch.arange(index.shape[-1], device=DEV)
+    keep = torch.zeros(len(lens), HQ, n, n + 1, dtype=torch.bool, device=DEV)
+    keep.scatter_(-1, torch.where(slots < count[..., None], index, n).long(), True)
+    keep = keep[..., :n]
+    assert float(selection.sparsity().mean()) > 0.5  # 64 chunks per query chunk: the method acted
+    out = torch.full_like(q, float("nan"))
+    block_sparse_triton.triton_block_sparse_attention(q, k, v, cu, index, count, chunk, out=out,
+                                                      max_seqlen=max(lens))
+
+    def allowed(b, h, r, length):
+        kpos = torch.arange(length, device=DEV)
+        return keep[b, h][r // chunk][:, kpos // chunk] & (kpos[None, :] <= r[:, None])
+    check_rows(f"block_sparse {small_chunk_path} {lens} chunk={chunk}", q, k, v, cu, out, allowed, rows)
