@@ -9,7 +9,7 @@ import torch
 
 from sparse_attn.kernels.block_sparse import block_sparse_attention, naive_block_sparse_attention
 from sparse_attn.kernels.block_sparse import triton as block_sparse_triton
-from sparse_attn.kernels.block_sparse.small_chunks import chunk_index_to_union
+from sparse_attn.kernels.block_sparse.small_chunks import chunk_index_to_union, triton_chunk_index_to_union
 from sparse_attn.kernels.block_sparse.triton import chunk_index_to_tiles
 from sparse_attn.kernels.dense import dense_attention
 from sparse_attn.kernels.estimation import last_window_sums, pooled_block_scores
@@ -142,6 +142,17 @@ def test_union_conversion_keeps_exactly_the_selected_pairs(chunk):
                             got[i, j, rows, kc * chunk:(kc + 1) * chunk] = True
     assert torch.equal(got[:, :, : want.shape[2]], want)
     assert not got[:, :, want.shape[2]:].any()
+
+
+@pytest.mark.parametrize("chunk,lengths,max_k", [(16, (200, 130, 7), 5), (32, (333,), 9), (16, (64,), 70)])
+def test_triton_union_builder_equals_torch(chunk, lengths, max_k):
+    """The one-launch Triton union builder = the torch builder, entry for entry (pads, empty rows, odd tiles)."""
+    gen = torch.Generator().manual_seed(max_k)
+    index, count = random_block_index(lengths, 3, chunk, max_k, gen, drop_diagonal=True)
+    want = chunk_index_to_union(index, count, chunk)
+    got = triton_chunk_index_to_union(index, count, chunk)
+    for name, w, g in zip(("union", "union_count", "bits"), want, got):
+        assert g.dtype == torch.int32 and torch.equal(g, w.to(torch.int32)), name
 
 
 def test_tile_conversion_keeps_exactly_the_selected_pairs():

@@ -11,7 +11,8 @@ With top_chunks = 64 at chunk 16 a 64-row tile's union has at most 4 x 64 chunks
 a random 16x16 selection touches ~250 distinct 64-key tiles (16000 keys) per 64 rows, most of them for one
 16-row sub-block and one 16-key chunk (benchmarks/RESULTS.md, session 11).
 
-`chunk_index_to_union` (torch, on the device) builds the union; `gather_block_sparse_attention` launches the kernel.
+`chunk_index_to_union` (torch: the reference) or `triton_chunk_index_to_union` (one launch, what the kernel path
+runs) builds the union; `gather_block_sparse_attention` launches the attention kernel.
 """
 from typing import Tuple
 
@@ -23,6 +24,7 @@ from .._triton_tile import unscaled_masked_step
 from .triton import _unmasked_prefix
 
 TILE = 64  # query rows per program and keys per step
+UNION_SORT_MAX = 4096  # codes one union-builder program sorts in registers (R x top_chunks, rounded up)
 
 
 def chunk_index_to_union(block_index: torch.Tensor, block_count: torch.Tensor, chunk_size: int,
@@ -67,6 +69,71 @@ def chunk_index_to_union(block_index: torch.Tensor, block_count: torch.Tensor, c
     # distinct sub-blocks of one chunk have distinct bits, so the sum is a bitwise or
     bits.scatter_add_(-1, slot, torch.where(valid, torch.ones_like(code) << (code - chunk * r), 0))
     return union[..., :width].contiguous(), union_count, bits[..., :width].contiguous()
+
+
+@triton.jit
+def _union_kernel(Index, Count, Union, Bits, UnionCount, num_heads, n_rows, width,
+                  stride_ib, stride_ih, stride_ir, stride_cb, stride_ch, stride_ub, stride_uh, stride_ur,
+                  R: tl.constexpr, WP: tl.constexpr):
+    """`chunk_index_to_union` for one tile of R index rows of one (b, h): grid (n_tiles, B * H).
+
+    The R rows' entries become codes chunk * R + sub-block (R * WP of them, padding sorted last), one bitonic sort
+    in registers, then: an entry opens a union slot where its chunk differs from the previous entry's, the slot is
+    the running count of openings (cumsum), and its bits collect the sub-blocks of the next R entries that hold
+    the same chunk (equal chunks are adjacent after the sort, at most R of them)."""
+    t = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // num_heads
+    h = bh % num_heads
+    e = tl.arange(0, R * WP)
+    sub = e // WP
+    row = t * R + sub
+    count = tl.load(Count + b * stride_cb + h * stride_ch + row, mask=row < n_rows, other=0)
+    valid = (e % WP < count) & (row < n_rows)
+    entry = tl.load(Index + b.to(tl.int64) * stride_ib + h.to(tl.int64) * stride_ih + row.to(tl.int64) * stride_ir
+                    + e % WP, mask=valid, other=0)
+    BIG: tl.constexpr = 2 ** 30
+    code = tl.sort(tl.where(valid, entry * R + sub, BIG))
+    chunk = code // R
+    is_new = (code < BIG) & ((e == 0) | (chunk != tl.gather(chunk, tl.maximum(e - 1, 0), 0)))
+    bits = tl.zeros([R * WP], dtype=tl.int32)
+    for d in tl.static_range(R):
+        ahead = tl.gather(code, tl.minimum(e + d, R * WP - 1), 0)
+        bits |= tl.where((e + d < R * WP) & (ahead < BIG) & (ahead // R == chunk), 1 << (ahead % R), 0)
+    slot = tl.cumsum(is_new.to(tl.int32), 0) - 1
+    n_union = tl.sum(is_new.to(tl.int32), 0)
+    out = b.to(tl.int64) * stride_ub + h.to(tl.int64) * stride_uh + t.to(tl.int64) * stride_ur
+    tl.store(Union + out + slot, chunk, mask=is_new)
+    tl.store(Bits + out + slot, bits, mask=is_new)
+    pad = (e >= n_union) & (e < width)  # the slots past the union: -1 / 0, as the torch builder leaves them
+    tl.store(Union + out + e, tl.full([R * WP], -1, tl.int32), mask=pad)
+    tl.store(Bits + out + e, tl.zeros([R * WP], dtype=tl.int32), mask=pad)
+    tl.store(UnionCount + bh * tl.num_programs(0) + t, n_union)
+
+
+def triton_chunk_index_to_union(block_index: torch.Tensor, block_count: torch.Tensor, chunk_size: int,
+                                tile: int = TILE) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`chunk_index_to_union` (same outputs, entry for entry) in one Triton launch; block_index int32."""
+    r = tile // chunk_size
+    batch, heads, n_rows, max_k = block_index.shape
+    n_tiles = -(-n_rows // r)
+    width = r * max_k
+    if n_rows * r + r >= 2 ** 30:
+        raise ValueError(f"{n_rows} query chunks are too many for the int32 union codes: use a larger chunk_size")
+    if r * triton.next_power_of_2(max(max_k, 1)) > UNION_SORT_MAX:  # too wide to sort in registers
+        return chunk_index_to_union(block_index, block_count, chunk_size, tile)
+    index = block_index.to(torch.int32).contiguous()
+    count = block_count.to(torch.int32).contiguous()
+    union = torch.empty(batch, heads, n_tiles, width, dtype=torch.int32, device=index.device)
+    bits = torch.empty_like(union)
+    union_count = torch.empty(batch, heads, n_tiles, dtype=torch.int32, device=index.device)
+    if union.numel() == 0:
+        return union, union_count.zero_(), bits
+    _union_kernel[(n_tiles, batch * heads)](
+        index, count, union, bits, union_count, heads, n_rows, width, index.stride(0), index.stride(1),
+        index.stride(2), count.stride(0), count.stride(1), union.stride(0), union.stride(1), union.stride(2),
+        R=r, WP=triton.next_power_of_2(max(max_k, 1)), num_warps=4)
+    return union, union_count, bits
 
 
 @triton.jit
@@ -157,7 +224,7 @@ def gather_block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     """
     if TILE % chunk_size:
         raise ValueError(f"the gather kernel needs chunk_size dividing {TILE}, got {chunk_size}")
-    union, union_count, bits = chunk_index_to_union(block_index, block_count, chunk_size)
+    union, union_count, bits = triton_chunk_index_to_union(block_index, block_count, chunk_size)
     warps, stages = GATHER_LAUNCH if launch is None else launch
     batch, num_q_heads = cu_seqlens.numel() - 1, q.shape[1]
     n_tiles_m = union.shape[2]

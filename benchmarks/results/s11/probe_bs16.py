@@ -18,7 +18,7 @@ sys.path.insert(0, "benchmarks")
 from bench_prefill import HQ, random_qkv, structured_qkv  # noqa: E402
 
 import sparse_attn.kernels.block_sparse.triton as bst  # noqa: E402
-from sparse_attn.kernels.block_sparse.small_chunks import chunk_index_to_union  # noqa: E402
+from sparse_attn.kernels.block_sparse.small_chunks import chunk_index_to_union, triton_chunk_index_to_union  # noqa
 from sparse_attn.kernels.block_sparse.triton import chunk_index_to_tiles, triton_block_sparse_attention  # noqa
 from sparse_attn.methods.block_sparse import BlockSparse  # noqa: E402
 
@@ -69,6 +69,9 @@ def main():
             idx, cnt = sel.block_index, sel.block_count
             conv_ms = do_bench(lambda: chunk_index_to_tiles(idx, cnt, args.chunk), rep=50)
             union_ms = do_bench(lambda: chunk_index_to_union(idx, cnt, args.chunk), rep=50)
+            union_triton_ms = do_bench(lambda: triton_chunk_index_to_union(idx, cnt, args.chunk), rep=50)
+            same_union = all(torch.equal(a, b) for a, b in zip(chunk_index_to_union(idx, cnt, args.chunk),
+                                                               triton_chunk_index_to_union(idx, cnt, args.chunk)))
             outs, times = {}, {}
             for path in ("tiles", "gather"):
                 bst.SMALL_CHUNK_PATH = path
@@ -93,7 +96,8 @@ def main():
             table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=8)
             row = dict(L=length, inputs=kind, chunk=args.chunk, top=args.top, cudnn_ms=cudnn, select_ms=sel_ms,
                        select_torch_topk_ms=sel_torch_ms, same_selection=same_sel,
-                       select_wall_ms=sel_wall, convert_tiles_ms=conv_ms, union_ms=union_ms,
+                       select_wall_ms=sel_wall, convert_tiles_ms=conv_ms, union_torch_ms=union_ms,
+                       union_triton_ms=union_triton_ms, same_union=same_union,
                        attn_tiles_ms=times["tiles"], attn_gather_ms=attn_ms, gather_vs_tiles_rel=diff,
                        total_ms=sel_ms + attn_ms, x_cudnn=cudnn / (sel_ms + attn_ms), written=written,
                        density_chunks=pairs / causal, density_tiles64=tile_pairs / causal,
