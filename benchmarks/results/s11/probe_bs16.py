@@ -37,12 +37,35 @@ def chunk_union(index, count, r):
     return new.sum(-1)  # [b, h, groups]
 
 
+def flex_same_mask(idx, cnt, chunk, length):
+    """FlexAttention compiled with exactly the selected (query chunk, key chunk) pairs, causal: a BlockMask of the
+    128x128 tiles any selected pair touches (all partial), mask_mod = a lookup of the chunk selection."""
+    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+    heads, n = idx.shape[1], idx.shape[2]
+    sel = torch.zeros(heads, n, n + 1, dtype=torch.bool, device="cuda")
+    slots = torch.arange(idx.shape[-1], device="cuda")
+    sel.scatter_(-1, torch.where(slots < cnt[0][..., None], idx[0], n).long(), True)
+    sel = sel[..., :n].contiguous()
+    r = 128 // chunk
+    n128 = -(-n // r)
+    pad = n128 * r - n
+    tiles = F.pad(sel, (0, pad, 0, pad)).view(heads, n128, r, n128, r).any(4).any(2)
+    kv_num = tiles.sum(-1).to(torch.int32)
+    kv_idx = (~tiles).int().argsort(dim=-1, stable=True).to(torch.int32)
+    mask = BlockMask.from_kv_blocks(kv_num[None], kv_idx[None], BLOCK_SIZE=128,
+                                    mask_mod=lambda b, h, qi, ki: sel[h, qi // chunk, ki // chunk] & (qi >= ki),
+                                    seq_lengths=(length, length))
+    flex = torch.compile(flex_attention, dynamic=False)
+    return flex, mask, float(kv_num.sum()) * 128 * 128
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lengths", type=int, nargs="+", default=[32768, 131072])
     ap.add_argument("--inputs", nargs="+", default=["random", "structured"])
     ap.add_argument("--chunk", type=int, default=16)
     ap.add_argument("--top", type=int, default=64)
+    ap.add_argument("--flex", action="store_true", help="also FlexAttention with the same chunk mask")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, device {torch.cuda.get_device_name()}", flush=True)
     for length in args.lengths:
@@ -82,6 +105,15 @@ def main():
                 torch.cuda.synchronize()
                 outs[path] = out
                 times[path] = do_bench(attn, rep=50)
+            flex_ms = flex_diff = flex_density = None
+            if args.flex:
+                flex, mask, flex_pairs = flex_same_mask(idx, cnt, args.chunk, length)
+                qb, kb, vb = (x.transpose(0, 1)[None].contiguous() for x in (q, k, v))
+                fout = flex(qb, kb, vb, block_mask=mask, enable_gqa=True)
+                flex_diff = float((fout[0].transpose(0, 1).float() - outs["gather"].float()).norm()
+                                  / fout.float().norm())
+                flex_ms = do_bench(lambda: flex(qb, kb, vb, block_mask=mask, enable_gqa=True), rep=50)
+                flex_density = flex_pairs / causal
             written = {p: bool(torch.isfinite(o).all()) for p, o in outs.items()}
             diff = float((outs["gather"].float() - outs["tiles"].float()).norm() / outs["tiles"].float().norm())
             attn_ms = times["gather"]
@@ -99,6 +131,8 @@ def main():
                        select_wall_ms=sel_wall, convert_tiles_ms=conv_ms, union_torch_ms=union_ms,
                        union_triton_ms=union_triton_ms, same_union=same_union,
                        attn_tiles_ms=times["tiles"], attn_gather_ms=attn_ms, gather_vs_tiles_rel=diff,
+                       flex_same_mask_ms=flex_ms, x_flex=None if flex_ms is None else flex_ms / attn_ms,
+                       flex_vs_gather_rel=flex_diff, flex_tile128_density=flex_density,
                        total_ms=sel_ms + attn_ms, x_cudnn=cudnn / (sel_ms + attn_ms), written=written,
                        density_chunks=pairs / causal, density_tiles64=tile_pairs / causal,
                        density_chunk_union64=union_pairs / causal, tiles_per_row=float(tcount.float().mean()),
