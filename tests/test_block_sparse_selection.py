@@ -43,3 +43,27 @@ def test_row_steps_equal_full_matrix(step_elements, backend, monkeypatch):
     counts = (want >= 0).sum(-1).to(torch.int32)
     assert torch.equal(selection.block_count, counts)
     assert float(selection.sparsity().min()) > 0  # 6 of up to 26 blocks: the method acted
+
+
+def test_triton_row_topk_equals_stable_topk_on_ties_signs_and_zeros():
+    """The per-row Triton selection on crafted scores: many exact ties, negative values, 0.0 and -0.0, every
+    radix byte in play; rows past a sample keep nothing. Same indices as the torch rules + `stable_topk`."""
+    from sparse_attn.kernels.block_sparse.select_triton import triton_block_topk
+    from sparse_attn.kernels.estimation import stable_topk
+    gen = torch.Generator().manual_seed(5)
+    batch, heads, n, top, start = 2, 3, 600, 37, 450
+    rows = n - start
+    scores = torch.randint(-6, 7, (batch, heads, rows, n), generator=gen).float() * 0.5  # ties everywhere
+    scores[..., ::7] = torch.randn(batch, heads, rows, (n + 6) // 7, generator=gen) * 1e-3  # distinct small ones
+    scores[0, 0, :, 100:110] = -0.0
+    blocks_per_sample = torch.tensor([n, 500])
+    out = torch.full((batch, heads, n, top), -1, dtype=torch.int32)
+    triton_block_topk(scores.clone(), start, top, blocks_per_sample, out)
+    m = torch.arange(start, n)[:, None]
+    kb = torch.arange(n)[None, :]
+    ruled = scores.masked_fill((kb == m) | (kb == m - 1) | (kb == 0), float("inf")).masked_fill(kb > m, float("-inf"))
+    count = torch.where(m[:, 0][None] < blocks_per_sample[:, None], torch.clamp(m[:, 0] + 1, max=top)[None], 0)
+    want = stable_topk(ruled, count[:, None, :].expand(-1, heads, -1), kmax=top)
+    assert torch.equal(out[:, :, start:], want)
+    assert (out[:, :, :start] == -1).all()
+    assert (out[1, :, 500:] == -1).all()  # past the second sample

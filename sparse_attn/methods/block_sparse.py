@@ -89,15 +89,17 @@ class BlockSparse(MethodConfig):
         q `[N, Hq, D]`, k `[N, Hkv, D]` varlen packed, cu_seqlens `[B+1]` int32. The block scores are computed
         `rows_per_step` query blocks at a time (only their causal key blocks), so memory stays bounded by
         `SCORE_ELEMENTS_PER_STEP` whatever the length: a full `[nb, nb]` score matrix per head would take 256 MiB
-        per head at 128K tokens and 16-token blocks. Pooling and the fp32 score matmul are torch; the top-k is
-        `stable_topk` (torch) or, on the Triton backend, `triton_stable_topk` (the same indices entry for entry).
+        per head at 128K tokens and 16-token blocks. Pooling and the fp32 score matmul are torch; the rules and the
+        top-k are torch (`stable_topk`) or, on the Triton backend, `triton_block_topk` (one program per row; the same
+        indices entry for entry).
         seq_lens: optional host lengths `[B]` matching cu_seqlens (`check_inputs`): the checks and the pooling
         then never read cu_seqlens back.
         """
         lens = check_inputs(q, k, cu_seqlens, seq_lens=seq_lens)
+        # Triton backend: one program per row applies the rules and selects (kernels/block_sparse/select_triton.py)
         on_triton = resolve_backend(backend, q) == "triton"
         if on_triton:
-            from ..kernels.estimation.topk_triton import triton_stable_topk
+            from ..kernels.block_sparse.select_triton import MAX_ROW, triton_block_topk
         chunk, num_q_heads, num_kv_heads = self.chunk_size, q.shape[1], k.shape[1]
         batch, group = len(lens), num_q_heads // num_kv_heads
         q_pool = pooled_block_means(q, cu_seqlens, chunk, seq_lens=lens)  # [B, nb, Hq, D]
@@ -116,17 +118,16 @@ class BlockSparse(MethodConfig):
             stop = min(start + rows_per_step, num_blocks)  # query blocks [start, stop) see key blocks [0, stop)
             scores = torch.matmul(q_pool[..., start:stop, :], k_pool[..., :stop])  # [B, Hkv, G, rows, stop]
             scores = scores.reshape(batch, num_q_heads, stop - start, stop)
+            if on_triton and stop <= MAX_ROW:
+                triton_block_topk(scores, start, self.top_chunks, blocks_per_sample, block_index)
+                continue
             qblock, kblock = blocks[start:stop, None], blocks[None, :stop]
             forced = (kblock == qblock) | (kblock == qblock - 1) | (kblock == 0)
             scores = scores.masked_fill_(forced, float("inf")).masked_fill_(kblock > qblock, float("-inf"))
             rows_count = count[:, None, start:stop].expand(-1, num_q_heads, -1)
             # the widest of these rows, known from the shapes: the longest sample (num_blocks blocks) has query
             # block stop - 1, which keeps min(stop, top_chunks); so the top-k reads no count back from the device
-            kmax = min(stop, self.top_chunks)
-            if on_triton:  # radix select + compaction: the same indices, ~5 reads of the scores, no int64 keys
-                chosen = triton_stable_topk(scores, rows_count.contiguous(), kmax)
-            else:
-                chosen = stable_topk(scores, rows_count, kmax=kmax)
+            chosen = stable_topk(scores, rows_count, kmax=min(stop, self.top_chunks))
             block_index[:, :, start:stop, :chosen.shape[-1]] = chosen
         count = count[:, None, :].expand(-1, num_q_heads, -1)
         return BlockSparseSelection(cu_seqlens, chunk, block_index, count.to(torch.int32).contiguous())
