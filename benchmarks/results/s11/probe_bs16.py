@@ -66,6 +66,7 @@ def main():
     ap.add_argument("--chunk", type=int, default=16)
     ap.add_argument("--top", type=int, default=64)
     ap.add_argument("--flex", action="store_true", help="also FlexAttention with the same chunk mask")
+    ap.add_argument("--select-only", action="store_true", help="time the selection only (no attention)")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, device {torch.cuda.get_device_name()}", flush=True)
     for length in args.lengths:
@@ -90,6 +91,15 @@ def main():
             same_sel = bool(torch.equal(cfg.select(q, k, cu, backend="naive", seq_lens=[length]).block_index,
                                         sel.block_index))
             idx, cnt = sel.block_index, sel.block_count
+            if args.select_only:
+                print(json.dumps(dict(L=length, inputs=kind, select_ms=round(sel_ms, 3),
+                                      select_torch_topk_ms=round(sel_torch_ms, 3), same_selection=same_sel,
+                                      select_wall_ms=round(sel_wall, 3))), flush=True)
+                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                    cfg.select(q, k, cu, backend="triton", seq_lens=[length])
+                    torch.cuda.synchronize()
+                print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=8), flush=True)
+                continue
             conv_ms = do_bench(lambda: chunk_index_to_tiles(idx, cnt, args.chunk), rep=50)
             union_ms = do_bench(lambda: chunk_index_to_union(idx, cnt, args.chunk), rep=50)
             union_triton_ms = do_bench(lambda: triton_chunk_index_to_union(idx, cnt, args.chunk), rep=50)
