@@ -137,6 +137,24 @@ def triton_chunk_index_to_union(block_index: torch.Tensor, block_count: torch.Te
 
 
 @triton.jit
+def _step_entries(union, bits_row, first, end, slot_of_key, G: tl.constexpr, BLOCK: tl.constexpr):
+    """Union entries first .. first + G - 1 (those < end; the others 0) spread over the step's BLOCK key columns:
+    (chunk id [BLOCK], sub-block bits [BLOCK]) of each column's entry.
+
+    G scalar loads each, not one [BLOCK] vector load: Triton 3.6 software-pipelines a vector load that feeds
+    other loads' addresses through a single shared-memory buffer, and the compiled kernel then read some steps'
+    entries wrong (relative error ~0.1 against the reference on the H200, exact under the interpreter;
+    benchmarks/results/s11/debug_gather.py). Scalar loads stay in registers, as in the other block-sparse kernels."""
+    k_chunk = tl.zeros([BLOCK], dtype=tl.int32)
+    k_bits = tl.zeros([BLOCK], dtype=tl.int32)
+    for j in tl.static_range(G):
+        ok = first + j < end
+        k_chunk = tl.where(slot_of_key == j, tl.load(union + first + j, mask=ok, other=0), k_chunk)
+        k_bits = tl.where(slot_of_key == j, tl.load(bits_row + first + j, mask=ok, other=0), k_bits)
+    return k_chunk, k_bits
+
+
+@triton.jit
 def _block_sparse_fwd_gather(
     Q, K, V, Out, cu_seqlens, Union, Bits, UnionCount,
     qk_scale, num_q_heads, n_tiles_m,
@@ -185,19 +203,18 @@ def _block_sparse_fwd_gather(
     every_key = offs_n >= 0
     # 1) steps wholly before the tail: every entry exists and precedes every query row; only the bits mask
     for s in range(n_past // G):
-        slot = s * G + slot_of_key
-        k_pos = tl.load(union + slot) * CHUNK + key_in_chunk
-        keep = ((tl.load(bits_row + slot)[None, :] >> sub_of_row) & 1) != 0
+        k_chunk, k_bits = _step_entries(union, bits_row, s * G, s * G + G, slot_of_key, G, BLOCK)
+        k_pos = k_chunk * CHUNK + key_in_chunk
+        keep = ((k_bits[None, :] >> sub_of_row) & 1) != 0
         acc, m_i, l_i = unscaled_masked_step(acc, m_i, l_i, q, k_base + k_pos[:, None] * stride_kn + offs_d[None, :],
                                              v_base + k_pos[:, None] * stride_vn + offs_d[None, :], keep, every_key,
                                              qk_scale)
     # 2) the rest: entries may be missing (past n_union), keys right of a query row or past the sample
     for s in range(n_past // G, tl.cdiv(n_union, G)):
-        slot = s * G + slot_of_key
-        valid = slot < n_union
-        k_pos = tl.load(union + slot, mask=valid, other=0) * CHUNK + key_in_chunk
-        key_ok = valid & (k_pos < seq_len)
-        chosen = ((tl.load(bits_row + slot, mask=valid, other=0)[None, :] >> sub_of_row) & 1) != 0
+        k_chunk, k_bits = _step_entries(union, bits_row, s * G, n_union, slot_of_key, G, BLOCK)
+        k_pos = k_chunk * CHUNK + key_in_chunk
+        key_ok = (s * G + slot_of_key < n_union) & (k_pos < seq_len)
+        chosen = ((k_bits[None, :] >> sub_of_row) & 1) != 0
         keep = chosen & key_ok[None, :] & (k_pos[None, :] <= offs_m[:, None])
         acc, m_i, l_i = unscaled_masked_step(acc, m_i, l_i, q, k_base + k_pos[:, None] * stride_kn + offs_d[None, :],
                                              v_base + k_pos[:, None] * stride_vn + offs_d[None, :], keep, key_ok,

@@ -20,41 +20,45 @@ from sparse_attn.methods.block_sparse import BlockSparse
 DEV = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: TRITON_INTERPRET=1 smoke run of the script itself
 _fn = sc._block_sparse_fwd_gather
 SRC = inspect.getsource(getattr(_fn, "fn", _fn))  # the JIT / interpreter wrapper keeps the Python function
+RESIDENT_HELPER = """
+@triton.jit
+def _step_resident(u_all, b_all, e_all, first, end, slot_of_key, G: tl.constexpr, BLOCK: tl.constexpr):
+    k_chunk = tl.zeros([BLOCK], dtype=tl.int32)
+    k_bits = tl.zeros([BLOCK], dtype=tl.int32)
+    for j in tl.static_range(G):
+        hit = (e_all == first + j) & (first + j < end)
+        k_chunk = tl.where(slot_of_key == j, tl.sum(tl.where(hit, u_all, 0), 0), k_chunk)
+        k_bits = tl.where(slot_of_key == j, tl.sum(tl.where(hit, b_all, 0), 0), k_bits)
+    return k_chunk, k_bits
+
+"""
 VARIANTS = {
-    "base": [],
+    "base": [],  # the library kernel: scalar index loads (_step_entries)
+    "vector_index": [  # the first version: one [BLOCK] vector load of the entries per step
+        ("""        k_chunk, k_bits = _step_entries(union, bits_row, s * G, s * G + G, slot_of_key, G, BLOCK)
+        k_pos = k_chunk * CHUNK + key_in_chunk
+        keep = ((k_bits[None, :] >> sub_of_row) & 1) != 0""",
+         """        slot = s * G + slot_of_key
+        k_pos = tl.load(union + slot) * CHUNK + key_in_chunk
+        keep = ((tl.load(bits_row + slot)[None, :] >> sub_of_row) & 1) != 0"""),
+        ("""        k_chunk, k_bits = _step_entries(union, bits_row, s * G, n_union, slot_of_key, G, BLOCK)
+        k_pos = k_chunk * CHUNK + key_in_chunk
+        key_ok = (s * G + slot_of_key < n_union) & (k_pos < seq_len)
+        chosen = ((k_bits[None, :] >> sub_of_row) & 1) != 0""",
+         """        slot = s * G + slot_of_key
+        valid = slot < n_union
+        k_pos = tl.load(union + slot, mask=valid, other=0) * CHUNK + key_in_chunk
+        key_ok = valid & (k_pos < seq_len)
+        chosen = ((tl.load(bits_row + slot, mask=valid, other=0)[None, :] >> sub_of_row) & 1) != 0""")],
     "no_loop1": [("for s in range(n_past // G):", "for s in range(0):"),
                  ("for s in range(n_past // G, tl.cdiv(n_union, G)):", "for s in range(0, tl.cdiv(n_union, G)):")],
-    "shift64": [("keep = ((tl.load(bits_row + slot)[None, :] >> sub_of_row) & 1) != 0",
-                 "keep = ((tl.load(bits_row + slot).to(tl.int64)[None, :] >> sub_of_row.to(tl.int64)) & 1) != 0"),
-                ("chosen = ((tl.load(bits_row + slot, mask=valid, other=0)[None, :] >> sub_of_row) & 1) != 0",
-                 "chosen = ((tl.load(bits_row + slot, mask=valid, other=0).to(tl.int64)[None, :] >> "
-                 "sub_of_row.to(tl.int64)) & 1) != 0")],
-    "scalar_index": [
-        ("""        k_pos = tl.load(union + slot) * CHUNK + key_in_chunk
-        keep = ((tl.load(bits_row + slot)[None, :] >> sub_of_row) & 1) != 0""",
-         """        k_chunk = tl.zeros([BLOCK], dtype=tl.int32)
-        k_bits = tl.zeros([BLOCK], dtype=tl.int32)
-        for j in tl.static_range(G):
-            k_chunk = tl.where(slot_of_key == j, tl.load(union + s * G + j), k_chunk)
-            k_bits = tl.where(slot_of_key == j, tl.load(bits_row + s * G + j), k_bits)
-        k_pos = k_chunk * CHUNK + key_in_chunk
-        keep = ((k_bits[None, :] >> sub_of_row) & 1) != 0"""),
-        ("""        k_pos = tl.load(union + slot, mask=valid, other=0) * CHUNK + key_in_chunk
-        key_ok = valid & (k_pos < seq_len)
-        chosen = ((tl.load(bits_row + slot, mask=valid, other=0)[None, :] >> sub_of_row) & 1) != 0""",
-         """        k_chunk = tl.zeros([BLOCK], dtype=tl.int32)
-        k_bits = tl.zeros([BLOCK], dtype=tl.int32)
-        for j in tl.static_range(G):
-            ok_j = s * G + j < n_union
-            k_chunk = tl.where(slot_of_key == j, tl.load(union + s * G + j, mask=ok_j, other=0), k_chunk)
-            k_bits = tl.where(slot_of_key == j, tl.load(bits_row + s * G + j, mask=ok_j, other=0), k_bits)
-        k_pos = k_chunk * CHUNK + key_in_chunk
-        key_ok = valid & (k_pos < seq_len)
-        chosen = ((k_bits[None, :] >> sub_of_row) & 1) != 0""")],
-    "bits_where": [("keep = ((tl.load(bits_row + slot)[None, :] >> sub_of_row) & 1) != 0",
-                    "bb = tl.load(bits_row + slot)\n        keep = tl.where(sub_of_row == 0, bb[None, :] & 1, "
-                    "tl.where(sub_of_row == 1, bb[None, :] & 2, tl.where(sub_of_row == 2, bb[None, :] & 4, "
-                    "bb[None, :] & 8))) != 0")],
+    "resident_index": [  # the whole union row in registers once; steps pick their entries by reductions
+        ("    every_key = offs_n >= 0\n",
+         "    every_key = offs_n >= 0\n    e_all = tl.arange(0, 256)\n"
+         "    u_all = tl.load(union + e_all, mask=e_all < n_union, other=0)\n"
+         "    b_all = tl.load(bits_row + e_all, mask=e_all < n_union, other=0)\n"),
+        ("_step_entries(union, bits_row, s * G, s * G + G,", "_step_resident(u_all, b_all, e_all, s * G, s * G + G,"),
+        ("_step_entries(union, bits_row, s * G, n_union,", "_step_resident(u_all, b_all, e_all, s * G, n_union,")],
 }
 
 
@@ -64,7 +68,8 @@ def load_variant(name, edits):
         assert old in src, (name, old)
         src = src.replace(old, new)
     header = ("import triton\nimport triton.language as tl\nfrom sparse_attn.kernels._triton_tile import "
-              "unscaled_masked_step\nfrom sparse_attn.kernels.block_sparse.triton import _unmasked_prefix\n\n")
+              "unscaled_masked_step\nfrom sparse_attn.kernels.block_sparse.triton import _unmasked_prefix\n"
+              "from sparse_attn.kernels.block_sparse.small_chunks import _step_entries\n" + RESIDENT_HELPER)
     path = os.path.join(tempfile.mkdtemp(), f"gather_{name}.py")
     with open(path, "w") as fh:
         fh.write(header + src)
@@ -97,7 +102,7 @@ def main():
         sel = BlockSparse(chunk_size=chunk, top_chunks=16).select(q, k, cu, backend="triton")
         want = naive_block_sparse_attention(q.float(), k.float(), v.float(), cu, sel.block_index, sel.block_count,
                                             chunk)
-        first = (length, chunk, dtype) == (4096, 16, torch.bfloat16)
+        first = (length, chunk, dtype) == (4096, 16, torch.bfloat16) or DEV != "cuda"
         for name, edits in VARIANTS.items():
             if not first and name not in ("base",) + tuple(v[0] for v in GOOD):
                 continue
