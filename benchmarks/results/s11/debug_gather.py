@@ -107,7 +107,7 @@ def main():
             if not first and name not in ("base",) + tuple(v[0] for v in GOOD):
                 continue
             kernel = load_variant(name, edits)
-            launches = ((4, 3), (4, 1), (4, 2), (8, 3)) if first else ((4, 3),)
+            launches = ((4, 3), (4, 2), (8, 3)) if first else ((4, 3),)
             for warps, stages in launches if DEV == "cuda" else ((4, 3),):
                 try:
                     out = run(kernel, q, k, v, cu, sel.block_index, sel.block_count, chunk, warps, stages)
