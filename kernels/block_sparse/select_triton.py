@@ -47,7 +47,7 @@ def _block_topk_kernel(Scores, Out, BlocksPerSample, start, stop, top, num_heads
     prefix = count * 0  # known high bits of the count-th largest u
     remaining = count  # how many of the entries matching the prefix are still to take
     for p in tl.static_range(4):
-        shift: tl.constexpr = 24 - 8 * p
+        shift = 24 - 8 * p
         if p == 0:
             match = valid
         else:  # same high bytes as the prefix (arithmetic shifts on both sides: equal iff the bits are)
