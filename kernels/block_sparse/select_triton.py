@@ -8,8 +8,8 @@ row-split radix select of `estimation.topk_triton`: ~70 ms per layer at 128K tok
 up to 8192 scores per head, 32 heads; benchmarks/RESULTS.md, session 11), mostly launches and passes over memory.
 
 Here one program owns one row: it loads the row once (<= 16384 scores in registers), applies the rules on the fly,
-finds the count-th largest 32-bit monotone key with a 4-pass radix select on histograms of the row in registers
-(no memory traffic), and writes the kept indices in index order from a prefix sum: the same indices as
+finds the count-th largest 32-bit monotone key bit by bit (32 compare-and-count rounds over the row in registers,
+no memory traffic), and writes the kept indices in index order from a prefix sum: the same indices as
 `stable_topk`, entry for entry (`tests/test_block_sparse_selection.py`).
 """
 import torch
@@ -42,23 +42,17 @@ def _block_topk_kernel(Scores, Out, BlocksPerSample, start, stop, top, num_heads
     bits = x.to(tl.int32, bitcast=True)
     bits = tl.where((bits & 0x7FFFFFFF) == 0, 0, bits)  # -0.0 counts as 0.0, as in a float comparison
     key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # signed int32 order == float order
-    u = key ^ -2147483648  # the same order read as unsigned: the radix digits below
-    bins = tl.arange(0, 256)
-    prefix = count * 0  # known high bits of the count-th largest u
-    remaining = count  # how many of the entries matching the prefix are still to take
-    for p in tl.static_range(4):
-        shift = 24 - 8 * p
-        if p == 0:
-            match = valid
-        else:  # same high bytes as the prefix (arithmetic shifts on both sides: equal iff the bits are)
-            match = valid & ((u >> (shift + 8)) == (prefix >> (shift + 8)))
-        hist = tl.histogram((u >> shift) & 255, 256, mask=match)
-        at_least = tl.cumsum(hist, 0, reverse=True)  # entries with digit >= d
-        digit = tl.sum((at_least >= remaining).to(tl.int32), 0) - 1  # the largest d with enough entries
-        remaining -= tl.sum(tl.where(bins == digit, at_least - hist, 0), 0)  # minus those with digit > d
-        prefix = prefix | (digit << shift)
+    # the count-th largest key, built bit by bit from the top (unsigned order: key ^ sign bit): keep bit b when at
+    # least `count` keys are >= the prefix with it set. One compare + one row sum per bit, all in registers (a
+    # 256-bin tl.histogram per byte cost ~15x more, session 11).
+    prefix = count * 0
+    one = prefix + 1  # int32: one << 31 is the sign bit (a Python 1 << 31 would make the arithmetic int64)
+    for bit in tl.static_range(31, -1, -1):
+        trial = prefix | (one << bit)
+        prefix = tl.where(tl.sum((valid & (key >= (trial ^ -2147483648))).to(tl.int32), 0) >= count, trial, prefix)
     kth = prefix ^ -2147483648  # the count-th largest key
     above = valid & (key > kth)
+    remaining = count - tl.sum(above.to(tl.int32), 0)  # the keys equal to kth to take
     tie = valid & (key == kth)
     keep = above | (tie & (tl.cumsum(tie.to(tl.int32), 0) <= remaining))  # ties: the lowest indices
     slot = tl.cumsum(keep.to(tl.int32), 0) - 1

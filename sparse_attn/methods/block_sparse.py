@@ -106,7 +106,9 @@ class BlockSparse(MethodConfig):
         k_pool = pooled_block_means(k, cu_seqlens, chunk, seq_lens=lens)  # [B, nb, Hkv, D]
         num_blocks = q_pool.shape[1]
         q_pool = q_pool.view(batch, num_blocks, num_kv_heads, group, -1).permute(0, 2, 3, 1, 4)  # [B,Hkv,G,nb,D]
-        k_pool = k_pool.permute(0, 2, 3, 1)[:, :, None]  # [B, Hkv, 1, D, nb]
+        # [B, Hkv, D, nb], contiguous: a step's [.., :stop] slice is a strided matrix cuBLAS reads in place (a
+        # broadcast [B, Hkv, 1, D, nb] operand was expanded to the G query heads: a 134 MB copy per step at 128K)
+        k_pool = k_pool.permute(0, 2, 3, 1).contiguous()
         blocks = torch.arange(num_blocks, device=q.device)
         blocks_per_sample = -(-sample_lengths(cu_seqlens).to(q.device) // chunk)  # [B]
         count = torch.minimum(blocks + 1, torch.tensor(self.top_chunks, device=q.device))  # [nb]
@@ -116,8 +118,9 @@ class BlockSparse(MethodConfig):
         rows_per_step = max(1, self.SCORE_ELEMENTS_PER_STEP // max(1, batch * num_q_heads * num_blocks))
         for start in range(0, num_blocks, rows_per_step):
             stop = min(start + rows_per_step, num_blocks)  # query blocks [start, stop) see key blocks [0, stop)
-            scores = torch.matmul(q_pool[..., start:stop, :], k_pool[..., :stop])  # [B, Hkv, G, rows, stop]
-            scores = scores.reshape(batch, num_q_heads, stop - start, stop)
+            q_rows = q_pool[..., start:stop, :].reshape(batch, num_kv_heads, group * (stop - start), -1)
+            scores = torch.matmul(q_rows, k_pool[..., :stop])  # [B, Hkv, G * rows, stop]
+            scores = scores.view(batch, num_q_heads, stop - start, stop)
             if on_triton and stop <= MAX_ROW:
                 triton_block_topk(scores, start, self.top_chunks, blocks_per_sample, block_index)
                 continue

@@ -124,6 +124,10 @@ def main():
                                   / fout.float().norm())
                 flex_ms = do_bench(lambda: flex(qb, kb, vb, block_mask=mask, enable_gqa=True), rep=50)
                 flex_density = flex_pairs / causal
+            bst.SMALL_CHUNK_PATH = "gather"
+            gather_s2_ms = do_bench(lambda: triton_block_sparse_attention(q, k, v, cu, idx, cnt, args.chunk, out=out,
+                                                                          max_seqlen=length, launch=(64, 64, 4, 2)),
+                                    rep=50)
             written = {p: bool(torch.isfinite(o).all()) for p, o in outs.items()}
             diff = float((outs["gather"].float() - outs["tiles"].float()).norm() / outs["tiles"].float().norm())
             attn_ms = times["gather"]
@@ -140,7 +144,7 @@ def main():
                        select_torch_topk_ms=sel_torch_ms, same_selection=same_sel,
                        select_wall_ms=sel_wall, convert_tiles_ms=conv_ms, union_torch_ms=union_ms,
                        union_triton_ms=union_triton_ms, same_union=same_union,
-                       attn_tiles_ms=times["tiles"], attn_gather_ms=attn_ms, gather_vs_tiles_rel=diff,
+                       attn_tiles_ms=times["tiles"], attn_gather_ms=attn_ms, attn_gather_stages2_ms=gather_s2_ms, gather_vs_tiles_rel=diff,
                        flex_same_mask_ms=flex_ms, x_flex=None if flex_ms is None else flex_ms / attn_ms,
                        flex_vs_gather_rel=flex_diff, flex_tile128_density=flex_density,
                        total_ms=sel_ms + attn_ms, x_cudnn=cudnn / (sel_ms + attn_ms), written=written,
