@@ -1,5 +1,5 @@
 #!/bin/bash
-# Session 11, device call 3: on the shipped code (scalar
+# Session 11, device call 3: on the shipped code (gather kernel with scalar
 # index loads, per-row Triton selection) - the GPU tests, the probe and the Transformers rows.
 export PYTHONPATH=$PWD TRITON_INTERPRET=0 PYTHONUNBUFFERED=1
 for d in kernels integrations tasks; do ln -sfn $PWD/$d sparse_attn/$d; done
