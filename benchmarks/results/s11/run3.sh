@@ -4,7 +4,7 @@
 export PYTHONPATH=$PWD TRITON_INTERPRET=0 PYTHONUNBUFFERED=1
 for d in kernels integrations tasks; do ln -sfn $PWD/$d sparse_attn/$d; done
 L=$OUT/${CALL:-call3}; mkdir -p $L
-timeout 30 python -m pytest -q -m gpu tests/gpu/test_block_sparse_gpu.py -k small_chunks \
+timeout 40 python -m pytest -q -m gpu tests/gpu/test_block_sparse_gpu.py -k small_chunks \
   2>&1 | tail -15 > $L/gpu_tests.log
 cat $L/gpu_tests.log
 timeout 80 python benchmarks/results/s11/probe_bs16.py --lengths 131072 2>&1 | tee $L/probe_bs16.log
