@@ -226,8 +226,9 @@ def _block_sparse_fwd_gather(
              out.to(Out.dtype.element_ty), mask=(offs_m < seq_len)[:, None])
 
 
-# (num_warps, num_stages): the pointer kernels' FlashAttention-2 shape at 64 x 64 tiles
-GATHER_LAUNCH = (4, 3)
+# (num_warps, num_stages). H200, 128K, the method's selection at the defaults (benchmarks/results/s11/logs): 2 stages
+# 22.98 / 12.14 ms (random / structured inputs) vs 3 stages 23.85 / 12.55 ms; 8 warps 2.3x slower.
+GATHER_LAUNCH = (4, 2)
 
 
 def gather_block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
