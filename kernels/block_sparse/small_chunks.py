@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from .._triton_tile import unscaled_masked_step
-from .triton import _unmasked_prefix
+from .triton import _unmasked_prefix, pad_rows_to_tiles
 
 TILE = 64  # query rows per program and keys per step
 UNION_SORT_MAX = 4096  # codes one union-builder program sorts in registers (R x top_chunks, rounded up)
@@ -42,12 +42,8 @@ def chunk_index_to_union(block_index: torch.Tensor, block_count: torch.Tensor, c
     """
     r = tile // chunk_size
     batch, heads, n_rows, max_k = block_index.shape
-    n_tiles = -(-n_rows // r)
-    pad = n_tiles * r - n_rows
+    block_index, block_count, n_tiles = pad_rows_to_tiles(block_index, block_count, r)
     device = block_index.device
-    if pad:
-        block_index = torch.nn.functional.pad(block_index, (0, 0, 0, pad), value=-1)
-        block_count = torch.nn.functional.pad(block_count, (0, pad), value=0)
     width = r * max_k
     if n_rows * r + r >= 2 ** 31:
         raise ValueError(f"{n_rows} query chunks are too many for the int32 union codes: use a larger chunk_size")

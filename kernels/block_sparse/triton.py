@@ -316,6 +316,19 @@ def _block_sparse_fwd_tma_persistent(
                       GROUP, HEAD_DIM, BLOCK_M, BLOCK_N, CHUNK, WARP_SPECIALIZE, PIPELINE_QK, PEEL_DIAG)
 
 
+def pad_rows_to_tiles(block_index: torch.Tensor, block_count: torch.Tensor,
+                      r: int) -> Tuple[torch.Tensor, torch.Tensor, int]:
+    """Pad a chunk-level index [B, H, n_rows, max_k] / counts [B, H, n_rows] with empty rows (-1 / 0) to a multiple
+    of r rows (r query chunks per tile). Returns (index, count, n_tiles)."""
+    n_rows = block_index.shape[2]
+    n_tiles = -(-n_rows // r)
+    pad = n_tiles * r - n_rows
+    if pad:
+        block_index = torch.nn.functional.pad(block_index, (0, 0, 0, pad), value=-1)
+        block_count = torch.nn.functional.pad(block_count, (0, pad), value=0)
+    return block_index, block_count, n_tiles
+
+
 def chunk_index_to_tiles(block_index: torch.Tensor, block_count: torch.Tensor, chunk_size: int,
                          tile: int = TILE) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Convert a chunk-level index (chunk_size < tile) into a tile-level index plus per-tile selection bits.
@@ -330,12 +343,8 @@ def chunk_index_to_tiles(block_index: torch.Tensor, block_count: torch.Tensor, c
     """
     r = tile // chunk_size
     batch, heads, n_rows, max_k = block_index.shape
-    n_tiles = -(-n_rows // r)
-    pad = n_tiles * r - n_rows
+    block_index, block_count, n_tiles = pad_rows_to_tiles(block_index, block_count, r)
     device = block_index.device
-    if pad:
-        block_index = torch.nn.functional.pad(block_index, (0, 0, 0, pad), value=-1)
-        block_count = torch.nn.functional.pad(block_count, (0, pad), value=0)
     idx = block_index.view(batch, heads, n_tiles, r, max_k).long()
     valid = torch.arange(max_k, device=device) < block_count.view(batch, heads, n_tiles, r, 1)
     q_sub = torch.arange(r, device=device).view(1, 1, 1, r, 1)
