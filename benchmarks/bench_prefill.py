@@ -8,6 +8,9 @@ the run, every element must be written; relative RMSE against an fp32 reference 
 
 Methods:
   dense          our varlen dense path (kernels/dense.py) vs SDPA cuDNN called directly.
+  block_sparse_defaults  the method's defaults (chunk 16, top 64) as `attn_implementation="block_sparse"` runs
+                 them: library selection + small-chunk gather kernel, random and structured inputs, vs
+                 FlexAttention with the same chunk pairs (128x128 tiles + a chunk lookup mask_mod).
   block_sparse   ~10% and ~3.5% of the causal blocks (diagonal block + ceil(p * i) random earlier blocks per query
                  block i, per head, like the anchor in performance-anchors.md section 3.1), chunk 128 (and 64).
                  Estimation = the method's selection (pooled scores, block-causal mask, forced blocks, top-k).
@@ -227,6 +230,69 @@ def run_block_sparse(length, q, k, v, cu, dense, flex, results, chunks=(128, 64)
                   flush=True)
 
 
+def flex_chunk_mask(index, count, chunk, length):
+    """FlexAttention with exactly the chosen (query chunk, key chunk) pairs of a small-chunk selection, causal: a
+    BlockMask of the 128x128 tiles any chosen pair touches (all partial: Flex cannot express 16x16 blocks), and a
+    mask_mod that looks the chunk pair up. Returns (block_mask, pairs Flex computes)."""
+    from torch.nn.attention.flex_attention import BlockMask
+    heads, n = index.shape[1], index.shape[2]
+    chosen = torch.zeros(heads, n, n + 1, dtype=torch.bool, device=DEV)
+    slots = torch.arange(index.shape[-1], device=DEV)
+    chosen.scatter_(-1, torch.where(slots < count[0][..., None], index[0], n).long(), True)
+    chosen = chosen[..., :n].contiguous()
+    r = 128 // chunk
+    n128 = -(-n // r)
+    pad = n128 * r - n
+    tiles = F.pad(chosen, (0, pad, 0, pad)).view(heads, n128, r, n128, r).any(4).any(2)
+    kv_num = tiles.sum(-1).to(torch.int32)
+    kv_idx = (~tiles).int().argsort(dim=-1, stable=True).to(torch.int32)
+    mask = BlockMask.from_kv_blocks(kv_num[None], kv_idx[None], BLOCK_SIZE=128,
+                                    mask_mod=lambda b, h, qi, ki: chosen[h, qi // chunk, ki // chunk] & (qi >= ki),
+                                    seq_lengths=(length, length))
+    return mask, float(kv_num.sum()) * 128 * 128
+
+
+def run_block_sparse_defaults(length, inputs, q, k, v, cu, dense, flex, results):
+    """block_sparse at the method defaults (chunk 16, top 64): what `attn_implementation="block_sparse"` runs. The
+    library path timed in pieces: `BlockSparse().select` (pooled scores, rules and the Triton row top-k) and
+    `block_sparse_attention` over its index (the small-chunk gather kernel), plus FlexAttention with the same
+    chunk pairs."""
+    from sparse_attn.kernels.block_sparse import block_sparse_attention
+    from sparse_attn.methods.block_sparse import BlockSparse
+    config = BlockSparse()
+    chunk = config.chunk_size
+    selection = config.select(q, k, cu, backend="triton", seq_lens=[length])
+    index, count = selection.block_index, selection.block_count
+    out = torch.full_like(q, float("nan"))
+    attention = lambda: block_sparse_attention(q, k, v, cu, index, count, chunk, out=out, backend="triton",  # noqa
+                                               max_seqlen=length)
+    attention()
+
+    def allowed(h, rr):
+        kept = torch.zeros(len(rr), index.shape[2] + 1, dtype=torch.bool, device=DEV)
+        slots = torch.arange(index.shape[-1], device=DEV)[None]
+        picks = index[0, h, rr // chunk].long()
+        kept.scatter_(1, torch.where(slots < count[0, h, rr // chunk][:, None], picks, index.shape[2]), True)
+        kpos = torch.arange(length, device=DEV)
+        return kept[:, kpos // chunk] & (kpos[None, :] <= rr[:, None])
+    ok, rmse = check(f"block_sparse defaults L={length} {inputs}", out, q, k, v, sample_rows(length), allowed)
+    sel_ms = bench(lambda: config.select(q, k, cu, backend="triton", seq_lens=[length]), rep=50)
+    ms = bench(attention)
+    pairs = float(selection.pair_counts().sum())
+    total = sel_ms + ms
+    density = pairs / (HQ * length * (length + 1) / 2)
+    row = dict(method="block_sparse_defaults", inputs=inputs, L=length, density=density, ms=ms,
+               tflops=pairs * 4 * D / ms / 1e9, est_select_ms=sel_ms, total_ms=total,
+               x_cudnn_total=dense["cudnn"] / total, x_flash_total=dense["flash"] / total, ok=ok, rmse=rmse)
+    mask, flex_pairs = flex_chunk_mask(index, count, chunk, length)
+    row["flex_density"] = flex_pairs / (HQ * length * (length + 1) / 2)  # pairs of the 128-tiles Flex visits
+    qb, kb, vb = (t.transpose(0, 1).unsqueeze(0).contiguous() for t in (q, k, v))
+    row["flex_same_mask_ms"] = bench(lambda: flex(qb, kb, vb, block_mask=mask))
+    row["x_flex_same_mask"] = row["flex_same_mask_ms"] / ms
+    results.append(row)
+    print("  " + json.dumps({a: (round(b, 4) if isinstance(b, float) else b) for a, b in row.items()}), flush=True)
+
+
 # ------------------------------------------------------------------------------------------ vertical-slash family
 def select_vertical_slash(q, k, cu, length, method):
     """Estimation -> forced sinks / local window -> budgets -> sorted indices (all on the device). Returns dict."""
@@ -350,12 +416,13 @@ def print_tables(results):
             print("| " + " | ".join(r) + " |")
     f = lambda x, n=2: "-" if x is None else f"{x:.{n}f}"
     dense_rows = [r for r in results if r["method"] == "dense"]
-    table("dense (ours = SDPA per sample, cuDNN first)",
-          ["L", "ours ms", "TFLOP/s", "SDPA cuDNN ms (BHSD contiguous)", "SDPA cuDNN ms (same packed views)",
-           "SDPA flash ms", "Flex dense ms", "x cuDNN", "x cuDNN same views", "ok"],
-          [[str(r["L"]), f(r["ms"], 3), f(r["tflops"], 0), f(r["cudnn_ms"], 3), f(r["cudnn_packed_ms"], 3),
-            f(r["flash_ms"]), f(r["flex_ms"]), f(r["x_cudnn"], 3), f(r["x_cudnn_packed"], 3), str(r["ok"])]
-           for r in dense_rows])
+    if dense_rows:
+        table("dense (ours = SDPA per sample, cuDNN first)",
+              ["L", "ours ms", "TFLOP/s", "SDPA cuDNN ms (BHSD contiguous)", "SDPA cuDNN ms (same packed views)",
+               "SDPA flash ms", "Flex dense ms", "x cuDNN", "x cuDNN same views", "ok"],
+              [[str(r["L"]), f(r["ms"], 3), f(r["tflops"], 0), f(r["cudnn_ms"], 3), f(r["cudnn_packed_ms"], 3),
+                f(r["flash_ms"]), f(r["flex_ms"]), f(r["x_cudnn"], 3), f(r["x_cudnn_packed"], 3), str(r["ok"])]
+               for r in dense_rows])
     for chunk in (128, 64):
         for p in (0.10, 0.035):
             rows = [r for r in results if r["method"] == "block_sparse" and r["chunk"] == chunk and r["p"] == p]
@@ -367,6 +434,15 @@ def print_tables(results):
                         f(r["x_flash"]), f(r["x_flex_dense"]), f(r.get("flex_same_mask_ms"), 3),
                         f(r.get("x_flex_same_mask")), f(r["est_ms"], 3), f"{r['rmse']:.1e}", str(r["ok"])]
                        for r in rows])
+    rows = [r for r in results if r["method"] == "block_sparse_defaults"]
+    if rows:
+        table("block_sparse at the method defaults (chunk 16, top 64; library select + gather kernel)",
+              ["L", "inputs", "density (pairs)", "attn ms", "TFLOP/s (chosen pairs)", "select ms", "total ms",
+               "x cuDNN", "x flash", "Flex same pairs ms", "x Flex same pairs (attn)", "rel-RMSE", "ok"],
+              [[str(r["L"]), r["inputs"], f(r["density"], 4), f(r["ms"], 3), f(r["tflops"], 0),
+                f(r["est_select_ms"], 3), f(r["total_ms"], 3), f(r["x_cudnn_total"]), f(r["x_flash_total"]),
+                f(r["flex_same_mask_ms"], 3), f(r["x_flex_same_mask"]), f"{r['rmse']:.1e}", str(r["ok"])]
+               for r in rows])
     for method in ("vertical_slash", "flexprefill"):
         rows = [r for r in results if r["method"] == method]
         if rows:
@@ -531,7 +607,8 @@ def tune(lengths):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=[16384, 32768, 65536, 131072])
-    parser.add_argument("--methods", nargs="+", default=["dense", "block_sparse", "vertical_slash", "flexprefill"])
+    parser.add_argument("--methods", nargs="+", default=["dense", "block_sparse", "block_sparse_defaults",
+                                                         "vertical_slash", "flexprefill"])
     parser.add_argument("--chunks", type=int, nargs="+", default=[128, 64])
     parser.add_argument("--vs-inputs", choices=["structured", "random"], default="structured")
     parser.add_argument("--json", default=None)
@@ -587,6 +664,9 @@ def main():
             run_dense(length, q, k, v, cu, dense, results)
         if "block_sparse" in args.methods:
             run_block_sparse(length, q, k, v, cu, dense, flex_gqa, results, chunks=args.chunks)
+        if "block_sparse_defaults" in args.methods:
+            run_block_sparse_defaults(length, "random", q, k, v, cu, dense, flex_gqa, results)
+            run_block_sparse_defaults(length, "structured", *structured_qkv(length), cu, dense, flex_gqa, results)
         vs_methods = [m for m in ("vertical_slash", "flexprefill") if m in args.methods]
         if vs_methods:
             qs, ks, vs = structured_qkv(length) if args.vs_inputs == "structured" else (q, k, v)

@@ -45,18 +45,24 @@ def test_row_steps_equal_full_matrix(step_elements, backend, monkeypatch):
     assert float(selection.sparsity().min()) > 0  # 6 of up to 26 blocks: the method acted
 
 
-def test_triton_row_topk_equals_stable_topk_on_ties_signs_and_zeros():
+@pytest.mark.parametrize("n,start,ties", [(600, 450, True), (1300, 1262, True),  # one row segment; 1024 + 512
+                                          (1300, 1262, False), (2100, 2090, False)])  # distinct: the early stop
+def test_triton_row_topk_equals_stable_topk_on_ties_signs_and_zeros(n, start, ties):
     """The per-row Triton selection on crafted scores: many exact ties, negative values, 0.0 and -0.0, every
     radix byte in play; rows past a sample keep nothing. Same indices as the torch rules + `stable_topk`."""
-    from sparse_attn.kernels.block_sparse.select_triton import triton_block_topk
+    from sparse_attn.kernels.block_sparse.select_triton import row_segments, triton_block_topk
     from sparse_attn.kernels.estimation import stable_topk
     gen = torch.Generator().manual_seed(5)
-    batch, heads, n, top, start = 2, 3, 600, 37, 450
+    batch, heads, top = 2, 3, 37
     rows = n - start
+    assert (row_segments(n)[1] > 0) == (n > 1024)
     scores = torch.randint(-6, 7, (batch, heads, rows, n), generator=gen).float() * 0.5  # ties everywhere
+    if not ties:  # distinct values over many exponents: the search stops once the prefix isolates the top
+        scale = torch.rand(batch, heads, rows, 1, generator=gen) * 50
+        scores = torch.randn(batch, heads, rows, n, generator=gen) * scale
     scores[..., ::7] = torch.randn(batch, heads, rows, (n + 6) // 7, generator=gen) * 1e-3  # distinct small ones
     scores[0, 0, :, 100:110] = -0.0
-    blocks_per_sample = torch.tensor([n, 500])
+    blocks_per_sample = torch.tensor([n, start + rows // 2])
     out = torch.full((batch, heads, n, top), -1, dtype=torch.int32)
     triton_block_topk(scores.clone(), start, top, blocks_per_sample, out)
     m = torch.arange(start, n)[:, None]
@@ -66,4 +72,5 @@ def test_triton_row_topk_equals_stable_topk_on_ties_signs_and_zeros():
     want = stable_topk(ruled, count[:, None, :].expand(-1, heads, -1), kmax=top)
     assert torch.equal(out[:, :, start:], want)
     assert (out[:, :, :start] == -1).all()
-    assert (out[1, :, 500:] == -1).all()  # past the second sample
+    assert (out[1, :, start + rows // 2:] == -1).all()  # past the second sample
+    assert (out[0, :, start:] >= 0).sum() == heads * sum(min(m + 1, top) for m in range(start, n))
