@@ -185,6 +185,26 @@ def test_triton_select_pages_ties_short_rows_and_long_row_path():
     assert torch.equal(_topk_select_pages(distinct, lens, PAGE, 7), naive_quest_select_pages(distinct, lens, PAGE, 7))
 
 
+@pytest.mark.parametrize("spread", [1e-6, 1.0, 1e4])
+def test_triton_select_pages_long_rows_early_stop(spread):
+    """Rows of thousands of pages with distinct scores (the search stops once exactly `budget` keys reach the
+    threshold, at a data-dependent bit, two bits per round), plus a few exact ties and -0.0 / 0.0; every budget
+    from 1 to all past pages; the same pages as the reference."""
+    gen = torch.Generator().manual_seed(int(spread * 7) + 1)
+    batch, rows, pages = 2, 3, 3001
+    lens = torch.tensor([pages * PAGE, 1234 * PAGE + 5], dtype=torch.int32)
+    current = (lens.long() - 1) // PAGE
+    scores = 30 + spread * torch.randn(batch, rows, pages, generator=gen)
+    scores[0, 0, 10:20] = scores[0, 0, 5]  # exact ties
+    scores[1, 1, 100:104] = -0.0
+    scores[1, 1, 104:108] = 0.0
+    scores = scores.masked_fill(torch.arange(pages)[None, None] >= current[:, None, None], float("-inf"))
+    for budget in (1, 9, 300, 1233, 2999, 5000):
+        ref = naive_quest_select_pages(scores, lens, PAGE, budget)
+        got = triton_quest_select_pages(scores, lens, PAGE, budget)
+        assert torch.equal(got, ref), f"budget {budget}"
+
+
 @pytest.mark.parametrize("reduce", ["mean_sum", "max"])
 def test_triton_window_importance(reduce):
     """SnapKV (mean over the group, sum over the window) and Ada-SnapKV (max) scores without the probability

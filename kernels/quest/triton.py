@@ -3,10 +3,12 @@ over the selected pages of the full cache.
 
 Pipeline of one decode step (see `kernels/quest/__init__.py`):
 1. `triton_quest_page_scores`: upper bound of q.k per page from the page's elementwise key min/max,
-   `sum_d max(q_d * min_d, q_d * max_d)`; summed over the query heads of a KV group when pages are shared. Reads the
-   metadata once (1 / page_size of the KV bytes).
-2. `triton_quest_select_pages`: exact top-k by a bitwise threshold search in registers (one launch; torch.topk +
-   sort cost ~100 us per step at 128K), the current page appended, ascending, -1 padded.
+   `sum_d max(q_d * min_d, q_d * max_d)` = `max(q, 0) . max + min(q, 0) . min`; summed over the query heads of a KV
+   group when pages are shared (then the q parts are summed first: two dot products per page). Reads the metadata
+   once (1 / page_size of the KV bytes).
+2. `triton_quest_select_pages`: exact top-k by a bitwise threshold search in registers (one launch, two bits per
+   round, early stop; torch.topk + sort cost ~100 us per step at 128K), the current page appended, ascending,
+   -1 padded.
 3. `triton_quest_decode`: flash-decoding over the selected pages only (GQA-grouped when pages are shared; split
    over the selected slots so batch 1 fills the GPU), merged by the shared combine kernel of `kernels/decode`.
 """
@@ -55,6 +57,11 @@ def _page_scores_kernel(
 
     Candidate pages are 0 .. cur - 1 with cur = (len - 1) // page_size (the current page is always taken); the
     others score -inf. SHARED sums the group's scores into one row per KV head, else one row per query head.
+
+    Per dimension, max(q * min, q * max) = max(q, 0) * max + min(q, 0) * min (exact: one of the two terms is 0),
+    which is linear in q: the group's summed bound is (sum_g max(q_g, 0)) . max + (sum_g min(q_g, 0)) . min, two
+    dot products per page whatever the group size (the per-head form cost GROUP x (2 mul + max + add) per
+    metadata element pair, as much issue time as the metadata's load time on an H200).
     """
     pid_bh = tl.program_id(0)
     pid_p = tl.program_id(1)
@@ -63,6 +70,13 @@ def _page_scores_kernel(
     length = tl.load(LENS + b).to(tl.int32)
     current_page = (length - 1) // page_size
     offs_d = tl.arange(0, HEAD_DIM)
+    if SHARED:
+        q_pos = tl.zeros([HEAD_DIM], dtype=tl.float32)
+        q_neg = tl.zeros([HEAD_DIM], dtype=tl.float32)
+        for g in tl.static_range(GROUP):
+            qg = tl.load(Q + b * stride_qb + (kv_head * GROUP + g) * stride_qh + offs_d).to(tl.float32)
+            q_pos += tl.maximum(qg, 0.0)
+            q_neg += tl.minimum(qg, 0.0)
 
     for block in range(BLOCKS):
         offs_p = (pid_p * BLOCKS + block) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -71,20 +85,17 @@ def _page_scores_kernel(
         pmin = tl.load(PMIN + meta_off, mask=page_ok[:, None], other=0.0).to(tl.float32)  # [BLOCK_P, D]
         pmax = tl.load(PMAX + meta_off, mask=page_ok[:, None], other=0.0).to(tl.float32)
         candidate = offs_p < current_page
-
-        total = tl.zeros([BLOCK_P], dtype=tl.float32)
-        for g in tl.static_range(GROUP):
-            q_head = kv_head * GROUP + g
-            qg = tl.load(Q + b * stride_qb + q_head * stride_qh + offs_d).to(tl.float32)  # [D]
-            bound = tl.sum(tl.maximum(qg[None, :] * pmin, qg[None, :] * pmax), 1)  # [BLOCK_P]
-            if SHARED:
-                total += bound
-            else:
-                tl.store(SCORES + b * stride_sb + q_head * stride_sh + offs_p,
-                         tl.where(candidate, bound, float("-inf")), mask=page_ok)
         if SHARED:
+            total = tl.sum(pmax * q_pos[None, :] + pmin * q_neg[None, :], 1)  # [BLOCK_P]
             tl.store(SCORES + b * stride_sb + kv_head * stride_sh + offs_p,
                      tl.where(candidate, total, float("-inf")), mask=page_ok)
+        else:
+            for g in tl.static_range(GROUP):
+                q_head = kv_head * GROUP + g
+                qg = tl.load(Q + b * stride_qb + q_head * stride_qh + offs_d).to(tl.float32)  # [D]
+                bound = tl.sum(pmax * tl.maximum(qg, 0.0)[None, :] + pmin * tl.minimum(qg, 0.0)[None, :], 1)
+                tl.store(SCORES + b * stride_sb + q_head * stride_sh + offs_p,
+                         tl.where(candidate, bound, float("-inf")), mask=page_ok)
 
 
 def triton_quest_page_scores(
@@ -143,9 +154,12 @@ def _select_pages_kernel(
 ):
     """Program (b * Hsel + head): exact top-k of one score row, written in ascending page order.
 
-    The k-th largest score is found by a 32-step bitwise search on the scores' order-preserving integer keys
-    (each step one count over the row held in registers) instead of a sort; ties at the threshold go to the
-    lower page ids, like the reference's stable sort. Then the current page, then -1 padding.
+    The k-th largest score is found by a bitwise search on the scores' order-preserving integer keys (the row held
+    in registers) instead of a sort: two bits per round, whose three trial thresholds are counted in ONE row
+    reduction (the counts packed into an int64: the search is latency-bound, a decode step has only B x Hsel
+    rows), and the search stops as soon as exactly `take` keys reach the threshold (~20 of 32 bits on random
+    rows of 8192 pages, so ~10 rounds instead of 32). Ties at the threshold go to the lower page ids, like the
+    reference's stable sort. Then the current page, then -1 padding.
     """
     row = tl.program_id(0)
     b = row // num_sel_heads
@@ -158,21 +172,36 @@ def _select_pages_kernel(
     candidate = (offs < current) & (offs < num_pages)
     x = tl.load(SCORES + b * stride_sb + head * stride_sh + offs, mask=candidate, other=0.0)
     bits = x.to(tl.int32, bitcast=True)
+    bits = tl.where((bits & 0x7FFFFFFF) == 0, 0, bits)  # -0.0 ties with 0.0, as in the reference's float sort
     key = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # signed integer order == float order
-    key = tl.where(candidate, key, -2147483648)
+    key = tl.where(candidate, key, -2147483648)  # never reaches a trial threshold (all > INT_MIN)
 
-    # invariant: count(key >= threshold) >= take. The sign bit first (its trial value 0 is the only one that
-    # would overflow int32 as threshold + 2^31), then bits 30..0.
-    count = tl.sum((key >= 0).to(tl.int32), 0)
-    threshold = tl.where(count >= take, 0, -2147483648)
-    for step in tl.static_range(1, 32):
-        trial = threshold + (1 << (31 - step))
-        count = tl.sum((key >= trial).to(tl.int32), 0)
-        threshold = tl.where(count >= take, trial, threshold)
+    # The threshold is built from the top bit down in the unsigned order of key ^ INT_MIN (prefix), compared in
+    # the signed order (prefix ^ INT_MIN). Invariant: count(key >= threshold) >= take; a round tries the prefix
+    # with the next two bits 01, 10, 11 and keeps the highest trial that still has >= take keys at or above it.
+    prefix = take * 0
+    one = prefix + 1  # int32 (a Python 1 << 31 would turn the arithmetic int64)
+    shift = prefix + 30  # the round's lower bit
+    while shift >= 0:
+        t1 = (prefix | (one << shift)) ^ -2147483648
+        t2 = (prefix | (one << (shift + 1))) ^ -2147483648
+        t3 = (prefix | (one << shift) | (one << (shift + 1))) ^ -2147483648
+        packed = (key >= t1).to(tl.int64) + ((key >= t2).to(tl.int64) << 16) + ((key >= t3).to(tl.int64) << 32)
+        counts = tl.sum(packed, 0)  # three counts of <= 32768 (MAX_PAGES_IN_REGISTERS) in 16-bit fields
+        c1 = (counts & 0xFFFF).to(tl.int32)
+        c2 = ((counts >> 16) & 0xFFFF).to(tl.int32)
+        c3 = (counts >> 32).to(tl.int32)
+        low = one << shift
+        high = one << (shift + 1)
+        chosen = tl.where(c3 >= take, c3, tl.where(c2 >= take, c2, tl.where(c1 >= take, c1, take + 1)))
+        prefix = tl.where(c3 >= take, prefix | low | high,
+                          tl.where(c2 >= take, prefix | high, tl.where(c1 >= take, prefix | low, prefix)))
+        shift = tl.where(chosen == take, -1, shift - 2)  # exactly `take` keys at or above: the selection
+    threshold = prefix ^ -2147483648
 
     above = key > threshold
     ties_needed = take - tl.sum(above.to(tl.int32), 0)
-    tie = key == threshold
+    tie = candidate & (key == threshold)
     tie_rank = tl.cumsum(tie.to(tl.int32), 0)
     selected = above | (tie & (tie_rank <= ties_needed))
     slot = tl.cumsum(selected.to(tl.int32), 0) - 1
@@ -524,17 +553,21 @@ def _paged_page_scores_kernel(
     meta_off = physical[:, None] * stride_mp + kv_head * stride_mh + offs_d[None, :]
     pmin = tl.load(PMIN + meta_off, mask=candidate[:, None], other=0.0).to(tl.float32)  # [BLOCK_P, D]
     pmax = tl.load(PMAX + meta_off, mask=candidate[:, None], other=0.0).to(tl.float32)
-    total = tl.zeros([BLOCK_P], dtype=tl.float32)
+    # the bound as two dot products: max(q, 0) . max + min(q, 0) . min (see `_page_scores_kernel`)
+    q_pos = tl.zeros([HEAD_DIM], dtype=tl.float32)
+    q_neg = tl.zeros([HEAD_DIM], dtype=tl.float32)
     for g in tl.static_range(GROUP):
         q_head = kv_head * GROUP + g
         qg = tl.load(Q + b * stride_qb + q_head * stride_qh + offs_d).to(tl.float32)
-        bound = tl.sum(tl.maximum(qg[None, :] * pmin, qg[None, :] * pmax), 1)
         if SHARED:
-            total += bound
+            q_pos += tl.maximum(qg, 0.0)
+            q_neg += tl.minimum(qg, 0.0)
         else:
+            bound = tl.sum(pmax * tl.maximum(qg, 0.0)[None, :] + pmin * tl.minimum(qg, 0.0)[None, :], 1)
             tl.store(SCORES + b * stride_sb + q_head * stride_sh + offs_p,
                      tl.where(candidate, bound, float("-inf")), mask=page_ok)
     if SHARED:
+        total = tl.sum(pmax * q_pos[None, :] + pmin * q_neg[None, :], 1)
         tl.store(SCORES + b * stride_sb + kv_head * stride_sh + offs_p,
                  tl.where(candidate, total, float("-inf")), mask=page_ok)
 
