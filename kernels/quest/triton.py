@@ -6,8 +6,8 @@ Pipeline of one decode step (see `kernels/quest/__init__.py`):
    `sum_d max(q_d * min_d, q_d * max_d)` = `max(q, 0) . max + min(q, 0) . min`; summed over the query heads of a KV
    group when pages are shared (then the q parts are summed first: two dot products per page). Reads the metadata
    once (1 / page_size of the KV bytes).
-2. `triton_quest_select_pages`: exact top-k by a bitwise threshold search in registers (one launch, two bits per
-   round, early stop; torch.topk + sort cost ~100 us per step at 128K), the current page appended, ascending,
+2. `triton_quest_select_pages`: exact top-k by a bitwise threshold search in registers (one launch, one count per
+   bit, early stop; torch.topk + sort cost ~100 us per step at 128K), the current page appended, ascending,
    -1 padded.
 3. `triton_quest_decode`: flash-decoding over the selected pages only (GQA-grouped when pages are shared; split
    over the selected slots so batch 1 fills the GPU), merged by the shared combine kernel of `kernels/decode`.
@@ -155,11 +155,11 @@ def _select_pages_kernel(
     """Program (b * Hsel + head): exact top-k of one score row, written in ascending page order.
 
     The k-th largest score is found by a bitwise search on the scores' order-preserving integer keys (the row held
-    in registers) instead of a sort: two bits per round, whose three trial thresholds are counted in ONE row
-    reduction (the counts packed into an int64: the search is latency-bound, a decode step has only B x Hsel
-    rows), and the search stops as soon as exactly `take` keys reach the threshold (~20 of 32 bits on random
-    rows of 8192 pages, so ~10 rounds instead of 32). Ties at the threshold go to the lower page ids, like the
-    reference's stable sort. Then the current page, then -1 padding.
+    in registers) instead of a sort: one count over the row per bit, stopping as soon as exactly `take` keys reach
+    the threshold (~20 of the 32 bits on random rows of 8192 pages). Ties at the threshold go to the lower page
+    ids, like the reference's stable sort; the prefix sum that ranks them runs only when there is a tie to break.
+    Then the current page, then -1 padding. (Measured on the H200, benchmarks/RESULTS.md session 12: two bits per
+    round with the three counts packed into one int64 reduction was slower than one bit per round.)
     """
     row = tl.program_id(0)
     b = row // num_sel_heads
@@ -177,33 +177,25 @@ def _select_pages_kernel(
     key = tl.where(candidate, key, -2147483648)  # never reaches a trial threshold (all > INT_MIN)
 
     # The threshold is built from the top bit down in the unsigned order of key ^ INT_MIN (prefix), compared in
-    # the signed order (prefix ^ INT_MIN). Invariant: count(key >= threshold) >= take; a round tries the prefix
-    # with the next two bits 01, 10, 11 and keeps the highest trial that still has >= take keys at or above it.
+    # the signed order (prefix ^ INT_MIN). Invariant: count(key >= threshold) >= take.
     prefix = take * 0
     one = prefix + 1  # int32 (a Python 1 << 31 would turn the arithmetic int64)
-    shift = prefix + 30  # the round's lower bit
-    while shift >= 0:
-        t1 = (prefix | (one << shift)) ^ -2147483648
-        t2 = (prefix | (one << (shift + 1))) ^ -2147483648
-        t3 = (prefix | (one << shift) | (one << (shift + 1))) ^ -2147483648
-        packed = (key >= t1).to(tl.int64) + ((key >= t2).to(tl.int64) << 16) + ((key >= t3).to(tl.int64) << 32)
-        counts = tl.sum(packed, 0)  # three counts of <= 32768 (MAX_PAGES_IN_REGISTERS) in 16-bit fields
-        c1 = (counts & 0xFFFF).to(tl.int32)
-        c2 = ((counts >> 16) & 0xFFFF).to(tl.int32)
-        c3 = (counts >> 32).to(tl.int32)
-        low = one << shift
-        high = one << (shift + 1)
-        chosen = tl.where(c3 >= take, c3, tl.where(c2 >= take, c2, tl.where(c1 >= take, c1, take + 1)))
-        prefix = tl.where(c3 >= take, prefix | low | high,
-                          tl.where(c2 >= take, prefix | high, tl.where(c1 >= take, prefix | low, prefix)))
-        shift = tl.where(chosen == take, -1, shift - 2)  # exactly `take` keys at or above: the selection
+    bit = prefix + 31
+    while bit >= 0:
+        trial = prefix | (one << bit)
+        count = tl.sum((key >= (trial ^ -2147483648)).to(tl.int32), 0)
+        prefix = tl.where(count >= take, trial, prefix)
+        bit = tl.where(count == take, -1, bit - 1)  # exactly `take` keys at or above: the selection
     threshold = prefix ^ -2147483648
 
-    above = key > threshold
-    ties_needed = take - tl.sum(above.to(tl.int32), 0)
-    tie = candidate & (key == threshold)
-    tie_rank = tl.cumsum(tie.to(tl.int32), 0)
-    selected = above | (tie & (tie_rank <= ties_needed))
+    at_or_above = candidate & (key >= threshold)
+    if tl.sum(at_or_above.to(tl.int32), 0) == take:  # no tie to break (always so after an early stop)
+        selected = at_or_above
+    else:
+        above = key > threshold
+        ties_needed = take - tl.sum(above.to(tl.int32), 0)
+        tie = candidate & (key == threshold)
+        selected = above | (tie & (tl.cumsum(tie.to(tl.int32), 0) <= ties_needed))
     slot = tl.cumsum(selected.to(tl.int32), 0) - 1
     out_row = OUT + b * stride_ob + head * stride_oh
     tl.store(out_row + slot, offs, mask=selected)

@@ -1,7 +1,8 @@
 """Session 12 probe: Quest page scores and page selection, session 11's kernels against this session's (scores as
-two dot products per page; selection two bits per round with early stop), same run, interleaved, CUDA graphs as
-bench_decode.py times them; every launch configuration of bench_decode's sweeps. Checks: scores within 1e-5 of
-the reference, selected pages identical to the reference selection on the same scores.
+two dot products per page; selection one bit per round with early stop; call 2's two bits per round,
+`quest_triton_2bit.py`, too), same run, interleaved, CUDA graphs as bench_decode.py times them; every launch
+configuration of bench_decode's sweeps. Checks: scores within 1e-5 of the reference, selected pages identical to
+the reference selection on the same scores.
 
 python benchmarks/results/s12/quest_probe.py [--contexts 32768 131072] [--batches 1 8]
 """
@@ -15,6 +16,7 @@ import torch
 sys.path.insert(0, "benchmarks")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_decode import D, DTYPE, HKV, HQ, PAGE, SCORE_CONFIGS, SELECT_WARPS, bench_ms, rel_rmse  # noqa: E402
+import quest_triton_2bit as two_bits  # noqa: E402  (call 2's selection)
 import quest_triton_s11 as old  # noqa: E402
 
 import sparse_attn.kernels.quest.triton as new  # noqa: E402
@@ -53,7 +55,7 @@ def main():
                 row[f"scores_GBps_{name}"] = round(row["meta_MB"] / best[1], 0)
             scores = new.triton_quest_page_scores(q, pmin, pmax, lens, PAGE, True)
             want = naive_quest_select_pages(scores, lens, PAGE, budget)
-            for name, mod in (("s11", old), ("s12", new)):
+            for name, mod in (("s11", old), ("s12_2bit", two_bits), ("s12", new)):
                 best = None
                 for warps in SELECT_WARPS:
                     got = mod.triton_quest_select_pages(scores, lens, PAGE, budget, num_warps=warps)

@@ -1,0 +1,751 @@
+"""Session 12, device call 2's Quest kernels (main at b013187: selection two bits per round, packed int64 counts),
+kept for the same-run comparison of call 3 (quest_probe.py); only the relative import made absolute.
+
+Triton kernels for Quest decoding (Tang et al. 2024, arXiv:2406.10774): page scores, metadata update, attention
+over the selected pages of the full cache.
+
+Pipeline of one decode step (see `kernels/quest/__init__.py`):
+1. `triton_quest_page_scores`: upper bound of q.k per page from the page's elementwise key min/max,
+   `sum_d max(q_d * min_d, q_d * max_d)` = `max(q, 0) . max + min(q, 0) . min`; summed over the query heads of a KV
+   group when pages are shared (then the q parts are summed first: two dot products per page). Reads the metadata
+   once (1 / page_size of the KV bytes).
+2. `triton_quest_select_pages`: exact top-k by a bitwise threshold search in registers (one launch, two bits per
+   round, early stop; torch.topk + sort cost ~100 us per step at 128K), the current page appended, ascending,
+   -1 padded.
+3. `triton_quest_decode`: flash-decoding over the selected pages only (GQA-grouped when pages are shared; split
+   over the selected slots so batch 1 fills the GPU), merged by the shared combine kernel of `kernels/decode`.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from sparse_attn.kernels.decode.triton import (
+    LOG2E,
+    _dot,
+    _store_split,
+    check_decode_shapes,
+    choose_num_splits,
+    group_rows,
+    launch_split_decode,
+)
+
+
+def _check_metadata(page_min: torch.Tensor, page_max: torch.Tensor, batch: int, num_kv_heads: int, head_dim: int):
+    if page_min.shape != page_max.shape or page_min.dim() != 4:
+        raise ValueError(f"page_min / page_max must be [B, Hkv, P, D] of one shape, got {tuple(page_min.shape)} "
+                         f"and {tuple(page_max.shape)}")
+    if page_min.shape[0] != batch or page_min.shape[1] != num_kv_heads or page_min.shape[3] != head_dim:
+        raise ValueError(f"page metadata {tuple(page_min.shape)} does not match B={batch}, Hkv={num_kv_heads}, "
+                         f"D={head_dim}")
+    if page_min.stride(-1) != 1 or page_max.stride(-1) != 1:
+        raise ValueError("page metadata must be contiguous in the head dim")
+
+
+@triton.jit
+def _page_scores_kernel(
+    Q, PMIN, PMAX, LENS, SCORES,
+    stride_qb, stride_qh,
+    stride_mb, stride_mh, stride_mp,
+    stride_sb, stride_sh,
+    num_kv_heads, num_pages, page_size,
+    GROUP: tl.constexpr, SHARED: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCKS: tl.constexpr,
+):
+    """Program (b * Hkv + kv_head, page chunk): scores of BLOCKS x BLOCK_P pages for the GROUP query heads of one
+    KV head (a loop, so the loads of the next block are in flight while one is reduced).
+
+    Candidate pages are 0 .. cur - 1 with cur = (len - 1) // page_size (the current page is always taken); the
+    others score -inf. SHARED sums the group's scores into one row per KV head, else one row per query head.
+
+    Per dimension, max(q * min, q * max) = max(q, 0) * max + min(q, 0) * min (exact: one of the two terms is 0),
+    which is linear in q: the group's summed bound is (sum_g max(q_g, 0)) . max + (sum_g min(q_g, 0)) . min, two
+    dot products per page whatever the group size (the per-head form cost GROUP x (2 mul + max + add) per
+    metadata element pair, as much issue time as the metadata's load time on an H200).
+    """
+    pid_bh = tl.program_id(0)
+    pid_p = tl.program_id(1)
+    b = pid_bh // num_kv_heads
+    kv_head = pid_bh % num_kv_heads
+    length = tl.load(LENS + b).to(tl.int32)
+    current_page = (length - 1) // page_size
+    offs_d = tl.arange(0, HEAD_DIM)
+    if SHARED:
+        q_pos = tl.zeros([HEAD_DIM], dtype=tl.float32)
+        q_neg = tl.zeros([HEAD_DIM], dtype=tl.float32)
+        for g in tl.static_range(GROUP):
+            qg = tl.load(Q + b * stride_qb + (kv_head * GROUP + g) * stride_qh + offs_d).to(tl.float32)
+            q_pos += tl.maximum(qg, 0.0)
+            q_neg += tl.minimum(qg, 0.0)
+
+    for block in range(BLOCKS):
+        offs_p = (pid_p * BLOCKS + block) * BLOCK_P + tl.arange(0, BLOCK_P)
+        page_ok = offs_p < num_pages
+        meta_off = b * stride_mb + kv_head * stride_mh + offs_p[:, None] * stride_mp + offs_d[None, :]
+        pmin = tl.load(PMIN + meta_off, mask=page_ok[:, None], other=0.0).to(tl.float32)  # [BLOCK_P, D]
+        pmax = tl.load(PMAX + meta_off, mask=page_ok[:, None], other=0.0).to(tl.float32)
+        candidate = offs_p < current_page
+        if SHARED:
+            total = tl.sum(pmax * q_pos[None, :] + pmin * q_neg[None, :], 1)  # [BLOCK_P]
+            tl.store(SCORES + b * stride_sb + kv_head * stride_sh + offs_p,
+                     tl.where(candidate, total, float("-inf")), mask=page_ok)
+        else:
+            for g in tl.static_range(GROUP):
+                q_head = kv_head * GROUP + g
+                qg = tl.load(Q + b * stride_qb + q_head * stride_qh + offs_d).to(tl.float32)  # [D]
+                bound = tl.sum(pmax * tl.maximum(qg, 0.0)[None, :] + pmin * tl.minimum(qg, 0.0)[None, :], 1)
+                tl.store(SCORES + b * stride_sb + q_head * stride_sh + offs_p,
+                         tl.where(candidate, bound, float("-inf")), mask=page_ok)
+
+
+def triton_quest_page_scores(
+    q: torch.Tensor,
+    page_min: torch.Tensor,
+    page_max: torch.Tensor,
+    lens: torch.Tensor,
+    page_size: int = 16,
+    share_pages: bool = True,
+    block_p: int = 32,
+    blocks_per_program: int = 1,
+    num_stages: int = 2,
+) -> torch.Tensor:
+    """Quest upper-bound page scores.
+
+    Args:
+        q: `[B, Hq, D]` current query (unscaled; the ranking does not depend on the softmax scale).
+        page_min, page_max: `[B, Hkv, P, D]` elementwise min / max of each page's keys.
+        lens: `[B]` cache lengths including the current token.
+        page_size: tokens per page. Default: 16.
+        share_pages: one score row per KV head (sum over its query heads) instead of per query head.
+
+    Returns:
+        `[B, Hsel, P]` fp32 (Hsel = Hkv if share_pages else Hq); pages >= the current page score -inf.
+    """
+    batch, num_q_heads, head_dim = q.shape
+    num_kv_heads, num_pages = page_min.shape[1], page_min.shape[2]
+    if num_q_heads % num_kv_heads:
+        raise ValueError(f"query heads ({num_q_heads}) must be a multiple of KV heads ({num_kv_heads})")
+    _check_metadata(page_min, page_max, batch, num_kv_heads, head_dim)
+    if q.stride(-1) != 1:
+        raise ValueError("q must be contiguous in the head dim")
+    lens = _batch_lens(lens, batch)
+    group = num_q_heads // num_kv_heads
+    rows = num_kv_heads if share_pages else num_q_heads
+    scores = torch.empty(batch, rows, num_pages, device=q.device, dtype=torch.float32)
+    grid = (batch * num_kv_heads, triton.cdiv(num_pages, block_p * blocks_per_program))
+    _page_scores_kernel[grid](
+        q, page_min, page_max, lens, scores,
+        q.stride(0), q.stride(1),
+        page_min.stride(0), page_min.stride(1), page_min.stride(2),
+        scores.stride(0), scores.stride(1),
+        num_kv_heads, num_pages, page_size,
+        GROUP=group, SHARED=share_pages, HEAD_DIM=head_dim, BLOCK_P=block_p, BLOCKS=blocks_per_program,
+        num_warps=4, num_stages=num_stages,
+    )
+    return scores
+
+
+@triton.jit
+def _select_pages_kernel(
+    SCORES, LENS, OUT,
+    stride_sb, stride_sh, stride_ob, stride_oh,
+    num_sel_heads, num_pages, page_size, page_budget, num_out,
+    BLOCK_P: tl.constexpr, BLOCK_OUT: tl.constexpr,
+):
+    """Program (b * Hsel + head): exact top-k of one score row, written in ascending page order.
+
+    The k-th largest score is found by a bitwise search on the scores' order-preserving integer keys (the row held
+    in registers) instead of a sort: two bits per round, whose three trial thresholds are counted in ONE row
+    reduction (the counts packed into an int64: the search is latency-bound, a decode step has only B x Hsel
+    rows), and the search stops as soon as exactly `take` keys reach the threshold (~20 of 32 bits on random
+    rows of 8192 pages, so ~10 rounds instead of 32). Ties at the threshold go to the lower page ids, like the
+    reference's stable sort. Then the current page, then -1 padding.
+    """
+    row = tl.program_id(0)
+    b = row // num_sel_heads
+    head = row % num_sel_heads
+    length = tl.load(LENS + b).to(tl.int32)
+    current = (length - 1) // page_size
+    take = tl.minimum(tl.minimum(page_budget, current), num_pages - 1)  # past pages this row selects
+
+    offs = tl.arange(0, BLOCK_P)
+    candidate = (offs < current) & (offs < num_pages)
+    x = tl.load(SCORES + b * stride_sb + head * stride_sh + offs, mask=candidate, other=0.0)
+    bits = x.to(tl.int32, bitcast=True)
+    bits = tl.where((bits & 0x7FFFFFFF) == 0, 0, bits)  # -0.0 ties with 0.0, as in the reference's float sort
+    key = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # signed integer order == float order
+    key = tl.where(candidate, key, -2147483648)  # never reaches a trial threshold (all > INT_MIN)
+
+    # The threshold is built from the top bit down in the unsigned order of key ^ INT_MIN (prefix), compared in
+    # the signed order (prefix ^ INT_MIN). Invariant: count(key >= threshold) >= take; a round tries the prefix
+    # with the next two bits 01, 10, 11 and keeps the highest trial that still has >= take keys at or above it.
+    prefix = take * 0
+    one = prefix + 1  # int32 (a Python 1 << 31 would turn the arithmetic int64)
+    shift = prefix + 30  # the round's lower bit
+    while shift >= 0:
+        t1 = (prefix | (one << shift)) ^ -2147483648
+        t2 = (prefix | (one << (shift + 1))) ^ -2147483648
+        t3 = (prefix | (one << shift) | (one << (shift + 1))) ^ -2147483648
+        packed = (key >= t1).to(tl.int64) + ((key >= t2).to(tl.int64) << 16) + ((key >= t3).to(tl.int64) << 32)
+        counts = tl.sum(packed, 0)  # three counts of <= 32768 (MAX_PAGES_IN_REGISTERS) in 16-bit fields
+        c1 = (counts & 0xFFFF).to(tl.int32)
+        c2 = ((counts >> 16) & 0xFFFF).to(tl.int32)
+        c3 = (counts >> 32).to(tl.int32)
+        low = one << shift
+        high = one << (shift + 1)
+        chosen = tl.where(c3 >= take, c3, tl.where(c2 >= take, c2, tl.where(c1 >= take, c1, take + 1)))
+        prefix = tl.where(c3 >= take, prefix | low | high,
+                          tl.where(c2 >= take, prefix | high, tl.where(c1 >= take, prefix | low, prefix)))
+        shift = tl.where(chosen == take, -1, shift - 2)  # exactly `take` keys at or above: the selection
+    threshold = prefix ^ -2147483648
+
+    above = key > threshold
+    ties_needed = take - tl.sum(above.to(tl.int32), 0)
+    tie = candidate & (key == threshold)
+    tie_rank = tl.cumsum(tie.to(tl.int32), 0)
+    selected = above | (tie & (tie_rank <= ties_needed))
+    slot = tl.cumsum(selected.to(tl.int32), 0) - 1
+    out_row = OUT + b * stride_ob + head * stride_oh
+    tl.store(out_row + slot, offs, mask=selected)
+
+    tail = tl.arange(0, BLOCK_OUT)
+    tail_value = tl.where(tail == take, current, -1)
+    tl.store(out_row + tail, tail_value, mask=(tail >= take) & (tail < num_out))
+
+
+# one score row must fit in registers; longer rows (contexts past 512K at page 16) use torch.topk
+MAX_PAGES_IN_REGISTERS = 32768
+
+
+def triton_quest_select_pages(scores: torch.Tensor, lens: torch.Tensor, page_size: int, page_budget: int,
+                              num_warps: Optional[int] = None):
+    """The `page_budget` highest-scoring past pages plus the current page; same contract as
+    `naive_quest_select_pages` (ties to the lower page id; sorted ascending; -1 padding at the end).
+
+    Args:
+        scores: `[B, Hsel, P]` fp32 from `quest_page_scores` (non-candidates are -inf).
+        lens: `[B]` cache lengths including the current token.
+    Returns:
+        `page_index [B, Hsel, n]` int32, `n = min(page_budget + 1, P)`. One launch, no device sync.
+    """
+    batch, rows, num_pages = scores.shape
+    lens = _batch_lens(lens, batch)
+    if scores.dtype != torch.float32:
+        raise ValueError(f"scores must be fp32, got {scores.dtype}")
+    num_out = min(page_budget + 1, num_pages)
+    if num_pages > MAX_PAGES_IN_REGISTERS:
+        return _topk_select_pages(scores, lens, page_size, page_budget)
+    scores = scores.contiguous()
+    out = torch.empty(batch, rows, num_out, device=scores.device, dtype=torch.int32)
+    block_p = triton.next_power_of_2(num_pages)
+    _select_pages_kernel[(batch * rows,)](
+        scores, lens, out,
+        scores.stride(0), scores.stride(1), out.stride(0), out.stride(1),
+        rows, num_pages, page_size, page_budget, num_out,
+        BLOCK_P=block_p, BLOCK_OUT=triton.next_power_of_2(num_out),
+        num_warps=num_warps or (16 if block_p >= 8192 else 8),
+    )
+    return out
+
+
+def _topk_select_pages(scores: torch.Tensor, lens: torch.Tensor, page_size: int, page_budget: int):
+    """torch.topk + sort version for rows too long for registers (ties may go either way)."""
+    batch, rows, num_pages = scores.shape
+    current = ((lens.long() - 1) // page_size)[:, None, None].expand(batch, rows, 1)
+    n_past = min(page_budget, num_pages - 1)
+    values, past = torch.topk(scores, n_past, dim=-1, sorted=False)
+    past = past.masked_fill(values == float("-inf"), num_pages)
+    chosen = torch.sort(torch.cat([past, current], dim=-1), dim=-1).values
+    return chosen.masked_fill(chosen == num_pages, -1).to(torch.int32)
+
+
+@triton.jit
+def _paged_decode_split_kernel(
+    OUT, O_PART, LSE_PART, Q, K, V, LENS, PAGE_INDEX,
+    stride_qb, stride_qh,
+    stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn,
+    stride_ib, stride_ih,
+    stride_ob, stride_oh,
+    num_sel_heads, num_q_heads, num_slots, slots_per_split, num_splits, page_size, scale_log2e,
+    ROWS: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr, PREFETCH_INDEX: tl.constexpr, SINGLE_SPLIT: tl.constexpr, WRITE_LSE: tl.constexpr,
+    DOT_F32: tl.constexpr,
+):
+    """Program (b * Hsel + sel_head, split): ROWS query heads (a KV group, or one head) over a chunk of the
+    selected page slots. BLOCK_N tokens = BLOCK_N / page_size pages gathered per step."""
+    pid_bh = tl.program_id(0)
+    split = tl.program_id(1)
+    b = pid_bh // num_sel_heads
+    sel_head = pid_bh % num_sel_heads
+    first_q_head = sel_head * ROWS
+    kv_head = first_q_head // GROUP
+    length = tl.load(LENS + b).to(tl.int32)
+
+    slot_start = split * slots_per_split
+    slot_end = tl.minimum(slot_start + slots_per_split, num_slots)
+    token_start = slot_start * page_size
+    token_end = slot_end * page_size
+
+    offs_g = tl.arange(0, BLOCK_G)
+    offs_d = tl.arange(0, HEAD_DIM)
+    offs_n = tl.arange(0, BLOCK_N)
+    row_ok = offs_g < ROWS
+    q_heads = first_q_head + offs_g
+    q = tl.load(Q + b * stride_qb + q_heads[:, None] * stride_qh + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+
+    index_base = PAGE_INDEX + b * stride_ib + sel_head * stride_ih
+    k_base = K + b * stride_kb + kv_head * stride_kh
+    v_base = V + b * stride_vb + kv_head * stride_vh
+    m_i = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_G, HEAD_DIM], dtype=tl.float32)
+    flat = token_start + offs_n  # position in the concatenation of the selected pages
+    page_ahead = tl.load(index_base + flat // page_size, mask=flat < token_end, other=-1)
+    for n0 in range(token_start, token_end, BLOCK_N):
+        flat = n0 + offs_n
+        slot_ok = flat < token_end
+        if PREFETCH_INDEX:  # page ids loaded one iteration ahead: K/V addresses need not wait on an index load
+            page = page_ahead
+            page_ahead = tl.load(index_base + (flat + BLOCK_N) // page_size, mask=flat + BLOCK_N < token_end,
+                                 other=-1)
+        else:
+            page = tl.load(index_base + flat // page_size, mask=slot_ok, other=-1)
+        tok = page * page_size + flat % page_size
+        tok_ok = slot_ok & (page >= 0) & (tok < length)
+        kt = tl.load(k_base + tok[None, :] * stride_kn + offs_d[:, None], mask=tok_ok[None, :], other=0.0)
+        s = _dot(q, kt, DOT_F32) * scale_log2e
+        s = tl.where(tok_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # a block can be entirely unused (-1 slots): keep the state unchanged instead of producing NaN
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        vt = tl.load(v_base + tok[:, None] * stride_vn + offs_d[None, :], mask=tok_ok[:, None], other=0.0)
+        acc = acc * alpha[:, None] + _dot(p.to(vt.dtype), vt, DOT_F32)
+        m_i = m_new
+
+    part_rows = (b * num_q_heads + q_heads) * num_splits + split
+    _store_split(OUT, O_PART, LSE_PART, acc, m_i, l_i, b, q_heads, part_rows, row_ok,
+                 stride_ob, stride_oh, HEAD_DIM, SINGLE_SPLIT, WRITE_LSE)
+
+
+def _plan_page_launch(q: torch.Tensor, num_kv_heads: int, page_index: torch.Tensor, page_size: int,
+                      pages_per_block: int, num_splits: Optional[int]):
+    """Checks `page_index [B, Hkv or Hq, n]` and plans the split-K launch shared by the contiguous and paged decodes.
+
+    Returns `(page_index contiguous, group, num_sel_heads, rows, num_slots, num_splits, slots_per_split)`: `rows`
+    query heads share one selection row (the GQA group when pages are chosen per KV head, else 1), and each split
+    covers `slots_per_split` selected pages (a multiple of `pages_per_block`).
+    """
+    batch, num_q_heads = q.shape[0], q.shape[1]
+    if page_index.dim() != 3 or page_index.shape[0] != batch or page_index.shape[1] not in (num_kv_heads,
+                                                                                              num_q_heads):
+        raise ValueError(f"page_index must be [B, Hkv or Hq, n] = [{batch}, {num_kv_heads} or {num_q_heads}, n], "
+                         f"got {tuple(page_index.shape)}")
+    block_n = page_size * pages_per_block
+    if block_n & (block_n - 1) or block_n < 16:
+        raise ValueError(f"page_size * pages_per_block = {block_n} must be a power of two >= 16 (Triton tile); "
+                         f"use backend='naive' for page_size={page_size}")
+    group = num_q_heads // num_kv_heads
+    num_sel_heads = page_index.shape[1]
+    rows = group if num_sel_heads == num_kv_heads else 1
+    num_slots = max(page_index.shape[2], 1)
+    if num_splits is None:
+        num_splits = choose_num_splits(batch * num_sel_heads, num_slots * page_size, q.device)
+    slots_per_split = triton.cdiv(triton.cdiv(num_slots, num_splits), pages_per_block) * pages_per_block
+    num_splits = triton.cdiv(num_slots, slots_per_split)
+    return page_index.contiguous(), group, num_sel_heads, rows, num_slots, num_splits, slots_per_split
+
+
+def triton_quest_decode(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lens: torch.Tensor,
+    page_index: torch.Tensor,
+    page_size: int,
+    scale: Optional[float] = None,
+    out: Optional[torch.Tensor] = None,
+    return_lse: bool = False,
+    num_splits: Optional[int] = None,
+    pages_per_block: int = 8,
+    num_warps: int = 4,
+    num_stages: int = 3,
+    prefetch_index: bool = False,
+):
+    """Attention of the current query over the selected pages of the full cache; same contract as
+    `naive_quest_decode`.
+
+    Args:
+        q: `[B, Hq, D]`.
+        k, v: `[B, Hkv, S, D]` full cache; positions >= lens[b] are never read.
+        lens: `[B]` cache lengths including the current token.
+        page_index: `[B, Hsel, n]` int32 selected pages (Hsel = Hkv: shared by the query heads of a KV group, one
+            program per group reads each page once; Hsel = Hq: per query head); -1 marks an unused slot. The order
+            does not change the result.
+        page_size: tokens per page (`page_size * pages_per_block` must be a power of two >= 16).
+        scale: softmax scale. Default: `D ** -0.5`.
+        out: optional `[B, Hq, D]` output written in place.
+        return_lse: also return the natural-log lse `[B, Hq]` fp32.
+        num_splits, pages_per_block, num_warps, num_stages: launch parameters (default: heuristics; no sync).
+        prefetch_index: load the next block's page ids one iteration ahead. Default False: measured on the H100
+            it gains nothing (Triton's software pipeline already hides the index loads).
+
+    Returns:
+        `out [B, Hq, D]` in q's dtype (and `lse`).
+    """
+    batch, num_q_heads, num_kv_heads, head_dim = check_decode_shapes(q, k, v)
+    lens = _batch_lens(lens, batch)
+    page_index, group, num_sel_heads, rows, num_slots, num_splits, slots_per_split = _plan_page_launch(
+        q, num_kv_heads, page_index, page_size, pages_per_block, num_splits)
+    block_n = page_size * pages_per_block
+    scale = head_dim ** -0.5 if scale is None else scale
+    if out is None:
+        out = torch.empty_like(q)
+    args = (
+        q, k, v, lens, page_index,
+        q.stride(0), q.stride(1),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        page_index.stride(0), page_index.stride(1),
+        out.stride(0), out.stride(1),
+        num_sel_heads, num_q_heads, page_index.shape[2], slots_per_split, num_splits, page_size, scale * LOG2E,
+    )
+    return launch_split_decode(
+        _paged_decode_split_kernel, batch * num_sel_heads, num_splits, out, return_lse, args,
+        ROWS=rows, GROUP=group, BLOCK_G=group_rows(rows), HEAD_DIM=head_dim, BLOCK_N=block_n,
+        PREFETCH_INDEX=prefetch_index, num_warps=num_warps, num_stages=num_stages,
+    )
+
+
+@triton.jit
+def _update_metadata_kernel(
+    K_NEW, PMIN, PMAX, POSITIONS,
+    stride_kb, stride_kh,
+    stride_mb, stride_mh, stride_mp,
+    num_kv_heads, page_size,
+    HEAD_DIM: tl.constexpr,
+):
+    """Program (b * Hkv + kv_head): fold the key written at positions[b] into its page's min / max (pages start
+    as (+inf, -inf), so a fresh page takes the key itself)."""
+    pid = tl.program_id(0)
+    b = pid // num_kv_heads
+    kv_head = pid % num_kv_heads
+    page = tl.load(POSITIONS + b).to(tl.int64) // page_size
+    offs_d = tl.arange(0, HEAD_DIM)
+    key = tl.load(K_NEW + b * stride_kb + kv_head * stride_kh + offs_d).to(PMIN.dtype.element_ty)
+    meta = b * stride_mb + kv_head * stride_mh + page * stride_mp + offs_d
+    tl.store(PMIN + meta, tl.minimum(tl.load(PMIN + meta), key))
+    tl.store(PMAX + meta, tl.maximum(tl.load(PMAX + meta), key))
+
+
+def triton_update_page_meta(
+    page_min: torch.Tensor, page_max: torch.Tensor, k_new: torch.Tensor, positions: torch.Tensor, page_size: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """In place: fold `k_new [B, Hkv, D]` (the key written at token `positions[b]`) into
+    `page_min / page_max [B, Hkv, P, D]`; one launch instead of torch's gather / min / scatter chain. Positions are
+    not range-checked on the device (that would sync): keep `positions // page_size < P`.
+
+    Returns:
+        `(page_min, page_max)` (the same tensors).
+    """
+    batch, num_kv_heads, head_dim = k_new.shape
+    _check_metadata(page_min, page_max, batch, num_kv_heads, head_dim)
+    if k_new.stride(-1) != 1:
+        raise ValueError("k_new must be contiguous in the head dim")
+    positions = _batch_lens(positions, batch)
+    _update_metadata_kernel[(batch * num_kv_heads,)](
+        k_new, page_min, page_max, positions,
+        k_new.stride(0), k_new.stride(1),
+        page_min.stride(0), page_min.stride(1), page_min.stride(2),
+        num_kv_heads, page_size, HEAD_DIM=head_dim, num_warps=1,
+    )
+    return page_min, page_max
+
+
+# -- Quest over a paged (vLLM) KV cache: metadata per physical page, addresses through the block table -------------
+@triton.jit
+def _paged_update_kernel(
+    KEY, SLOTS, PMIN, PMAX,
+    stride_kn, stride_kh, stride_mp, stride_mh,
+    num_tokens, num_kv_heads, page_size,
+    HEAD_DIM: tl.constexpr, BLOCK_J: tl.constexpr,
+):
+    """Program (token i, kv head). Tokens written to one page in one step are consecutive (a request's new tokens
+    are contiguous in the batch and in its pages), so the first token of each such run (its "leader") folds the
+    whole run (<= page_size tokens) into the page: no two programs write one page, no atomics. The leader starts
+    from (+inf, -inf) when it sits at the page's first slot (fresh or reused page), else from the stored values."""
+    i = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    slot = tl.load(SLOTS + i).to(tl.int64)
+    page = tl.where(slot >= 0, slot // page_size, -1)
+    prev = tl.load(SLOTS + i - 1, mask=i > 0, other=-1).to(tl.int64)
+    prev_page = tl.where(prev >= 0, prev // page_size, -1)
+    leader = (slot >= 0) & ((i == 0) | (prev_page != page))
+    if leader:
+        offs_j = i + tl.arange(0, BLOCK_J)
+        slots_j = tl.load(SLOTS + offs_j, mask=offs_j < num_tokens, other=-1).to(tl.int64)
+        same = (offs_j < num_tokens) & (slots_j >= 0) & (slots_j // page_size == page)
+        offs_d = tl.arange(0, HEAD_DIM)
+        ptrs = KEY + offs_j[:, None].to(tl.int64) * stride_kn + kv_head * stride_kh + offs_d[None, :]
+        keys = tl.load(ptrs, mask=same[:, None], other=0.0).to(PMIN.dtype.element_ty).to(tl.float32)
+        run_min = tl.min(tl.where(same[:, None], keys, float("inf")), 0)
+        run_max = tl.max(tl.where(same[:, None], keys, float("-inf")), 0)
+        meta = page * stride_mp + kv_head * stride_mh + offs_d
+        fresh = (slot % page_size) == 0
+        old_min = tl.load(PMIN + meta).to(tl.float32)
+        old_max = tl.load(PMAX + meta).to(tl.float32)
+        old_min = tl.where(fresh, float("inf"), old_min)
+        old_max = tl.where(fresh, float("-inf"), old_max)
+        tl.store(PMIN + meta, tl.minimum(old_min, run_min).to(PMIN.dtype.element_ty))
+        tl.store(PMAX + meta, tl.maximum(old_max, run_max).to(PMAX.dtype.element_ty))
+
+
+def triton_paged_update_page_meta(
+    page_min: torch.Tensor, page_max: torch.Tensor, key: torch.Tensor, slot_mapping: torch.Tensor, page_size: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Same contract as `naive_paged_update_page_meta` (in place; `page_min, page_max [num_pages_total, Hkv, D]`,
+    `key [N', Hkv, D]`, `slot_mapping [N]`, padding slots < 0 skipped); one launch, no host sync."""
+    num_tokens = min(slot_mapping.shape[0], key.shape[0])
+    num_kv_heads, head_dim = key.shape[1], key.shape[2]
+    if page_min.shape != page_max.shape or page_min.dim() != 3 or tuple(page_min.shape[1:]) != (num_kv_heads,
+                                                                                                   head_dim):
+        raise ValueError(f"page metadata must be [pages, Hkv={num_kv_heads}, D={head_dim}], got "
+                         f"{tuple(page_min.shape)} / {tuple(page_max.shape)}")
+    if key.stride(-1) != 1 or page_min.stride(-1) != 1 or page_max.stride() != page_min.stride():
+        raise ValueError("key and page metadata must be contiguous in the head dim (metadata: one layout)")
+    if num_tokens == 0:
+        return page_min, page_max
+    slots = slot_mapping[:num_tokens]
+    _paged_update_kernel[(num_tokens, num_kv_heads)](
+        key, slots, page_min, page_max,
+        key.stride(0), key.stride(1), page_min.stride(0), page_min.stride(1),
+        num_tokens, num_kv_heads, page_size,
+        HEAD_DIM=head_dim, BLOCK_J=triton.next_power_of_2(page_size), num_warps=1,
+    )
+    return page_min, page_max
+
+
+@triton.jit
+def _paged_page_scores_kernel(
+    Q, PMIN, PMAX, BLOCK_TABLES, LENS, SCORES,
+    stride_qb, stride_qh, stride_mp, stride_mh, stride_tb, stride_sb, stride_sh,
+    num_kv_heads, num_pages, page_size, pages_per_block,
+    GROUP: tl.constexpr, SHARED: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """Program (b * Hkv + kv_head, page chunk): like `_page_scores_kernel`, but logical page p of request b reads
+    the metadata of physical page `block_tables[b, p // pages_per_block] * pages_per_block + p % pages_per_block`.
+    Only candidate pages (p < current page) touch the block table."""
+    pid_bh = tl.program_id(0)
+    pid_p = tl.program_id(1)
+    b = pid_bh // num_kv_heads
+    kv_head = pid_bh % num_kv_heads
+    length = tl.load(LENS + b).to(tl.int32)
+    current_page = (length - 1) // page_size
+    offs_d = tl.arange(0, HEAD_DIM)
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    page_ok = offs_p < num_pages
+    candidate = offs_p < current_page
+    block = tl.load(BLOCK_TABLES + b * stride_tb + offs_p // pages_per_block, mask=candidate, other=0).to(tl.int64)
+    physical = block * pages_per_block + offs_p % pages_per_block
+    meta_off = physical[:, None] * stride_mp + kv_head * stride_mh + offs_d[None, :]
+    pmin = tl.load(PMIN + meta_off, mask=candidate[:, None], other=0.0).to(tl.float32)  # [BLOCK_P, D]
+    pmax = tl.load(PMAX + meta_off, mask=candidate[:, None], other=0.0).to(tl.float32)
+    # the bound as two dot products: max(q, 0) . max + min(q, 0) . min (see `_page_scores_kernel`)
+    q_pos = tl.zeros([HEAD_DIM], dtype=tl.float32)
+    q_neg = tl.zeros([HEAD_DIM], dtype=tl.float32)
+    for g in tl.static_range(GROUP):
+        q_head = kv_head * GROUP + g
+        qg = tl.load(Q + b * stride_qb + q_head * stride_qh + offs_d).to(tl.float32)
+        if SHARED:
+            q_pos += tl.maximum(qg, 0.0)
+            q_neg += tl.minimum(qg, 0.0)
+        else:
+            bound = tl.sum(pmax * tl.maximum(qg, 0.0)[None, :] + pmin * tl.minimum(qg, 0.0)[None, :], 1)
+            tl.store(SCORES + b * stride_sb + q_head * stride_sh + offs_p,
+                     tl.where(candidate, bound, float("-inf")), mask=page_ok)
+    if SHARED:
+        total = tl.sum(pmax * q_pos[None, :] + pmin * q_neg[None, :], 1)
+        tl.store(SCORES + b * stride_sb + kv_head * stride_sh + offs_p,
+                 tl.where(candidate, total, float("-inf")), mask=page_ok)
+
+
+def triton_paged_page_scores(
+    q: torch.Tensor,
+    page_min: torch.Tensor,
+    page_max: torch.Tensor,
+    block_tables: torch.Tensor,
+    lens: torch.Tensor,
+    page_size: int,
+    block_size: int,
+    num_pages: int,
+    share_pages: bool,
+    block_p: int = 64,
+) -> torch.Tensor:
+    """Same contract as `naive_paged_page_scores`: `[B, Hsel, num_pages]` fp32, -inf for non-candidates."""
+    batch, num_q_heads, head_dim = q.shape
+    num_kv_heads = page_min.shape[1]
+    if num_q_heads % num_kv_heads or block_size % page_size:
+        raise ValueError(f"need Hq ({num_q_heads}) % Hkv ({num_kv_heads}) == 0 and page_size ({page_size}) dividing "
+                         f"block_size ({block_size})")
+    if page_min.dim() != 3 or page_min.shape != page_max.shape or page_min.shape[2] != head_dim:
+        raise ValueError(f"page metadata must be [pages, Hkv, D={head_dim}], got {tuple(page_min.shape)}")
+    if q.stride(-1) != 1 or page_min.stride(-1) != 1 or page_max.stride() != page_min.stride():
+        raise ValueError("q and page metadata must be contiguous in the head dim (metadata: one layout)")
+    lens = _batch_lens(lens, batch)
+    group = num_q_heads // num_kv_heads
+    rows = num_kv_heads if share_pages else num_q_heads
+    scores = torch.empty(batch, rows, num_pages, device=q.device, dtype=torch.float32)
+    grid = (batch * num_kv_heads, triton.cdiv(num_pages, block_p))
+    _paged_page_scores_kernel[grid](
+        q, page_min, page_max, block_tables, lens, scores,
+        q.stride(0), q.stride(1), page_min.stride(0), page_min.stride(1), block_tables.stride(0),
+        scores.stride(0), scores.stride(1),
+        num_kv_heads, num_pages, page_size, block_size // page_size,
+        GROUP=group, SHARED=share_pages, HEAD_DIM=head_dim, BLOCK_P=block_p, num_warps=4,
+    )
+    return scores
+
+
+@triton.jit
+def _paged_quest_decode_split_kernel(
+    OUT, O_PART, LSE_PART, Q, K, V, BLOCK_TABLES, LENS, PAGE_INDEX,
+    stride_qb, stride_qh,
+    stride_kblk, stride_kslot, stride_kh,
+    stride_vblk, stride_vslot, stride_vh,
+    stride_tb, stride_ib, stride_ih,
+    stride_ob, stride_oh,
+    num_sel_heads, num_q_heads, num_slots, slots_per_split, num_splits, page_size, block_size, scale_log2e,
+    ROWS: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr, SINGLE_SPLIT: tl.constexpr, WRITE_LSE: tl.constexpr, DOT_F32: tl.constexpr,
+):
+    """`_paged_decode_split_kernel` over vLLM's paged cache: token `tok` of request b is read at
+    `(block_tables[b, tok // block_size], tok % block_size)`; no gather copy."""
+    pid_bh = tl.program_id(0)
+    split = tl.program_id(1)
+    b = pid_bh // num_sel_heads
+    sel_head = pid_bh % num_sel_heads
+    first_q_head = sel_head * ROWS
+    kv_head = first_q_head // GROUP
+    length = tl.load(LENS + b).to(tl.int32)
+
+    slot_start = split * slots_per_split
+    slot_end = tl.minimum(slot_start + slots_per_split, num_slots)
+    token_start = slot_start * page_size
+    token_end = slot_end * page_size
+
+    offs_g = tl.arange(0, BLOCK_G)
+    offs_d = tl.arange(0, HEAD_DIM)
+    offs_n = tl.arange(0, BLOCK_N)
+    row_ok = offs_g < ROWS
+    q_heads = first_q_head + offs_g
+    q = tl.load(Q + b * stride_qb + q_heads[:, None] * stride_qh + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+
+    index_base = PAGE_INDEX + b * stride_ib + sel_head * stride_ih
+    table_base = BLOCK_TABLES + b * stride_tb
+    m_i = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_G, HEAD_DIM], dtype=tl.float32)
+    for n0 in range(token_start, token_end, BLOCK_N):
+        flat = n0 + offs_n  # position in the concatenation of the selected pages
+        slot_ok = flat < token_end
+        page = tl.load(index_base + flat // page_size, mask=slot_ok, other=-1)
+        tok = page * page_size + flat % page_size
+        tok_ok = slot_ok & (page >= 0) & (tok < length)
+        block = tl.load(table_base + tok // block_size, mask=tok_ok, other=0).to(tl.int64)
+        offset = (tok % block_size).to(tl.int64)
+        k_addr = block * stride_kblk + offset * stride_kslot + kv_head * stride_kh
+        kt = tl.load(K + k_addr[None, :] + offs_d[:, None], mask=tok_ok[None, :], other=0.0)
+        s = _dot(q, kt, DOT_F32) * scale_log2e
+        s = tl.where(tok_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # an all-unused block keeps the state (no NaN)
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v_addr = block * stride_vblk + offset * stride_vslot + kv_head * stride_vh
+        vt = tl.load(V + v_addr[:, None] + offs_d[None, :], mask=tok_ok[:, None], other=0.0)
+        acc = acc * alpha[:, None] + _dot(p.to(vt.dtype), vt, DOT_F32)
+        m_i = m_new
+
+    part_rows = (b * num_q_heads + q_heads) * num_splits + split
+    _store_split(OUT, O_PART, LSE_PART, acc, m_i, l_i, b, q_heads, part_rows, row_ok,
+                 stride_ob, stride_oh, HEAD_DIM, SINGLE_SPLIT, WRITE_LSE)
+
+
+def triton_paged_quest_decode(
+    q: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    lens: torch.Tensor,
+    page_index: torch.Tensor,
+    page_size: int,
+    scale: Optional[float] = None,
+    out: Optional[torch.Tensor] = None,
+    num_splits: Optional[int] = None,
+    pages_per_block: int = 4,
+    num_warps: int = 4,
+    num_stages: int = 2,
+) -> torch.Tensor:
+    """Same contract as `naive_paged_quest_decode` (`key_cache, value_cache [num_blocks, block_size, Hkv, D]`,
+    `block_tables [B, max_blocks]`, `page_index [B, Hsel, n]` with -1 padding); attends through the block table.
+
+    Returns:
+        `out [B, Hq, D]` in q's dtype.
+    """
+    batch, num_q_heads, head_dim = q.shape
+    num_blocks, block_size, num_kv_heads, _ = key_cache.shape
+    if value_cache.shape != key_cache.shape or key_cache.shape[3] != head_dim or num_q_heads % num_kv_heads:
+        raise ValueError(f"caches {tuple(key_cache.shape)} / {tuple(value_cache.shape)} do not match q "
+                         f"{tuple(q.shape)} (need [num_blocks, block_size, Hkv, D] and Hq % Hkv == 0)")
+    if key_cache.stride(-1) != 1 or value_cache.stride(-1) != 1 or q.stride(-1) != 1:
+        raise ValueError("q and the caches must be contiguous in the head dim")
+    if block_size % page_size:
+        raise ValueError(f"page_size={page_size} must divide block_size={block_size}")
+    lens = _batch_lens(lens, batch)
+    page_index, group, num_sel_heads, rows, num_slots, num_splits, slots_per_split = _plan_page_launch(
+        q, num_kv_heads, page_index, page_size, pages_per_block, num_splits)
+    block_n = page_size * pages_per_block
+    scale = head_dim ** -0.5 if scale is None else scale
+    if out is None:
+        out = torch.empty_like(q)
+    args = (
+        q, key_cache, value_cache, block_tables, lens, page_index,
+        q.stride(0), q.stride(1),
+        key_cache.stride(0), key_cache.stride(1), key_cache.stride(2),
+        value_cache.stride(0), value_cache.stride(1), value_cache.stride(2),
+        block_tables.stride(0), page_index.stride(0), page_index.stride(1),
+        out.stride(0), out.stride(1),
+        num_sel_heads, num_q_heads, page_index.shape[2], slots_per_split, num_splits, page_size, block_size,
+        scale * LOG2E,
+    )
+    return launch_split_decode(
+        _paged_quest_decode_split_kernel, batch * num_sel_heads, num_splits, out, False, args,
+        ROWS=rows, GROUP=group, BLOCK_G=group_rows(rows), HEAD_DIM=head_dim, BLOCK_N=block_n,
+        num_warps=num_warps, num_stages=num_stages,
+    )
+
+
+def _batch_lens(lens: torch.Tensor, batch: int) -> torch.Tensor:
+    if lens.dim() != 1 or lens.shape[0] != batch:
+        raise ValueError(f"lens / positions must be [B] = [{batch}], got {tuple(lens.shape)}")
+    if lens.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"lens must be int32 or int64, got {lens.dtype}")
+    return lens
+
+
+__all__: Tuple[str, ...] = (
+    "triton_quest_page_scores",
+    "triton_quest_select_pages",
+    "triton_quest_decode",
+    "triton_update_page_meta",
+    "triton_paged_update_page_meta",
+    "triton_paged_page_scores",
+    "triton_paged_quest_decode",
+)
