@@ -209,7 +209,7 @@ class QuestLayer(SparseLayer):
         slot = self.lens.long()
         self.keys[b, :, slot] = k_new  # [B, Hkv, D] at each sample's next position
         self.values[b, :, slot] = v_new
-        self.pages.append(k_new, slot)
+        self.pages.append(k_new, slot, max_position=self.max_len)  # max(slot): host-known, no read-back
         self.lens += 1
 
     def _map_batch(self, fn) -> None:

@@ -37,14 +37,20 @@ class QuestPages:
     def num_pages(self) -> int:
         return self.page_min.shape[2]
 
-    def append(self, k_new: torch.Tensor, positions: torch.Tensor, backend: str = "auto") -> "QuestPages":
+    def append(self, k_new: torch.Tensor, positions: torch.Tensor, backend: str = "auto",
+               max_position: Optional[int] = None) -> "QuestPages":
         """Fold the key just written at token `positions [B]` (`k_new [B, Hkv, D]`) into its page, in place.
 
         The metadata grows by empty pages when a position falls past the last page (the cache grew).
+        max_position: `max(positions)` when the caller knows it on the host (the Transformers cache layer does):
+            then nothing is read back from the device (else one read-back per layer and decode step, which makes
+            the host wait for the GPU instead of queueing the next launches).
         """
         from ..kernels.quest import update_page_meta
 
-        needed = int(positions.max()) // self.page_size + 1
+        if max_position is None:
+            max_position = int(positions.max())
+        needed = max_position // self.page_size + 1
         if needed > self.num_pages:
             self._grow(needed)
         update_page_meta(self.page_min, self.page_max, k_new, positions, self.page_size, backend=backend)

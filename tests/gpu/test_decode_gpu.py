@@ -118,3 +118,33 @@ def test_window_importance_gpu(context, reduce):
     ref = probs.mean(dim=1).sum(dim=1) if reduce == "mean_sum" else probs.amax(dim=2).amax(dim=1)
     del probs
     check(f"window importance {reduce}", ref, triton_window_importance(q_window, k, reduce=reduce))
+
+
+def test_quest_cache_decode_step_never_syncs():
+    """One decode step of the Transformers Quest cache layer (append the new key / value, fold it into the page
+    metadata, growing it by a page) and the method's step (scores, selection, attention): no device-to-host read
+    (`torch.cuda.set_sync_debug_mode("error")` raises on any synchronising call)."""
+    from sparse_attn.integrations.transformers.cache import QuestLayer
+    from sparse_attn.methods.quest import Quest
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    batch, prompt = 2, 4096
+    keys = torch.randn(batch, HKV, prompt, D, device="cuda", dtype=torch.bfloat16, generator=gen)
+    values = torch.randn_like(keys)
+    layer = QuestLayer()
+    layer.update(keys, values)  # the prompt arrives whole ("pending")
+    layer.commit(keys, values, torch.tensor([prompt, prompt - 5], device="cuda"), page_size=16)
+    method = Quest(token_budget=512)
+    pages_before = layer.pages.num_pages
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        k_new = torch.randn(batch, HKV, 1, D, device="cuda", dtype=torch.bfloat16, generator=gen)
+        layer.update(k_new, torch.randn_like(k_new))  # the first sample's token opens a new page
+        q = torch.randn(batch, HQ, D, device="cuda", dtype=torch.bfloat16, generator=gen)
+        out, selection = method.decode(q, layer.keys, layer.values, layer.lens, layer.pages)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert layer.pages.num_pages == pages_before + 1
+    assert torch.equal(layer.lens.cpu(), torch.tensor([prompt + 1, prompt - 4], dtype=torch.int32))
+    assert torch.isfinite(out).all() and float(selection.sparsity.min()) > 0.8
