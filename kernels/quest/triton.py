@@ -6,9 +6,8 @@ Pipeline of one decode step (see `kernels/quest/__init__.py`):
    `sum_d max(q_d * min_d, q_d * max_d)` = `max(q, 0) . max + min(q, 0) . min`; summed over the query heads of a KV
    group when pages are shared (then the q parts are summed first: two dot products per page). Reads the metadata
    once (1 / page_size of the KV bytes).
-2. `triton_quest_select_pages`: exact top-k by a bitwise threshold search in registers (one launch, one count per
-   bit, early stop; torch.topk + sort cost ~100 us per step at 128K), the current page appended, ascending,
-   -1 padded.
+2. `triton_quest_select_pages`: exact top-k by a bitwise threshold search in registers (one launch; torch.topk +
+   sort cost ~100 us per step at 128K), the current page appended, ascending, -1 padded.
 3. `triton_quest_decode`: flash-decoding over the selected pages only (GQA-grouped when pages are shared; split
    over the selected slots so batch 1 fills the GPU), merged by the shared combine kernel of `kernels/decode`.
 """
@@ -154,12 +153,13 @@ def _select_pages_kernel(
 ):
     """Program (b * Hsel + head): exact top-k of one score row, written in ascending page order.
 
-    The k-th largest score is found by a bitwise search on the scores' order-preserving integer keys (the row held
-    in registers) instead of a sort: one count over the row per bit, stopping as soon as exactly `take` keys reach
-    the threshold (~20 of the 32 bits on random rows of 8192 pages). Ties at the threshold go to the lower page
-    ids, like the reference's stable sort; the prefix sum that ranks them runs only when there is a tie to break.
-    Then the current page, then -1 padding. (Measured on the H200, benchmarks/RESULTS.md session 12: two bits per
-    round with the three counts packed into one int64 reduction was slower than one bit per round.)
+    The k-th largest score is found by a 32-step bitwise search on the scores' order-preserving integer keys
+    (each step one count over the row held in registers) instead of a sort; ties at the threshold go to the
+    lower page ids, like the reference's stable sort. Then the current page, then -1 padding.
+
+    Measured on the H200 (benchmarks/RESULTS.md, session 12): this fixed, unrolled 32-step search is as fast or
+    faster than a `while` loop that stops once exactly `take` keys reach the threshold (~20 steps; 128K, B = 8:
+    22.2 us here, 25.0 us early-stopping, 25.7 us with two bits per step), the step count is not what bounds it.
     """
     row = tl.program_id(0)
     b = row // num_sel_heads
@@ -174,28 +174,22 @@ def _select_pages_kernel(
     bits = x.to(tl.int32, bitcast=True)
     bits = tl.where((bits & 0x7FFFFFFF) == 0, 0, bits)  # -0.0 ties with 0.0, as in the reference's float sort
     key = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # signed integer order == float order
-    key = tl.where(candidate, key, -2147483648)  # never reaches a trial threshold (all > INT_MIN)
+    key = tl.where(candidate, key, -2147483648)
 
-    # The threshold is built from the top bit down in the unsigned order of key ^ INT_MIN (prefix), compared in
-    # the signed order (prefix ^ INT_MIN). Invariant: count(key >= threshold) >= take.
-    prefix = take * 0
-    one = prefix + 1  # int32 (a Python 1 << 31 would turn the arithmetic int64)
-    bit = prefix + 31
-    while bit >= 0:
-        trial = prefix | (one << bit)
-        count = tl.sum((key >= (trial ^ -2147483648)).to(tl.int32), 0)
-        prefix = tl.where(count >= take, trial, prefix)
-        bit = tl.where(count == take, -1, bit - 1)  # exactly `take` keys at or above: the selection
-    threshold = prefix ^ -2147483648
+    # invariant: count(key >= threshold) >= take. The sign bit first (its trial value 0 is the only one that
+    # would overflow int32 as threshold + 2^31), then bits 30..0.
+    count = tl.sum((key >= 0).to(tl.int32), 0)
+    threshold = tl.where(count >= take, 0, -2147483648)
+    for step in tl.static_range(1, 32):
+        trial = threshold + (1 << (31 - step))
+        count = tl.sum((key >= trial).to(tl.int32), 0)
+        threshold = tl.where(count >= take, trial, threshold)
 
-    at_or_above = candidate & (key >= threshold)
-    if tl.sum(at_or_above.to(tl.int32), 0) == take:  # no tie to break (always so after an early stop)
-        selected = at_or_above
-    else:
-        above = key > threshold
-        ties_needed = take - tl.sum(above.to(tl.int32), 0)
-        tie = candidate & (key == threshold)
-        selected = above | (tie & (tl.cumsum(tie.to(tl.int32), 0) <= ties_needed))
+    above = key > threshold
+    ties_needed = take - tl.sum(above.to(tl.int32), 0)
+    tie = key == threshold
+    tie_rank = tl.cumsum(tie.to(tl.int32), 0)
+    selected = above | (tie & (tie_rank <= ties_needed))
     slot = tl.cumsum(selected.to(tl.int32), 0) - 1
     out_row = OUT + b * stride_ob + head * stride_oh
     tl.store(out_row + slot, offs, mask=selected)
