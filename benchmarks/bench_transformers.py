@@ -110,6 +110,7 @@ def run_one(model, name: str, ids: torch.Tensor, weights_bytes: int, params: dic
         row["cache_gib"] = cache_bytes(cache) / GIB
         if decode:  # one new token per call over the prompt's cache (it grows by one token per call, as in generate)
             next_ids = out.logits[:, -1:].argmax(-1)
+
             def step(cache=cache):
                 return model(input_ids=next_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
 
@@ -163,7 +164,9 @@ def main():
     print(f"# {device}, torch {torch.__version__}, transformers {transformers.__version__}, triton "
           f"{triton.__version__}, python {platform.python_version()}, {stamp}")
     print(f"# Llama-3.1-8B attention shapes, {args.layers} layers, bf16, B=1, random weights")
-    model = build_model(args.layers, max(args.lengths) + 16, smoke=args.smoke)
+    # room for the decode timing's steps (it appends one token per call, a few hundred over a run): positions stay
+    # below max_position_embeddings
+    model = build_model(args.layers, max(args.lengths) + 4096, smoke=args.smoke)
     weights_bytes = torch.cuda.memory_allocated() if DEVICE == "cuda" else 0
     if not args.no_check:
         full_budget_check(model, weights_bytes, length=256 if args.smoke else 4096)

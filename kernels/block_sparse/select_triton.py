@@ -6,7 +6,8 @@ forcing the sink (block 0), the diagonal (m) and the sub-diagonal (m - 1) and dr
 lower index. In torch that is two masked fills and `stable_topk` (int64 keys + `torch.topk` + a sort), or the
 row-split radix select of `estimation.topk_triton`: ~70 ms per layer at 128K tokens and 16-token blocks (8192 rows of
 up to 8192 scores per head, 32 heads; benchmarks/RESULTS.md, session 11), mostly launches and passes over memory;
-this kernel: 17 ms, the whole selection 26.5 ms.
+this kernel: 10.8-11.0 ms (17.2 ms with 32 fixed rounds over power-of-two rows, session 11), the whole selection
+20.3-21.7 ms (H200, session 12).
 
 Here one program owns one row: it loads the row once (<= 16384 scores in registers, as two power-of-two segments),
 applies the rules on the fly, finds the count-th largest 32-bit monotone key bit by bit (compare-and-count rounds
