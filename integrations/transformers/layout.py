@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import (
     causal_mask_function,
@@ -61,7 +62,8 @@ def dense_sdpa(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tens
 
     The 4D mask is built with transformers' own `sdpa_mask` from the same padding, causal (bottom-right aligned:
     query i sits at key position `Skv - Sq + i`) and sliding-window rules, and passed to `sdpa_attention_forward`,
-    so the dense phases of every method and the sliding-window layers of Gemma-3 equal `attn_implementation="sdpa"`.
+    so the dense phases of every method and the sliding-window layers of Gemma-3 equal `attn_implementation="sdpa"`
+    (on the GPU a decode step runs SDPA without its cuDNN backend: the same attention, another kernel's rounding).
     """
     batch, _, q_len, _ = query.shape
     kv_len = key.shape[2]
@@ -71,8 +73,21 @@ def dense_sdpa(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tens
                      mask_function=mask_function, attention_mask=padding, local_size=sliding_window,
                      allow_is_causal_skip=True, device=query.device)
     kwargs.pop("is_causal", None)
+    if q_len == 1 and query.is_cuda:
+        # A decode step: never the cuDNN backend. Over transformers' DynamicCache (the KV length grows by one every
+        # step) `_cudnn_attention_forward` spent ~20 ms of host time per call at 128K on the H200 with torch 2.11,
+        # for 0.13 ms of GPU work, while the same call at a fixed shape runs in 0.139 ms (flash: 0.156 ms);
+        # benchmarks/RESULTS.md, session 12 (decode_profile.log). The gain of this switch in the growing-cache case
+        # is still to be measured (benchmarks/results/s12/decode_backend.py).
+        with sdpa_kernel(DECODE_BACKENDS):
+            out, _ = sdpa_attention_forward(module, query, key, value, mask, dropout=0.0, scaling=scaling, **kwargs)
+        return out
     out, _ = sdpa_attention_forward(module, query, key, value, mask, dropout=0.0, scaling=scaling, **kwargs)
     return out
+
+
+#: SDPA backends of a dense decode step on the GPU (every backend but cuDNN, see `dense_sdpa`)
+DECODE_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 @dataclass
