@@ -1,8 +1,9 @@
-"""Session 12 probe: Quest page scores and page selection, session 11's kernels against this session's (scores as
-two dot products per page; selection one bit per round with early stop; call 2's two bits per round,
-`quest_triton_2bit.py`, too), same run, interleaved, CUDA graphs as bench_decode.py times them; every launch
+"""Session 12 probe: Quest page scores and page selection, session 11's kernels (`quest_triton_s11.py`) against the
+library's (scores as two dot products per page) and call 2's two-bits-per-round selection
+(`quest_triton_2bit.py`), same run, interleaved, CUDA graphs as bench_decode.py times them; every launch
 configuration of bench_decode's sweeps. Checks: scores within 1e-5 of the reference, selected pages identical to
-the reference selection on the same scores.
+the reference selection on the same scores. In call 3 the library's selection was a one-bit early-stopping search
+(git 3f4de64), measured no faster and reverted: it is session 11's search again (plus the -0.0 fix).
 
 python benchmarks/results/s12/quest_probe.py [--contexts 32768 131072] [--batches 1 8]
 """

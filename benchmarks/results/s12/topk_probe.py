@@ -1,7 +1,9 @@
 """Session 12 probe: the block_sparse selection at the method defaults (chunk 16, top 64) with session 11's row
-top-k (32 rounds over a power-of-two row) against this session's (early stop, two row segments; call 3: the tie
-ranking only when there are ties, against call 1's kernel, `select_triton_c6824ed.py`), same run,
+top-k (32 rounds over a power-of-two row) against this session's (early stop, two row segments), same run,
 interleaved; both compared with the torch rules + stable_topk entry for entry. Kernel times from the profiler.
+
+Call 3 ran it with a third kernel, the library's then (git 3f4de64: tie ranking only when a tie needs it, measured
+slower and reverted), the shipped kernel as "s12_call1" (from a copy, now identical to the library's).
 
 python benchmarks/results/s12/topk_probe.py [--lengths 32768 131072] [--inputs random structured]
 """
@@ -16,7 +18,6 @@ from triton.testing import do_bench
 sys.path.insert(0, "benchmarks")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_prefill import random_qkv, structured_qkv  # noqa: E402
-import select_triton_c6824ed as early_stop  # noqa: E402  (call 1's kernel)
 import select_triton_s11 as old  # noqa: E402
 
 import sparse_attn.kernels.block_sparse.select_triton as new  # noqa: E402
@@ -45,7 +46,7 @@ def main():
     args = ap.parse_args()
     print(f"torch {torch.__version__}, device {torch.cuda.get_device_name()}", flush=True)
     method = BlockSparse()
-    kernels = {"s11": old.triton_block_topk, "s12_call1": early_stop.triton_block_topk, "s12": new.triton_block_topk}
+    kernels = {"s11": old.triton_block_topk, "s12": new.triton_block_topk}
     for length in args.lengths:
         cu = torch.tensor([0, length], dtype=torch.int32, device="cuda")
         for kind in args.inputs:
@@ -65,7 +66,6 @@ def main():
             new.triton_block_topk = kernels["s12"]
             row.update({f"select_ms_{n}": round(v, 3) for n, v in best.items()})
             row["speedup_select"] = round(best["s11"] / best["s12"], 3)
-            row["speedup_select_vs_call1"] = round(best["s12_call1"] / best["s12"], 3)
             print(json.dumps({a: (round(b, 3) if isinstance(b, float) else b) for a, b in row.items()}), flush=True)
 
 
