@@ -13,7 +13,10 @@ snapkv / ada_snapkv compressed, for quest page metadata built) and reports:
             method temporaries);
   cache GiB bytes of the KV cache after the forward;
   sparsity  `sparse_attn.get_stats(model)["sparsity"]` of that forward (prefill methods: of the prompt's attention;
-            snapkv / ada: 1 - kept / prompt; quest acts at decode, so its prefill is dense by design).
+            snapkv / ada: 1 - kept / prompt; quest acts at decode, so its prefill is dense by design);
+  decode    ms per new token over the prompt's cache (do_bench, the cache grows one token per call); for sdpa also
+            without SDPA's cuDNN backend, which costs ~20 ms of host time per call over a growing cache on
+            torch 2.11 (the dense decode our integration runs, and the fair baseline for the methods' decode).
 
 Methods run with the reference defaults (`sparse_attn/methods/*.py`). Random weights give near-uniform attention,
 so coverage-based budgets (flexprefill) keep more than on a trained model: read the sparsity column with the time.
@@ -31,10 +34,12 @@ from pathlib import Path
 import torch
 import transformers
 import triton
+from torch.nn.attention import sdpa_kernel
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 from triton.testing import do_bench
 
 import sparse_attn
+from sparse_attn.integrations.transformers.layout import DECODE_BACKENDS
 
 METHODS = ["sdpa", "dense", "vertical_slash", "block_sparse", "flexprefill", "snapkv", "ada_snapkv", "quest"]
 GIB = 1024**3
@@ -118,6 +123,13 @@ def run_one(model, name: str, ids: torch.Tensor, weights_bytes: int, params: dic
             # (2-3 ms or 40-65 ms per token): the cache is re-allocated by torch.cat at every step.
             row["decode_ms_first"] = do_bench(step, warmup=5, rep=40, return_mode="median")
             row["decode_ms"] = do_bench(step, warmup=5, rep=40, return_mode="median")
+            if name == "sdpa":
+                # transformers' sdpa decode picks SDPA's cuDNN backend, which spent ~20 ms of host time per call
+                # over a cache growing every step (benchmarks/RESULTS.md, session 12): the dense decode a user
+                # can have, and the fair baseline for the methods' decode, is SDPA without cuDNN (what the
+                # integration's own dense decode steps run)
+                with sdpa_kernel(DECODE_BACKENDS):
+                    row["decode_ms_no_cudnn"] = do_bench(step, warmup=5, rep=40, return_mode="median")
             if name != "sdpa":
                 decode_stats = sparse_attn.get_stats(model)["decode"]
                 row["decode_sparsity"] = decode_stats["sparsity"] if decode_stats else 0.0
@@ -201,16 +213,17 @@ def main():
 
     print()
     print("| length | method | prefill ms | x sdpa | peak GiB over weights | KV cache GiB | sparsity | "
-          "decode ms/token | decode sparsity | cos(last logits) vs sdpa |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "decode ms/token | decode ms/token without cuDNN (sdpa) | decode sparsity | cos(last logits) vs sdpa |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     nan = float("nan")
     for row in rows:
         if "error" in row:
-            print(f"| {row['length']} | {row['method']} | {row['error']} | | | | | | | |")
+            print(f"| {row['length']} | {row['method']} | {row['error']} | | | | | | | | |")
             continue
         print(f"| {row['length']} | {row['method']} | {row.get('ms', nan):.1f} | {row.get('x_sdpa', nan):.2f} | "
               f"{row.get('peak_gib', nan):.2f} | {row.get('cache_gib', nan):.3f} | {row['sparsity']:.3f} | "
-              f"{row.get('decode_ms', nan):.2f} | {row.get('decode_sparsity', nan):.3f} | "
+              f"{row.get('decode_ms', nan):.2f} | {row.get('decode_ms_no_cudnn', nan):.2f} | "
+              f"{row.get('decode_sparsity', nan):.3f} | "
               f"{row.get('cos_vs_sdpa', nan):.4f} |")
     if args.json:
         with open(args.json, "w") as handle:
