@@ -15,7 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from triton.testing import do_bench
 
 sys.path.insert(0, "benchmarks")
-from bench_prefill import HQ, random_qkv, structured_qkv  # noqa: E402
+from bench_prefill import HQ, flex_chunk_mask, random_qkv, structured_qkv  # noqa: E402
 
 import sparse_attn.kernels.block_sparse.triton as bst  # noqa: E402
 from sparse_attn.kernels.block_sparse.small_chunks import chunk_index_to_union, triton_chunk_index_to_union  # noqa
@@ -38,25 +38,11 @@ def chunk_union(index, count, r):
 
 
 def flex_same_mask(idx, cnt, chunk, length):
-    """FlexAttention compiled with exactly the selected (query chunk, key chunk) pairs, causal: a BlockMask of the
-    128x128 tiles any selected pair touches (all partial), mask_mod = a lookup of the chunk selection."""
-    from torch.nn.attention.flex_attention import BlockMask, flex_attention
-    heads, n = idx.shape[1], idx.shape[2]
-    sel = torch.zeros(heads, n, n + 1, dtype=torch.bool, device="cuda")
-    slots = torch.arange(idx.shape[-1], device="cuda")
-    sel.scatter_(-1, torch.where(slots < cnt[0][..., None], idx[0], n).long(), True)
-    sel = sel[..., :n].contiguous()
-    r = 128 // chunk
-    n128 = -(-n // r)
-    pad = n128 * r - n
-    tiles = F.pad(sel, (0, pad, 0, pad)).view(heads, n128, r, n128, r).any(4).any(2)
-    kv_num = tiles.sum(-1).to(torch.int32)
-    kv_idx = (~tiles).int().argsort(dim=-1, stable=True).to(torch.int32)
-    mask = BlockMask.from_kv_blocks(kv_num[None], kv_idx[None], BLOCK_SIZE=128,
-                                    mask_mod=lambda b, h, qi, ki: sel[h, qi // chunk, ki // chunk] & (qi >= ki),
-                                    seq_lengths=(length, length))
-    flex = torch.compile(flex_attention, dynamic=False)
-    return flex, mask, float(kv_num.sum()) * 128 * 128
+    """FlexAttention compiled with exactly the selected (query chunk, key chunk) pairs, causal (the mask is built by
+    bench_prefill.flex_chunk_mask since session 12: 128x128 tiles any chosen pair touches + a chunk lookup)."""
+    from torch.nn.attention.flex_attention import flex_attention
+    mask, pairs = flex_chunk_mask(idx, cnt, chunk, length)
+    return torch.compile(flex_attention, dynamic=False), mask, pairs
 
 
 def main():
