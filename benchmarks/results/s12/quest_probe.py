@@ -3,7 +3,8 @@ library's (scores as two dot products per page) and call 2's two-bits-per-round 
 (`quest_triton_2bit.py`), same run, interleaved, CUDA graphs as bench_decode.py times them; every launch
 configuration of bench_decode's sweeps. Checks: scores within 1e-5 of the reference, selected pages identical to
 the reference selection on the same scores. In call 3 the library's selection was a one-bit early-stopping search
-(git 3f4de64), measured no faster and reverted: it is session 11's search again (plus the -0.0 fix).
+(git 3f4de64), measured no faster and reverted: it is session 11's search again (plus the -0.0 fix), so calls 2-3
+timed session 11's selection from a copy ("select_ms_s11") that this script no longer needs.
 
 python benchmarks/results/s12/quest_probe.py [--contexts 32768 131072] [--batches 1 8]
 """
@@ -56,7 +57,7 @@ def main():
                 row[f"scores_GBps_{name}"] = round(row["meta_MB"] / best[1], 0)
             scores = new.triton_quest_page_scores(q, pmin, pmax, lens, PAGE, True)
             want = naive_quest_select_pages(scores, lens, PAGE, budget)
-            for name, mod in (("s11", old), ("s12_2bit", two_bits), ("s12", new)):
+            for name, mod in (("s12_2bit", two_bits), ("s12", new)):  # s12 = session 11's search + the -0.0 fix
                 best = None
                 for warps in SELECT_WARPS:
                     got = mod.triton_quest_select_pages(scores, lens, PAGE, budget, num_warps=warps)
