@@ -7,6 +7,7 @@ like FlashAttention's route: cheap at 128K tokens (no `[B, 1, S, S]` tensor), an
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -79,10 +80,11 @@ def dense_sdpa(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tens
         # for 0.13 ms of GPU work, while the same call at a fixed shape runs in 0.139 ms (flash: 0.156 ms);
         # benchmarks/RESULTS.md, session 12 (decode_profile.log). The gain of this switch in the growing-cache case
         # is still to be measured (benchmarks/results/s12/decode_backend.py).
-        with sdpa_kernel(DECODE_BACKENDS):
-            out, _ = sdpa_attention_forward(module, query, key, value, mask, dropout=0.0, scaling=scaling, **kwargs)
-        return out
-    out, _ = sdpa_attention_forward(module, query, key, value, mask, dropout=0.0, scaling=scaling, **kwargs)
+        backends = sdpa_kernel(DECODE_BACKENDS)
+    else:
+        backends = nullcontext()  # prefill (and the CPU): SDPA's own backend choice, as attn_implementation="sdpa"
+    with backends:
+        out, _ = sdpa_attention_forward(module, query, key, value, mask, dropout=0.0, scaling=scaling, **kwargs)
     return out
 
 

@@ -42,6 +42,14 @@ def _check_metadata(page_min: torch.Tensor, page_max: torch.Tensor, batch: int, 
 
 
 @triton.jit
+def _page_bound(pmin, pmax, q_pos, q_neg):
+    """Quest's upper bound of q.k per page, `[BLOCK_P]`, from the pages' key min / max `[BLOCK_P, D]` (fp32) and q
+    split as `q_pos = max(q, 0)`, `q_neg = min(q, 0)` `[D]` (or their sums over a KV group): `q_pos . max + q_neg .
+    min`, which equals `sum_d max(q_d min_d, q_d max_d)` (see `_page_scores_kernel`)."""
+    return tl.sum(pmax * q_pos[None, :] + pmin * q_neg[None, :], 1)
+
+
+@triton.jit
 def _page_scores_kernel(
     Q, PMIN, PMAX, LENS, SCORES,
     stride_qb, stride_qh,
@@ -85,14 +93,14 @@ def _page_scores_kernel(
         pmax = tl.load(PMAX + meta_off, mask=page_ok[:, None], other=0.0).to(tl.float32)
         candidate = offs_p < current_page
         if SHARED:
-            total = tl.sum(pmax * q_pos[None, :] + pmin * q_neg[None, :], 1)  # [BLOCK_P]
+            total = _page_bound(pmin, pmax, q_pos, q_neg)  # [BLOCK_P]
             tl.store(SCORES + b * stride_sb + kv_head * stride_sh + offs_p,
                      tl.where(candidate, total, float("-inf")), mask=page_ok)
         else:
             for g in tl.static_range(GROUP):
                 q_head = kv_head * GROUP + g
                 qg = tl.load(Q + b * stride_qb + q_head * stride_qh + offs_d).to(tl.float32)  # [D]
-                bound = tl.sum(pmax * tl.maximum(qg, 0.0)[None, :] + pmin * tl.minimum(qg, 0.0)[None, :], 1)
+                bound = _page_bound(pmin, pmax, tl.maximum(qg, 0.0), tl.minimum(qg, 0.0))
                 tl.store(SCORES + b * stride_sb + q_head * stride_sh + offs_p,
                          tl.where(candidate, bound, float("-inf")), mask=page_ok)
 
@@ -549,11 +557,11 @@ def _paged_page_scores_kernel(
             q_pos += tl.maximum(qg, 0.0)
             q_neg += tl.minimum(qg, 0.0)
         else:
-            bound = tl.sum(pmax * tl.maximum(qg, 0.0)[None, :] + pmin * tl.minimum(qg, 0.0)[None, :], 1)
+            bound = _page_bound(pmin, pmax, tl.maximum(qg, 0.0), tl.minimum(qg, 0.0))
             tl.store(SCORES + b * stride_sb + q_head * stride_sh + offs_p,
                      tl.where(candidate, bound, float("-inf")), mask=page_ok)
     if SHARED:
-        total = tl.sum(pmax * q_pos[None, :] + pmin * q_neg[None, :], 1)
+        total = _page_bound(pmin, pmax, q_pos, q_neg)
         tl.store(SCORES + b * stride_sb + kv_head * stride_sh + offs_p,
                  tl.where(candidate, total, float("-inf")), mask=page_ok)
 
