@@ -186,10 +186,10 @@ def test_triton_select_pages_ties_short_rows_and_long_row_path():
 
 
 @pytest.mark.parametrize("spread", [1e-6, 1.0, 1e4])
-def test_triton_select_pages_long_rows_early_stop(spread):
-    """Rows of thousands of pages with distinct scores (the search stops once exactly `budget` keys reach the
-    threshold, at a data-dependent bit, two bits per round), plus a few exact ties and -0.0 / 0.0; every budget
-    from 1 to all past pages; the same pages as the reference."""
+def test_triton_select_pages_long_rows_every_budget(spread):
+    """Rows of thousands of pages with distinct scores (tightly packed, spread, or over many exponents), plus a few
+    exact ties and -0.0 / 0.0 (which tie, as in the reference's float sort); every budget from 1 to all past pages;
+    the same pages as the reference."""
     gen = torch.Generator().manual_seed(int(spread * 7) + 1)
     batch, rows, pages = 2, 3, 3001
     lens = torch.tensor([pages * PAGE, 1234 * PAGE + 5], dtype=torch.int32)
