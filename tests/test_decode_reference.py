@@ -12,7 +12,6 @@ from sparse_attn import ConfigError, build_method
 from sparse_attn.kernels.decode import naive_decode
 from sparse_attn.kernels.quest import (
     naive_build_page_meta,
-    naive_quest_decode,
     naive_quest_page_scores,
     naive_quest_select_pages,
     selected_token_mask,

@@ -136,7 +136,8 @@ def test_auto_variant_picks_by_length(threshold, expected, monkeypatch):
         est.triton_last_window_sums(q, k, cu, 64, variant="fastest")
 
 
-@pytest.mark.parametrize("lengths,window,dtype", [((700, 451, 65), 256, torch.float16), ((1601, 37), 300, torch.float32)])
+@pytest.mark.parametrize("lengths,window,dtype", [((700, 451, 65), 256, torch.float16),
+                                                  ((1601, 37), 300, torch.float32)])
 def test_skew_prep_kernel_equals_the_torch_preparation(lengths, window, dtype):
     """`_skew_prep` (one launch: window queries scaled and padded, lse merged from the statistics partials) gives the
     inputs the torch preparation gave: the same queries, the same lse (+inf past each window), NaN never leaks."""

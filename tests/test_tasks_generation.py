@@ -59,8 +59,8 @@ def write_squad_fixture(path, paragraphs=80, seed=0):
 def qa_env(tmp_path_factory):
     """Point the QA sources at local files (SQuAD fixture; real TOEFL/QuALITY when present)."""
     squad = write_squad_fixture(tmp_path_factory.mktemp("squad") / "squad.json")
-    old = {k: os.environ.get(k) for k in ("SPARSE_ATTN_SQUAD_PATH", "SPARSE_ATTN_TOEFLQA_PATH",
-                                           "SPARSE_ATTN_QUALITY_PATH")}
+    names = ("SPARSE_ATTN_SQUAD_PATH", "SPARSE_ATTN_TOEFLQA_PATH", "SPARSE_ATTN_QUALITY_PATH")
+    old = {k: os.environ.get(k) for k in names}
     os.environ["SPARSE_ATTN_SQUAD_PATH"] = squad
     if TOEFL_FILE.exists():
         os.environ["SPARSE_ATTN_TOEFLQA_PATH"] = str(TOEFL_FILE)

@@ -154,7 +154,10 @@ def test_vertical_slash_select_uses_triton_topk_and_matches_reference(monkeypatc
     got = method.select(q, k, cu, backend="triton")
     assert calls == [24, 72]
     vertical, slash = last_window_sums(q, k, cu, 32, backend="triton")
-    budget = lambda size: torch.full((2, 4), size, dtype=torch.long)
+
+    def budget(size):
+        return torch.full((2, 4), size, dtype=torch.long)
+
     want = select_vertical_slash(cu, vertical, slash, budget(24), budget(72), backend="naive")
     selections_equal(got, want)
 

@@ -49,10 +49,12 @@ def wide_pattern(lengths, heads, num_vert, num_slash, gen):
     s_count = torch.zeros(batch, heads, dtype=torch.int32)
     for b, length in enumerate(lengths):
         for h in range(heads):
-            nv = min(num_vert, length) if h == 0 else int(torch.randint(1, min(num_vert, length) + 1, (1,),
-                                                                          generator=gen))
-            ns = min(num_slash, length) if h == 1 else int(torch.randint(1, min(num_slash, length) + 1, (1,),
-                                                                           generator=gen))
+            nv = min(num_vert, length)
+            if h != 0:
+                nv = int(torch.randint(1, nv + 1, (1,), generator=gen))
+            ns = min(num_slash, length)
+            if h != 1:
+                ns = int(torch.randint(1, ns + 1, (1,), generator=gen))
             cols = torch.randperm(length, generator=gen)[:nv].sort().values
             offs = torch.randperm(length, generator=gen)[:ns].sort(descending=True).values
             vertical[b, h, :nv], v_count[b, h] = cols.to(torch.int32), nv
@@ -164,8 +166,8 @@ def test_pair_counts_do_not_depend_on_the_row_chunk(monkeypatch):
 
 
 @pytest.mark.parametrize("lengths,num_vert,num_slash", [((200, 77, 129), 90, 70), ((190,), 90, 70),
-                                                       ((64, 1), 90, 70), ((1100, 70), 40, 300),
-                                                       ((900, 70), 300, 8)])
+                                                        ((64, 1), 90, 70), ((1100, 70), 40, 300),
+                                                        ((900, 70), 300, 8)])
 def test_host_max_len_builds_in_one_pass_at_the_bound_widths(lengths, num_vert, num_slash, monkeypatch,
                                                              poisoned_index):
     """With the longest length given on the host, the Triton builder reads nothing back: one pass at the

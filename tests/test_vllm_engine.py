@@ -9,7 +9,6 @@
 One tiny Llama (head_dim 32, GQA 2:1, float32 so the comparison with the stock kernel is exact up to argmax).
 """
 import gc
-import os
 
 import pytest
 

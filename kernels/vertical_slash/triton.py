@@ -372,7 +372,7 @@ def _vertical_slash_fwd(
     for e in range(n_full):
         k_pos = tl.load(offsets + e) + offs_n
         acc, m_i, l_i = unscaled_step(acc, m_i, l_i, q, k_base + k_pos[:, None] * stride_kn + offs_d[None, :],
-                                          v_base + k_pos[:, None] * stride_vn + offs_d[None, :], qk_scale)
+                                      v_base + k_pos[:, None] * stride_vn + offs_d[None, :], qk_scale)
     for e in range(n_full, n_blocks):
         k_pos = tl.load(offsets + e) + offs_n
         key_ok = (k_pos >= 0) & (k_pos < seq_len)

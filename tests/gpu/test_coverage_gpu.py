@@ -94,4 +94,3 @@ def test_random_rows_equal_torch_up_to_rounding_at_alpha(power, alpha, num_force
         # and near alpha as asserted above); at lower alpha the steps are coarse and differences must stay rare
         assert int(differ.sum()) <= 2, f"{int(differ.sum())} of {HQ} rows differ: more than rounding explains"
     assert torch.equal(kth, threshold_for(values, order, budget, lens, num_forced))
-

@@ -17,8 +17,6 @@ pytestmark = GPU_MARKS
 DEV = "cuda"
 
 
-
-
 _REFERENCE = {}
 
 

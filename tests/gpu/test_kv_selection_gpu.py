@@ -186,8 +186,8 @@ def test_ada_cuts_kernel_gpu(context, levels, ratio):
     if levels:
         scores = torch.randint(0, levels, (HKV, context), device="cuda", generator=gen).float() / levels - 0.25
     else:
-        scores = torch.rand(HKV, context, device="cuda", generator=gen) * torch.rand(HKV, 1, device="cuda",
-                                                                                    generator=gen)
+        spread = torch.rand(HKV, 1, device="cuda", generator=gen)
+        scores = torch.rand(HKV, context, device="cuda", generator=gen) * spread
     scores[:, :4] = float("inf")
     scores[:, -128:] = float("inf")
     keys = flat_ordered_keys(scores)

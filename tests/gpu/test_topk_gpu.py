@@ -88,7 +88,10 @@ def test_vertical_slash_select_triton_topk_equals_reference():
     method = VerticalSlash()
     got = method.select(q, k, cu)
     vertical, slash = last_window_sums(q, k, cu, method.approximation_size)
-    budget = lambda size: torch.full((len(lengths), HQ), size, device=DEV, dtype=torch.long)
+
+    def budget(size):
+        return torch.full((len(lengths), HQ), size, device=DEV, dtype=torch.long)
+
     want = select_vertical_slash(cu, vertical, slash, budget(method.vertical_size), budget(method.slash_size))
     got, want = got.trimmed(), want.trimmed()  # the one-pass index may be wider (-1 padded), see trimmed()
     for name in ("vertical_idx", "vertical_count", "slash_offsets", "slash_count", "block_count", "block_offset",
