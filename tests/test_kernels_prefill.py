@@ -223,6 +223,44 @@ def test_vertical_slash_attention_matches_reference(head_dim, lengths):
     assert rel_err(got, want) < 1e-5
 
 
+def test_vertical_slash_column_runs_match_reference_and_dense():
+    """Columns that are long runs of consecutive keys (what FlexPrefill keeps on flat heads): head 0 keeps every key
+    (plus the local diagonal: equals dense attention), heads 1-3 runs of 140 / 64 (aligned) / 90 keys among
+    scattered columns, batch of 2 ragged samples, GQA 4:1. (Session 13 measured folding such runs as unmasked blocks
+    in the kernel: benchmarks/results/s13/column_runs.patch, slower and never met on the library's selections.)"""
+    lengths = (300, 201)
+    q, k, v, cu = packed(lengths, 4, 1, 64, seed=11)
+    gen = torch.Generator().manual_seed(11)
+    runs = [None, range(10, 150), range(64, 128), range(100, 190)]
+    vi = torch.full((2, 4, 300), -1, dtype=torch.int32)
+    vc = torch.zeros(2, 4, dtype=torch.int32)
+    for b, length in enumerate(lengths):
+        for h, run in enumerate(runs):
+            scattered = set(torch.randint(0, length, (12,), generator=gen).tolist())
+            cols = set(range(length)) if run is None else set(run) | scattered
+            cols = sorted(c for c in cols if c < length)
+            vi[b, h, : len(cols)], vc[b, h] = torch.tensor(cols, dtype=torch.int32), len(cols)
+    so = torch.zeros(2, 4, 1, dtype=torch.int32)  # offset 0 only: the diagonal
+    sc = torch.ones(2, 4, dtype=torch.int32)
+    index = naive_build_vertical_slash_index(cu, vi, vc, so, sc)
+    column_count, column_index = index[2], index[3]
+    run_groups = 0  # full groups of 64 consecutive columns wholly before their row
+    for b in range(2):
+        for h in range(4):
+            for r in range(column_count.shape[2]):
+                cols = column_index[b, h, r, : column_count[b, h, r]]
+                for c in range(0, cols.numel() - 63, 64):
+                    run_groups += int(cols[c + 63] - cols[c] == 63 and cols[c + 63] < 64 * r)
+    assert run_groups >= 8, "the pattern must contain whole groups of consecutive columns"
+    want = naive_vertical_slash_attention(q, k, v, cu, *index)
+    out = torch.full_like(q, float("nan"))
+    got = vertical_slash_attention(q, k, v, cu, *index, out=out, backend="triton")
+    assert not got.isnan().any(), "rows left unwritten"
+    assert rel_err(got, want) < 1e-5
+    dense = dense_attention(q, k, v, cu)
+    assert rel_err(got[:, 0], dense[:, 0]) < 1e-5  # head 0 keeps every key: dense attention
+
+
 @pytest.mark.parametrize("window", [16, 64, 100])
 def test_last_window_sums_match_reference(window):
     q, k, _, cu = packed((150, 40, 77), 4, 1, 64, seed=window)
@@ -267,3 +305,49 @@ def test_method_prefill_same_on_both_backends(name):
     assert rel_err(got.out, want.out) < 1e-5
     assert torch.equal(got.sparsity, want.sparsity)
     assert float(want.sparsity[0].min()) > 0.2, "the small budget must drop much of the 301-token prompt"
+
+
+def test_cudnn_length_bounds_plans_and_padding():
+    """Every length maps to a multiple of 1/128 of its next power of two (>= 64): <= max(n/64, 63) padded rows,
+    idempotent, powers of two unchanged, 64 distinct lengths per octave (one cuDNN plan each)."""
+    from sparse_attn.kernels.dense import cudnn_length
+    for n in list(range(1, 3000)) + [16387, 32761, 32768, 100_000, 131071, 131072, 131075]:
+        m = cudnn_length(n)
+        assert 0 <= m - n <= max(n // 64, 63), (n, m)
+        assert cudnn_length(m) == m
+    assert [cudnn_length(1 << e) for e in range(6, 18)] == [1 << e for e in range(6, 18)]
+    assert len({cudnn_length(n) for n in range(65537, 131073)}) == 64
+    with pytest.raises(ValueError, match=">= 1"):
+        cudnn_length(0)
+
+
+def test_padded_length_pads_until_the_copies_cost_a_plan(monkeypatch):
+    """A shape pads to its cuDNN length while its copies stay within PAD_BYTES_PER_SHAPE, then runs at its own
+    length (ski rental: a length met every layer builds its own plan); cuDNN lengths never pad; shapes are counted
+    apart."""
+    from sparse_attn.kernels import dense
+    monkeypatch.setattr(dense, "_padded_bytes", {})
+    monkeypatch.setattr(dense, "PAD_BYTES_PER_SHAPE", 100)
+    assert [dense.padded_length(32761, ("a",), 30) for _ in range(6)] == [32768] * 4 + [32761] * 2
+    assert dense.padded_length(32761, ("b",), 30) == 32768  # another shape: its own budget
+    assert dense.padded_length(32768, ("c",), 30) == 32768 and ("c",) not in dense._padded_bytes
+    monkeypatch.setattr(dense, "_MAX_TRACKED_SHAPES", 2)
+    assert dense.padded_length(100, ("d",), 30) == 128  # the table is full: forgotten, then this one counted
+    assert list(dense._padded_bytes) == [("d",)]
+
+
+def test_padded_causal_rows_equal_unpadded():
+    """pad_rows appends zero rows in the [B, n, H, D] memory layout; causal attention of the real rows is unchanged
+    (a real query never sees an appended key): the identity causal_sdpa relies on, for a batch of 2 with GQA."""
+    import torch.nn.functional as F
+    from sparse_attn.kernels.dense import cudnn_length, pad_rows
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, h, 77, 32, generator=gen) for h in (8, 2, 2))
+    length = cudnn_length(77)
+    padded = [pad_rows(t, length) for t in (q, k, v)]
+    assert length == 128 and padded[0].shape == (2, 8, 128, 32)
+    assert padded[0].transpose(1, 2).is_contiguous()  # the BSHD layout of the fused kernels
+    assert torch.equal(padded[1][:, :, :77], k) and not padded[1][:, :, 77:].any()
+    want = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    got = F.scaled_dot_product_attention(*padded, is_causal=True, enable_gqa=True)[:, :, :77]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -21,6 +21,8 @@ from transformers.masking_utils import (
     sliding_window_causal_mask_function,
 )
 
+from ...kernels.dense import causal_sdpa
+
 
 def padding_mask(batch_size: int, q_length: int, kv_length: int, mask_function=causal_mask_function,
                  attention_mask: Optional[torch.Tensor] = None, use_vmap: bool = False, **kwargs):
@@ -64,7 +66,8 @@ def dense_sdpa(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tens
     The 4D mask is built with transformers' own `sdpa_mask` from the same padding, causal (bottom-right aligned:
     query i sits at key position `Skv - Sq + i`) and sliding-window rules, and passed to `sdpa_attention_forward`,
     so the dense phases of every method and the sliding-window layers of Gemma-3 equal `attn_implementation="sdpa"`
-    (on the GPU a decode step runs SDPA without its cuDNN backend: the same attention, another kernel's rounding).
+    (on the GPU a decode step runs SDPA without its cuDNN backend, and an unpadded prefill runs at a `cudnn_length`:
+    the same attention, other kernels' rounding).
     """
     batch, _, q_len, _ = query.shape
     kv_len = key.shape[2]
@@ -74,12 +77,16 @@ def dense_sdpa(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tens
                      mask_function=mask_function, attention_mask=padding, local_size=sliding_window,
                      allow_is_causal_skip=True, device=query.device)
     kwargs.pop("is_causal", None)
+    if mask is None and q_len == kv_len > 1 and query.is_cuda and kwargs.get("position_bias") is None:
+        # An unpadded causal prefill: the same SDPA call as sdpa_attention_forward's (is_causal, enable_gqa), run at
+        # a cuDNN length so that a new prompt length does not cost a cuDNN plan build (~37 ms of host time).
+        return causal_sdpa(query, key, value, scale=scaling).transpose(1, 2).contiguous()
     if q_len == 1 and query.is_cuda:
         # A decode step: never the cuDNN backend. Over transformers' DynamicCache (the KV length grows by one every
         # step) `_cudnn_attention_forward` spent ~20 ms of host time per call at 128K on the H200 with torch 2.11,
         # for 0.13 ms of GPU work, while the same call at a fixed shape runs in 0.139 ms (flash: 0.156 ms);
-        # benchmarks/RESULTS.md, session 12 (decode_profile.log). The gain of this switch in the growing-cache case
-        # is still to be measured (benchmarks/results/s12/decode_backend.py).
+        # benchmarks/RESULTS.md, session 12 (decode_profile.log). Without cuDNN: 2.29 instead of 39.5 ms per token
+        # (2 layers, 128K, H200; session 13).
         backends = sdpa_kernel(DECODE_BACKENDS)
     else:
         backends = nullcontext()  # prefill (and the CPU): SDPA's own backend choice, as attn_implementation="sdpa"

@@ -183,3 +183,23 @@ def test_dense_path_real_shape():
     dense_attention(q, k, v, cu, out=out)
     check_rows("dense", q, k, v, cu, out,
                lambda b, h, r, length: torch.arange(length, device=DEV)[None] <= r[:, None], rows_per_sample=2048)
+
+
+def test_causal_sdpa_at_a_cudnn_length_equals_sdpa():
+    """A length that is not a cuDNN length runs zero-padded (no plan build per new length): the real rows equal
+    SDPA's own causal cuDNN call, batch 2 with GQA, on strided [B, n, H, D] inputs like transformers'."""
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from sparse_attn.kernels.dense import causal_sdpa, cudnn_length
+    n = 32761
+    assert cudnn_length(n) == 32768
+    g = torch.Generator(device=DEV).manual_seed(7)
+    q, k, v = (torch.randn(2, n, h, D, device=DEV, dtype=torch.bfloat16, generator=g).transpose(1, 2)
+               for h in (HQ, HKV, HKV))
+    got = causal_sdpa(q, k, v)
+    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+        want = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    assert got.shape == want.shape == (2, HQ, n, D)
+    err = float((got.float() - want.float()).norm() / want.float().norm())
+    assert err <= 5e-3, f"relative RMSE {err:.2e}"
