@@ -86,3 +86,25 @@ def test_no_host_sync_with_max_seqlen_hint(path):
         triton_vertical_slash_attention(q, k, v, cu, *index, out=out, path=path, max_seqlen_hint=max(lens))
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("path", ["tma", "pointer"])
+def test_every_key_as_columns_equals_dense(path):
+    """Every key a vertical (what FlexPrefill can keep on flat heads): every key left of the diagonal block is a
+    column (the widest column rows: 8K), and the output is dense causal attention."""
+    from sparse_attn.kernels.vertical_slash import build_vertical_slash_index
+    from sparse_attn.kernels.vertical_slash.triton import tma_supported, triton_vertical_slash_attention
+    lens = [8192 + 37, 3000]
+    q, k, v, cu = packed(lens, seed=3)
+    if path == "tma" and not tma_supported(q, k, v):
+        pytest.skip("the tma path needs compute capability >= 9 (Hopper)")
+    heads = q.shape[1]
+    verticals = torch.arange(max(lens), device=DEV, dtype=torch.int32).expand(2, heads, -1).contiguous()
+    counts = torch.tensor(lens, device=DEV, dtype=torch.int32)[:, None].expand(2, heads).contiguous()
+    slashes = torch.zeros(2, heads, 1, device=DEV, dtype=torch.int32)
+    index = build_vertical_slash_index(cu, verticals, counts, slashes, torch.ones_like(counts), backend="triton",
+                                       max_len=max(lens))
+    out = torch.full_like(q, float("nan"))
+    triton_vertical_slash_attention(q, k, v, cu, *index, out=out, path=path, max_seqlen_hint=max(lens))
+    check_rows(f"vertical_slash every key path={path}", q, k, v, cu, out,
+               lambda b, h, r, length: torch.arange(length, device=DEV)[None] <= r[:, None], 2048)
