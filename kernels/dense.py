@@ -10,10 +10,10 @@ H200 (torch 2.11, cuDNN 9.19), whatever the length (benchmarks/RESULTS.md, sessi
 at 4K and 13 ms at 32K. Evaluations and servers meet a new prompt length at almost every sample, so a sample whose
 length is not a "cuDNN length" (`cudnn_length`: a multiple of 1/128 of the next power of two) is run zero-padded at
 the end to that length. Causality keeps the result exact: a real query never sees a padded key (they come after it),
-and the padded query rows are dropped. The padding costs a copy of q, k, v per call (H200, one layer: 0.18 ms = 5 %
-at 16K, 0.5 ms = 3.6 % at 32K, 3.3 ms = 1.3 % at 128K), so a length met again and again (every layer of a model,
-a benchmark loop) only pads until its copies have cost about one plan build (`PAD_BYTES_PER_SHAPE`), then runs at
-its own length with its own plan: the ski-rental rule, never more than twice the better choice in hindsight.
+and the padded query rows are dropped. The padding costs a copy of q, k, v per call (H200, one layer, two runs:
+1.3-5 % of the call at 16K-128K, e.g. 0.5 ms at 32K), so a length met again and again (every layer of a model, a
+benchmark loop) only pads until its copies have cost about one plan build (`PAD_BYTES_PER_SHAPE`), then runs at its
+own length with its own plan: the ski-rental rule, never more than twice the better choice in hindsight.
 """
 from typing import Dict, Optional, Sequence
 
