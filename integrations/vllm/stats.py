@@ -152,8 +152,9 @@ def merge(snapshots: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
     summary: Dict[str, Any] = {"method": next((s["method"] for s in snapshots if s["method"]), None)}
     counts = {}
     for phase in PHASES:
-        per_layer = [totals[l][phase][0] / totals[l][phase][1] if phase in totals[l] else None for l in layers]
-        counts[phase] = sum(totals[l][phase][1] for l in layers if phase in totals[l])
+        per_layer = [totals[layer][phase][0] / totals[layer][phase][1] if phase in totals[layer] else None
+                     for layer in layers]
+        counts[phase] = sum(totals[layer][phase][1] for layer in layers if phase in totals[layer])
         present = [v for v in per_layer if v is not None]
         summary[phase] = {"sparsity": sum(present) / len(present), "per_layer": per_layer} if present else None
     if summary["decode"] is not None:

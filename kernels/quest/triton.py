@@ -334,8 +334,7 @@ def _plan_page_launch(q: torch.Tensor, num_kv_heads: int, page_index: torch.Tens
     covers `slots_per_split` selected pages (a multiple of `pages_per_block`).
     """
     batch, num_q_heads = q.shape[0], q.shape[1]
-    if page_index.dim() != 3 or page_index.shape[0] != batch or page_index.shape[1] not in (num_kv_heads,
-                                                                                              num_q_heads):
+    if page_index.dim() != 3 or page_index.shape[0] != batch or page_index.shape[1] not in (num_kv_heads, num_q_heads):
         raise ValueError(f"page_index must be [B, Hkv or Hq, n] = [{batch}, {num_kv_heads} or {num_q_heads}, n], "
                          f"got {tuple(page_index.shape)}")
     block_n = page_size * pages_per_block
@@ -504,8 +503,8 @@ def triton_paged_update_page_meta(
     `key [N', Hkv, D]`, `slot_mapping [N]`, padding slots < 0 skipped); one launch, no host sync."""
     num_tokens = min(slot_mapping.shape[0], key.shape[0])
     num_kv_heads, head_dim = key.shape[1], key.shape[2]
-    if page_min.shape != page_max.shape or page_min.dim() != 3 or tuple(page_min.shape[1:]) != (num_kv_heads,
-                                                                                                   head_dim):
+    meta_shape = tuple(page_min.shape[1:])
+    if page_min.shape != page_max.shape or page_min.dim() != 3 or meta_shape != (num_kv_heads, head_dim):
         raise ValueError(f"page metadata must be [pages, Hkv={num_kv_heads}, D={head_dim}], got "
                          f"{tuple(page_min.shape)} / {tuple(page_max.shape)}")
     if key.stride(-1) != 1 or page_min.stride(-1) != 1 or page_max.stride() != page_min.stride():

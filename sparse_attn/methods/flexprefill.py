@@ -129,7 +129,8 @@ class FlexPrefill(VerticalSlashPrefill, MethodConfig):
         seq_lens: optional host lengths `[B]` matching cu_seqlens: cu_seqlens is then not read back for them (the
         one remaining host read is the top-k output widths, see `select_vertical_slash`).
         """
-        max_len = max(check_inputs(q, k, cu_seqlens, seq_lens=seq_lens))  # host lengths: the sums and the index read nothing back
+        # host lengths: the sums and the index read nothing back
+        max_len = max(check_inputs(q, k, cu_seqlens, seq_lens=seq_lens))
         vertical, slash = last_window_sums(q, k, cu_seqlens, self.approximation_size, scale=scale, backend=backend,
                                            max_len=max_len)
         lens = sample_lengths(cu_seqlens).to(q.device)

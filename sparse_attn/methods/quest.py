@@ -141,7 +141,8 @@ class Quest(MethodConfig):
         from ..kernels.quest import quest_page_scores, quest_select_pages
 
         if pages.page_size != self.page_size:
-            raise ValueError(f"QuestPages were built with page_size={pages.page_size}, quest.page_size={self.page_size}")
+            raise ValueError(f"QuestPages were built with page_size={pages.page_size}, "
+                             f"quest.page_size={self.page_size}")
         if q.shape[1] % pages.page_min.shape[1]:
             raise ValueError(f"query heads ({q.shape[1]}) must be a multiple of KV heads ({pages.page_min.shape[1]})")
         scores = quest_page_scores(q, pages.page_min, pages.page_max, lens, self.page_size, self.share_pages,
