@@ -41,6 +41,13 @@ def _check_metadata(page_min: torch.Tensor, page_max: torch.Tensor, batch: int, 
         raise ValueError("page metadata must be contiguous in the head dim")
 
 
+#: Arguments that change as a decode goes on: the page count (one more every page_size tokens) and the row strides of
+#: the `[B, H, P]` scores. Triton specializes integer arguments on divisibility by 16, so each would compile new
+#: variants mid-generation (0.3-0.6 s each, seen in the Transformers decode profile, session 13); none of them
+#: decides a vector width (the page axis is contiguous, its bound is masked).
+GROWING_ARGS = ["stride_sb", "stride_sh", "num_pages"]
+
+
 @triton.jit
 def _page_bound(pmin, pmax, q_pos, q_neg):
     """Quest's upper bound of q.k per page, `[BLOCK_P]`, from the pages' key min / max `[BLOCK_P, D]` (fp32) and q
@@ -49,7 +56,7 @@ def _page_bound(pmin, pmax, q_pos, q_neg):
     return tl.sum(pmax * q_pos[None, :] + pmin * q_neg[None, :], 1)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=GROWING_ARGS)
 def _page_scores_kernel(
     Q, PMIN, PMAX, LENS, SCORES,
     stride_qb, stride_qh,
@@ -152,7 +159,7 @@ def triton_quest_page_scores(
     return scores
 
 
-@triton.jit
+@triton.jit(do_not_specialize=GROWING_ARGS + ["stride_ob", "stride_oh", "num_out"])  # num_out grows up to budget + 1
 def _select_pages_kernel(
     SCORES, LENS, OUT,
     stride_sb, stride_sh, stride_ob, stride_oh,
@@ -521,7 +528,7 @@ def triton_paged_update_page_meta(
     return page_min, page_max
 
 
-@triton.jit
+@triton.jit(do_not_specialize=GROWING_ARGS)
 def _paged_page_scores_kernel(
     Q, PMIN, PMAX, BLOCK_TABLES, LENS, SCORES,
     stride_qb, stride_qh, stride_mp, stride_mh, stride_tb, stride_sb, stride_sh,

@@ -148,3 +148,36 @@ def test_quest_cache_decode_step_never_syncs():
     assert layer.pages.num_pages == pages_before + 1
     assert torch.equal(layer.lens.cpu(), torch.tensor([prompt + 1, prompt - 4], dtype=torch.int32))
     assert torch.isfinite(out).all() and float(selection.sparsity.min()) > 0.8
+
+
+def test_quest_scores_and_selection_compile_once_as_pages_grow():
+    """A decode adds a page every page_size tokens: the page-count and score-stride arguments must not make Triton
+    compile new specializations mid-generation (`GROWING_ARGS`; 0.3-0.6 s each). Steps over 4094..4101 pages (every
+    divisibility class of 16) after one warm-up step: no compile."""
+    import triton
+
+    from sparse_attn.kernels.quest import build_page_meta, quest_page_scores, quest_select_pages
+
+    if not hasattr(triton, "knobs"):
+        pytest.skip("needs triton.knobs (Triton >= 3.4) to observe compiles")
+    gen = torch.Generator(device="cuda").manual_seed(4)
+    q = torch.randn(1, HQ, D, device="cuda", dtype=torch.bfloat16, generator=gen)
+    compiled = []
+
+    def step(num_pages):
+        lens = torch.tensor([num_pages * 16 - 3], device="cuda", dtype=torch.int32)
+        keys = torch.randn(1, HKV, num_pages * 16, D, device="cuda", dtype=torch.bfloat16, generator=gen)
+        page_min, page_max = build_page_meta(keys, lens, 16)
+        scores = quest_page_scores(q, page_min, page_max, lens, 16, True, backend="triton")
+        return quest_select_pages(scores, lens, 16, 409, backend="triton")
+
+    step(4099)  # warm-up: compiles once
+    previous = triton.knobs.runtime.jit_post_compile_hook
+    triton.knobs.runtime.jit_post_compile_hook = lambda **kw: compiled.append(kw["fn"].name)
+    try:
+        for num_pages in range(4100, 4114):
+            assert step(num_pages).shape == (1, HKV, 410)
+        torch.cuda.synchronize()
+    finally:
+        triton.knobs.runtime.jit_post_compile_hook = previous
+    assert compiled == [], f"kernels compiled again as pages grew: {compiled}"
