@@ -14,6 +14,7 @@ and the padded query rows are dropped. The padding costs a copy of q, k, v per c
 1.3-5 % of the call at 16K-128K, e.g. 0.5 ms at 32K), so a length met again and again (every layer of a model, a
 benchmark loop) only pads until its copies have cost about one plan build (`PAD_BYTES_PER_SHAPE`), then runs at its
 own length with its own plan: the ski-rental rule, never more than twice the better choice in hindsight.
+`PAD_BYTES_PER_SHAPE = 0` turns the padding off (every call at its own length, exactly SDPA's own call).
 """
 from typing import Dict, Optional, Sequence
 

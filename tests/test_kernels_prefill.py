@@ -331,6 +331,9 @@ def test_padded_length_pads_until_the_copies_cost_a_plan(monkeypatch):
     assert [dense.padded_length(32761, ("a",), 30) for _ in range(6)] == [32768] * 4 + [32761] * 2
     assert dense.padded_length(32761, ("b",), 30) == 32768  # another shape: its own budget
     assert dense.padded_length(32768, ("c",), 30) == 32768 and ("c",) not in dense._padded_bytes
+    monkeypatch.setattr(dense, "PAD_BYTES_PER_SHAPE", 0)  # padding off
+    assert dense.padded_length(32761, ("e",), 30) == 32761
+    monkeypatch.setattr(dense, "PAD_BYTES_PER_SHAPE", 100)
     monkeypatch.setattr(dense, "_MAX_TRACKED_SHAPES", 2)
     assert dense.padded_length(100, ("d",), 30) == 128  # the table is full: forgotten, then this one counted
     assert list(dense._padded_bytes) == [("d",)]
