@@ -77,7 +77,8 @@ def dense_sdpa(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tens
                      mask_function=mask_function, attention_mask=padding, local_size=sliding_window,
                      allow_is_causal_skip=True, device=query.device)
     kwargs.pop("is_causal", None)
-    if mask is None and q_len == kv_len > 1 and query.is_cuda and kwargs.get("position_bias") is None:
+    if (mask is None and q_len == kv_len > 1 and query.is_cuda and getattr(module, "is_causal", True)
+            and kwargs.get("position_bias") is None):
         # An unpadded causal prefill: the same SDPA call as sdpa_attention_forward's (is_causal, enable_gqa), run at
         # a cuDNN length so that a new prompt length does not cost a cuDNN plan build (~37 ms of host time).
         return causal_sdpa(query, key, value, scale=scaling).transpose(1, 2).contiguous()
