@@ -14,6 +14,8 @@ and the padded query rows are dropped. The padding costs a copy of q, k, v per c
 1.3-5 % of the call at 16K-128K, e.g. 0.5 ms at 32K), so a length met again and again (every layer of a model, a
 benchmark loop) only pads until its copies have cost about one plan build (`PAD_BYTES_PER_SHAPE`), then runs at its
 own length with its own plan: the ski-rental rule, never more than twice the better choice in hindsight.
+Lengths above `PAD_MAX_LENGTH` (64K) are never padded: there one plan build is under 1 % of a model's prefill (a
+128K layer takes ~250 ms) while the padded copies would add ~1.6 GB to the peak memory of every layer call.
 `PAD_BYTES_PER_SHAPE = 0` turns the padding off (every call at its own length, exactly SDPA's own call).
 """
 from typing import Dict, Optional, Sequence
@@ -39,6 +41,8 @@ def _gpu_backends():
 #: own cuDNN plan, ~37 ms of host time). Measured on the H200 (session 13): the padding costs ~2 ms per GB copied at
 #: 64K-128K, so 16 GB of copies is about one plan build.
 PAD_BYTES_PER_SHAPE = 16 << 30
+#: Longest sample that is padded (see the module docstring).
+PAD_MAX_LENGTH = 65536
 _padded_bytes: Dict[tuple, int] = {}  # exact shape key -> bytes of q, k, v copied by padding so far
 _MAX_TRACKED_SHAPES = 1 << 16  # a long-running server meets ever new lengths: forget them all past this many
 
@@ -65,9 +69,10 @@ def pad_rows(t: torch.Tensor, length: int) -> torch.Tensor:
 
 def padded_length(n: int, shape_key: tuple, nbytes: int) -> int:
     """The length to run a causal sample of `n` tokens at on cuDNN: `cudnn_length(n)` while the copies spent on this
-    exact shape (`shape_key`; `nbytes` of q, k, v per call) stay within `PAD_BYTES_PER_SHAPE`, afterwards `n`."""
+    exact shape (`shape_key`; `nbytes` of q, k, v per call) stay within `PAD_BYTES_PER_SHAPE`, afterwards `n`;
+    always `n` above `PAD_MAX_LENGTH`."""
     length = cudnn_length(n)
-    if length == n:
+    if length == n or n > PAD_MAX_LENGTH:
         return n
     spent = _padded_bytes.get(shape_key, 0)
     if spent >= PAD_BYTES_PER_SHAPE:

@@ -323,14 +323,15 @@ def test_cudnn_length_bounds_plans_and_padding():
 
 def test_padded_length_pads_until_the_copies_cost_a_plan(monkeypatch):
     """A shape pads to its cuDNN length while its copies stay within PAD_BYTES_PER_SHAPE, then runs at its own
-    length (ski rental: a length met every layer builds its own plan); cuDNN lengths never pad; shapes are counted
-    apart."""
+    length (ski rental: a length met every layer builds its own plan); cuDNN lengths and lengths past 64K never
+    pad; shapes are counted apart."""
     from sparse_attn.kernels import dense
     monkeypatch.setattr(dense, "_padded_bytes", {})
     monkeypatch.setattr(dense, "PAD_BYTES_PER_SHAPE", 100)
     assert [dense.padded_length(32761, ("a",), 30) for _ in range(6)] == [32768] * 4 + [32761] * 2
     assert dense.padded_length(32761, ("b",), 30) == 32768  # another shape: its own budget
     assert dense.padded_length(32768, ("c",), 30) == 32768 and ("c",) not in dense._padded_bytes
+    assert dense.padded_length(131071, ("f",), 30) == 131071 and ("f",) not in dense._padded_bytes  # > 64K
     monkeypatch.setattr(dense, "PAD_BYTES_PER_SHAPE", 0)  # padding off
     assert dense.padded_length(32761, ("e",), 30) == 32761
     monkeypatch.setattr(dense, "PAD_BYTES_PER_SHAPE", 100)
