@@ -3,6 +3,8 @@ without a GPU, with and without COL_RUNS (column groups of 64 consecutive keys f
 column loop following num_stages (col_stages 0) or not pipelined (1): registers, spills, shared memory, HGMMA and
 bulk-copy counts.
 
+The COL_RUNS variant was reverted after measuring: apply benchmarks/results/s13/column_runs.patch first.
+
 Usage: TRITON_INTERPRET=0 PYTHONPATH=/tmp/tri36:$PWD python benchmarks/results/s13/compile_vs_sm90.py
 """
 import os

@@ -4,6 +4,9 @@ at their defaults, structured inputs (bench_prefill's LLM-like q/k) and random o
 keeps nearly every key as a vertical). Prints ms per variant, the share of column groups that are runs, the
 difference between the two outputs, and cuDNN dense for scale.
 
+The variant was reverted after this probe (call 2): it needs benchmarks/results/s13/column_runs.patch applied
+(`git apply`), and refuses to run without it (else both timings would be the same kernel).
+
 Usage: python benchmarks/results/s13/vs_runs_probe.py [--cases vertical_slash:structured:131072 ...]
 """
 import argparse
@@ -41,6 +44,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES)
     args = parser.parse_args()
+    if not hasattr(vs, "COLUMN_RUNS"):
+        raise SystemExit("the COLUMN_RUNS kernel variant was reverted: "
+                         "git apply benchmarks/results/s13/column_runs.patch")
     for case in args.cases:
         method, inputs, length = case.split(":")
         length = int(length)
