@@ -8,12 +8,15 @@ import pytest
 import torch
 
 from sparse_attn.kernels.decode import decode, naive_decode
-from sparse_attn.kernels.decode.triton import triton_decode
+from sparse_attn.kernels.decode.triton import _COUNTERS, triton_decode
 from sparse_attn.kernels.quest import (
+    append_token,
+    naive_append_token,
     naive_build_page_meta,
     naive_quest_decode,
     naive_quest_page_scores,
     naive_quest_select_pages,
+    naive_selection_reads,
     naive_update_page_meta,
     quest_decode,
     quest_page_scores,
@@ -22,6 +25,7 @@ from sparse_attn.kernels.quest import (
 )
 from sparse_attn.kernels.quest.triton import (
     _topk_select_pages,
+    triton_append_token,
     triton_quest_decode,
     triton_quest_page_scores,
     triton_quest_select_pages,
@@ -126,12 +130,15 @@ def test_triton_quest_step(batch, num_q_heads, num_kv_heads, head_dim, share_pag
     assert (index[2] == -1).any() and (index[0] >= 0).all()
 
     ref_out, ref_lse = naive_quest_decode(q, k, v, lens, ref_index, PAGE, return_lse=True)
-    for num_splits, prefetch in ((None, True), (2, True), (2, False)):
+    for num_splits, prefetch, fused in ((None, True, True), (2, True, True), (2, False, False), (3, False, True)):
         out = torch.full_like(q, float("nan"))
         _, lse = triton_quest_decode(q, k, v, lens, index, PAGE, out=out, return_lse=True, num_splits=num_splits,
-                                     pages_per_block=2, prefetch_index=prefetch)
-        assert_close(f"quest decode ({num_splits} splits)", ref_out, out, 1e-5)
-        assert_close("quest lse", ref_lse, lse, 1e-5)
+                                     pages_per_block=2, prefetch_index=prefetch, fuse_combine=fused)
+        name = f"quest decode ({num_splits} splits, {'fused' if fused else 'separate'} combine)"
+        assert_close(name, ref_out, out, 1e-5)
+        assert_close(f"{name} lse", ref_lse, lse, 1e-5)
+    # the fused combine's ticket counters are back to zero after the launch (ready for the next step)
+    assert all(int(buffer.abs().sum()) == 0 for buffer in _COUNTERS.values())
     # the method really is sparse: it differs from dense decode over the whole cache
     dense = naive_decode(q, k, v, lens[:, None].expand(batch, num_kv_heads).contiguous())
     assert (dense[0] - ref_out[0]).abs().max() > 1e-3
@@ -168,6 +175,39 @@ def test_triton_update_page_meta_equals_rebuild():
     assert torch.equal(via_dispatch[0], ref_min)
 
 
+@pytest.mark.parametrize("lens_dtype", [torch.int32, torch.int64])
+def test_triton_append_token_writes_kv_meta_and_length(lens_dtype):
+    """One launch per decode step: K/V land at each sample's own position (strided k_new, as transformers passes
+    it), the key is folded into its page (a fresh page, a page being filled), lens moves on; nothing else changes."""
+    gen = torch.Generator().manual_seed(9)
+    batch, num_kv_heads, head_dim, capacity = 3, 2, 64, 70
+    lens = torch.tensor([33, 16, 47], dtype=lens_dtype)  # next tokens open page 2, open page 1, extend page 2
+    keys = poisoned_cache(batch, num_kv_heads, capacity, head_dim, lens[:, None].expand(-1, num_kv_heads),
+                          torch.bfloat16, gen)
+    values = poisoned_cache(batch, num_kv_heads, capacity, head_dim, lens[:, None].expand(-1, num_kv_heads),
+                            torch.bfloat16, gen)
+    page_min, page_max = naive_build_page_meta(keys.nan_to_num(0.0), lens, PAGE)
+    page_min, page_max = torch.cat([page_min, page_min[:, :, :1]], 2), torch.cat([page_max, page_max[:, :, :1]], 2)
+    page_min[:, :, -1], page_max[:, :, -1] = float("inf"), float("-inf")  # a spare empty page
+    new = torch.randn(batch, num_kv_heads, 2, head_dim, generator=gen).to(torch.bfloat16)
+    k_new, v_new = new[:, :, 0], new[:, :, 1]  # strided views, like key_states[:, :, 0]
+    ref = [t.clone() for t in (keys, values, page_min, page_max, lens)]
+    naive_append_token(*ref[:4], k_new, v_new, ref[4], PAGE)
+    for fn in (triton_append_token, lambda *a: append_token(*a, backend="triton")):
+        got = [t.clone() for t in (keys, values, page_min, page_max, lens)]
+        fn(*got[:4], k_new, v_new, got[4], PAGE)
+        for name, r, g in zip(("keys", "values", "page_min", "page_max", "lens"), ref, got):
+            assert torch.equal(r.nan_to_num(7.0), g.nan_to_num(7.0)), name  # NaN beyond the lengths on both
+    assert ref[4].tolist() == [34, 17, 48] and ref[4].dtype == lens_dtype
+    rows = torch.arange(batch)
+    assert torch.equal(ref[0][rows, :, lens.long()], k_new) and torch.equal(ref[1][rows, :, lens.long()], v_new)
+    assert torch.isnan(ref[0][rows, :, lens.long() + 1]).all()  # the next slot is still unwritten
+    rebuilt = naive_build_page_meta(ref[0].nan_to_num(0.0), ref[4], PAGE)
+    assert torch.equal(ref[2][:, :, :-1], rebuilt[0]) and torch.equal(ref[3][:, :, :-1], rebuilt[1])
+    with pytest.raises(ValueError, match="grow it first"):
+        naive_append_token(keys, values, page_min, page_max, k_new, v_new, torch.full_like(lens, capacity), PAGE)
+
+
 def test_triton_select_pages_ties_short_rows_and_long_row_path():
     """Exact top-k: ties at the threshold go to the lower page id (as in the reference), negative scores, rows with
     fewer past pages than the budget; the torch.topk path for very long rows agrees on tie-free scores."""
@@ -181,6 +221,15 @@ def test_triton_select_pages_ties_short_rows_and_long_row_path():
         ref = naive_quest_select_pages(scores, lens, PAGE, budget)
         got = triton_quest_select_pages(scores, lens, PAGE, budget)
         assert torch.equal(got, ref), f"budget {budget}:\n{got}\n{ref}"
+        # what the selection reads, written by the selection kernel itself, equals the count over the pages
+        ref_tokens, ref_sparsity = naive_selection_reads(ref, lens, PAGE)
+        index, tokens, sparsity = triton_quest_select_pages(scores, lens, PAGE, budget, return_reads=True)
+        assert torch.equal(index, ref) and torch.equal(tokens, ref_tokens)
+        torch.testing.assert_close(sparsity, ref_sparsity, rtol=0, atol=1e-6)
+        taken = torch.minimum(current, torch.tensor(budget))  # full past pages + the partial current page
+        assert tokens[:, 0].tolist() == (taken * PAGE + lens - current * PAGE).tolist()
+        assert torch.equal(quest_select_pages(scores, lens, PAGE, budget, return_reads=True, backend="naive")[1],
+                           ref_tokens)
     distinct = torch.randn(batch, rows, pages, generator=gen).masked_fill(scores == float("-inf"), float("-inf"))
     assert torch.equal(_topk_select_pages(distinct, lens, PAGE, 7), naive_quest_select_pages(distinct, lens, PAGE, 7))
 

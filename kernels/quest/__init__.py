@@ -9,6 +9,7 @@ import torch
 from .._dispatch import resolve_backend, triton_module
 from .naive import (
     current_page,
+    naive_append_token,
     naive_build_page_meta,
     naive_paged_page_scores,
     naive_paged_quest_decode,
@@ -16,6 +17,7 @@ from .naive import (
     naive_quest_decode,
     naive_quest_page_scores,
     naive_quest_select_pages,
+    naive_selection_reads,
     naive_update_page_meta,
     num_pages,
     paged_gather,
@@ -26,11 +28,14 @@ from .naive import (
 __all__ = [
     "build_page_meta",
     "update_page_meta",
+    "append_token",
     "quest_page_scores",
     "quest_select_pages",
     "quest_decode",
     "naive_build_page_meta",
     "naive_update_page_meta",
+    "naive_append_token",
+    "naive_selection_reads",
     "naive_quest_page_scores",
     "naive_quest_select_pages",
     "naive_quest_decode",
@@ -75,14 +80,29 @@ def update_page_meta(page_min, page_max, k_new, positions, page_size, backend: s
     return _implementation("update_page_meta", k_new, backend)(page_min, page_max, k_new, positions, page_size)
 
 
+def append_token(keys, values, page_min, page_max, k_new, v_new, lens, page_size, backend: str = "auto"):
+    """One decode step's append, in place: K/V at `lens[b]`, the key folded into its page, `lens += 1` (see
+    `naive_append_token`; Triton: one launch)."""
+    fn = _implementation("append_token", k_new, backend)
+    return fn(keys, values, page_min, page_max, k_new, v_new, lens, page_size)
+
+
 def quest_page_scores(q, page_min, page_max, lens, page_size, share_pages, backend: str = "auto"):
     """Upper-bound page scores `[B, Hsel, P]` (see `naive_quest_page_scores`)."""
     return _implementation("quest_page_scores", q, backend)(q, page_min, page_max, lens, page_size, share_pages)
 
 
-def quest_select_pages(scores, lens, page_size, page_budget, backend: str = "auto"):
-    """`page_index [B, Hsel, n]`: best past pages + the current one (see `naive_quest_select_pages`)."""
-    return _implementation("quest_select_pages", scores, backend)(scores, lens, page_size, page_budget)
+def quest_select_pages(scores, lens, page_size, page_budget, return_reads: bool = False, backend: str = "auto"):
+    """`page_index [B, Hsel, n]`: best past pages + the current one (see `naive_quest_select_pages`).
+
+    return_reads: return `(page_index, head_tokens [B, Hsel] int32, head_sparsity [B, Hsel] fp32)`, what the
+    selection reads (`naive_selection_reads`; the Triton kernel writes them itself, no extra launch).
+    """
+    if resolve_backend(backend, scores) == "naive":
+        index = naive_quest_select_pages(scores, lens, page_size, page_budget)
+        return (index, *naive_selection_reads(index, lens, page_size)) if return_reads else index
+    fn = _implementation("quest_select_pages", scores, backend)
+    return fn(scores, lens, page_size, page_budget, return_reads=return_reads)
 
 
 def quest_decode(

@@ -69,6 +69,50 @@ def naive_update_page_meta(
     return page_min, page_max
 
 
+def naive_append_token(
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    page_min: torch.Tensor,
+    page_max: torch.Tensor,
+    k_new: torch.Tensor,
+    v_new: torch.Tensor,
+    lens: torch.Tensor,
+    page_size: int,
+) -> None:
+    """One decode step's cache append, in place: write `k_new, v_new [B, Hkv, D]` at position `lens[b]` of
+    `keys, values [B, Hkv, S, D]`, fold the key into its page's min / max (`[B, Hkv, P, D]`), then `lens += 1`.
+
+    The caller grows the buffers first (`lens[b] < S` and `lens[b] // page_size < P`).
+    """
+    if bool((lens >= keys.shape[2]).any()):
+        raise ValueError(f"lens {lens.tolist()} leave no free slot in a cache of {keys.shape[2]} positions; grow it "
+                         f"first")
+    rows = torch.arange(keys.shape[0], device=keys.device)
+    slot = lens.long()
+    keys[rows, :, slot] = k_new.to(keys.dtype)
+    values[rows, :, slot] = v_new.to(values.dtype)
+    naive_update_page_meta(page_min, page_max, k_new, slot, page_size)
+    lens += 1
+
+
+def naive_selection_reads(page_index: torch.Tensor, lens: torch.Tensor,
+                          page_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """What a page selection reads: valid tokens per selection head and the resulting sparsity.
+
+    Args:
+        page_index: `[B, Hsel, n]` selected page ids, -1 for an unused slot.
+        lens: `[B]` int, tokens in the cache including the current one.
+
+    Returns:
+        `(head_tokens [B, Hsel] int32, head_sparsity [B, Hsel] fp32 = 1 - head_tokens / lens)`.
+    """
+    start = page_index.long() * page_size
+    per_page = (lens.long()[:, None, None] - start).clamp(0, page_size)
+    head_tokens = torch.where(page_index >= 0, per_page, 0).sum(dim=-1)  # [B, Hsel]
+    head_sparsity = 1.0 - head_tokens.float() / lens.float()[:, None]
+    return head_tokens.to(torch.int32), head_sparsity
+
+
 def current_page(lens: torch.Tensor, page_size: int) -> torch.Tensor:
     """`[B]` int64 id of the page holding the token being decoded (position `lens - 1`)."""
     return (lens.long() - 1) // page_size

@@ -20,14 +20,19 @@ import triton
 import triton.language as tl
 
 from ..decode.triton import (
+    INTERPRETING,
     LOG2E,
+    _combine_group,
     _dot,
     _store_split,
+    _ticket_counters,
+    allocate_split_buffers,
     check_decode_shapes,
     choose_num_splits,
     group_rows,
     launch_split_decode,
 )
+from .naive import naive_selection_reads
 
 
 def _check_metadata(page_min: torch.Tensor, page_max: torch.Tensor, batch: int, num_kv_heads: int, head_dim: int):
@@ -161,16 +166,20 @@ def triton_quest_page_scores(
 
 @triton.jit(do_not_specialize=GROWING_ARGS + ["stride_ob", "stride_oh", "num_out"])  # num_out grows up to budget + 1
 def _select_pages_kernel(
-    SCORES, LENS, OUT,
+    SCORES, LENS, OUT, TOKENS_OUT, SPARSITY_OUT,
     stride_sb, stride_sh, stride_ob, stride_oh,
     num_sel_heads, num_pages, page_size, page_budget, num_out,
-    BLOCK_P: tl.constexpr, BLOCK_OUT: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_OUT: tl.constexpr, WRITE_READS: tl.constexpr,
 ):
     """Program (b * Hsel + head): exact top-k of one score row, written in ascending page order.
 
     The k-th largest score is found by a 32-step bitwise search on the scores' order-preserving integer keys
     (each step one count over the row held in registers) instead of a sort; ties at the threshold go to the
     lower page ids, like the reference's stable sort. Then the current page, then -1 padding.
+
+    WRITE_READS: also write what the selection reads (`naive_selection_reads`): valid tokens of the selected pages
+    (every past page is full, the current one holds `length - current * page_size`) and `1 - tokens / length`,
+    per row, so that a decode step needs no torch ops to measure its sparsity.
 
     Measured on the H200 (benchmarks/RESULTS.md, session 12): this fixed, unrolled 32-step search is as fast or
     faster than a `while` loop that stops once exactly `take` keys reach the threshold (~20 steps; 128K, B = 8:
@@ -212,6 +221,11 @@ def _select_pages_kernel(
     tail = tl.arange(0, BLOCK_OUT)
     tail_value = tl.where(tail == take, current, -1)
     tl.store(out_row + tail, tail_value, mask=(tail >= take) & (tail < num_out))
+    if WRITE_READS:
+        page_tokens = tl.minimum(length - offs * page_size, page_size)  # valid tokens of page `offs`
+        tokens = tl.sum(tl.where(selected, page_tokens, 0), 0) + (length - current * page_size)
+        tl.store(TOKENS_OUT + row, tokens)
+        tl.store(SPARSITY_OUT + row, 1.0 - tokens.to(tl.float32) / length.to(tl.float32))
 
 
 # one score row must fit in registers; longer rows (contexts past 512K at page 16) use torch.topk
@@ -219,15 +233,17 @@ MAX_PAGES_IN_REGISTERS = 32768
 
 
 def triton_quest_select_pages(scores: torch.Tensor, lens: torch.Tensor, page_size: int, page_budget: int,
-                              num_warps: Optional[int] = None):
+                              return_reads: bool = False, num_warps: Optional[int] = None):
     """The `page_budget` highest-scoring past pages plus the current page; same contract as
     `naive_quest_select_pages` (ties to the lower page id; sorted ascending; -1 padding at the end).
 
     Args:
         scores: `[B, Hsel, P]` fp32 from `quest_page_scores` (non-candidates are -inf).
         lens: `[B]` cache lengths including the current token.
+        return_reads: also return what the selection reads, written by the same kernel (`naive_selection_reads`).
     Returns:
-        `page_index [B, Hsel, n]` int32, `n = min(page_budget + 1, P)`. One launch, no device sync.
+        `page_index [B, Hsel, n]` int32, `n = min(page_budget + 1, P)`; with return_reads
+        `(page_index, head_tokens [B, Hsel] int32, head_sparsity [B, Hsel] fp32)`. One launch, no device sync.
     """
     batch, rows, num_pages = scores.shape
     lens = _batch_lens(lens, batch)
@@ -235,18 +251,23 @@ def triton_quest_select_pages(scores: torch.Tensor, lens: torch.Tensor, page_siz
         raise ValueError(f"scores must be fp32, got {scores.dtype}")
     num_out = min(page_budget + 1, num_pages)
     if num_pages > MAX_PAGES_IN_REGISTERS:
-        return _topk_select_pages(scores, lens, page_size, page_budget)
+        index = _topk_select_pages(scores, lens, page_size, page_budget)
+        return (index, *naive_selection_reads(index, lens, page_size)) if return_reads else index
     scores = scores.contiguous()
     out = torch.empty(batch, rows, num_out, device=scores.device, dtype=torch.int32)
+    tokens = sparsity = out  # unused pointers when the reads are not asked for
+    if return_reads:
+        tokens = torch.empty(batch, rows, device=scores.device, dtype=torch.int32)
+        sparsity = torch.empty(batch, rows, device=scores.device, dtype=torch.float32)
     block_p = triton.next_power_of_2(num_pages)
     _select_pages_kernel[(batch * rows,)](
-        scores, lens, out,
+        scores, lens, out, tokens, sparsity,
         scores.stride(0), scores.stride(1), out.stride(0), out.stride(1),
         rows, num_pages, page_size, page_budget, num_out,
-        BLOCK_P=block_p, BLOCK_OUT=triton.next_power_of_2(num_out),
+        BLOCK_P=block_p, BLOCK_OUT=triton.next_power_of_2(num_out), WRITE_READS=return_reads,
         num_warps=num_warps or (16 if block_p >= 8192 else 8),
     )
-    return out
+    return (out, tokens, sparsity) if return_reads else out
 
 
 def _topk_select_pages(scores: torch.Tensor, lens: torch.Tensor, page_size: int, page_budget: int):
@@ -262,7 +283,7 @@ def _topk_select_pages(scores: torch.Tensor, lens: torch.Tensor, page_size: int,
 
 @triton.jit
 def _paged_decode_split_kernel(
-    OUT, O_PART, LSE_PART, Q, K, V, LENS, PAGE_INDEX,
+    OUT, O_PART, LSE_PART, Q, K, V, LENS, PAGE_INDEX, LSE_OUT, COUNTERS,
     stride_qb, stride_qh,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -271,10 +292,14 @@ def _paged_decode_split_kernel(
     num_sel_heads, num_q_heads, num_slots, slots_per_split, num_splits, page_size, scale_log2e,
     ROWS: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_N: tl.constexpr, PREFETCH_INDEX: tl.constexpr, SINGLE_SPLIT: tl.constexpr, WRITE_LSE: tl.constexpr,
-    DOT_F32: tl.constexpr,
+    DOT_F32: tl.constexpr, FUSE_COMBINE: tl.constexpr = False,
 ):
     """Program (b * Hsel + sel_head, split): ROWS query heads (a KV group, or one head) over a chunk of the
-    selected page slots. BLOCK_N tokens = BLOCK_N / page_size pages gathered per step."""
+    selected page slots. BLOCK_N tokens = BLOCK_N / page_size pages gathered per step.
+
+    FUSE_COMBINE (several splits): the last program of each selection row to finish merges the row's partials, as
+    `kernels.decode.triton._decode_split_kernel` does (ticket counter `COUNTERS[b * Hsel + sel_head]`): one launch
+    per step instead of two, which matters where a decode step is host-bound (Transformers)."""
     pid_bh = tl.program_id(0)
     split = tl.program_id(1)
     b = pid_bh // num_sel_heads
@@ -330,6 +355,19 @@ def _paged_decode_split_kernel(
     part_rows = (b * num_q_heads + q_heads) * num_splits + split
     _store_split(OUT, O_PART, LSE_PART, acc, m_i, l_i, b, q_heads, part_rows, row_ok,
                  stride_ob, stride_oh, HEAD_DIM, SINGLE_SPLIT, WRITE_LSE)
+    if FUSE_COMBINE:
+        tl.debug_barrier()  # every thread's partial stores precede the ticket
+        ticket = tl.atomic_add(COUNTERS + pid_bh, 1, sem="acq_rel", scope="gpu")
+        if ticket == num_splits - 1:
+            tl.store(COUNTERS + pid_bh, 0)  # every split of this launch has drawn: reset for the next launch
+            _combine_group(O_PART, LSE_PART, OUT, LSE_OUT, (b * num_q_heads + q_heads) * num_splits,
+                           b * num_q_heads + q_heads, row_ok, b, q_heads, num_splits, stride_ob, stride_oh,
+                           BLOCK_G, HEAD_DIM, WRITE_LSE)
+
+
+#: Quest decode merges its splits in the split kernel up to this many splits (a second launch beyond: the last
+#: program's serial merge of many partials costs more than the launch; see `triton_quest_decode`).
+FUSE_MAX_SPLITS = 16
 
 
 def _plan_page_launch(q: torch.Tensor, num_kv_heads: int, page_index: torch.Tensor, page_size: int,
@@ -374,6 +412,7 @@ def triton_quest_decode(
     num_warps: int = 4,
     num_stages: int = 3,
     prefetch_index: bool = False,
+    fuse_combine: Optional[bool] = None,
 ):
     """Attention of the current query over the selected pages of the full cache; same contract as
     `naive_quest_decode`.
@@ -392,6 +431,13 @@ def triton_quest_decode(
         num_splits, pages_per_block, num_warps, num_stages: launch parameters (default: heuristics; no sync).
         prefetch_index: load the next block's page ids one iteration ahead. Default False: measured on the H100
             it gains nothing (Triton's software pipeline already hides the index loads).
+        fuse_combine: with several splits, the last program of each selection row merges the partials (one launch
+            instead of two; the ticket counters are one buffer per device, so fused decodes of one device must not
+            run concurrently on two streams). Default (None): fused up to `FUSE_MAX_SPLITS` splits. Measured on
+            the H200 at 128K (benchmarks/RESULTS.md, session 14): with 9 splits (B = 8, 10 % budget) both take
+            0.123-0.125 ms, with 52 (B = 1) the last program's merge makes it 0.040 against 0.033 ms; the
+            default 1024-token budget spans 5 splits, and saving a launch matters where a step is host-bound
+            (Transformers).
 
     Returns:
         `out [B, Hq, D]` in q's dtype (and `lse`).
@@ -404,8 +450,16 @@ def triton_quest_decode(
     scale = head_dim ** -0.5 if scale is None else scale
     if out is None:
         out = torch.empty_like(q)
+    if fuse_combine is None:
+        fuse_combine = num_splits <= FUSE_MAX_SPLITS
+    fused = fuse_combine and num_splits > 1
+    lse_out = counters = lens  # unused placeholders unless fused
+    if fused:
+        counters = _ticket_counters(q.device, batch * num_sel_heads)
+        if return_lse:
+            lse_out = torch.empty(batch, num_q_heads, device=q.device, dtype=torch.float32)
     args = (
-        q, k, v, lens, page_index,
+        q, k, v, lens, page_index, lse_out, counters,
         q.stride(0), q.stride(1),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
@@ -413,11 +467,16 @@ def triton_quest_decode(
         out.stride(0), out.stride(1),
         num_sel_heads, num_q_heads, page_index.shape[2], slots_per_split, num_splits, page_size, scale * LOG2E,
     )
-    return launch_split_decode(
-        _paged_decode_split_kernel, batch * num_sel_heads, num_splits, out, return_lse, args,
-        ROWS=rows, GROUP=group, BLOCK_G=group_rows(rows), HEAD_DIM=head_dim, BLOCK_N=block_n,
-        PREFETCH_INDEX=prefetch_index, num_warps=num_warps, num_stages=num_stages,
-    )
+    meta = dict(ROWS=rows, GROUP=group, BLOCK_G=group_rows(rows), HEAD_DIM=head_dim, BLOCK_N=block_n,
+                PREFETCH_INDEX=prefetch_index, num_warps=num_warps, num_stages=num_stages)
+    if fused:
+        o_part, lse_part = allocate_split_buffers(batch, num_q_heads, num_splits, head_dim, q.device)
+        _paged_decode_split_kernel[(batch * num_sel_heads, num_splits)](
+            out, o_part, lse_part, *args, SINGLE_SPLIT=False, WRITE_LSE=return_lse, DOT_F32=INTERPRETING,
+            FUSE_COMBINE=True, **meta)
+        return (out, lse_out) if return_lse else out
+    return launch_split_decode(_paged_decode_split_kernel, batch * num_sel_heads, num_splits, out, return_lse, args,
+                               **meta)
 
 
 @triton.jit
@@ -463,6 +522,67 @@ def triton_update_page_meta(
         num_kv_heads, page_size, HEAD_DIM=head_dim, num_warps=1,
     )
     return page_min, page_max
+
+
+@triton.jit(do_not_specialize=["stride_cb", "stride_vb", "stride_mb"])  # grow with the cache and the page count
+def _append_token_kernel(
+    KEYS, VALUES, PMIN, PMAX, K_NEW, V_NEW, LENS,
+    stride_cb, stride_ch, stride_cn,
+    stride_vb, stride_vh, stride_vn,
+    stride_mb, stride_mh, stride_mp,
+    stride_kb, stride_kh, stride_nb, stride_nh,
+    page_size,
+    NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
+):
+    """Program b: write sample b's new key / value of every KV head at position lens[b], fold the key into its
+    page's min / max, then lens[b] += 1. One program per sample, so the length is read before it is bumped."""
+    b = tl.program_id(0)
+    pos = tl.load(LENS + b).to(tl.int64)
+    page = pos // page_size
+    offs_d = tl.arange(0, HEAD_DIM)
+    for h in tl.static_range(NUM_KV_HEADS):
+        key = tl.load(K_NEW + b * stride_kb + h * stride_kh + offs_d)
+        value = tl.load(V_NEW + b * stride_nb + h * stride_nh + offs_d)
+        tl.store(KEYS + b * stride_cb + h * stride_ch + pos * stride_cn + offs_d, key.to(KEYS.dtype.element_ty))
+        tl.store(VALUES + b * stride_vb + h * stride_vh + pos * stride_vn + offs_d,
+                 value.to(VALUES.dtype.element_ty))
+        meta = b * stride_mb + h * stride_mh + page * stride_mp + offs_d
+        # compare in fp32 (exact for 16-bit values; the Triton interpreter compares bf16 as raw integer bits)
+        key = key.to(PMIN.dtype.element_ty).to(tl.float32)
+        low = tl.minimum(tl.load(PMIN + meta).to(tl.float32), key)
+        high = tl.maximum(tl.load(PMAX + meta).to(tl.float32), key)
+        tl.store(PMIN + meta, low.to(PMIN.dtype.element_ty))
+        tl.store(PMAX + meta, high.to(PMAX.dtype.element_ty))
+    tl.store(LENS + b, (pos + 1).to(LENS.dtype.element_ty))
+
+
+def triton_append_token(keys: torch.Tensor, values: torch.Tensor, page_min: torch.Tensor, page_max: torch.Tensor,
+                        k_new: torch.Tensor, v_new: torch.Tensor, lens: torch.Tensor, page_size: int) -> None:
+    """`naive_append_token` in one launch (instead of ~8: index writes of K and V, the metadata fold, `lens += 1`).
+
+    Args:
+        keys, values: `[B, Hkv, S, D]` cache, written at position `lens[b]` (not range-checked on the device, which
+            would sync: keep `lens < S` and `lens // page_size < P`).
+        page_min, page_max: `[B, Hkv, P, D]` page metadata, updated in place.
+        k_new, v_new: `[B, Hkv, D]` (any strides with a contiguous head dim).
+        lens: `[B]` int32 / int64, incremented in place.
+    """
+    batch, num_kv_heads, _, head_dim = keys.shape
+    if values.shape != keys.shape or k_new.shape != (batch, num_kv_heads, head_dim) or v_new.shape != k_new.shape:
+        raise ValueError(f"append_token expects keys, values [B, Hkv, S, D] and k_new, v_new [B, Hkv, D]; got "
+                         f"{tuple(keys.shape)}, {tuple(values.shape)}, {tuple(k_new.shape)}, {tuple(v_new.shape)}")
+    _check_metadata(page_min, page_max, batch, num_kv_heads, head_dim)
+    lens = _batch_lens(lens, batch)
+    if any(t.stride(-1) != 1 for t in (keys, values, k_new, v_new)):
+        raise ValueError("keys, values, k_new and v_new must be contiguous in the head dim")
+    _append_token_kernel[(batch,)](
+        keys, values, page_min, page_max, k_new, v_new, lens,
+        keys.stride(0), keys.stride(1), keys.stride(2),
+        values.stride(0), values.stride(1), values.stride(2),
+        page_min.stride(0), page_min.stride(1), page_min.stride(2),
+        k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1),
+        page_size, NUM_KV_HEADS=num_kv_heads, HEAD_DIM=head_dim, num_warps=1,
+    )
 
 
 # -- Quest over a paged (vLLM) KV cache: metadata per physical page, addresses through the block table -------------
@@ -742,6 +862,7 @@ __all__: Tuple[str, ...] = (
     "triton_quest_select_pages",
     "triton_quest_decode",
     "triton_update_page_meta",
+    "triton_append_token",
     "triton_paged_update_page_meta",
     "triton_paged_page_scores",
     "triton_paged_quest_decode",
