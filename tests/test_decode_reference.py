@@ -16,7 +16,7 @@ from sparse_attn.kernels.quest import (
     naive_quest_select_pages,
     selected_token_mask,
 )
-from sparse_attn.methods.quest import QuestPages
+from sparse_attn.methods.quest import Quest, QuestPages
 
 from .method_matrix import METHODS
 
@@ -368,10 +368,18 @@ def test_page_metadata_update_on_append_equals_rebuilding_from_scratch():
         pages.append(full[torch.arange(3), :, positions], positions)
         positions += 1
     page_min, page_max = naive_build_page_meta(full, positions, page_size)
-    assert pages.num_pages == page_min.shape[2] == 9  # grew from 6 pages (90 tokens) to 9 (140 tokens)
-    torch.testing.assert_close(pages.page_min, page_min)
-    torch.testing.assert_close(pages.page_max, page_max)
+    assert page_min.shape[2] == 9  # the cache grew from 6 pages (90 tokens) to 9 (140 tokens)
+    assert pages.num_pages == 6 + 64  # the metadata grew once, geometrically (at least 64 pages)
+    torch.testing.assert_close(pages.page_min[:, :, :9], page_min)
+    torch.testing.assert_close(pages.page_max[:, :, :9], page_max)
     assert torch.all(pages.page_min[1, :, 5:] == float("inf"))  # sample 1 ends at token 65: pages 5.. are empty
+    assert torch.all(pages.page_min[:, :, 9:] == float("inf")) and torch.all(pages.page_max[:, :, 9:] == -float("inf"))
+    # the spare empty pages are never candidates: the same pages are chosen as over the exact metadata
+    q = torch.randn(3, 4, 8)
+    quest = Quest(token_budget=48, page_size=page_size)
+    exact = quest.select_pages(q, QuestPages(page_min, page_max, page_size), positions)
+    grown = quest.select_pages(q, pages, positions)
+    assert torch.equal(grown.page_index, exact.page_index) and torch.equal(grown.head_sparsity, exact.head_sparsity)
 
 
 # -- invalid configs and inputs --------------------------------------------------------------------------------

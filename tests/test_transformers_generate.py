@@ -133,7 +133,7 @@ def _per_sample_selections(model) -> dict:
         if stats.kv is not None:
             found[stats.layer_idx, "kept"] = stats.kv  # [B, Hkv]
         if stats.decode_steps:
-            found[stats.layer_idx, "quest"] = torch.stack(stats.decode_steps, dim=1)  # [B, steps]
+            found[stats.layer_idx, "quest"] = torch.stack(stats.decode_steps, dim=1)  # [B, steps, Hsel]
     assert found, "no selection recorded"
     return found
 

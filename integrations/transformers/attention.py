@@ -155,7 +155,7 @@ def _decode(composition, name, module, query, key, value, padding, scale, cache_
     else:
         out, selection = composition.decode.decode(q, cache_layer.keys, cache_layer.values, cache_layer.lens,
                                                    cache_layer.pages, scale=scale, backend="auto")
-        stats.decode_steps.append(selection.sparsity)
+        stats.decode_steps.append(selection.head_sparsity)  # [B, Hsel], written by the selection kernel
     return out[:, None]  # [B, 1, Hq, D]
 
 

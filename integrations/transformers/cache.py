@@ -204,13 +204,14 @@ class QuestLayer(SparseLayer):
         self.state = "committed"
 
     def _append(self, k_new: torch.Tensor, v_new: torch.Tensor) -> None:
+        from ...kernels.quest import append_token
+
         self._ensure_capacity()
-        b = torch.arange(self.lens.shape[0], device=self.lens.device)
-        slot = self.lens.long()
-        self.keys[b, :, slot] = k_new  # [B, Hkv, D] at each sample's next position
-        self.values[b, :, slot] = v_new
-        self.pages.append(k_new, slot, max_position=self.max_len)  # max(slot): host-known, no read-back
-        self.lens += 1
+        self.pages.reserve(self.max_len)  # max(lens) before the append, host-known: no read-back
+        # k_new, v_new [B, Hkv, D] at each sample's next position, the key folded into its page, lens += 1: one
+        # launch on the GPU (a decode step in transformers is host-bound, every launch counts)
+        append_token(self.keys, self.values, self.pages.page_min, self.pages.page_max, k_new, v_new, self.lens,
+                     self.pages.page_size)
 
     def _map_batch(self, fn) -> None:
         super()._map_batch(fn)

@@ -29,7 +29,7 @@ class LayerStats:
         self.prefill: Optional[torch.Tensor] = None  # [B, Hq] sparsity of the prompt's attention
         self.prompt_tokens: Optional[torch.Tensor] = None  # [B]
         self.kv: Optional[torch.Tensor] = None  # [B, Hkv] 1 - kept / prompt tokens
-        self.decode_steps: List[torch.Tensor] = []  # each [B] (quest) sparsity of one decode step
+        self.decode_steps: List[torch.Tensor] = []  # each [B, Hsel] (quest) sparsity of one decode step per head
         self.cache_layer = None  # weakref to the sparse cache layer (memory numbers)
         self.notes: List[str] = []
 
@@ -80,7 +80,7 @@ def get_stats(model) -> Dict[str, Any]:
     compression = _compression(records)
     decode = _phase(records, lambda r: torch.stack(r.decode_steps).float().mean().item() if r.decode_steps else None)
     if decode is not None:
-        steps = [torch.stack(r.decode_steps).float().mean(dim=1) for r in sparse if r.decode_steps]  # [steps] each
+        steps = [torch.stack(r.decode_steps).float().flatten(1).mean(dim=1) for r in sparse if r.decode_steps]
         decode["steps"] = max(len(r.decode_steps) for r in records)
         decode["per_step"] = torch.stack(steps).mean(dim=0).tolist() if len({len(s) for s in steps}) == 1 else None
     primary = prefill or compression or decode

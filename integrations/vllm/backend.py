@@ -368,13 +368,15 @@ class SparseAttentionMixin:
         table, the method's page selection, attention over the selected pages through the block table
         (`kernels.quest.paged_*`: Triton on GPU, the PyTorch references on CPU). Returns the `PageSelection`."""
         from ...kernels.quest import paged_page_scores, paged_quest_decode, quest_select_pages
+        from ...methods.quest import PageSelection
 
         quest, page_size = self.quest, self.quest.page_size
         num_pages = -(-max_len // page_size)  # host ints from the plan: no device sync
         lens32 = lens if lens.dtype == torch.int32 else lens.to(torch.int32)
         scores = paged_page_scores(q, self._pages.page_min, self._pages.page_max, block_tables, lens32, page_size,
                                    key_cache.shape[1], num_pages, quest.share_pages)
-        page_index = quest_select_pages(scores, lens32, page_size, quest.page_budget)
+        page_index, head_tokens, head_sparsity = quest_select_pages(scores, lens32, page_size, quest.page_budget,
+                                                                    return_reads=True)
         if isinstance(token_index, slice) and out.dtype == q.dtype:  # decode-only step: write in place, no copy
             paged_quest_decode(q, key_cache, value_cache, block_tables, lens32, page_index, page_size,
                                scale=self.scale, out=out[token_index])
@@ -382,7 +384,7 @@ class SparseAttentionMixin:
             attn = paged_quest_decode(q, key_cache, value_cache, block_tables, lens32, page_index, page_size,
                                       scale=self.scale)
             out[token_index] = attn.to(out.dtype)
-        return quest.measure(page_index, lens)
+        return PageSelection(page_index=page_index, head_tokens_read=head_tokens, head_sparsity=head_sparsity)
 
 
 _CLASSES: Dict[str, type] = {}

@@ -50,11 +50,17 @@ class QuestPages:
 
         if max_position is None:
             max_position = int(positions.max())
-        needed = max_position // self.page_size + 1
-        if needed > self.num_pages:
-            self._grow(needed)
+        self.reserve(max_position)
         update_page_meta(self.page_min, self.page_max, k_new, positions, self.page_size, backend=backend)
         return self
+
+    def reserve(self, max_position: int) -> None:
+        """Make room for a key at token `max_position` (a host int): empty pages are added when it falls past the
+        last page, geometrically (1/8 more, at least 64 pages) so that a long decode rarely copies the metadata.
+        Empty pages hold (+inf, -inf) and are never candidates, so the extra capacity changes no selection."""
+        needed = max_position // self.page_size + 1
+        if needed > self.num_pages:
+            self._grow(max(needed, self.num_pages + max(64, self.num_pages // 8)))
 
     def _grow(self, pages: int) -> None:
         batch, heads, old, dim = self.page_min.shape
@@ -69,15 +75,24 @@ class PageSelection:
     """The pages one decode step reads, and what that costs.
 
     page_index: `[B, Hsel, n]` int32 selected page ids, ascending, -1 padding (Hsel = Hkv with share_pages else Hq).
-    head_tokens_read: `[B, Hsel]` int64 valid tokens in the selected pages, per selection head.
-    tokens_read: `[B]` fp32 mean over selection heads of `head_tokens_read`.
-    sparsity: `[B]` fp32 `1 - tokens_read / lens`, measured from the selection at this step.
+    head_tokens_read: `[B, Hsel]` int32 valid tokens in the selected pages, per selection head.
+    head_sparsity: `[B, Hsel]` fp32 `1 - head_tokens_read / lens`, measured from the selection at this step
+        (a snapshot: the cache's `lens` moves on at the next step).
+    tokens_read, sparsity: `[B]` fp32 means over the selection heads (computed when asked for, so that a decode
+        step launches nothing to measure itself).
     """
 
     page_index: torch.Tensor
     head_tokens_read: torch.Tensor
-    tokens_read: torch.Tensor
-    sparsity: torch.Tensor
+    head_sparsity: torch.Tensor
+
+    @property
+    def tokens_read(self) -> torch.Tensor:
+        return self.head_tokens_read.float().mean(dim=1)
+
+    @property
+    def sparsity(self) -> torch.Tensor:
+        return self.head_sparsity.mean(dim=1)
 
 
 @dataclass
@@ -147,18 +162,16 @@ class Quest(MethodConfig):
             raise ValueError(f"query heads ({q.shape[1]}) must be a multiple of KV heads ({pages.page_min.shape[1]})")
         scores = quest_page_scores(q, pages.page_min, pages.page_max, lens, self.page_size, self.share_pages,
                                    backend=backend)
-        page_index = quest_select_pages(scores, lens, self.page_size, self.page_budget, backend=backend)
-        return self.measure(page_index, lens)
+        page_index, head_tokens, head_sparsity = quest_select_pages(scores, lens, self.page_size, self.page_budget,
+                                                                    return_reads=True, backend=backend)
+        return PageSelection(page_index=page_index, head_tokens_read=head_tokens, head_sparsity=head_sparsity)
 
     def measure(self, page_index: torch.Tensor, lens: torch.Tensor) -> PageSelection:
-        """Count the valid tokens a page selection reads (`page_index [B, Hsel, n]`, -1 = unused slot)."""
-        start = page_index.long() * self.page_size
-        per_page = (lens.long()[:, None, None] - start).clamp(0, self.page_size)
-        head_tokens = torch.where(page_index >= 0, per_page, 0).sum(dim=-1)  # [B, Hsel]
-        tokens_read = head_tokens.float().mean(dim=1)
-        sparsity = 1.0 - tokens_read / lens.float()
-        return PageSelection(page_index=page_index, head_tokens_read=head_tokens, tokens_read=tokens_read,
-                             sparsity=sparsity)
+        """Count the valid tokens a page selection reads (`page_index [B, Hsel, n]`, -1 = unused slot), in torch."""
+        from ..kernels.quest import naive_selection_reads
+
+        head_tokens, head_sparsity = naive_selection_reads(page_index, lens, self.page_size)
+        return PageSelection(page_index=page_index, head_tokens_read=head_tokens, head_sparsity=head_sparsity)
 
     def decode(
         self,

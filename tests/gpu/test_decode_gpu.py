@@ -145,7 +145,7 @@ def test_quest_cache_decode_step_never_syncs():
         out, selection = method.decode(q, layer.keys, layer.values, layer.lens, layer.pages)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert layer.pages.num_pages == pages_before + 1
+    assert layer.pages.num_pages == pages_before + 64  # grown geometrically (at least 64 pages at a time)
     assert torch.equal(layer.lens.cpu(), torch.tensor([prompt + 1, prompt - 4], dtype=torch.int32))
     assert torch.isfinite(out).all() and float(selection.sparsity.min()) > 0.8
 
@@ -169,7 +169,7 @@ def test_quest_scores_and_selection_compile_once_as_pages_grow():
         keys = torch.randn(1, HKV, num_pages * 16, D, device="cuda", dtype=torch.bfloat16, generator=gen)
         page_min, page_max = build_page_meta(keys, lens, 16)
         scores = quest_page_scores(q, page_min, page_max, lens, 16, True, backend="triton")
-        return quest_select_pages(scores, lens, 16, 409, backend="triton")
+        return quest_select_pages(scores, lens, 16, 409, return_reads=True, backend="triton")[0]
 
     step(4099)  # warm-up: compiles once
     previous = triton.knobs.runtime.jit_post_compile_hook
@@ -181,3 +181,53 @@ def test_quest_scores_and_selection_compile_once_as_pages_grow():
     finally:
         triton.knobs.runtime.jit_post_compile_hook = previous
     assert compiled == [], f"kernels compiled again as pages grew: {compiled}"
+
+
+def test_quest_layer_step_is_four_launches_and_never_recompiles():
+    """Transformers decode is host-bound (benchmarks/RESULTS.md, session 14): one Quest layer step is the cache
+    append (K/V write, page fold, lens += 1: one kernel), page scores, selection (which also writes its sparsity)
+    and the split attention with its fused combine: 4 launches, counted by the profiler. Over 40 steps that cross page boundaries and a
+    cache / metadata growth, after one warm-up step, nothing compiles again."""
+    import triton
+
+    from sparse_attn.integrations.transformers.cache import QuestLayer
+    from sparse_attn.methods.quest import Quest
+
+    if not hasattr(triton, "knobs"):
+        pytest.skip("needs triton.knobs (Triton >= 3.4) to observe compiles")
+    gen = torch.Generator(device="cuda").manual_seed(5)
+    batch, prompt = 2, 8200
+    keys = torch.randn(batch, HKV, prompt, D, device="cuda", dtype=torch.bfloat16, generator=gen)
+    layer = QuestLayer()
+    layer.update(keys, keys)
+    layer.commit(keys, torch.randn_like(keys), torch.tensor([prompt, prompt - 9], device="cuda"), page_size=16)
+    method = Quest(token_budget=1024)
+
+    def step():
+        k_new = torch.randn(batch, HKV, 1, D, device="cuda", dtype=torch.bfloat16, generator=gen)
+        q = torch.randn(batch, HQ, D, device="cuda", dtype=torch.bfloat16, generator=gen)
+        layer.update(k_new, k_new)
+        return method.decode(q, layer.keys, layer.values, layer.lens, layer.pages)
+
+    step()  # warm-up: compiles
+    capacity, pages = layer.keys.shape[2], layer.pages.num_pages
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        out, selection = step()
+        torch.cuda.synchronize()
+    launch_names = ("cudaLaunchKernel", "cuLaunchKernelEx", "cudaLaunchKernelExC", "cuLaunchKernel")
+    launches = [e.name for e in prof.events() if e.name in launch_names]
+    # + 2 for the random inputs of the step itself
+    assert len(launches) <= 4 + 2, f"{len(launches)} launches per Quest layer step: {launches}"
+    compiled = []
+    previous = triton.knobs.runtime.jit_post_compile_hook
+    triton.knobs.runtime.jit_post_compile_hook = lambda **kw: compiled.append(kw["fn"].name)
+    try:
+        for _ in range(40):
+            out, selection = step()
+        torch.cuda.synchronize()
+    finally:
+        triton.knobs.runtime.jit_post_compile_hook = previous
+    assert compiled == [], f"kernels compiled again as the cache grew: {compiled}"
+    assert layer.keys.shape[2] > capacity or layer.pages.num_pages > pages  # the steps did cross a growth
+    assert layer.lens.tolist() == [prompt + 42, prompt - 9 + 42]
+    assert torch.isfinite(out).all() and float(selection.sparsity.min()) > 0.8
