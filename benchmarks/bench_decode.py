@@ -147,7 +147,8 @@ def dense_baselines(q, k, v, use_flex: bool):
 
 
 # -- Quest ---------------------------------------------------------------------------------------------------------
-def bench_quest(context: int, batch: int, use_flex: bool, bandwidth: dict, results: list):
+def bench_quest(context: int, batch: int, use_flex: bool, bandwidth: dict, results: list,
+                fuse_combine: bool = True):
     from sparse_attn.kernels.decode.triton import choose_num_splits, triton_decode
     from sparse_attn.kernels.quest import build_page_meta, naive_quest_decode, naive_quest_select_pages
     from sparse_attn.kernels.quest.triton import (
@@ -203,11 +204,11 @@ def bench_quest(context: int, batch: int, use_flex: bool, bandwidth: dict, resul
         splits = default_splits * factor
         out.fill_(float("nan"))
         triton_quest_decode(q, k, v, lens, index, PAGE, out=out, pages_per_block=ppb, num_warps=warps,
-                            num_stages=stages, num_splits=splits, prefetch_index=prefetch)
+                            num_stages=stages, num_splits=splits, prefetch_index=prefetch, fuse_combine=fuse_combine)
         err = check(f"quest decode {context}/{batch} {cfg}", ref_out, out)
         ms, _ = bench_ms(lambda: triton_quest_decode(q, k, v, lens, index, PAGE, out=out, pages_per_block=ppb,
                                                      num_warps=warps, num_stages=stages, num_splits=splits,
-                                                     prefetch_index=prefetch), rep=30)
+                                                     prefetch_index=prefetch, fuse_combine=fuse_combine), rep=30)
         if cfg[:4] == (8, 4, 3, 1):
             prefetch_gain[prefetch] = ms
         if best is None or ms < best[1]:
@@ -220,7 +221,8 @@ def bench_quest(context: int, batch: int, use_flex: bool, bandwidth: dict, resul
         s = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True, **score_kw)
         i = triton_quest_select_pages(s, lens, PAGE, page_budget, num_warps=select_warps)
         return triton_quest_decode(q, k, v, lens, i, PAGE, out=out, pages_per_block=ppb, num_warps=warps,
-                                   num_stages=stages, num_splits=splits, prefetch_index=prefetch)
+                                   num_stages=stages, num_splits=splits, prefetch_index=prefetch,
+                                   fuse_combine=fuse_combine)
 
     total_ms, mode = bench_ms(step)
     scores_ms, _ = bench_ms(lambda: triton_quest_page_scores(q, page_min, page_max, lens, PAGE, True, **score_kw))
@@ -230,7 +232,7 @@ def bench_quest(context: int, batch: int, use_flex: bool, bandwidth: dict, resul
     topk_select_ms, _ = bench_ms(lambda: _topk_select_pages(scores, lens, PAGE, page_budget))
     attn_ms, _ = bench_ms(lambda: triton_quest_decode(q, k, v, lens, index, PAGE, out=out, pages_per_block=ppb,
                                                       num_warps=warps, num_stages=stages, num_splits=splits,
-                                                      prefetch_index=prefetch))
+                                                      prefetch_index=prefetch, fuse_combine=fuse_combine))
 
     # our dense split-K decode over the full cache (the same kernel family), checked against the reference
     full_lens = torch.full((batch, HKV), context, device=DEVICE, dtype=torch.int32)
@@ -250,7 +252,7 @@ def bench_quest(context: int, batch: int, use_flex: bool, bandwidth: dict, resul
     row = {
         "table": "quest", "context": context, "batch": batch, "page_budget": page_budget, "mode": mode,
         "config": {"pages_per_block": ppb, "num_warps": warps, "num_stages": stages, "num_splits": splits,
-                   "default_splits": default_splits, "prefetch_index": prefetch,
+                   "default_splits": default_splits, "prefetch_index": prefetch, "fuse_combine": fuse_combine,
                    "scores": score_cfg, "select_warps": select_warps},
         "attn_ms_prefetch_vs_not": [prefetch_gain.get(True), prefetch_gain.get(False)],
         "topk_select_ms": topk_select_ms,
@@ -585,6 +587,9 @@ def main():
                         help="print a torch.profiler table of eager compress at the smallest compression context")
     parser.add_argument("--ada-allocations", nargs="+", default=["radix"], choices=["topk", "radix"],
                         help="AdaSnapKV.allocation variants to time in the compression table (one row each)")
+    parser.add_argument("--quest-combine", default="fused", choices=["fused", "separate"],
+                        help="Quest decode: merge the splits in the split kernel (the shipped default) or in a "
+                        "second launch")
     parser.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_decode.json"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -607,7 +612,7 @@ def main():
     for context in args.contexts if {"quest", "compressed"} & set(args.tables) else []:
         for batch in args.batches:
             if "quest" in args.tables:
-                bench_quest(context, batch, not args.no_flex, bandwidth, results)
+                bench_quest(context, batch, not args.no_flex, bandwidth, results, args.quest_combine == "fused")
                 torch.cuda.empty_cache()
                 quest = results[-1]
                 dense = {"cudnn": quest["cudnn_ms"], "flash": quest["flash_ms"], "flex": quest["flex_ms"]}
