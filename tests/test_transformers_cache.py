@@ -138,3 +138,27 @@ def test_cache_misuse_raises(llama):
     with pytest.raises(ConfigError, match="prefill only"):
         sparse_attn.make_cache(model)
     assert isinstance(cache.layers[0], CompressedKVLayer)
+
+
+def test_quest_layer_decode_step_order_is_enforced(llama):
+    """The Quest layer holds a decode token until the attention function's `decode_step` writes it (with the page
+    selection and the attention): a second token before it, or a step without a token, raises; `cuda_graphs=False`
+    is accepted (the CPU always runs the eager step) and a step appends exactly once."""
+    model, tokenizer = llama
+    sparse_attn.configure(model, method="quest", **METHODS["quest"]["small"])
+    inputs = tokenizer(random_prompts(tokenizer, [70], seed=12), return_tensors="pt")
+    cache = sparse_attn.QuestCache(model, cuda_graphs=False)
+    _greedy(model, inputs, 3, past_key_values=cache)
+    layer = cache.layers[0]
+    assert isinstance(layer, QuestLayer) and layer.cuda_graphs is False and layer.pending is None
+    length = int(layer.lens[0])
+    k_new = torch.randn(1, layer.keys.shape[1], 1, layer.keys.shape[3])
+    layer.update(k_new, k_new)
+    with pytest.raises(RuntimeError, match="attention never ran"):
+        layer.update(k_new, k_new)
+    q = torch.randn(1, model.config.num_attention_heads, layer.keys.shape[3])
+    out, head_sparsity = layer.decode_step(sparse_attn.build_method("quest", **METHODS["quest"]["small"]), q, 0.125)
+    assert int(layer.lens[0]) == length + 1 and torch.equal(layer.keys[0, :, length], k_new[0, :, 0])
+    assert out.shape == q.shape and head_sparsity.shape == (1, layer.keys.shape[1])
+    with pytest.raises(RuntimeError, match="without a new token"):
+        layer.decode_step(sparse_attn.build_method("quest", **METHODS["quest"]["small"]), q, 0.125)

@@ -152,10 +152,9 @@ def _decode(composition, name, module, query, key, value, padding, scale, cache_
     if isinstance(cache_layer, CompressedKVLayer):
         out = composition.decode.decode(q, cache_layer.keys, cache_layer.values, cache_layer.lens, scale=scale,
                                         backend="auto")
-    else:
-        out, selection = composition.decode.decode(q, cache_layer.keys, cache_layer.values, cache_layer.lens,
-                                                   cache_layer.pages, scale=scale, backend="auto")
-        stats.decode_steps.append(selection.head_sparsity)  # [B, Hsel], written by the selection kernel
+    else:  # the pending token's append, the page selection and the attention (one CUDA graph on the GPU)
+        out, head_sparsity = cache_layer.decode_step(composition.decode, q, scale)
+        stats.decode_steps.append(head_sparsity)  # [B, Hsel], written by the selection kernel
     return out[:, None]  # [B, 1, Hq, D]
 
 

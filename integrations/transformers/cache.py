@@ -187,11 +187,19 @@ class CompressedKVLayer(SparseLayer):
 
 class QuestLayer(SparseLayer):
     """Quest layer: the full cache per sample, `keys, values [B, Hkv, S, D]`, `lens [B]` int32, and `pages`
-    (`QuestPages`: page min/max `[B, Hkv, P, D]`, updated on every append)."""
+    (`QuestPages`: page min/max `[B, Hkv, P, D]`, updated on every append).
 
-    def __init__(self, **kwargs):
+    A decode step's new key / value are held by `update` and written by the attention function's `decode_step`,
+    together with the page selection and the attention: on CUDA the whole step replays as one CUDA graph
+    (`quest_graph.py`; `cuda_graphs=False` runs it eagerly, as on the CPU).
+    """
+
+    def __init__(self, cuda_graphs: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.pages = None
+        self.cuda_graphs = cuda_graphs
+        self.pending: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+        self.step_graph = None
 
     def commit(self, keys: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor, page_size: int) -> None:
         """Store the prompt (`[B, Hkv, S, D]`, each sample's real tokens first) and build its page metadata."""
@@ -204,14 +212,33 @@ class QuestLayer(SparseLayer):
         self.state = "committed"
 
     def _append(self, k_new: torch.Tensor, v_new: torch.Tensor) -> None:
-        from ...kernels.quest import append_token
-
+        if self.pending is not None:
+            raise RuntimeError("QuestLayer: a decode token was cached but its attention never ran (the cache must be "
+                               "used with a model loaded with a sparse_attn quest attn_implementation)")
         self._ensure_capacity()
         self.pages.reserve(self.max_len)  # max(lens) before the append, host-known: no read-back
-        # k_new, v_new [B, Hkv, D] at each sample's next position, the key folded into its page, lens += 1: one
-        # launch on the GPU (a decode step in transformers is host-bound, every launch counts)
-        append_token(self.keys, self.values, self.pages.page_min, self.pages.page_max, k_new, v_new, self.lens,
-                     self.pages.page_size)
+        # written by `decode_step` (append, selection and attention together: one CUDA graph on the GPU)
+        self.pending = (k_new, v_new)
+
+    def decode_step(self, method, q: torch.Tensor, scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Append the pending token (K/V at each sample's `lens`, its key folded into its page, `lens += 1`) and
+        attend: `(out [B, Hq, D], head_sparsity [B, Hsel])` for the query `q [B, Hq, D]` (`method`: `Quest`)."""
+        from .quest_graph import QuestStepGraph, eager_step
+
+        if self.pending is None:
+            raise RuntimeError("QuestLayer.decode_step without a new token: call the cache's update first")
+        (k_new, v_new), self.pending = self.pending, None
+        if not (self.cuda_graphs and q.is_cuda):
+            return eager_step(self, method, q, k_new, v_new, scale)
+        if self.step_graph is None:
+            self.step_graph = QuestStepGraph()
+        return self.step_graph.step(self, method, q, k_new, v_new, scale)
+
+    def reset(self) -> None:
+        super().reset()
+        self.pages, self.pending = None, None
+        if self.step_graph is not None:
+            self.step_graph.clear()
 
     def _map_batch(self, fn) -> None:
         super()._map_batch(fn)
@@ -234,7 +261,7 @@ class SparseCache(Cache):
     layer_class: type = SparseLayer
     phases: tuple = ()
 
-    def __init__(self, model_or_config, method: Optional[str] = None):
+    def __init__(self, model_or_config, method: Optional[str] = None, **layer_options):
         config = getattr(model_or_config, "config", model_or_config)
         text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
         name = method or getattr(text_config, "_attn_implementation", None)
@@ -253,7 +280,7 @@ class SparseCache(Cache):
         layers = []
         for layer_type, kwargs in zip(layer_types, layer_kwargs):
             if layer_type == "full_attention":
-                layers.append(self.layer_class())
+                layers.append(self.layer_class(**layer_options))
             elif layer_type in ("sliding_attention", "chunked_attention"):
                 layers.append(DYNAMIC_LAYER_TYPE_MAPPING[layer_type](sliding_window=kwargs["sliding_window"]))
             else:
@@ -283,10 +310,17 @@ class CompressedKVCache(SparseCache):
 
 
 class QuestCache(SparseCache):
-    """Cache for quest: full cache per sample plus page min/max kept up to date (see module docstring)."""
+    """Cache for quest: full cache per sample plus page min/max kept up to date (see module docstring).
+
+    cuda_graphs: replay each layer's decode step (append, page scores, selection, attention) as a CUDA graph on
+        the GPU. Default True; False runs the same kernels eagerly.
+    """
 
     layer_class = QuestLayer
     phases = ("decode",)
+
+    def __init__(self, model_or_config, method: Optional[str] = None, cuda_graphs: bool = True):
+        super().__init__(model_or_config, method=method, cuda_graphs=cuda_graphs)
 
 
 def cache_class_for(composition) -> Optional[type]:

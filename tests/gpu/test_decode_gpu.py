@@ -142,12 +142,12 @@ def test_quest_cache_decode_step_never_syncs():
         k_new = torch.randn(batch, HKV, 1, D, device="cuda", dtype=torch.bfloat16, generator=gen)
         layer.update(k_new, torch.randn_like(k_new))  # the first sample's token opens a new page
         q = torch.randn(batch, HQ, D, device="cuda", dtype=torch.bfloat16, generator=gen)
-        out, selection = method.decode(q, layer.keys, layer.values, layer.lens, layer.pages)
+        out, head_sparsity = layer.decode_step(method, q, D**-0.5)  # a new shape: the eager step
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert layer.pages.num_pages == pages_before + 64  # grown geometrically (at least 64 pages at a time)
     assert torch.equal(layer.lens.cpu(), torch.tensor([prompt + 1, prompt - 4], dtype=torch.int32))
-    assert torch.isfinite(out).all() and float(selection.sparsity.min()) > 0.8
+    assert torch.isfinite(out).all() and float(head_sparsity.min()) > 0.8
 
 
 def test_quest_scores_and_selection_compile_once_as_pages_grow():
@@ -184,10 +184,10 @@ def test_quest_scores_and_selection_compile_once_as_pages_grow():
 
 
 def test_quest_layer_step_is_four_launches_and_never_recompiles():
-    """Transformers decode is host-bound (benchmarks/RESULTS.md, session 14): one Quest layer step is the cache
-    append (K/V write, page fold, lens += 1: one kernel), page scores, selection (which also writes its sparsity)
-    and the split attention with its fused combine: 4 launches, counted by the profiler. Over 40 steps that cross page boundaries and a
-    cache / metadata growth, after one warm-up step, nothing compiles again."""
+    """Transformers decode is host-bound (benchmarks/RESULTS.md, session 14): one eager Quest layer step is the
+    cache append (K/V write, page fold, lens += 1: one kernel), page scores, selection (which also writes its
+    sparsity) and the split attention with its fused combine: 4 launches, counted by the profiler. Over 40 steps
+    that cross page boundaries and a cache / metadata growth, after one warm-up step, nothing compiles again."""
     import triton
 
     from sparse_attn.integrations.transformers.cache import QuestLayer
@@ -198,7 +198,7 @@ def test_quest_layer_step_is_four_launches_and_never_recompiles():
     gen = torch.Generator(device="cuda").manual_seed(5)
     batch, prompt = 2, 8200
     keys = torch.randn(batch, HKV, prompt, D, device="cuda", dtype=torch.bfloat16, generator=gen)
-    layer = QuestLayer()
+    layer = QuestLayer(cuda_graphs=False)
     layer.update(keys, keys)
     layer.commit(keys, torch.randn_like(keys), torch.tensor([prompt, prompt - 9], device="cuda"), page_size=16)
     method = Quest(token_budget=1024)
@@ -207,12 +207,12 @@ def test_quest_layer_step_is_four_launches_and_never_recompiles():
         k_new = torch.randn(batch, HKV, 1, D, device="cuda", dtype=torch.bfloat16, generator=gen)
         q = torch.randn(batch, HQ, D, device="cuda", dtype=torch.bfloat16, generator=gen)
         layer.update(k_new, k_new)
-        return method.decode(q, layer.keys, layer.values, layer.lens, layer.pages)
+        return layer.decode_step(method, q, D**-0.5)
 
     step()  # warm-up: compiles
     capacity, pages = layer.keys.shape[2], layer.pages.num_pages
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        out, selection = step()
+        out, head_sparsity = step()
         torch.cuda.synchronize()
     launch_names = ("cudaLaunchKernel", "cuLaunchKernelEx", "cudaLaunchKernelExC", "cuLaunchKernel")
     launches = [e.name for e in prof.events() if e.name in launch_names]
@@ -223,11 +223,52 @@ def test_quest_layer_step_is_four_launches_and_never_recompiles():
     triton.knobs.runtime.jit_post_compile_hook = lambda **kw: compiled.append(kw["fn"].name)
     try:
         for _ in range(40):
-            out, selection = step()
+            out, head_sparsity = step()
         torch.cuda.synchronize()
     finally:
         triton.knobs.runtime.jit_post_compile_hook = previous
     assert compiled == [], f"kernels compiled again as the cache grew: {compiled}"
     assert layer.keys.shape[2] > capacity or layer.pages.num_pages > pages  # the steps did cross a growth
     assert layer.lens.tolist() == [prompt + 42, prompt - 9 + 42]
-    assert torch.isfinite(out).all() and float(selection.sparsity.min()) > 0.8
+    assert torch.isfinite(out).all() and float(head_sparsity.min()) > 0.8
+
+
+def test_quest_layer_graph_replay_equals_eager_steps():
+    """The CUDA-graph step (`quest_graph.py`) against the eager one on twin layers, 60 steps from a prompt whose
+    cache and page metadata both grow on the way (each growth: one eager step, one capture, then replays): the
+    same outputs, statistics, lengths, cache and metadata bit for bit, and the graph really replayed."""
+    from sparse_attn.integrations.transformers.cache import QuestLayer
+    from sparse_attn.methods.quest import Quest
+
+    gen = torch.Generator(device="cuda").manual_seed(8)
+    batch, prompt = 3, 5000
+    keys = torch.randn(batch, HKV, prompt, D, device="cuda", dtype=torch.bfloat16, generator=gen)
+    values = torch.randn_like(keys)
+    lens = torch.tensor([prompt, prompt - 17, 1000], device="cuda")
+    layers = {}
+    for graphs in (True, False):
+        layer = QuestLayer(cuda_graphs=graphs)
+        layer.update(keys, values)
+        layer.commit(keys.clone(), values.clone(), lens, page_size=16)
+        layers[graphs] = layer
+    method = Quest(token_budget=512)
+    capacity, pages = layers[True].keys.shape[2], layers[True].pages.num_pages
+    for _ in range(700):  # the first append grows the cache by 1/8 (625 slots): 700 steps cross a second growth
+        k_new = torch.randn(batch, HKV, 1, D, device="cuda", dtype=torch.bfloat16, generator=gen)
+        v_new = torch.randn_like(k_new)
+        q = torch.randn(batch, HQ, D, device="cuda", dtype=torch.bfloat16, generator=gen)
+        results = {}
+        for graphs, layer in layers.items():
+            layer.update(k_new, v_new)
+            out, sparsity = layer.decode_step(method, q, D**-0.5)
+            results[graphs] = (out.clone(), sparsity)
+        assert torch.equal(results[True][0], results[False][0]) and torch.equal(results[True][1], results[False][1])
+    graph_layer, eager_layer = layers[True], layers[False]
+    assert graph_layer.keys.shape[2] > capacity + 625 and graph_layer.pages.num_pages > pages  # both grew
+    assert torch.equal(graph_layer.lens, eager_layer.lens) and graph_layer.lens.tolist() == [5700, 5683, 1700]
+    assert torch.equal(graph_layer.keys, eager_layer.keys) and torch.equal(graph_layer.values, eager_layer.values)
+    assert torch.equal(graph_layer.pages.page_min, eager_layer.pages.page_min)
+    assert torch.equal(graph_layer.pages.page_max, eager_layer.pages.page_max)
+    stepper = graph_layer.step_graph
+    assert stepper.captures >= 3 and stepper.replays >= 700 - 2 * stepper.captures  # replayed, not eager
+    assert float(results[True][1].min()) > 0.5  # the method is sparse at these lengths

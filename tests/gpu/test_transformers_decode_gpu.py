@@ -7,7 +7,7 @@ time per call at 128K (benchmarks/RESULTS.md, session 12). Same next-token logit
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-import sparse_attn  # noqa: F401  (registers the attention implementations)
+import sparse_attn  # registers the attention implementations
 
 from .common import GPU_MARKS
 
@@ -37,3 +37,30 @@ def test_dense_decode_step_avoids_cudnn_and_matches_sdpa():
             assert "cudnn_attention" not in ops  # ... but not its cuDNN backend
     cos = torch.nn.functional.cosine_similarity(logits["sdpa"], logits["dense"], dim=0)
     assert float(cos) > 0.999  # the same attention, other kernels: bf16 rounding only
+
+
+def test_quest_generate_with_cuda_graphs_equals_eager():
+    """`generate()` with the Quest cache on the GPU: the CUDA-graph decode steps (the default) and the eager ones
+    produce the same tokens and the same measured sparsity, padded batch of two, 40 new tokens (the graphs are
+    captured on the second step and replayed after), and the graphs really replayed."""
+    config = LlamaConfig(vocab_size=512, hidden_size=512, intermediate_size=1024, num_attention_heads=8,
+                         num_key_value_heads=2, head_dim=64, num_hidden_layers=2, max_position_embeddings=8192)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).to("cuda", torch.bfloat16).eval()
+    model.set_attn_implementation("quest")
+    sparse_attn.configure(model, method="quest", token_budget=256, page_size=16)
+    ids = torch.randint(3, 512, (2, 3000), device="cuda")
+    mask = torch.ones_like(ids)
+    mask[1, :700] = 0  # left padding: the second prompt has 2300 tokens
+    runs = {}
+    for graphs in (True, False):
+        cache = sparse_attn.QuestCache(model, cuda_graphs=graphs)
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, max_new_tokens=40,
+                                 min_new_tokens=40, do_sample=False, pad_token_id=0)
+        runs[graphs] = (out[:, ids.shape[1]:], sparse_attn.get_stats(model)["decode"], cache)
+    assert torch.equal(runs[True][0], runs[False][0])
+    assert runs[True][1]["per_step"] == runs[False][1]["per_step"] and runs[True][1]["sparsity"] > 0.8
+    steppers = [layer.step_graph for layer in runs[True][2].layers]
+    assert all(s is not None and s.replays >= 35 for s in steppers)
+    assert all(layer.step_graph is None for layer in runs[False][2].layers)
