@@ -7,6 +7,10 @@ launches per step (profiler); (3) host microseconds per call of each piece of th
 "quest-legacy" runs the step as it was before session 14 (separate K/V index writes, metadata fold and `lens += 1`;
 selection then `Quest.measure` in torch), patched in by this script, to compare on the same machine.
 
+Ran on commit 1285dbf (calls 1-4). From commit 07a6c0a the Quest cache layer no longer writes the token in
+`_append` (the attention's `decode_step` does, as a CUDA graph), so the legacy patch below no longer applies: check
+out 1285dbf to rerun this script as it ran.
+
 python benchmarks/results/s14/quest_host_probe.py [--batch B] [--length L]
 """
 import argparse

@@ -6,6 +6,10 @@ between calls and within one, calls 1-3) hits all three alike. Prints the chunk 
 The legacy path is patched in by this script (the shipped code has only the new one); both update the same Quest
 cache identically, so the chunks alternate on one cache.
 
+Ran on commit 1285dbf (calls 1-4). From commit 07a6c0a the Quest cache layer no longer writes the token in
+`_append` (the attention's `decode_step` does, as a CUDA graph), so the legacy patch below no longer applies: check
+out 1285dbf to rerun this script as it ran.
+
 python benchmarks/results/s14/quest_step_interleaved.py [--batch B] [--length L] [--rounds R]
 """
 import argparse
