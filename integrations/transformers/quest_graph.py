@@ -78,7 +78,7 @@ class QuestStepGraph:
         return out, head_sparsity.clone()
 
     def _capture(self, layer, method, q, k_new, v_new, scale, key) -> None:
-        from ...kernels.decode import triton as decode_triton
+        from ...kernels.decode.triton import ticket_counter_buffers
 
         self.clear()
         self.inputs = (torch.empty_like(q), torch.empty_like(k_new), torch.empty_like(v_new))
@@ -95,8 +95,6 @@ class QuestStepGraph:
                 finally:
                     graph.capture_end()
             torch.cuda.current_stream().wait_stream(stream)
-        # the fused combine's ticket counters live outside the graph's pool: keep the captured buffer alive even if
-        # a later, larger decode replaces it in the per-device registry
-        self.keep_alive = list(decode_triton._COUNTERS.values())
+        self.keep_alive = ticket_counter_buffers()  # they live outside the graph's memory pool
         self.graph, self.key = graph, key
         self.captures += 1

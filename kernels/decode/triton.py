@@ -377,6 +377,12 @@ def _ticket_counters(device: torch.device, count: int) -> torch.Tensor:
     return buffer
 
 
+def ticket_counter_buffers() -> list:
+    """The fused combine's counter buffers (one per device) as they are now: a CUDA graph that captured a fused
+    decode keeps them alive, since a later, larger decode may replace a device's buffer in the registry."""
+    return list(_COUNTERS.values())
+
+
 def _as_head_lens(lens: torch.Tensor, batch: int, num_kv_heads: int) -> torch.Tensor:
     if lens.dim() == 1:
         lens = lens[:, None].expand(batch, num_kv_heads)
