@@ -98,9 +98,6 @@ def quest_select_pages(scores, lens, page_size, page_budget, return_reads: bool 
     return_reads: return `(page_index, head_tokens [B, Hsel] int32, head_sparsity [B, Hsel] fp32)`, what the
     selection reads (`naive_selection_reads`; the Triton kernel writes them itself, no extra launch).
     """
-    if resolve_backend(backend, scores) == "naive":
-        index = naive_quest_select_pages(scores, lens, page_size, page_budget)
-        return (index, *naive_selection_reads(index, lens, page_size)) if return_reads else index
     fn = _implementation("quest_select_pages", scores, backend)
     return fn(scores, lens, page_size, page_budget, return_reads=return_reads)
 

@@ -156,8 +156,8 @@ def naive_quest_page_scores(
 
 
 def naive_quest_select_pages(
-    scores: torch.Tensor, lens: torch.Tensor, page_size: int, page_budget: int
-) -> torch.Tensor:
+    scores: torch.Tensor, lens: torch.Tensor, page_size: int, page_budget: int, return_reads: bool = False
+) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The `page_budget` best past pages plus the current page, per selection head.
 
     Args:
@@ -169,7 +169,7 @@ def naive_quest_select_pages(
     Returns:
         `page_index [B, Hsel, n]` int32, `n = min(page_budget + 1, P)`, sorted ascending, unused slots -1 at the end.
         Ties go to the lower page id. When `cur <= page_budget` every past page is selected (no crash on short
-        contexts: the step is dense).
+        contexts: the step is dense). With return_reads, `(page_index, *naive_selection_reads(page_index, ...))`.
     """
     batch, num_sel_heads, pages = scores.shape
     n_past = min(page_budget, pages - 1)
@@ -186,7 +186,8 @@ def naive_quest_select_pages(
     # Sort ascending with the -1 padding pushed to the end.
     sentinel = torch.where(selected < 0, pages, selected)
     selected = torch.sort(sentinel, dim=-1).values
-    return torch.where(selected == pages, -1, selected).to(torch.int32)
+    page_index = torch.where(selected == pages, -1, selected).to(torch.int32)
+    return (page_index, *naive_selection_reads(page_index, lens, page_size)) if return_reads else page_index
 
 
 def selected_token_mask(page_index: torch.Tensor, lens: torch.Tensor, page_size: int, seq_len: int) -> torch.Tensor:
