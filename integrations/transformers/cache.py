@@ -26,6 +26,7 @@ import torch
 from transformers.cache_utils import DYNAMIC_LAYER_TYPE_MAPPING, Cache, DynamicLayer, get_layer_types_and_kwargs
 
 from ...config import ConfigError
+from .quest_graph import QuestStepGraph, eager_step
 from .settings import CONFIG_ATTR, build_for, is_sparse_attn_name
 
 _PUBLISHED: ContextVar[Optional[Tuple[int, "SparseLayer"]]] = ContextVar("sparse_attn_cache_layer", default=None)
@@ -223,8 +224,6 @@ class QuestLayer(SparseLayer):
     def decode_step(self, method, q: torch.Tensor, scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
         """Append the pending token (K/V at each sample's `lens`, its key folded into its page, `lens += 1`) and
         attend: `(out [B, Hq, D], head_sparsity [B, Hsel])` for the query `q [B, Hq, D]` (`method`: `Quest`)."""
-        from .quest_graph import QuestStepGraph, eager_step
-
         if self.pending is None:
             raise RuntimeError("QuestLayer.decode_step without a new token: call the cache's update first")
         (k_new, v_new), self.pending = self.pending, None

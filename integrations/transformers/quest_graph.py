@@ -17,6 +17,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from ...kernels.quest import append_token
+
 
 def step_key(layer, method, q: torch.Tensor, scale: float) -> tuple:
     """Everything a captured step depends on that is not read from the device at replay."""
@@ -31,8 +33,6 @@ def step_key(layer, method, q: torch.Tensor, scale: float) -> tuple:
 def eager_step(layer, method, q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
                scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """The step without a graph: `(out [B, Hq, D], head_sparsity [B, Hsel])`; appends the token (lens += 1)."""
-    from ...kernels.quest import append_token
-
     append_token(layer.keys, layer.values, layer.pages.page_min, layer.pages.page_max, k_new, v_new, layer.lens,
                  layer.pages.page_size)
     out, selection = method.decode(q, layer.keys, layer.values, layer.lens, layer.pages, scale=scale, backend="auto")
