@@ -254,6 +254,38 @@ def test_triton_select_pages_long_rows_every_budget(spread):
         assert torch.equal(got, ref), f"budget {budget}"
 
 
+def test_triton_select_pages_adversarial_rows():
+    """Rows that defeat the search's guesses (the first trial from mean / std, regula falsi on the counts): one huge
+    outlier, two far clusters, values over many exponents, all equal, +-inf scores, heavy ties, Quest's own page
+    bounds; every budget; the same pages as the reference."""
+    from sparse_attn.kernels.quest import build_page_meta, naive_quest_page_scores
+
+    gen = torch.Generator().manual_seed(5)
+    pages = 700
+    lens = torch.tensor([pages * PAGE], dtype=torch.int32)
+    noise = torch.randn(pages, generator=gen)
+    q = torch.randn(1, 8, 32, generator=gen)
+    k = torch.randn(1, 2, pages * PAGE, 32, generator=gen)
+    quest = naive_quest_page_scores(q, *build_page_meta(k, lens, PAGE), lens, PAGE, True)[0]  # [2, P]
+    rows = [
+        torch.cat([noise[:-1], torch.tensor([1e30])]),                         # one outlier
+        torch.where(noise > 0, 50.0, -50.0) + noise * 1e-3,                     # two far clusters
+        noise * 10.0 ** (8 * torch.rand(pages, generator=gen) - 4),             # many exponents
+        torch.ones(pages),                                                      # all equal
+        torch.where(noise > 1.5, float("inf"), torch.where(noise < -1.5, float("-inf"), noise)),  # +-inf
+        torch.randint(0, 3, (pages,), generator=gen).float(),                   # three values
+        torch.exp(3 * noise),                                                   # log-normal
+        quest[0], quest[1],
+    ]
+    scores = torch.stack(rows)[None]  # [1, rows, P]
+    current = (lens.long() - 1) // PAGE
+    scores = scores.masked_fill(torch.arange(pages) >= current, float("-inf"))
+    for budget in (1, 2, 37, 69, 350, 698, 699, 1000):
+        ref = naive_quest_select_pages(scores, lens, PAGE, budget)
+        got = triton_quest_select_pages(scores, lens, PAGE, budget)
+        assert torch.equal(got, ref), f"budget {budget}: rows {(got != ref).any(-1).nonzero().flatten().tolist()}"
+
+
 @pytest.mark.parametrize("reduce", ["mean_sum", "max"])
 def test_triton_window_importance(reduce):
     """SnapKV (mean over the group, sum over the window) and Ada-SnapKV (max) scores without the probability

@@ -164,6 +164,19 @@ def triton_quest_page_scores(
     return scores
 
 
+@triton.jit
+def _row_stats(a_min, a_max, a_sum, a_sq, b_min, b_max, b_sum, b_sq):
+    return tl.minimum(a_min, b_min), tl.maximum(a_max, b_max), a_sum + b_sum, a_sq + b_sq
+
+
+@triton.jit
+def _float_key(x):
+    """Order-preserving int32 key of fp32 `x`: signed integer order == float order, -0.0 == 0.0."""
+    bits = x.to(tl.int32, bitcast=True)
+    bits = tl.where((bits & 0x7FFFFFFF) == 0, 0, bits)
+    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
+
+
 @triton.jit(do_not_specialize=GROWING_ARGS + ["stride_ob", "stride_oh", "num_out"])  # num_out grows up to budget + 1
 def _select_pages_kernel(
     SCORES, LENS, OUT, TOKENS_OUT, SPARSITY_OUT,
@@ -173,17 +186,27 @@ def _select_pages_kernel(
 ):
     """Program (b * Hsel + head): exact top-k of one score row, written in ascending page order.
 
-    The k-th largest score is found by a 32-step bitwise search on the scores' order-preserving integer keys
-    (each step one count over the row held in registers) instead of a sort; ties at the threshold go to the
-    lower page ids, like the reference's stable sort. Then the current page, then -1 padding.
+    The row is held in registers as order-preserving integer keys. The k-th largest key is bracketed,
+    `count(key >= lo) >= take > count(key >= hi)`, from the row's min to its max + 1, and each round counts the
+    keys at one trial key inside the bracket and keeps the half where the count crosses `take`:
+    * the first trial is where a normal distribution with the row's mean and standard deviation puts the
+      `take`-th largest score (Quest's page bounds are sums over 128 dims, close to normal);
+    * then regula falsi on the counts (the trial interpolates where the count crosses `take` between the bracket
+      ends), with the Illinois correction (an end kept twice in a row has its weight halved) so that it does not
+      stall on one side;
+    * after three rounds in a row that did not halve the bracket, bisection; so any row, whatever its values,
+      takes a bounded number of rounds (at most ~4 per bit), and score rows of random 128K caches take 4-6.
+    The search stops once exactly `take` keys reach `lo` (no ties to break) or the bracket is one key wide (then
+    the keys equal to `lo` are ties, which go to the lower page ids, like the reference's stable sort).
 
-    WRITE_READS: also write what the selection reads (`naive_selection_reads`): valid tokens of the selected pages
-    (every past page is full, the current one holds `length - current * page_size`) and `1 - tokens / length`,
-    per row, so that a decode step needs no torch ops to measure its sparsity.
+    Why: every count is a row reduction (three block barriers), and a decode step has only B x Hsel rows, so the
+    selection is latency-bound by its number of reductions and scans: session 14's fixed 32-round bitwise search
+    plus two row scans took 22-26 us at 128K (benchmarks/RESULTS.md, sessions 12, 14, 15). The compaction is one
+    scan of the above and tie flags packed into one int32 (16 bits each: a row holds at most 32768 pages).
 
-    Measured on the H200 (benchmarks/RESULTS.md, session 12): this fixed, unrolled 32-step search is as fast or
-    faster than a `while` loop that stops once exactly `take` keys reach the threshold (~20 steps; 128K, B = 8:
-    22.2 us here, 25.0 us early-stopping, 25.7 us with two bits per step), the step count is not what bounds it.
+    WRITE_READS: also write what the selection reads (`naive_selection_reads`): `take` full past pages plus the
+    current page's `length - current * page_size` tokens, and `1 - tokens / length`, per row, so that a decode step
+    needs no torch ops to measure its sparsity.
     """
     row = tl.program_id(0)
     b = row // num_sel_heads
@@ -191,30 +214,69 @@ def _select_pages_kernel(
     length = tl.load(LENS + b).to(tl.int32)
     current = (length - 1) // page_size
     take = tl.minimum(tl.minimum(page_budget, current), num_pages - 1)  # past pages this row selects
+    num_candidates = tl.minimum(current, num_pages)
 
     offs = tl.arange(0, BLOCK_P)
     candidate = (offs < current) & (offs < num_pages)
     x = tl.load(SCORES + b * stride_sb + head * stride_sh + offs, mask=candidate, other=0.0)
-    bits = x.to(tl.int32, bitcast=True)
-    bits = tl.where((bits & 0x7FFFFFFF) == 0, 0, bits)  # -0.0 ties with 0.0, as in the reference's float sort
-    key = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # signed integer order == float order
-    key = tl.where(candidate, key, -2147483648)
+    key = tl.where(candidate, _float_key(x), -2147483648)  # below every candidate key (-inf's is -2139095041)
 
-    # invariant: count(key >= threshold) >= take. The sign bit first (its trial value 0 is the only one that
-    # would overflow int32 as threshold + 2^31), then bits 30..0.
-    count = tl.sum((key >= 0).to(tl.int32), 0)
-    threshold = tl.where(count >= take, 0, -2147483648)
-    for step in tl.static_range(1, 32):
-        trial = threshold + (1 << (31 - step))
-        count = tl.sum((key >= trial).to(tl.int32), 0)
-        threshold = tl.where(count >= take, trial, threshold)
+    # The bracket, in int64 so that `hi = max + 1` cannot overflow; every trial lies strictly inside it, so it is
+    # an int32 key. take == 0 (no past page): an empty bracket at max + 1, nothing above it, no ties.
+    key_min, key_max, x_sum, x_sq = tl.reduce(
+        (tl.where(candidate, key, 2147483647), key, x, x * x), 0, _row_stats)
+    hi = key_max.to(tl.int64) + 1
+    count_hi = take * 0
+    lo = tl.where(take > 0, key_min.to(tl.int64), hi)
+    count_lo = tl.where(take > 0, num_candidates, 0)
 
-    above = key > threshold
-    ties_needed = take - tl.sum(above.to(tl.int32), 0)
-    tie = key == threshold
-    tie_rank = tl.cumsum(tie.to(tl.int32), 0)
-    selected = above | (tie & (tie_rank <= ties_needed))
-    slot = tl.cumsum(selected.to(tl.int32), 0) - 1
+    # first trial: mean + z * std, z of the upper tail `take / n` by the logistic approximation of the probit
+    n = num_candidates.to(tl.float32)
+    mean = x_sum / n
+    std = tl.sqrt(tl.maximum(x_sq / n - mean * mean, 0.0))
+    tail = tl.minimum(tl.maximum((take.to(tl.float32) + 0.5) / n, 1e-6), 1.0 - 1e-6)
+    first = (mean + std * tl.log((1.0 - tail) / tail) / 1.702).to(tl.float32)
+    first_key = _float_key(first).to(tl.int64)
+    use_first = (first == first) & (tl.abs(first) < float("inf"))  # finite: no inf / NaN scores in the sums
+
+    weight_lo = 1.0
+    weight_hi = 1.0
+    last_reached = -1  # which end the previous round moved: 1 lo, 0 hi, -1 none yet
+    slow_rounds = 0
+    while (count_lo > take) & (hi - lo > 1):
+        span = hi - lo
+        pull_lo = (count_lo - take - 0.5) * weight_lo
+        pull_hi = (take + 0.5 - count_hi) * weight_hi
+        trial = lo + (span.to(tl.float32) * (pull_lo / (pull_lo + pull_hi))).to(tl.int64)
+        trial = tl.where(slow_rounds >= 3, lo + span // 2, trial)
+        trial = tl.where(use_first, first_key, trial)
+        trial = tl.minimum(tl.maximum(trial, lo + 1), hi - 1)
+        use_first = False
+
+        count = tl.sum((key >= trial.to(tl.int32)).to(tl.int32), 0)
+        reached = count >= take
+        lo = tl.where(reached, trial, lo)
+        count_lo = tl.where(reached, count, count_lo)
+        hi = tl.where(reached, hi, trial)
+        count_hi = tl.where(reached, count_hi, count)
+        # Illinois: the end that stayed put twice in a row pulls half as hard
+        same = reached.to(tl.int32) == last_reached
+        weight_hi = tl.where(same & reached, weight_hi * 0.5, tl.where(same, weight_hi, 1.0))
+        weight_lo = tl.where(same & ~reached, weight_lo * 0.5, tl.where(same, weight_lo, 1.0))
+        last_reached = reached.to(tl.int32)
+        slow_rounds = tl.where(2 * (hi - lo) > span, slow_rounds + 1, 0)
+
+    # exactly take keys >= lo: those; else the keys >= hi (count_hi < take) and the first ties at lo
+    exact = count_lo == take
+    cut = tl.where(exact, lo, hi).to(tl.int32)
+    ties_needed = tl.where(exact, 0, take - count_hi)
+    above = key >= cut
+    tie = (key == lo.to(tl.int32)) & candidate
+    # one scan: above count in the high 16 bits, tie count in the low 16 bits, inclusive prefix per page
+    prefix = tl.cumsum(above.to(tl.int32) * 65536 + tie.to(tl.int32), 0)
+    ties_before = prefix & 0xFFFF
+    selected = above | (tie & (ties_before <= ties_needed))
+    slot = (prefix >> 16) + tl.minimum(ties_before, ties_needed) - 1
     out_row = OUT + b * stride_ob + head * stride_oh
     tl.store(out_row + slot, offs, mask=selected)
 
@@ -222,8 +284,7 @@ def _select_pages_kernel(
     tail_value = tl.where(tail == take, current, -1)
     tl.store(out_row + tail, tail_value, mask=(tail >= take) & (tail < num_out))
     if WRITE_READS:
-        page_tokens = tl.minimum(length - offs * page_size, page_size)  # valid tokens of page `offs`
-        tokens = tl.sum(tl.where(selected, page_tokens, 0), 0) + (length - current * page_size)
+        tokens = take * page_size + (length - current * page_size)  # past pages are full
         tl.store(TOKENS_OUT + row, tokens)
         tl.store(SPARSITY_OUT + row, 1.0 - tokens.to(tl.float32) / length.to(tl.float32))
 
