@@ -29,6 +29,7 @@ import json
 import os
 import sys
 import time
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -148,10 +149,11 @@ def dense_baselines(q, k, v, use_flex: bool):
 
 # -- Quest ---------------------------------------------------------------------------------------------------------
 def bench_quest(context: int, batch: int, use_flex: bool, bandwidth: dict, results: list,
-                fuse_combine: bool = True):
+                fuse_combine: Optional[bool] = None):
     from sparse_attn.kernels.decode.triton import choose_num_splits, triton_decode
     from sparse_attn.kernels.quest import build_page_meta, naive_quest_decode, naive_quest_select_pages
     from sparse_attn.kernels.quest.triton import (
+        FUSE_MAX_SPLITS,
         triton_quest_decode,
         triton_quest_page_scores,
         triton_quest_select_pages,
@@ -252,7 +254,8 @@ def bench_quest(context: int, batch: int, use_flex: bool, bandwidth: dict, resul
     row = {
         "table": "quest", "context": context, "batch": batch, "page_budget": page_budget, "mode": mode,
         "config": {"pages_per_block": ppb, "num_warps": warps, "num_stages": stages, "num_splits": splits,
-                   "default_splits": default_splits, "prefetch_index": prefetch, "fuse_combine": fuse_combine,
+                   "default_splits": default_splits, "prefetch_index": prefetch,
+                   "fuse_combine": splits > 1 and (splits <= FUSE_MAX_SPLITS if fuse_combine is None else fuse_combine),
                    "scores": score_cfg, "select_warps": select_warps},
         "attn_ms_prefetch_vs_not": [prefetch_gain.get(True), prefetch_gain.get(False)],
         "topk_select_ms": topk_select_ms,
@@ -587,8 +590,9 @@ def main():
                         help="print a torch.profiler table of eager compress at the smallest compression context")
     parser.add_argument("--ada-allocations", nargs="+", default=["radix"], choices=["topk", "radix"],
                         help="AdaSnapKV.allocation variants to time in the compression table (one row each)")
-    parser.add_argument("--quest-combine", default="fused", choices=["fused", "separate"],
-                        help="Quest decode: merge the splits in the split kernel (the shipped default) or in a "
+    parser.add_argument("--quest-combine", default="auto", choices=["auto", "fused", "separate"],
+                        help="Quest decode: the library's choice (auto: merged in the split kernel up to "
+                        "FUSE_MAX_SPLITS splits, a second launch beyond), always in the split kernel, or always in a "
                         "second launch")
     parser.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_decode.json"))
     args = parser.parse_args()
@@ -612,7 +616,8 @@ def main():
     for context in args.contexts if {"quest", "compressed"} & set(args.tables) else []:
         for batch in args.batches:
             if "quest" in args.tables:
-                bench_quest(context, batch, not args.no_flex, bandwidth, results, args.quest_combine == "fused")
+                fuse = {"auto": None, "fused": True, "separate": False}[args.quest_combine]
+                bench_quest(context, batch, not args.no_flex, bandwidth, results, fuse)
                 torch.cuda.empty_cache()
                 quest = results[-1]
                 dense = {"cudnn": quest["cudnn_ms"], "flash": quest["flash_ms"], "flex": quest["flex_ms"]}
