@@ -123,6 +123,10 @@ def test_triton_quest_step(batch, num_q_heads, num_kv_heads, head_dim, share_pag
     looped = triton_quest_page_scores(q, page_min, page_max, lens, PAGE, share_pages, block_p=4,
                                       blocks_per_program=2)
     torch.testing.assert_close(looped, ref_scores, rtol=1e-5, atol=1e-4)
+    # metadata at and past the current page does not reach the scores (the kernel masks its loads there)
+    past = torch.arange(page_min.shape[2])[None, None, :, None] >= ((lens.long() - 1) // PAGE)[:, None, None, None]
+    poisoned = [meta.masked_fill(past, float("nan")) for meta in (page_min, page_max)]
+    torch.testing.assert_close(triton_quest_page_scores(q, *poisoned, lens, PAGE, share_pages), scores, rtol=0, atol=0)
 
     ref_index = naive_quest_select_pages(ref_scores, lens, PAGE, page_budget)
     index = triton_quest_select_pages(scores, lens, PAGE, page_budget)

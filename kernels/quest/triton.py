@@ -100,10 +100,12 @@ def _page_scores_kernel(
     for block in range(BLOCKS):
         offs_p = (pid_p * BLOCKS + block) * BLOCK_P + tl.arange(0, BLOCK_P)
         page_ok = offs_p < num_pages
-        meta_off = b * stride_mb + kv_head * stride_mh + offs_p[:, None] * stride_mp + offs_d[None, :]
-        pmin = tl.load(PMIN + meta_off, mask=page_ok[:, None], other=0.0).to(tl.float32)  # [BLOCK_P, D]
-        pmax = tl.load(PMAX + meta_off, mask=page_ok[:, None], other=0.0).to(tl.float32)
         candidate = offs_p < current_page
+        # only candidates' metadata is read: pages past the current one (the empty pages a growing cache reserves
+        # ahead, up to 1/9 of them, and a shorter sample's tail in a batch) cost no memory traffic
+        meta_off = b * stride_mb + kv_head * stride_mh + offs_p[:, None] * stride_mp + offs_d[None, :]
+        pmin = tl.load(PMIN + meta_off, mask=candidate[:, None], other=0.0).to(tl.float32)  # [BLOCK_P, D]
+        pmax = tl.load(PMAX + meta_off, mask=candidate[:, None], other=0.0).to(tl.float32)
         if SHARED:
             total = _page_bound(pmin, pmax, q_pos, q_neg)  # [BLOCK_P]
             tl.store(SCORES + b * stride_sb + kv_head * stride_sh + offs_p,
