@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .._order_key import order_key
+
 MAX_ROW = 16384  # scores one program holds in registers (64 KB of int32 keys over 8 warps)
 SIGN = tl.constexpr(-2147483648)  # int32 sign bit: key ^ SIGN maps the signed key order onto the unsigned bit order
 
@@ -31,10 +33,7 @@ def _row_keys(row, offs, m, stop):
     (>= stop, tile padding) get the smallest key, which no threshold of the search ever reaches."""
     x = tl.load(row + offs, mask=offs <= m, other=float("-inf"))
     x = tl.where((offs == m) | (offs == m - 1) | (offs == 0), float("inf"), x)
-    bits = x.to(tl.int32, bitcast=True)
-    bits = tl.where((bits & 0x7FFFFFFF) == 0, 0, bits)  # -0.0 counts as 0.0, as in a float comparison
-    key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # signed int32 order == float order
-    return tl.where(offs < stop, key, SIGN)
+    return tl.where(offs < stop, order_key(x.to(tl.int32, bitcast=True)), SIGN)
 
 
 @triton.jit

@@ -29,6 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .._order_key import order_key
+
 POOL_BLOCK = 1024
 PACK_BLOCK = 64
 _LOW31 = 0x7FFFFFFF
@@ -56,8 +58,7 @@ def _pool_keys_kernel(
         val = tl.load(base + t, mask=ok, other=0.0).to(tl.float32)
     flat = head * seq_len + t
     tl.store(POOLED + flat, val, mask=ok)
-    bits = (val + 0.0).to(tl.int32, bitcast=True)  # + 0.0: -0.0 ranks as 0.0
-    monotone = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(tl.int64)
+    monotone = order_key(val.to(tl.int32, bitcast=True)).to(tl.int64)
     key = (monotone << 32) | (total - 1 - flat).to(tl.int64)
     tl.store(KEYS + flat, key, mask=ok)
 

@@ -28,6 +28,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .._order_key import order_key
+
 __all__ = ["ThresholdTopk", "triton_stable_topk", "triton_threshold_topk"]
 
 BINS = 256  # one byte of the 32-bit key per pass
@@ -56,9 +58,7 @@ def _load_keys(SCORES, row, stride_r, t, ok, LENS, rows_per_sample, NUM_FORCED: 
         length = tl.load(LENS + row // rows_per_sample)
         bits = tl.where(t < NUM_FORCED, 0x7F800000, bits)  # +inf
         bits = tl.where(t >= length, -8388608, bits)  # -inf (0xFF800000 as int32)
-    bits = tl.where((bits & 0x7FFFFFFF) == 0, 0, bits)  # -0.0 -> +0.0 (a float comparison treats them as equal)
-    monotone = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # signed int32 order == float order
-    return monotone.to(tl.int64) + 2147483648  # unsigned order, so that bytes compare like the keys
+    return order_key(bits).to(tl.int64) + 2147483648  # unsigned order, so that bytes compare like the keys
 
 
 @triton.jit

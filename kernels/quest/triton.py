@@ -33,6 +33,7 @@ from ..decode.triton import (
     group_rows,
     launch_split_decode,
 )
+from .._order_key import order_key
 from .naive import naive_selection_reads
 
 
@@ -172,14 +173,6 @@ def _row_stats(a_min, a_max, a_sum, a_sq, b_min, b_max, b_sum, b_sq):
     return tl.minimum(a_min, b_min), tl.maximum(a_max, b_max), a_sum + b_sum, a_sq + b_sq
 
 
-@triton.jit
-def _float_key(x):
-    """Order-preserving int32 key of fp32 `x`: signed integer order == float order, -0.0 == 0.0."""
-    bits = x.to(tl.int32, bitcast=True)
-    bits = tl.where((bits & 0x7FFFFFFF) == 0, 0, bits)
-    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
-
-
 @triton.jit(do_not_specialize=GROWING_ARGS + ["stride_ob", "stride_oh", "num_out"])  # num_out grows up to budget + 1
 def _select_pages_kernel(
     SCORES, LENS, OUT, TOKENS_OUT, SPARSITY_OUT,
@@ -223,7 +216,8 @@ def _select_pages_kernel(
     offs = tl.arange(0, BLOCK_P)
     candidate = (offs < current) & (offs < num_pages)
     x = tl.load(SCORES + b * stride_sb + head * stride_sh + offs, mask=candidate, other=0.0)
-    key = tl.where(candidate, _float_key(x), -2147483648)  # below every candidate key (-inf's is -2139095041)
+    # non-candidates get a key below every candidate's (-inf's is -2139095041)
+    key = tl.where(candidate, order_key(x.to(tl.int32, bitcast=True)), -2147483648)
 
     # The bracket, in int64 so that `hi = max + 1` cannot overflow; every trial lies strictly inside it, so it is
     # an int32 key. take == 0 (no past page): an empty bracket at max + 1, nothing above it, no ties.
@@ -240,7 +234,7 @@ def _select_pages_kernel(
     std = tl.sqrt(tl.maximum(x_sq / n - mean * mean, 0.0))
     tail = tl.minimum(tl.maximum((take.to(tl.float32) + 0.5) / n, 1e-6), 1.0 - 1e-6)
     first = (mean + std * tl.log((1.0 - tail) / tail) / 1.702).to(tl.float32)
-    first_key = _float_key(first).to(tl.int64)
+    first_key = order_key(first.to(tl.int32, bitcast=True)).to(tl.int64)
     use_first = (first == first) & (tl.abs(first) < float("inf"))  # finite: no inf / NaN scores in the sums
 
     weight_lo = 1.0
